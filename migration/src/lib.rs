@@ -1,0 +1,14 @@
+//! Database migrations, run at start-up by `meshgroup serve` and by every CLI command.
+pub use sea_orm_migration::prelude::*;
+
+mod m20261126_000001_initial;
+
+/// Applies every migration in order; sea-orm records what already ran.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261126_000001_initial::Migration)]
+    }
+}

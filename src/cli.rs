@@ -1,0 +1,518 @@
+//! The operator CLI: `serve`, and commands over groups, members, bans, join requests and identities.
+//!
+//! Every command prints a readable table, or one JSON document with `--json`. Mutations go through
+//! [`GroupCore`], the same code a running server's group actors use; the server notices the change
+//! within a second (it polls `groups.updated_at`, which each mutation bumps).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::domain::Rights;
+use crate::group::{Caller, CreateGroup, GroupCore, GroupError, Settings};
+use crate::store::{Group, GroupPatch, Store, StoreError};
+use crate::wire::identity::parse_hash;
+
+#[derive(Parser, Debug)]
+#[command(name = "meshgroup", version, about = "Group chats for Reticulum and LXMF, many groups per server")]
+pub struct Cli {
+    /// Configuration file (default: config/meshgroup.toml if present).
+    #[arg(long, global = true, env = "MESHGROUP_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print one JSON document instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+    /// Create, list, show, update and delete hosted groups.
+    #[command(subcommand)]
+    Group(GroupCmd),
+    /// Manage the members of a group.
+    #[command(subcommand)]
+    Member(MemberCmd),
+    /// Manage the bans of a group.
+    #[command(subcommand)]
+    Ban(BanCmd),
+    /// Decide on requests to join private groups.
+    #[command(subcommand, name = "join-requests")]
+    JoinRequests(JoinCmd),
+    /// Move a group's identity in and out (Reticulum 64-byte identity files).
+    #[command(subcommand)]
+    Identity(IdentityCmd),
+}
+
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// Create a public demo group on first start if the server hosts no group yet.
+    #[arg(long)]
+    pub demo: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupCmd {
+    /// Create a group with a fresh Reticulum identity; prints its hashes.
+    Create(CreateArgs),
+    List,
+    Show { group: String },
+    Update(UpdateArgs),
+    Delete { group: String },
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    #[arg(long)]
+    pub name: String,
+    #[arg(long)]
+    pub private: bool,
+    /// The real name of a private group, shown only to members.
+    #[arg(long)]
+    pub private_name: Option<String>,
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=254))]
+    pub join_stamp_cost: u32,
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=254))]
+    pub post_stamp_cost: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    pub group: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Empty clears the private name.
+    #[arg(long)]
+    pub private_name: Option<String>,
+    #[arg(long, conflicts_with = "public")]
+    pub private: bool,
+    #[arg(long)]
+    pub public: bool,
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=254))]
+    pub join_stamp_cost: Option<u32>,
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=254))]
+    pub post_stamp_cost: Option<u32>,
+    /// Whether non-members may read a public group's history.
+    #[arg(long)]
+    pub history_public: Option<bool>,
+    /// Whether a private group is listed (as "Private Group") in the server directory.
+    #[arg(long)]
+    pub listed: Option<bool>,
+    /// Take the group back from its founder: the operator alone holds it again.
+    #[arg(long)]
+    pub clear_founder: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MemberCmd {
+    List { group: String },
+    Add {
+        group: String,
+        identity: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Rights to delegate, e.g. `kick,ban` or `all`.
+        #[arg(long, default_value = "none")]
+        rights: String,
+    },
+    Remove { group: String, identity: String },
+    /// Replace a member's delegated rights (`approve,kick,ban,delete,rename,settings,permissions`, `all`, `none`).
+    SetPermissions { group: String, identity: String, rights: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BanCmd {
+    Add {
+        group: String,
+        identity: String,
+        #[arg(long)]
+        reason: String,
+    },
+    Remove { group: String, identity: String },
+    List { group: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JoinCmd {
+    List { group: String },
+    Approve { group: String, identity: String },
+    Reject { group: String, identity: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IdentityCmd {
+    /// Write the group's 64-byte Reticulum identity file.
+    Export {
+        group: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Host a group under an existing identity file.
+    Import {
+        #[arg(long)]
+        file: PathBuf,
+        #[command(flatten)]
+        create: CreateArgs,
+    },
+}
+
+/// A CLI failure: bad input (exit 2) or a failure of the machine (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Input(String),
+    #[error("{0}")]
+    Failure(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Input(_) => 2,
+            CliError::Failure(_) => 1,
+        }
+    }
+}
+
+impl From<GroupError> for CliError {
+    fn from(e: GroupError) -> Self {
+        match e {
+            GroupError::Store(s) => CliError::Failure(s.to_string()),
+            other => CliError::Input(other.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for CliError {
+    fn from(e: StoreError) -> Self {
+        CliError::from(GroupError::from(e))
+    }
+}
+
+/// A command's result, printable as a table or as JSON.
+pub struct Output {
+    pub json: Value,
+    pub headers: Vec<&'static str>,
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Output {
+    fn message(json: Value, text: String) -> Self {
+        Output { json, headers: vec![], rows: vec![vec![text]] }
+    }
+
+    pub fn render(&self, as_json: bool) -> String {
+        if as_json {
+            return self.json.to_string();
+        }
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.len()).collect();
+        for row in &self.rows {
+            for (i, cell) in row.iter().enumerate() {
+                if i >= widths.len() {
+                    widths.push(0);
+                }
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+        let line = |cells: Vec<String>| {
+            cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect::<Vec<_>>().join("  ").trim_end().to_owned()
+        };
+        let mut out = Vec::new();
+        if !self.headers.is_empty() {
+            out.push(line(self.headers.iter().map(|h| h.to_uppercase()).collect()));
+        }
+        out.extend(self.rows.iter().map(|r| line(r.clone())));
+        out.join("\n")
+    }
+}
+
+/// Runs one non-`serve` command against the store.
+pub async fn run_command(cfg: &Config, cmd: Command) -> Result<Output, CliError> {
+    let store = Store::open(&cfg.database_url()).await.map_err(|e| CliError::Failure(e.to_string()))?;
+    match cmd {
+        Command::Serve(_) => Err(CliError::Input("serve is not a store command".into())),
+        Command::Group(c) => group_cmd(&store, c).await,
+        Command::Member(c) => member_cmd(&store, c).await,
+        Command::Ban(c) => ban_cmd(&store, c).await,
+        Command::JoinRequests(c) => join_cmd(&store, c).await,
+        Command::Identity(c) => identity_cmd(&store, c).await,
+    }
+}
+
+/// Resolves GROUP: a numeric id, or any of the group's three hashes.
+pub async fn find_group(store: &Store, key: &str) -> Result<Group, CliError> {
+    let not_found = || CliError::Input(format!("no group {key}"));
+    if let Ok(id) = key.parse::<i64>() {
+        return store.group_by_id(id).await.map_err(|_| not_found());
+    }
+    let hash = parse_hash(key).ok_or_else(|| CliError::Input(format!("malformed group id or hash: {key}")))?;
+    store.group_by_hash(&hex::encode(hash)).await.map_err(|_| not_found())
+}
+
+fn identity_arg(s: &str) -> Result<String, CliError> {
+    parse_hash(s).map(hex::encode).ok_or_else(|| CliError::Input(format!("malformed identity hash: {s}")))
+}
+
+fn rights_arg(s: &str) -> Result<Rights, CliError> {
+    Rights::parse_list(s).map_err(CliError::Input)
+}
+
+async fn core(store: &Store, key: &str) -> Result<GroupCore, CliError> {
+    Ok(GroupCore::load(store.clone(), find_group(store, key).await?).await?)
+}
+
+/// Tells a running server that this group changed (it polls `updated_at`).
+async fn touch(store: &Store, group_id: i64) -> Result<(), CliError> {
+    store.update_group(group_id, GroupPatch::default()).await?;
+    Ok(())
+}
+
+pub fn group_json(g: &Group, members: u64) -> Value {
+    json!({
+        "id": g.id,
+        "identity_hash": g.identity_hash,
+        "group_destination_hash": g.group_dest_hash,
+        "lxmf_destination_hash": g.lxmf_dest_hash,
+        "name": g.public_name,
+        "private_name": g.private_name,
+        "visibility": g.visibility,
+        "join_stamp_cost": g.join_stamp_cost,
+        "post_stamp_cost": g.post_stamp_cost,
+        "history_public": g.history_public,
+        "listed": g.listed,
+        "founder": g.founder_identity_hash,
+        "members": members,
+        "created_at": g.created_at,
+        "updated_at": g.updated_at,
+    })
+}
+
+fn ts(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default()
+}
+
+async fn group_cmd(store: &Store, c: GroupCmd) -> Result<Output, CliError> {
+    match c {
+        GroupCmd::Create(a) => {
+            let g = crate::group::create_group(store, create_args(a, None)).await?;
+            Ok(group_created(&g))
+        }
+        GroupCmd::List => {
+            let groups = store.list_groups().await?;
+            let mut json = Vec::new();
+            let mut rows = Vec::new();
+            for g in &groups {
+                let n = store.count_members(g.id).await?;
+                json.push(group_json(g, n));
+                rows.push(vec![
+                    g.id.to_string(),
+                    g.public_name.clone(),
+                    g.visibility.clone(),
+                    n.to_string(),
+                    g.group_dest_hash.clone(),
+                    g.lxmf_dest_hash.clone(),
+                    g.founder_identity_hash.clone().unwrap_or_else(|| "-".into()),
+                    ts(g.created_at),
+                ]);
+            }
+            Ok(Output {
+                json: Value::Array(json),
+                headers: vec!["id", "name", "visibility", "members", "meshchat.group", "lxmf.delivery", "founder", "created"],
+                rows,
+            })
+        }
+        GroupCmd::Show { group } => {
+            let g = find_group(store, &group).await?;
+            let n = store.count_members(g.id).await?;
+            let json = group_json(&g, n);
+            let rows = json
+                .as_object()
+                .map(|o| o.iter().map(|(k, v)| vec![k.clone(), v.to_string().trim_matches('"').to_owned()]).collect())
+                .unwrap_or_default();
+            Ok(Output { json, headers: vec!["field", "value"], rows })
+        }
+        GroupCmd::Update(a) => {
+            let mut core = core(store, &a.group).await?;
+            let owner = Caller::Owner;
+            if a.name.is_some() || a.private_name.is_some() {
+                core.rename(&owner, a.name.as_deref(), a.private_name.as_deref()).await?;
+            }
+            let visibility = match (a.private, a.public) {
+                (true, _) => Some(crate::domain::Visibility::Private),
+                (_, true) => Some(crate::domain::Visibility::Public),
+                _ => None,
+            };
+            core.update_settings(
+                &owner,
+                Settings {
+                    visibility,
+                    join_stamp_cost: a.join_stamp_cost,
+                    post_stamp_cost: a.post_stamp_cost,
+                    history_public: a.history_public,
+                    listed: a.listed,
+                },
+            )
+            .await?;
+            if a.clear_founder {
+                store.update_group(core.group().id, GroupPatch { founder_identity_hash: Some(None), ..Default::default() }).await?;
+            }
+            let g = store.group_by_id(core.group().id).await?;
+            let n = store.count_members(g.id).await?;
+            Ok(Output::message(group_json(&g, n), format!("updated group {}", g.id)))
+        }
+        GroupCmd::Delete { group } => {
+            let g = find_group(store, &group).await?;
+            store.delete_group(g.id).await?;
+            Ok(Output::message(json!({"deleted": g.id}), format!("deleted group {} ({})", g.id, g.public_name)))
+        }
+    }
+}
+
+fn create_args(a: CreateArgs, key: Option<Vec<u8>>) -> CreateGroup {
+    CreateGroup {
+        name: a.name,
+        private: a.private,
+        private_name: a.private_name,
+        join_stamp_cost: a.join_stamp_cost,
+        post_stamp_cost: a.post_stamp_cost,
+        founder: None,
+        private_key: key,
+    }
+}
+
+fn group_created(g: &Group) -> Output {
+    Output {
+        json: group_json(g, 0),
+        headers: vec!["id", "name", "identity", "meshchat.group", "lxmf.delivery"],
+        rows: vec![vec![
+            g.id.to_string(),
+            g.public_name.clone(),
+            format!("<{}>", g.identity_hash),
+            format!("<{}>", g.group_dest_hash),
+            format!("<{}>", g.lxmf_dest_hash),
+        ]],
+    }
+}
+
+async fn member_cmd(store: &Store, c: MemberCmd) -> Result<Output, CliError> {
+    let owner = Caller::Owner;
+    match c {
+        MemberCmd::List { group } => {
+            let core = core(store, &group).await?;
+            let members = core.members(&owner, 0, u64::MAX >> 1).await?;
+            let json = members
+                .iter()
+                .map(|m| json!({"identity_hash": m.identity_hash, "display_name": m.display_name, "rights": Rights(m.permissions).names(), "notify_mode": m.notify_mode, "created_at": m.created_at, "last_seen": m.last_seen}))
+                .collect();
+            let rows = members
+                .iter()
+                .map(|m| vec![m.identity_hash.clone(), m.display_name.clone(), Rights(m.permissions).names().join(","), m.notify_mode.clone(), ts(m.created_at)])
+                .collect();
+            Ok(Output { json: Value::Array(json), headers: vec!["identity", "name", "rights", "notify", "joined"], rows })
+        }
+        MemberCmd::Add { group, identity, name, rights } => {
+            let (identity, rights) = (identity_arg(&identity)?, rights_arg(&rights)?);
+            let mut core = core(store, &group).await?;
+            core.add_member(&owner, &identity, &name, rights).await?;
+            touch(store, core.group().id).await?;
+            Ok(Output::message(json!({"added": identity}), format!("added {identity}")))
+        }
+        MemberCmd::Remove { group, identity } => {
+            let identity = identity_arg(&identity)?;
+            let mut core = core(store, &group).await?;
+            core.kick(&owner, &identity).await?;
+            touch(store, core.group().id).await?;
+            Ok(Output::message(json!({"removed": identity}), format!("removed {identity}")))
+        }
+        MemberCmd::SetPermissions { group, identity, rights } => {
+            let (identity, rights) = (identity_arg(&identity)?, rights_arg(&rights)?);
+            let mut core = core(store, &group).await?;
+            core.set_permissions(&owner, &identity, rights).await?;
+            touch(store, core.group().id).await?;
+            Ok(Output::message(json!({"identity": identity, "rights": rights.names()}), format!("{identity}: {}", rights.names().join(","))))
+        }
+    }
+}
+
+async fn ban_cmd(store: &Store, c: BanCmd) -> Result<Output, CliError> {
+    let owner = Caller::Owner;
+    match c {
+        BanCmd::Add { group, identity, reason } => {
+            let identity = identity_arg(&identity)?;
+            let mut core = core(store, &group).await?;
+            core.ban(&owner, &identity, &reason).await?;
+            touch(store, core.group().id).await?;
+            Ok(Output::message(json!({"banned": identity, "reason": reason}), format!("banned {identity}")))
+        }
+        BanCmd::Remove { group, identity } => {
+            let identity = identity_arg(&identity)?;
+            let mut core = core(store, &group).await?;
+            core.unban(&owner, &identity).await?;
+            touch(store, core.group().id).await?;
+            Ok(Output::message(json!({"unbanned": identity}), format!("unbanned {identity}")))
+        }
+        BanCmd::List { group } => {
+            let core = core(store, &group).await?;
+            let bans = core.bans(&owner).await?;
+            let json = bans.iter().map(|b| json!({"identity_hash": b.identity_hash, "reason": b.reason, "banned_by": b.banned_by, "created_at": b.created_at})).collect();
+            let rows = bans.iter().map(|b| vec![b.identity_hash.clone(), b.reason.clone(), b.banned_by.clone(), ts(b.created_at)]).collect();
+            Ok(Output { json: Value::Array(json), headers: vec!["identity", "reason", "by", "since"], rows })
+        }
+    }
+}
+
+async fn join_cmd(store: &Store, c: JoinCmd) -> Result<Output, CliError> {
+    let owner = Caller::Owner;
+    match c {
+        JoinCmd::List { group } => {
+            let core = core(store, &group).await?;
+            let reqs = core.join_requests(&owner).await?;
+            let json = reqs.iter().map(|r| json!({"identity_hash": r.identity_hash, "display_name": r.display_name, "note": r.note, "created_at": r.created_at})).collect();
+            let rows = reqs.iter().map(|r| vec![r.identity_hash.clone(), r.display_name.clone(), r.note.clone(), ts(r.created_at)]).collect();
+            Ok(Output { json: Value::Array(json), headers: vec!["identity", "name", "note", "requested"], rows })
+        }
+        JoinCmd::Approve { group, identity } => {
+            let identity = identity_arg(&identity)?;
+            let mut core = core(store, &group).await?;
+            core.approve(&owner, &identity).await?;
+            touch(store, core.group().id).await?;
+            Ok(Output::message(json!({"approved": identity}), format!("approved {identity}")))
+        }
+        JoinCmd::Reject { group, identity } => {
+            let identity = identity_arg(&identity)?;
+            let mut core = core(store, &group).await?;
+            core.reject(&owner, &identity).await?;
+            touch(store, core.group().id).await?;
+            Ok(Output::message(json!({"rejected": identity}), format!("rejected {identity}")))
+        }
+    }
+}
+
+async fn identity_cmd(store: &Store, c: IdentityCmd) -> Result<Output, CliError> {
+    match c {
+        IdentityCmd::Export { group, out } => {
+            let g = find_group(store, &group).await?;
+            write_private_file(&out, &g.identity_private_key)
+                .map_err(|e| CliError::Failure(format!("cannot write {}: {e}", out.display())))?;
+            Ok(Output::message(json!({"exported": g.identity_hash, "file": out}), format!("wrote {}", out.display())))
+        }
+        IdentityCmd::Import { file, create } => {
+            let key = std::fs::read(&file).map_err(|e| CliError::Input(format!("cannot read {}: {e}", file.display())))?;
+            let g = crate::group::create_group(store, create_args(create, Some(key))).await?;
+            Ok(group_created(&g))
+        }
+    }
+}
+
+/// Identity files hold a private key: readable by the owner only.
+fn write_private_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(bytes)
+}

@@ -1,0 +1,289 @@
+//! Layered configuration: struct defaults < a TOML file < `MESHGROUP_` environment variables.
+//!
+//! `config/default.toml` documents every key; a test keeps it in step with these structs.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Top-level keys of [`Config`], the only ones taken from the environment.
+const SECTIONS: &[&str] = &["data_dir", "database", "metrics", "reticulum", "log", "limits"];
+
+/// The file read when no `--config` is given, if it exists.
+pub const DEFAULT_CONFIG_PATH: &str = "config/meshgroup.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Figment(#[from] Box<figment::Error>),
+    #[error("configuration file {0} does not exist")]
+    Missing(PathBuf),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the server keeps its SQLite database and admin socket.
+    pub data_dir: PathBuf,
+    pub database: DatabaseConfig,
+    pub metrics: MetricsConfig,
+    pub reticulum: ReticulumConfig,
+    pub log: LogConfig,
+    pub limits: LimitsConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH?mode=rwc` or `postgres://…`; empty means `DATA_DIR/meshgroup.db`.
+    pub url: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the Prometheus endpoint; empty turns it off.
+    pub listen: String,
+    /// Label group metrics by group (small deployments only).
+    pub per_group: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReticulumConfig {
+    pub interfaces: Vec<InterfaceConfig>,
+    /// Seconds between two announces of the same group.
+    pub announce_interval_secs: u64,
+    /// Random extra delay, as a fraction of the interval, so groups don't announce in step.
+    pub announce_jitter: f64,
+    /// Announces per second across all groups (the global budget).
+    pub announce_budget_per_sec: f64,
+}
+
+/// One Reticulum interface of the node.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum InterfaceConfig {
+    /// Peers connect to us (Python `TCPClientInterface` compatible).
+    TcpServer { listen: String },
+    /// We connect to an rnsd or hub (Python `TCPServerInterface` compatible).
+    TcpClient { target: String },
+    /// Attach to an operator's running rnsd as a shared-instance client.
+    SharedInstance {
+        #[serde(default = "default_instance_name")]
+        instance_name: String,
+        /// `unix` (abstract socket, the default) or `tcp`.
+        #[serde(default = "default_shared_type")]
+        shared_instance_type: String,
+        #[serde(default = "default_shared_port")]
+        port: u16,
+    },
+}
+
+fn default_instance_name() -> String {
+    "default".into()
+}
+fn default_shared_type() -> String {
+    "unix".into()
+}
+fn default_shared_port() -> u16 {
+    37428
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter, e.g. `info` or `meshgroup=debug,info`.
+    pub level: String,
+    /// Level for the Reticulum crate's own targets, which are chatty at info.
+    pub transport_level: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request body accepted on the link API, in bytes.
+    pub max_request_bytes: usize,
+    /// Default and maximum page size of history and member lists.
+    pub default_page: u32,
+    pub max_page: u32,
+    /// Stamp validations that may run or wait at once; beyond it requests get `rate_limited`.
+    pub stamp_pool_capacity: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("data"),
+            database: DatabaseConfig::default(),
+            metrics: MetricsConfig::default(),
+            reticulum: ReticulumConfig::default(),
+            log: LogConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { listen: "127.0.0.1:9464".into(), per_group: false }
+    }
+}
+
+impl Default for ReticulumConfig {
+    fn default() -> Self {
+        ReticulumConfig {
+            interfaces: vec![InterfaceConfig::TcpServer { listen: "127.0.0.1:4242".into() }],
+            announce_interval_secs: 3 * 3600,
+            announce_jitter: 0.1,
+            announce_budget_per_sec: 1.0,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into(), transport_level: "warn".into() }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { max_request_bytes: 64 * 1024, default_page: 20, max_page: 200, stamp_pool_capacity: 64 }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then the file (`path`, or `config/meshgroup.toml` if present), then the environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match path {
+            Some(p) if !p.exists() => return Err(ConfigError::Missing(p.to_owned())),
+            Some(p) => fig = fig.merge(Toml::file(p)),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => fig = fig.merge(Toml::file(DEFAULT_CONFIG_PATH)),
+            None => {}
+        }
+        // Only keys under a known section are configuration; other MESHGROUP_ variables
+        // (such as the test database URL) belong to other tools.
+        let env = Env::prefixed("MESHGROUP_")
+            .filter(|k| {
+                let k = k.as_str().to_ascii_lowercase();
+                SECTIONS.iter().any(|s| k == *s || k.starts_with(&format!("{s}__")))
+            })
+            .split("__");
+        fig = fig.merge(env);
+        let cfg: Config = fig.extract().map_err(Box::new)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.reticulum.announce_budget_per_sec > 0.0) {
+            return Err(ConfigError::Invalid("reticulum.announce_budget_per_sec must be > 0".into()));
+        }
+        if !(0.0..=1.0).contains(&self.reticulum.announce_jitter) {
+            return Err(ConfigError::Invalid("reticulum.announce_jitter must be within 0..=1".into()));
+        }
+        if !self.metrics.listen.is_empty() {
+            self.metrics_addr()?;
+        }
+        Ok(())
+    }
+
+    /// The database URL, defaulting to a SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!("sqlite://{}?mode=rwc", self.data_dir.join("meshgroup.db").display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.metrics.listen.is_empty() {
+            return Ok(None);
+        }
+        self.metrics
+            .listen
+            .parse()
+            .map(Some)
+            .map_err(|_| ConfigError::Invalid(format!("metrics.listen: not an address: {}", self.metrics.listen)))
+    }
+
+    /// The admin socket through which CLI commands reach a running server.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.data_dir.join("admin.sock")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `config/default.toml` must parse into exactly the defaults, and mention every key.
+    #[test]
+    fn default_toml_matches_struct() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml");
+        let text = std::fs::read_to_string(path).expect("config/default.toml");
+        let from_file: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(&text))
+            .extract()
+            .expect("default.toml parses");
+        assert_eq!(from_file, Config::default());
+        let defaults = toml_keys(&serde_json::to_value(Config::default()).expect("json"), "");
+        for key in defaults {
+            let leaf = key.rsplit('.').next().unwrap_or(&key).to_owned();
+            assert!(text.contains(&format!("{leaf} =")) || text.contains(&format!("{leaf}=")), "default.toml lacks {key}");
+        }
+    }
+
+    fn toml_keys(v: &serde_json::Value, prefix: &str) -> Vec<String> {
+        match v {
+            serde_json::Value::Object(map) => map
+                .iter()
+                .flat_map(|(k, v)| {
+                    let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    match v {
+                        serde_json::Value::Object(_) => toml_keys(v, &p),
+                        _ => vec![p],
+                    }
+                })
+                .collect(),
+            _ => vec![],
+        }
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("m.toml", "data_dir = \"/tmp/x\"\n[metrics]\nlisten = \"127.0.0.1:1\"\n")?;
+            jail.set_env("MESHGROUP_METRICS__LISTEN", "127.0.0.1:2");
+            let cfg = Config::load(Some(Path::new("m.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.data_dir, PathBuf::from("/tmp/x"));
+            assert_eq!(cfg.metrics.listen, "127.0.0.1:2");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn interfaces_parse() {
+        let text = r#"
+            [[reticulum.interfaces]]
+            type = "tcp_client"
+            target = "127.0.0.1:4965"
+            [[reticulum.interfaces]]
+            type = "shared_instance"
+        "#;
+        let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .expect("parses");
+        assert_eq!(cfg.reticulum.interfaces.len(), 2);
+        assert!(matches!(&cfg.reticulum.interfaces[1], InterfaceConfig::SharedInstance { instance_name, .. } if instance_name == "default"));
+    }
+}

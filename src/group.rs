@@ -1,0 +1,449 @@
+//! One group's state and every operation on it, with the rules applied.
+//!
+//! [`GroupCore`] is what a group actor owns; the CLI builds one too when no server is running,
+//! so every entry point runs the same code with the same [`crate::domain::authorize`].
+
+use std::collections::{HashMap, HashSet};
+
+use crate::domain::{Action, Denied, NotifyMode, Policy, Rights, Role, Visibility, authorize, may_change_rights};
+use crate::store::{Ban, Group, GroupPatch, HistoryQuery, InsertOutcome, JoinRequest, Member, Message, NewMessage, Store, StoreError};
+
+/// Who is calling: the operator, an identified peer (identity hash, hex), or an unidentified link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    Owner,
+    Identity(String),
+    Anonymous,
+}
+
+impl Caller {
+    /// How the caller is recorded in `banned_by`, `deleted_by` and events.
+    pub fn label(&self) -> &str {
+        match self {
+            Caller::Owner => "owner",
+            Caller::Identity(h) => h,
+            Caller::Anonymous => "anonymous",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error("identify on the link first")]
+    Unauthenticated,
+    #[error("not allowed: {0}")]
+    Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("this requires a stamp of cost {cost}")]
+    StampRequired { cost: u32 },
+    #[error("too many requests, try again later")]
+    RateLimited,
+    #[error("storage failure")]
+    Store(#[source] StoreError),
+}
+
+impl From<StoreError> for GroupError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { what } => GroupError::NotFound(what.into()),
+            StoreError::Banned => GroupError::Forbidden("identity is banned from this group".into()),
+            StoreError::Conflict { what } => GroupError::InvalidArgument(format!("{what} already exists")),
+            other => GroupError::Store(other),
+        }
+    }
+}
+
+fn denied(d: Denied, action: Action) -> GroupError {
+    match d {
+        Denied::Unauthenticated => GroupError::Unauthenticated,
+        Denied::Forbidden => GroupError::Forbidden(format!("{action:?} is not permitted for this caller")),
+    }
+}
+
+/// The result of a join: member at once, or a request for an admin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JoinOutcome {
+    Joined,
+    AlreadyMember,
+    Requested,
+}
+
+/// A settings change; `None` leaves a setting as it is.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    pub visibility: Option<Visibility>,
+    pub join_stamp_cost: Option<u32>,
+    pub post_stamp_cost: Option<u32>,
+    pub history_public: Option<bool>,
+    pub listed: Option<bool>,
+}
+
+/// A group with its members and bans in memory, written through to the store.
+#[derive(Debug)]
+pub struct GroupCore {
+    store: Store,
+    group: Group,
+    members: HashMap<String, Member>,
+    bans: HashSet<String>,
+}
+
+impl GroupCore {
+    /// Loads a group's members and bans.
+    pub async fn load(store: Store, group: Group) -> Result<Self, GroupError> {
+        let members = store.all_members(group.id).await?.into_iter().map(|m| (m.identity_hash.clone(), m)).collect();
+        let bans = store.bans(group.id).await?.into_iter().map(|b| b.identity_hash).collect();
+        Ok(GroupCore { store, group, members, bans })
+    }
+
+    /// Re-reads everything from the store (after a change made elsewhere, e.g. by the CLI).
+    pub async fn reload(&mut self) -> Result<(), GroupError> {
+        let group = self.store.group_by_id(self.group.id).await?;
+        *self = GroupCore::load(self.store.clone(), group).await?;
+        Ok(())
+    }
+
+    pub fn group(&self) -> &Group {
+        &self.group
+    }
+
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn visibility(&self) -> Visibility {
+        Visibility::parse(&self.group.visibility).unwrap_or(Visibility::Private)
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy { visibility: self.visibility(), history_public: self.group.history_public }
+    }
+
+    pub fn is_member(&self, identity_hash: &str) -> bool {
+        self.members.contains_key(identity_hash)
+    }
+
+    pub fn member(&self, identity_hash: &str) -> Option<&Member> {
+        self.members.get(identity_hash)
+    }
+
+    /// Members (identity hash and mode) for the fan-out, poster excluded.
+    pub fn recipients(&self, except: &str) -> Vec<(String, NotifyMode)> {
+        self.members
+            .values()
+            .filter(|m| m.identity_hash != except)
+            .map(|m| (m.identity_hash.clone(), NotifyMode::parse(&m.notify_mode).unwrap_or(NotifyMode::Full)))
+            .collect()
+    }
+
+    pub fn role(&self, caller: &Caller) -> Role {
+        match caller {
+            Caller::Owner => Role::Owner,
+            Caller::Anonymous => Role::Anonymous,
+            Caller::Identity(h) if self.bans.contains(h) => Role::Banned,
+            Caller::Identity(h) => match self.members.get(h) {
+                Some(m) => Role::Member(Rights(m.permissions)),
+                None => Role::NonMember,
+            },
+        }
+    }
+
+    /// Applies the rules; on success returns the caller's role.
+    pub fn check(&self, caller: &Caller, action: Action) -> Result<Role, GroupError> {
+        let role = self.role(caller);
+        authorize(role, action, self.policy()).map_err(|d| denied(d, action))?;
+        Ok(role)
+    }
+
+    async fn event(&self, kind: &'static str, caller: &Caller, subject: &str, detail: &str) -> Result<(), GroupError> {
+        self.store.insert_event(self.group.id, kind, caller.label(), subject, detail).await?;
+        crate::metrics::group_action(kind);
+        Ok(())
+    }
+
+    fn identity_of(caller: &Caller) -> Result<&str, GroupError> {
+        match caller {
+            Caller::Identity(h) => Ok(h),
+            _ => Err(GroupError::Unauthenticated),
+        }
+    }
+
+    /// Joins a public group at once, or files a request for a private one.
+    pub async fn join(&mut self, caller: &Caller, display_name: &str, note: &str) -> Result<JoinOutcome, GroupError> {
+        self.check(caller, Action::Join)?;
+        let who = Self::identity_of(caller)?.to_owned();
+        if self.members.contains_key(&who) {
+            return Ok(JoinOutcome::AlreadyMember);
+        }
+        let name = clean_name(display_name, 64);
+        if self.visibility() == Visibility::Private {
+            self.store.file_join_request(self.group.id, &who, &name, &clean_name(note, 256)).await?;
+            self.event("join_requested", caller, &who, "").await?;
+            return Ok(JoinOutcome::Requested);
+        }
+        let m = self.store.add_member(self.group.id, &who, &name, 0, NotifyMode::Full.as_str()).await?;
+        self.members.insert(who.clone(), m);
+        self.event("joined", caller, &who, "").await?;
+        Ok(JoinOutcome::Joined)
+    }
+
+    /// Adds a member directly (the operator's `member add`, or a delegate with the approve right).
+    pub async fn add_member(&mut self, caller: &Caller, identity: &str, display_name: &str, rights: Rights) -> Result<Member, GroupError> {
+        self.check(caller, Action::DecideJoinRequest)?;
+        if !may_change_rights(self.role(caller), Rights::NONE, rights) {
+            return Err(GroupError::Forbidden("cannot grant rights you do not hold".into()));
+        }
+        let m = self.store.add_member(self.group.id, identity, &clean_name(display_name, 64), rights.0, NotifyMode::Full.as_str()).await?;
+        self.members.insert(identity.to_owned(), m.clone());
+        self.event("joined", caller, identity, "added").await?;
+        Ok(m)
+    }
+
+    pub async fn leave(&mut self, caller: &Caller) -> Result<(), GroupError> {
+        self.check(caller, Action::Leave)?;
+        let who = Self::identity_of(caller)?.to_owned();
+        self.store.remove_member(self.group.id, &who).await?;
+        self.members.remove(&who);
+        self.event("left", caller, &who, "").await
+    }
+
+    /// Removes a member; they may join again (unlike a ban).
+    pub async fn kick(&mut self, caller: &Caller, target: &str) -> Result<(), GroupError> {
+        self.check(caller, Action::Kick)?;
+        self.protect_founder(target)?;
+        self.store.remove_member(self.group.id, target).await?;
+        self.members.remove(target);
+        self.event("kicked", caller, target, "").await
+    }
+
+    pub async fn ban(&mut self, caller: &Caller, target: &str, reason: &str) -> Result<Ban, GroupError> {
+        self.check(caller, Action::Ban)?;
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(GroupError::InvalidArgument("a ban needs a reason".into()));
+        }
+        if Some(target) == Self::identity_of(caller).ok() {
+            return Err(GroupError::InvalidArgument("you cannot ban yourself".into()));
+        }
+        self.protect_founder(target)?;
+        let ban = self.store.ban(self.group.id, target, &clean_name(reason, 256), caller.label()).await?;
+        self.members.remove(target);
+        self.bans.insert(target.to_owned());
+        self.event("banned", caller, target, &ban.reason).await?;
+        Ok(ban)
+    }
+
+    pub async fn unban(&mut self, caller: &Caller, target: &str) -> Result<(), GroupError> {
+        self.check(caller, Action::Unban)?;
+        self.store.unban(self.group.id, target).await?;
+        self.bans.remove(target);
+        self.event("unbanned", caller, target, "").await
+    }
+
+    pub async fn bans(&self, caller: &Caller) -> Result<Vec<Ban>, GroupError> {
+        self.check(caller, Action::ListBans)?;
+        Ok(self.store.bans(self.group.id).await?)
+    }
+
+    /// The founder can only be removed by the operator (who can take the group back first).
+    fn protect_founder(&self, target: &str) -> Result<(), GroupError> {
+        if self.group.founder_identity_hash.as_deref() == Some(target) {
+            return Err(GroupError::Forbidden("the founder cannot be removed".into()));
+        }
+        Ok(())
+    }
+
+    pub async fn set_permissions(&mut self, caller: &Caller, target: &str, rights: Rights) -> Result<Member, GroupError> {
+        let role = self.check(caller, Action::SetPermissions)?;
+        let before = self.members.get(target).map(|m| Rights(m.permissions)).ok_or_else(|| GroupError::NotFound("member".into()))?;
+        if !may_change_rights(role, before, rights) {
+            return Err(GroupError::Forbidden("cannot grant or revoke rights you do not hold".into()));
+        }
+        let m = self.store.update_member(self.group.id, target, Some(rights.0), None, None).await?;
+        self.members.insert(target.to_owned(), m.clone());
+        self.event("permissions_changed", caller, target, &rights.names().join(",")).await?;
+        Ok(m)
+    }
+
+    pub async fn set_notify_mode(&mut self, caller: &Caller, mode: NotifyMode) -> Result<Member, GroupError> {
+        self.check(caller, Action::SetNotifications)?;
+        let who = Self::identity_of(caller)?.to_owned();
+        let m = self.store.update_member(self.group.id, &who, None, Some(mode.as_str()), None).await?;
+        self.members.insert(who, m.clone());
+        Ok(m)
+    }
+
+    pub async fn join_requests(&self, caller: &Caller) -> Result<Vec<JoinRequest>, GroupError> {
+        self.check(caller, Action::ListJoinRequests)?;
+        Ok(self.store.join_requests(self.group.id, "pending").await?)
+    }
+
+    pub async fn approve(&mut self, caller: &Caller, target: &str) -> Result<Member, GroupError> {
+        self.check(caller, Action::DecideJoinRequest)?;
+        let m = self.store.approve_join_request(self.group.id, target, caller.label(), NotifyMode::Full.as_str()).await?;
+        self.members.insert(target.to_owned(), m.clone());
+        self.event("joined", caller, target, "approved").await?;
+        Ok(m)
+    }
+
+    pub async fn reject(&mut self, caller: &Caller, target: &str) -> Result<(), GroupError> {
+        self.check(caller, Action::DecideJoinRequest)?;
+        self.store.reject_join_request(self.group.id, target, caller.label()).await?;
+        self.event("join_rejected", caller, target, "").await
+    }
+
+    pub async fn members(&self, caller: &Caller, offset: u64, limit: u64) -> Result<Vec<Member>, GroupError> {
+        self.check(caller, Action::ListMembers)?;
+        Ok(self.store.list_members(self.group.id, offset, limit).await?)
+    }
+
+    pub async fn history(&self, caller: &Caller, q: HistoryQuery) -> Result<Vec<Message>, GroupError> {
+        self.check(caller, Action::ReadHistory)?;
+        Ok(self.store.history(self.group.id, q).await?)
+    }
+
+    /// Stores a member's post; it is committed before this returns.
+    pub async fn post(&mut self, caller: &Caller, msg: NewMessage) -> Result<InsertOutcome, GroupError> {
+        self.check(caller, Action::Post)?;
+        let out = self.store.insert_message(msg).await?;
+        if let InsertOutcome::Inserted(_) = out {
+            crate::metrics::group_action("post");
+        }
+        Ok(out)
+    }
+
+    /// Deletes a message: one's own with membership, anyone's with the delete right.
+    pub async fn delete_message(&mut self, caller: &Caller, id: i64) -> Result<Message, GroupError> {
+        let msg = self.store.message(self.group.id, id).await?;
+        let own = Self::identity_of(caller).ok() == Some(msg.sender_identity_hash.as_str());
+        self.check(caller, if own { Action::DeleteOwnMessage } else { Action::DeleteAnyMessage })?;
+        let msg = self.store.delete_message(self.group.id, id, caller.label()).await?;
+        self.event("message_deleted", caller, &id.to_string(), "").await?;
+        Ok(msg)
+    }
+
+    pub async fn rename(&mut self, caller: &Caller, public_name: Option<&str>, private_name: Option<&str>) -> Result<(), GroupError> {
+        self.check(caller, Action::Rename)?;
+        let mut patch = GroupPatch::default();
+        if let Some(n) = public_name {
+            patch.public_name = Some(validate_group_name(n)?);
+        }
+        if let Some(n) = private_name {
+            patch.private_name = Some(if n.trim().is_empty() { None } else { Some(validate_group_name(n)?) });
+        }
+        self.group = self.store.update_group(self.group.id, patch).await?;
+        self.event("renamed", caller, "", &self.group.public_name.clone()).await
+    }
+
+    pub async fn update_settings(&mut self, caller: &Caller, s: Settings) -> Result<(), GroupError> {
+        self.check(caller, Action::UpdateSettings)?;
+        let cost = |c: Option<u32>| -> Result<Option<i32>, GroupError> {
+            match c {
+                Some(c) if !crate::domain::valid_stamp_cost(c.into()) => {
+                    Err(GroupError::InvalidArgument(format!("stamp cost {c} outside 0-254")))
+                }
+                Some(c) => Ok(Some(c as i32)),
+                None => Ok(None),
+            }
+        };
+        let patch = GroupPatch {
+            visibility: s.visibility.map(|v| v.as_str().to_owned()),
+            join_stamp_cost: cost(s.join_stamp_cost)?,
+            post_stamp_cost: cost(s.post_stamp_cost)?,
+            history_public: s.history_public,
+            listed: s.listed,
+            ..Default::default()
+        };
+        self.group = self.store.update_group(self.group.id, patch).await?;
+        self.event("settings_changed", caller, "", "").await
+    }
+
+    /// The name a caller may see: the private name only for members and the owner.
+    pub fn visible_name(&self, caller: &Caller) -> String {
+        let insider = matches!(self.role(caller), Role::Owner | Role::Member(_));
+        match (&self.group.private_name, self.visibility(), insider) {
+            (Some(private), _, true) => private.clone(),
+            (_, Visibility::Private, false) => PRIVATE_GROUP_NAME.to_owned(),
+            _ => self.group.public_name.clone(),
+        }
+    }
+
+    /// The name announced to the whole network.
+    pub fn announced_name(&self) -> &str {
+        match self.visibility() {
+            Visibility::Private => PRIVATE_GROUP_NAME,
+            Visibility::Public => &self.group.public_name,
+        }
+    }
+}
+
+/// What strangers see of a private group.
+pub const PRIVATE_GROUP_NAME: &str = "Private Group";
+
+/// Group names: trimmed, 1 to 64 characters, no control characters.
+pub fn validate_group_name(name: &str) -> Result<String, GroupError> {
+    let n = clean_name(name, 64);
+    if n.is_empty() {
+        return Err(GroupError::InvalidArgument("a name cannot be empty".into()));
+    }
+    Ok(n)
+}
+
+/// Strips control characters (they garble terminals and stock clients) and bounds the length.
+pub fn clean_name(s: &str, max_chars: usize) -> String {
+    s.chars().filter(|c| !c.is_control()).take(max_chars).collect::<String>().trim().to_owned()
+}
+
+/// What an operator or a founder chooses when creating a group.
+#[derive(Clone, Debug, Default)]
+pub struct CreateGroup {
+    pub name: String,
+    pub private: bool,
+    pub private_name: Option<String>,
+    pub join_stamp_cost: u32,
+    pub post_stamp_cost: u32,
+    pub founder: Option<String>,
+    /// An imported identity (64-byte private key); a fresh one is generated when `None`.
+    pub private_key: Option<Vec<u8>>,
+}
+
+/// Creates a group with its own Reticulum identity and, for a founder, their membership with every right.
+pub async fn create_group(store: &Store, c: CreateGroup) -> Result<Group, GroupError> {
+    use crate::wire::identity::{GROUP_ASPECT, GroupIdentity, LXMF_ASPECT};
+    for cost in [c.join_stamp_cost, c.post_stamp_cost] {
+        if !crate::domain::valid_stamp_cost(cost.into()) {
+            return Err(GroupError::InvalidArgument(format!("stamp cost {cost} outside 0-254")));
+        }
+    }
+    let name = validate_group_name(&c.name)?;
+    let private_name = c.private_name.as_deref().map(validate_group_name).transpose()?;
+    let id = match &c.private_key {
+        Some(k) => GroupIdentity::from_private_key(k).map_err(|e| GroupError::InvalidArgument(e.to_string()))?,
+        None => GroupIdentity::generate(),
+    };
+    let group = store
+        .create_group(crate::store::NewGroup {
+            identity_hash: hex::encode(id.hash),
+            identity_private_key: id.private_key.to_vec(),
+            group_dest_hash: hex::encode(id.destination(GROUP_ASPECT)),
+            lxmf_dest_hash: hex::encode(id.destination(LXMF_ASPECT)),
+            public_name: name,
+            private_name,
+            visibility: if c.private { "private" } else { "public" }.to_owned(),
+            join_stamp_cost: c.join_stamp_cost as i32,
+            post_stamp_cost: c.post_stamp_cost as i32,
+            history_public: true,
+            listed: false,
+            founder_identity_hash: c.founder.clone(),
+        })
+        .await?;
+    if let Some(founder) = c.founder {
+        store.add_member(group.id, &founder, "founder", Rights::ALL.0, NotifyMode::Full.as_str()).await?;
+        store.insert_event(group.id, "created", &founder, &founder, "").await?;
+    } else {
+        store.insert_event(group.id, "created", "owner", "", "").await?;
+    }
+    Ok(group)
+}

@@ -1,0 +1,190 @@
+//! Every metric meshgroup exports, declared once: names, types, labels and help text.
+//!
+//! Labels are bounded (path, outcome, reason, method, mode, op, state, channel); a group label
+//! appears only with `metrics.per_group = true`, and no metric is ever labelled by member.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+
+/// The kind of a catalogued metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One entry of the catalogue; `docs/metrics.md` and the dashboards are checked against it.
+#[derive(Clone, Copy, Debug)]
+pub struct MetricDef {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
+}
+
+pub const GROUPS_HOSTED: &str = "meshgroup_groups_hosted";
+pub const MEMBERS: &str = "meshgroup_members";
+pub const MESSAGES_STORED: &str = "meshgroup_messages_stored";
+pub const DB_QUERY_SECONDS: &str = "meshgroup_db_query_duration_seconds";
+pub const DB_ERRORS: &str = "meshgroup_db_errors_total";
+pub const UPTIME_SECONDS: &str = "meshgroup_uptime_seconds";
+pub const RESIDENT_MEMORY_BYTES: &str = "meshgroup_process_resident_memory_bytes";
+pub const LINKS_OPEN: &str = "meshgroup_links_open";
+pub const REQUESTS: &str = "meshgroup_requests_total";
+pub const REQUEST_SECONDS: &str = "meshgroup_request_duration_seconds";
+pub const ANNOUNCES_SENT: &str = "meshgroup_announces_sent_total";
+pub const ANNOUNCES_DEFERRED: &str = "meshgroup_announces_deferred_total";
+pub const TRANSPORT_EVENTS_LOST: &str = "meshgroup_transport_events_lost_total";
+pub const GROUP_ACTIONS: &str = "meshgroup_group_actions_total";
+pub const STAMPS_CHECKED: &str = "meshgroup_stamps_checked_total";
+pub const STAMP_SECONDS: &str = "meshgroup_stamp_validation_duration_seconds";
+pub const STAMP_POOL_QUEUE: &str = "meshgroup_stamp_pool_queue_depth";
+pub const LXMF_RECEIVED: &str = "meshgroup_lxmf_received_total";
+pub const LXMF_SENT: &str = "meshgroup_lxmf_sent_total";
+pub const TICKETS_ISSUED: &str = "meshgroup_tickets_issued_total";
+pub const OUTBOX_DEPTH: &str = "meshgroup_outbox_depth";
+pub const DELIVERIES: &str = "meshgroup_deliveries_total";
+pub const DELIVERY_SECONDS: &str = "meshgroup_delivery_latency_seconds";
+pub const FANOUT_PREPARE_SECONDS: &str = "meshgroup_fanout_prepare_duration_seconds";
+pub const PACING_WAITS: &str = "meshgroup_pacing_waits_total";
+
+/// The catalogue. Add a metric here, and only here, before recording it.
+pub const CATALOGUE: &[MetricDef] = &[
+    MetricDef { name: GROUPS_HOSTED, kind: Kind::Gauge, labels: &[], help: "Groups hosted by this server." },
+    MetricDef { name: MEMBERS, kind: Kind::Gauge, labels: &[], help: "Members across all hosted groups." },
+    MetricDef { name: MESSAGES_STORED, kind: Kind::Gauge, labels: &[], help: "Messages held in group histories." },
+    MetricDef { name: DB_QUERY_SECONDS, kind: Kind::Histogram, labels: &["op"], help: "Duration of store operations." },
+    MetricDef { name: DB_ERRORS, kind: Kind::Counter, labels: &["op"], help: "Store operations that failed." },
+    MetricDef { name: UPTIME_SECONDS, kind: Kind::Gauge, labels: &[], help: "Seconds since the server started." },
+    MetricDef { name: RESIDENT_MEMORY_BYTES, kind: Kind::Gauge, labels: &[], help: "Resident memory of the server process." },
+    MetricDef { name: LINKS_OPEN, kind: Kind::Gauge, labels: &[], help: "Inbound links currently open to group destinations." },
+    MetricDef { name: REQUESTS, kind: Kind::Counter, labels: &["path", "outcome"], help: "Link API requests by path and outcome (ok or an error code)." },
+    MetricDef { name: REQUEST_SECONDS, kind: Kind::Histogram, labels: &["path"], help: "Time from a request's arrival to its response being handed to the transport." },
+    MetricDef { name: ANNOUNCES_SENT, kind: Kind::Counter, labels: &["aspect"], help: "Announces sent." },
+    MetricDef { name: ANNOUNCES_DEFERRED, kind: Kind::Counter, labels: &[], help: "Announces that waited for the global announce budget." },
+    MetricDef { name: TRANSPORT_EVENTS_LOST, kind: Kind::Counter, labels: &["channel"], help: "Transport events lost because a crate channel lagged." },
+    MetricDef { name: GROUP_ACTIONS, kind: Kind::Counter, labels: &["action"], help: "Membership and moderation actions (join, leave, kick, ban, unban, delete, approve, reject, ...)." },
+    MetricDef { name: STAMPS_CHECKED, kind: Kind::Counter, labels: &["purpose", "outcome"], help: "Stamp checks by purpose (join, post) and outcome (valid, invalid, missing, ticket, busy)." },
+    MetricDef { name: STAMP_SECONDS, kind: Kind::Histogram, labels: &[], help: "Time to validate one stamp (workblock and hash)." },
+    MetricDef { name: STAMP_POOL_QUEUE, kind: Kind::Gauge, labels: &[], help: "Stamp validations waiting for or holding a worker." },
+    MetricDef { name: LXMF_RECEIVED, kind: Kind::Counter, labels: &["method", "outcome"], help: "Inbound LXMF messages by method and outcome." },
+    MetricDef { name: LXMF_SENT, kind: Kind::Counter, labels: &["method", "outcome"], help: "Outbound LXMF messages by method and outcome." },
+    MetricDef { name: TICKETS_ISSUED, kind: Kind::Counter, labels: &[], help: "LXMF tickets handed to members." },
+    MetricDef { name: OUTBOX_DEPTH, kind: Kind::Gauge, labels: &["state"], help: "Outbox rows by state." },
+    MetricDef { name: DELIVERIES, kind: Kind::Counter, labels: &["mode", "method", "outcome"], help: "Fan-out deliveries by mode, method and outcome." },
+    MetricDef { name: DELIVERY_SECONDS, kind: Kind::Histogram, labels: &["mode"], help: "Time from a post being stored to its delivery being confirmed." },
+    MetricDef { name: FANOUT_PREPARE_SECONDS, kind: Kind::Histogram, labels: &[], help: "Time to build, sign and encrypt one batch of fan-out messages." },
+    MetricDef { name: PACING_WAITS, kind: Kind::Counter, labels: &[], help: "Times the fan-out waited for a pacing token." },
+];
+
+/// Errors starting the exporter.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("cannot start the metrics endpoint on {addr}: {message}")]
+    Listen { addr: SocketAddr, message: String },
+}
+
+/// Installs the Prometheus exporter on `addr` and describes every catalogued metric.
+pub fn install(addr: SocketAddr) -> Result<(), MetricsError> {
+    let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets(&buckets)
+        .map_err(|e| MetricsError::Listen { addr, message: e.to_string() })?
+        .install()
+        .map_err(|e| MetricsError::Listen { addr, message: e.to_string() })?;
+    describe_all();
+    Ok(())
+}
+
+fn describe_all() {
+    for m in CATALOGUE {
+        let unit = if m.name.ends_with("_seconds") {
+            Some(Unit::Seconds)
+        } else if m.name.ends_with("_bytes") {
+            Some(Unit::Bytes)
+        } else {
+            None
+        };
+        match (m.kind, unit) {
+            (Kind::Counter, _) => describe_counter!(m.name, m.help),
+            (Kind::Gauge, Some(u)) => describe_gauge!(m.name, u, m.help),
+            (Kind::Gauge, None) => describe_gauge!(m.name, m.help),
+            (Kind::Histogram, Some(u)) => describe_histogram!(m.name, u, m.help),
+            (Kind::Histogram, None) => describe_histogram!(m.name, m.help),
+        }
+    }
+}
+
+/// Records one store operation.
+pub fn db_query(op: &'static str, took: Duration, ok: bool) {
+    histogram!(DB_QUERY_SECONDS, "op" => op).record(took.as_secs_f64());
+    if !ok {
+        counter!(DB_ERRORS, "op" => op).increment(1);
+    }
+}
+
+/// Records one link API request.
+pub fn request(path: &'static str, outcome: &'static str, took: Duration) {
+    counter!(REQUESTS, "path" => path, "outcome" => outcome).increment(1);
+    histogram!(REQUEST_SECONDS, "path" => path).record(took.as_secs_f64());
+}
+
+/// Records a membership or moderation action.
+pub fn group_action(action: &'static str) {
+    counter!(GROUP_ACTIONS, "action" => action).increment(1);
+}
+
+/// Records a stamp check.
+pub fn stamp_checked(purpose: &'static str, outcome: &'static str) {
+    counter!(STAMPS_CHECKED, "purpose" => purpose, "outcome" => outcome).increment(1);
+}
+
+pub fn stamp_validation(took: Duration) {
+    histogram!(STAMP_SECONDS).record(took.as_secs_f64());
+}
+
+pub fn stamp_pool_depth(depth: usize) {
+    gauge!(STAMP_POOL_QUEUE).set(depth as f64);
+}
+
+pub fn announce_sent(aspect: &'static str) {
+    counter!(ANNOUNCES_SENT, "aspect" => aspect).increment(1);
+}
+
+pub fn announce_deferred() {
+    counter!(ANNOUNCES_DEFERRED).increment(1);
+}
+
+pub fn transport_events_lost(channel: &'static str, n: u64) {
+    counter!(TRANSPORT_EVENTS_LOST, "channel" => channel).increment(n);
+}
+
+pub fn links_open(n: usize) {
+    gauge!(LINKS_OPEN).set(n as f64);
+}
+
+/// Gauges sampled on a timer rather than on every event.
+pub fn sample_totals(groups: u64, members: u64, messages: u64, outbox: &[(String, i64)], started: std::time::Instant) {
+    gauge!(GROUPS_HOSTED).set(groups as f64);
+    gauge!(MEMBERS).set(members as f64);
+    gauge!(MESSAGES_STORED).set(messages as f64);
+    for state in ["pending", "sent", "delivered", "propagated", "expired"] {
+        let n = outbox.iter().find(|(s, _)| s == state).map(|(_, n)| *n).unwrap_or(0);
+        gauge!(OUTBOX_DEPTH, "state" => state).set(n as f64);
+    }
+    gauge!(UPTIME_SECONDS).set(started.elapsed().as_secs_f64());
+    if let Some(rss) = resident_memory_bytes() {
+        gauge!(RESIDENT_MEMORY_BYTES).set(rss as f64);
+    }
+}
+
+/// Resident set size from `/proc/self/statm` (Linux); `None` elsewhere.
+pub fn resident_memory_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}

@@ -1,0 +1,92 @@
+//! `meshgroup serve`: opens the store, starts metrics, the node and the actors, and stops on a signal.
+
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot create the demo group: {0}")]
+    Demo(String),
+}
+
+/// The name of the group `serve --demo` creates on an empty server.
+pub const DEMO_GROUP_NAME: &str = "meshgroup demo";
+
+/// Runs the server until `shutdown` resolves.
+pub async fn run<S>(cfg: Config, demo: bool, shutdown: S) -> Result<(), ServerError>
+where
+    S: std::future::Future<Output = ()>,
+{
+    let started = Instant::now();
+    let store = Store::open(&cfg.database_url()).await?;
+    tracing::info!(backend = store.backend(), "store open");
+    if let Some(addr) = cfg.metrics_addr()? {
+        crate::metrics::install(addr)?;
+        tracing::info!(%addr, "metrics endpoint listening");
+    }
+    if demo && store.count_groups().await? == 0 {
+        let g = crate::group::create_group(
+            &store,
+            crate::group::CreateGroup { name: DEMO_GROUP_NAME.into(), ..Default::default() },
+        )
+        .await
+        .map_err(|e| ServerError::Demo(e.to_string()))?;
+        println!("demo group created: name={:?} identity=<{}>", g.public_name, g.identity_hash);
+        println!("  meshchat.group <{}>", g.group_dest_hash);
+        println!("  lxmf.delivery  <{}>", g.lxmf_dest_hash);
+    }
+    for g in store.list_groups().await? {
+        tracing::info!(id = g.id, name = %g.public_name, group = %g.group_dest_hash, lxmf = %g.lxmf_dest_hash, "hosting group");
+    }
+
+    let sampler = tokio::spawn(sample_gauges(store.clone(), started));
+    shutdown.await;
+    tracing::info!("shutting down");
+    sampler.abort();
+    Ok(())
+}
+
+/// Gauges are sampled on a timer, not updated per event.
+async fn sample_gauges(store: Store, started: Instant) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let sample = async {
+            Ok::<_, StoreError>((
+                store.count_groups().await?,
+                store.count_all_members().await?,
+                store.count_messages().await?,
+                store.outbox_depth().await?,
+            ))
+        };
+        match sample.await {
+            Ok((g, m, msgs, outbox)) => crate::metrics::sample_totals(g, m, msgs, &outbox, started),
+            Err(err) => tracing::warn!(%err, "cannot sample gauges"),
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(err) => {
+            tracing::warn!(%err, "no SIGTERM handler; only SIGINT stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

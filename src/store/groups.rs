@@ -1,0 +1,154 @@
+//! Queries on `groups`.
+use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set};
+
+use super::{Group, Store, StoreError, now_ms};
+use entity::group::{ActiveModel, Column, Entity};
+
+/// What a new group is made of; the caller has already generated its identity.
+#[derive(Clone, Debug)]
+pub struct NewGroup {
+    pub identity_hash: String,
+    pub identity_private_key: Vec<u8>,
+    pub group_dest_hash: String,
+    pub lxmf_dest_hash: String,
+    pub public_name: String,
+    pub private_name: Option<String>,
+    pub visibility: String,
+    pub join_stamp_cost: i32,
+    pub post_stamp_cost: i32,
+    pub history_public: bool,
+    pub listed: bool,
+    pub founder_identity_hash: Option<String>,
+}
+
+/// A partial update of a group's settings; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct GroupPatch {
+    pub public_name: Option<String>,
+    pub private_name: Option<Option<String>>,
+    pub visibility: Option<String>,
+    pub join_stamp_cost: Option<i32>,
+    pub post_stamp_cost: Option<i32>,
+    pub history_public: Option<bool>,
+    pub listed: Option<bool>,
+    pub founder_identity_hash: Option<Option<String>>,
+}
+
+impl Store {
+    /// Inserts a group; a clash on any of its hashes is `Conflict`.
+    pub async fn create_group(&self, new: NewGroup) -> Result<Group, StoreError> {
+        self.timed("create_group", async {
+            let now = now_ms();
+            let am = ActiveModel {
+                identity_hash: Set(new.identity_hash),
+                identity_private_key: Set(new.identity_private_key),
+                group_dest_hash: Set(new.group_dest_hash),
+                lxmf_dest_hash: Set(new.lxmf_dest_hash),
+                public_name: Set(new.public_name),
+                private_name: Set(new.private_name),
+                visibility: Set(new.visibility),
+                join_stamp_cost: Set(new.join_stamp_cost),
+                post_stamp_cost: Set(new.post_stamp_cost),
+                history_public: Set(new.history_public),
+                listed: Set(new.listed),
+                founder_identity_hash: Set(new.founder_identity_hash),
+                created_at: Set(now),
+                updated_at: Set(now),
+                ..Default::default()
+            };
+            am.insert(&self.db).await.map_err(|e| StoreError::conflict_or_db(e, "group"))
+        })
+        .await
+    }
+
+    /// Every group, oldest first.
+    pub async fn list_groups(&self) -> Result<Vec<Group>, StoreError> {
+        self.timed("list_groups", async {
+            Ok(Entity::find().order_by_asc(Column::Id).all(&self.db).await?)
+        })
+        .await
+    }
+
+    /// Groups changed after `since_ms`, so a running server can pick up CLI edits.
+    pub async fn groups_updated_since(&self, since_ms: i64) -> Result<Vec<Group>, StoreError> {
+        self.timed("groups_updated_since", async {
+            Ok(Entity::find().filter(Column::UpdatedAt.gt(since_ms)).all(&self.db).await?)
+        })
+        .await
+    }
+
+    pub async fn count_groups(&self) -> Result<u64, StoreError> {
+        self.timed("count_groups", async { Ok(Entity::find().count(&self.db).await?) }).await
+    }
+
+    pub async fn group_by_id(&self, id: i64) -> Result<Group, StoreError> {
+        self.timed("group_by_id", async {
+            Entity::find_by_id(id).one(&self.db).await?.ok_or(StoreError::NotFound { what: "group" })
+        })
+        .await
+    }
+
+    /// Looks a group up by its identity hash or either destination hash (lowercase hex).
+    pub async fn group_by_hash(&self, hash: &str) -> Result<Group, StoreError> {
+        self.timed("group_by_hash", async {
+            Entity::find()
+                .filter(
+                    Condition::any()
+                        .add(Column::IdentityHash.eq(hash))
+                        .add(Column::GroupDestHash.eq(hash))
+                        .add(Column::LxmfDestHash.eq(hash)),
+                )
+                .one(&self.db)
+                .await?
+                .ok_or(StoreError::NotFound { what: "group" })
+        })
+        .await
+    }
+
+    /// Applies a patch and bumps `updated_at`, which is how a running server notices the change.
+    pub async fn update_group(&self, id: i64, patch: GroupPatch) -> Result<Group, StoreError> {
+        self.timed("update_group", async {
+            let current = Entity::find_by_id(id).one(&self.db).await?.ok_or(StoreError::NotFound { what: "group" })?;
+            let mut am: ActiveModel = current.into();
+            if let Some(v) = patch.public_name {
+                am.public_name = Set(v);
+            }
+            if let Some(v) = patch.private_name {
+                am.private_name = Set(v);
+            }
+            if let Some(v) = patch.visibility {
+                am.visibility = Set(v);
+            }
+            if let Some(v) = patch.join_stamp_cost {
+                am.join_stamp_cost = Set(v);
+            }
+            if let Some(v) = patch.post_stamp_cost {
+                am.post_stamp_cost = Set(v);
+            }
+            if let Some(v) = patch.history_public {
+                am.history_public = Set(v);
+            }
+            if let Some(v) = patch.listed {
+                am.listed = Set(v);
+            }
+            if let Some(v) = patch.founder_identity_hash {
+                am.founder_identity_hash = Set(v);
+            }
+            am.updated_at = Set(now_ms());
+            Ok(am.update(&self.db).await?)
+        })
+        .await
+    }
+
+    /// Deletes a group; its members, bans, requests, history, events, tickets and outbox go with it.
+    pub async fn delete_group(&self, id: i64) -> Result<(), StoreError> {
+        self.timed("delete_group", async {
+            let res = Entity::delete_by_id(id).exec(&self.db).await?;
+            if res.rows_affected == 0 {
+                return Err(StoreError::NotFound { what: "group" });
+            }
+            Ok(())
+        })
+        .await
+    }
+}

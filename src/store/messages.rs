@@ -1,0 +1,147 @@
+//! Queries on `group_messages`: durable insert with de-duplication, history pages, tombstones.
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+
+use super::{Message, Store, StoreError, now_ms};
+use entity::group_message::{ActiveModel, Column, Entity};
+
+/// A message as accepted from a member, before it has an id.
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    pub group_id: i64,
+    pub message_hash: String,
+    pub sender_identity_hash: String,
+    pub timestamp: f64,
+    pub title: Vec<u8>,
+    pub content: Vec<u8>,
+    pub fields: Vec<u8>,
+}
+
+/// Whether an insert stored a new row or met a sender's retry of one already stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InsertOutcome {
+    Inserted(i64),
+    Duplicate(i64),
+}
+
+impl InsertOutcome {
+    pub fn id(self) -> i64 {
+        match self {
+            InsertOutcome::Inserted(id) | InsertOutcome::Duplicate(id) => id,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Order {
+    #[default]
+    NewestFirst,
+    OldestFirst,
+}
+
+/// One page of history: at most `limit` rows strictly before or after a message id.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HistoryQuery {
+    pub limit: u64,
+    pub before_id: Option<i64>,
+    pub after_id: Option<i64>,
+    pub order: Order,
+}
+
+impl Store {
+    /// Commits the message before returning, so an acknowledgement sent afterwards is never a lie.
+    pub async fn insert_message(&self, new: NewMessage) -> Result<InsertOutcome, StoreError> {
+        self.timed("insert_message", async {
+            let group_id = new.group_id;
+            let hash = new.message_hash.clone();
+            let am = ActiveModel {
+                group_id: Set(new.group_id),
+                message_hash: Set(new.message_hash),
+                sender_identity_hash: Set(new.sender_identity_hash),
+                timestamp: Set(new.timestamp),
+                title: Set(new.title),
+                content: Set(new.content),
+                fields: Set(new.fields),
+                received_at: Set(now_ms()),
+                deleted_at: Set(None),
+                deleted_by: Set(None),
+                ..Default::default()
+            };
+            let inserted = Entity::insert(am)
+                .on_conflict(OnConflict::columns([Column::GroupId, Column::MessageHash]).do_nothing().to_owned())
+                .exec_without_returning(&self.db)
+                .await?;
+            let id = Entity::find()
+                .select_only()
+                .column(Column::Id)
+                .filter(Column::GroupId.eq(group_id))
+                .filter(Column::MessageHash.eq(hash))
+                .into_tuple::<i64>()
+                .one(&self.db)
+                .await?
+                .ok_or(StoreError::NotFound { what: "message" })?;
+            Ok(if inserted == 1 { InsertOutcome::Inserted(id) } else { InsertOutcome::Duplicate(id) })
+        })
+        .await
+    }
+
+    pub async fn message(&self, group_id: i64, id: i64) -> Result<Message, StoreError> {
+        self.timed("message", async {
+            Entity::find_by_id(id)
+                .filter(Column::GroupId.eq(group_id))
+                .one(&self.db)
+                .await?
+                .ok_or(StoreError::NotFound { what: "message" })
+        })
+        .await
+    }
+
+    /// A page of history; it walks the `(group_id, id)` index, so its cost does not grow with history.
+    pub async fn history(&self, group_id: i64, q: HistoryQuery) -> Result<Vec<Message>, StoreError> {
+        self.timed("history", async {
+            let mut sel = Entity::find().filter(Column::GroupId.eq(group_id));
+            if let Some(b) = q.before_id {
+                sel = sel.filter(Column::Id.lt(b));
+            }
+            if let Some(a) = q.after_id {
+                sel = sel.filter(Column::Id.gt(a));
+            }
+            // "after X" pages forward from X; everything else pages back from the newest.
+            let ascending_scan = q.after_id.is_some();
+            sel = if ascending_scan { sel.order_by_asc(Column::Id) } else { sel.order_by_desc(Column::Id) };
+            let mut rows = sel.limit(q.limit).all(&self.db).await?;
+            let want_ascending = q.order == Order::OldestFirst;
+            if ascending_scan != want_ascending {
+                rows.reverse();
+            }
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub async fn count_messages(&self) -> Result<u64, StoreError> {
+        self.timed("count_messages", async { Ok(Entity::find().count(&self.db).await?) }).await
+    }
+
+    /// Turns a message into a tombstone: its body is erased, its id and who deleted it stay.
+    pub async fn delete_message(&self, group_id: i64, id: i64, deleted_by: &str) -> Result<Message, StoreError> {
+        self.timed("delete_message", async {
+            let msg = Entity::find_by_id(id)
+                .filter(Column::GroupId.eq(group_id))
+                .one(&self.db)
+                .await?
+                .ok_or(StoreError::NotFound { what: "message" })?;
+            if msg.deleted_at.is_some() {
+                return Ok(msg);
+            }
+            let mut am: ActiveModel = msg.into();
+            am.title = Set(Vec::new());
+            am.content = Set(Vec::new());
+            am.fields = Set(Vec::new());
+            am.deleted_at = Set(Some(now_ms()));
+            am.deleted_by = Set(Some(deleted_by.to_owned()));
+            Ok(am.update(&self.db).await?)
+        })
+        .await
+    }
+}

@@ -1,0 +1,135 @@
+//! The store: the only module that talks to the database. Every query of meshgroup lives here.
+//!
+//! The backend is chosen by URL: `sqlite://…?mode=rwc` (the embedded default) or `postgres://…`.
+//! Methods return entity models or small typed results; callers never see SQL.
+
+mod announces;
+mod events;
+mod groups;
+mod join_requests;
+mod members;
+mod messages;
+mod outbox;
+pub mod testing;
+mod tickets;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use migration::MigratorTrait;
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, SqlErr};
+
+pub use entity::announce::Model as Announce;
+pub use entity::group::Model as Group;
+pub use entity::group_ban::Model as Ban;
+pub use entity::group_event::Model as Event;
+pub use entity::group_member::Model as Member;
+pub use entity::group_message::Model as Message;
+pub use entity::join_request::Model as JoinRequest;
+pub use entity::outbox::Model as OutboxRow;
+pub use entity::ticket::Model as Ticket;
+pub use groups::{GroupPatch, NewGroup};
+pub use messages::{HistoryQuery, InsertOutcome, NewMessage, Order};
+pub use outbox::NewOutboxRow;
+
+/// Everything that can go wrong in the store, as callers need to tell it apart.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] DbErr),
+    #[error("{what} not found")]
+    NotFound { what: &'static str },
+    #[error("{what} already exists")]
+    Conflict { what: &'static str },
+    #[error("identity is banned from this group")]
+    Banned,
+    #[error("cannot prepare the database at {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+impl StoreError {
+    /// Maps a unique-constraint violation to `Conflict`, anything else to `Db`.
+    fn conflict_or_db(err: DbErr, what: &'static str) -> Self {
+        match err.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(_)) => StoreError::Conflict { what },
+            _ => StoreError::Db(err),
+        }
+    }
+}
+
+/// Handle to the database; cheap to clone (the pool is shared).
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+/// Current wall-clock time in Unix milliseconds, the unit of every stored timestamp.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Store {
+    /// Connects, prepares the SQLite file (0600 inside a 0700 directory), and runs migrations.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        if let Some(path) = sqlite_path(url) {
+            prepare_sqlite_file(&path)?;
+        }
+        let mut opts = ConnectOptions::new(url.to_owned());
+        opts.sqlx_logging(false).connect_timeout(Duration::from_secs(10));
+        if url.starts_with("sqlite:") {
+            // SQLite has one writer; a small pool avoids lock churn without serialising reads.
+            opts.max_connections(4);
+        }
+        let db = Database::connect(opts).await?;
+        if url.starts_with("sqlite:") {
+            db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;").await?;
+        }
+        migration::Migrator::up(&db, None).await?;
+        Ok(Store { db })
+    }
+
+    /// The backend name, for logs and test output.
+    pub fn backend(&self) -> &'static str {
+        match self.db.get_database_backend() {
+            sea_orm::DatabaseBackend::Postgres => "postgres",
+            sea_orm::DatabaseBackend::Sqlite => "sqlite",
+            _ => "other",
+        }
+    }
+
+    /// Runs one store operation and records its duration under `op`.
+    async fn timed<T, F>(&self, op: &'static str, fut: F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, StoreError>>,
+    {
+        let started = Instant::now();
+        let out = fut.await;
+        crate::metrics::db_query(op, started.elapsed(), out.is_ok());
+        out
+    }
+}
+
+/// The file path of a `sqlite://PATH?…` URL, unless it is in memory.
+fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return None;
+    }
+    Some(std::path::PathBuf::from(path))
+}
+
+/// The group identity keys live in this file, so only the server's user may read it.
+fn prepare_sqlite_file(path: &std::path::Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |source| StoreError::Io { path: path.display().to_string(), source };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        }
+    }
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    Ok(())
+}

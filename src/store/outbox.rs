@@ -1,0 +1,110 @@
+//! Queries on `outbox`: batched fill, the due scan, and state transitions of the fan-out.
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+};
+
+use super::{OutboxRow, Store, StoreError, now_ms};
+use entity::outbox::{ActiveModel, Column, Entity};
+
+/// Rows per INSERT statement: keeps SQLite under its bound-parameter limit.
+const INSERT_CHUNK: usize = 500;
+
+/// One delivery to schedule.
+#[derive(Clone, Debug)]
+pub struct NewOutboxRow {
+    pub group_id: i64,
+    pub member_identity_hash: String,
+    pub kind: &'static str,
+    pub message_id: Option<i64>,
+    pub event_id: Option<i64>,
+    pub mode: &'static str,
+}
+
+impl Store {
+    /// Writes every row in one transaction: either the whole fan-out is scheduled or none of it.
+    pub async fn insert_outbox_batch(&self, rows: Vec<NewOutboxRow>) -> Result<u64, StoreError> {
+        self.timed("insert_outbox_batch", async {
+            let now = now_ms();
+            let total = rows.len() as u64;
+            let txn = self.db.begin().await?;
+            let mut rows = rows.into_iter().peekable();
+            while rows.peek().is_some() {
+                let chunk: Vec<ActiveModel> = rows
+                    .by_ref()
+                    .take(INSERT_CHUNK)
+                    .map(|r| ActiveModel {
+                        group_id: Set(r.group_id),
+                        member_identity_hash: Set(r.member_identity_hash),
+                        kind: Set(r.kind.to_owned()),
+                        message_id: Set(r.message_id),
+                        event_id: Set(r.event_id),
+                        mode: Set(r.mode.to_owned()),
+                        state: Set("pending".to_owned()),
+                        attempts: Set(0),
+                        next_attempt_at: Set(now),
+                        last_error: Set(None),
+                        created_at: Set(now),
+                        updated_at: Set(now),
+                        ..Default::default()
+                    })
+                    .collect();
+                Entity::insert_many(chunk).exec_without_returning(&txn).await?;
+            }
+            txn.commit().await?;
+            Ok(total)
+        })
+        .await
+    }
+
+    /// Pending rows whose time has come, oldest first (so each member gets messages in order).
+    pub async fn due_outbox(&self, now: i64, limit: u64) -> Result<Vec<OutboxRow>, StoreError> {
+        self.timed("due_outbox", async {
+            Ok(Entity::find()
+                .filter(Column::State.eq("pending"))
+                .filter(Column::NextAttemptAt.lte(now))
+                .order_by_asc(Column::Id)
+                .limit(limit)
+                .all(&self.db)
+                .await?)
+        })
+        .await
+    }
+
+    /// Moves a row to a new state, recording the attempt and when to try again.
+    pub async fn update_outbox(
+        &self,
+        id: i64,
+        state: &str,
+        attempts: i32,
+        next_attempt_at: i64,
+        last_error: Option<String>,
+    ) -> Result<(), StoreError> {
+        self.timed("update_outbox", async {
+            let row = Entity::find_by_id(id).one(&self.db).await?.ok_or(StoreError::NotFound { what: "outbox row" })?;
+            let mut am: ActiveModel = row.into();
+            am.state = Set(state.to_owned());
+            am.attempts = Set(attempts);
+            am.next_attempt_at = Set(next_attempt_at);
+            am.last_error = Set(last_error);
+            am.updated_at = Set(now_ms());
+            am.update(&self.db).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Row counts per state, for the outbox-depth gauge.
+    pub async fn outbox_depth(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.timed("outbox_depth", async {
+            Ok(Entity::find()
+                .select_only()
+                .column(Column::State)
+                .column_as(Column::Id.count(), "n")
+                .group_by(Column::State)
+                .into_tuple::<(String, i64)>()
+                .all(&self.db)
+                .await?)
+        })
+        .await
+    }
+}

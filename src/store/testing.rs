@@ -1,0 +1,88 @@
+//! Test support: a fresh store on every backend under test (SQLite always, PostgreSQL when configured).
+#![doc(hidden)]
+
+use super::{Store, StoreError};
+
+/// The environment variable naming the PostgreSQL server for the second pass of every store test.
+pub const TEST_DATABASE_URL: &str = "MESHGROUP_TEST_DATABASE_URL";
+
+/// A store on a throw-away database; PostgreSQL databases are dropped when this is dropped.
+pub struct TestStore {
+    pub store: Store,
+    _dir: Option<tempfile_dir::Dir>,
+    pg_drop: Option<(String, String)>,
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        if let Some((admin_url, name)) = self.pg_drop.take() {
+            // Best effort; leftover test databases are harmless and are named mg_test_*.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                if let Ok(rt) = rt {
+                    rt.block_on(async {
+                        if let Ok(db) = sea_orm::Database::connect(admin_url.as_str()).await {
+                            use sea_orm::ConnectionTrait;
+                            let _ = db.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                        }
+                    });
+                }
+            })
+            .join();
+        }
+    }
+}
+
+/// Every backend a store test should run on.
+pub async fn stores() -> Result<Vec<TestStore>, StoreError> {
+    let mut out = vec![sqlite().await?];
+    if let Ok(url) = std::env::var(TEST_DATABASE_URL) {
+        out.push(postgres(&url).await?);
+    }
+    Ok(out)
+}
+
+/// A fresh SQLite store in a temporary directory.
+pub async fn sqlite() -> Result<TestStore, StoreError> {
+    let dir = tempfile_dir::Dir::new()?;
+    let url = format!("sqlite://{}/test.db?mode=rwc", dir.path.display());
+    Ok(TestStore { store: Store::open(&url).await?, _dir: Some(dir), pg_drop: None })
+}
+
+/// A fresh database on the PostgreSQL server at `admin_url`.
+pub async fn postgres(admin_url: &str) -> Result<TestStore, StoreError> {
+    use sea_orm::ConnectionTrait;
+    let name = format!("mg_test_{}", hex::encode(rand::random::<[u8; 6]>()));
+    let admin = sea_orm::Database::connect(admin_url).await?;
+    admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await?;
+    let url = match admin_url.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => format!("{admin_url}/{name}"),
+    };
+    let store = Store::open(&url).await?;
+    Ok(TestStore { store, _dir: None, pg_drop: Some((admin_url.to_owned(), name)) })
+}
+
+/// A tiny temporary directory, removed on drop (avoids a runtime dependency on `tempfile`).
+mod tempfile_dir {
+    use super::StoreError;
+
+    pub struct Dir {
+        pub path: std::path::PathBuf,
+    }
+
+    impl Dir {
+        pub fn new() -> Result<Self, StoreError> {
+            let path = std::env::temp_dir().join(format!("meshgroup-test-{}", hex::encode(rand::random::<[u8; 8]>())));
+            std::fs::create_dir_all(&path)
+                .map_err(|source| StoreError::Io { path: path.display().to_string(), source })?;
+            Ok(Dir { path })
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! Pure wire codecs: no I/O, bytes in and typed values out (and back).
+pub mod identity;
