@@ -9,6 +9,8 @@ pub const TEST_DATABASE_URL: &str = "MESHGROUP_TEST_DATABASE_URL";
 /// A store on a throw-away database; PostgreSQL databases are dropped when this is dropped.
 pub struct TestStore {
     pub store: Store,
+    /// The PostgreSQL database name, for tests that hand the URL to a child process.
+    pub name: Option<String>,
     _dir: Option<tempfile_dir::Dir>,
     pg_drop: Option<(String, String)>,
 }
@@ -46,7 +48,7 @@ pub async fn stores() -> Result<Vec<TestStore>, StoreError> {
 pub async fn sqlite() -> Result<TestStore, StoreError> {
     let dir = tempfile_dir::Dir::new()?;
     let url = format!("sqlite://{}/test.db?mode=rwc", dir.path.display());
-    Ok(TestStore { store: Store::open(&url).await?, _dir: Some(dir), pg_drop: None })
+    Ok(TestStore { store: Store::open(&url).await?, name: None, _dir: Some(dir), pg_drop: None })
 }
 
 /// A fresh database on the PostgreSQL server at `admin_url`.
@@ -60,7 +62,7 @@ pub async fn postgres(admin_url: &str) -> Result<TestStore, StoreError> {
         None => format!("{admin_url}/{name}"),
     };
     let store = Store::open(&url).await?;
-    Ok(TestStore { store, _dir: None, pg_drop: Some((admin_url.to_owned(), name)) })
+    Ok(TestStore { store, name: Some(name.clone()), _dir: None, pg_drop: Some((admin_url.to_owned(), name)) })
 }
 
 /// A tiny temporary directory, removed on drop (avoids a runtime dependency on `tempfile`).

@@ -1,0 +1,136 @@
+//! The operator CLI as an operator uses it: the real binary, JSON output, exit codes.
+
+use std::process::{Command, Output};
+
+type R = Result<(), Box<dyn std::error::Error>>;
+
+struct Env {
+    dir: std::path::PathBuf,
+    db_url: Option<String>,
+}
+
+impl Env {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("meshgroup-cli-{}-{}", std::process::id(), rand_suffix()));
+        Env { dir, db_url: None }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshgroup"));
+        cmd.args(args).env("MESHGROUP_DATA_DIR", &self.dir).env_remove("MESHGROUP_DATABASE__URL");
+        if let Some(url) = &self.db_url {
+            cmd.env("MESHGROUP_DATABASE__URL", url);
+        }
+        cmd.output().unwrap_or_else(|e| panic!("cannot run meshgroup: {e}"))
+    }
+
+    fn json(&self, args: &[&str]) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos() as u64).unwrap_or(0)
+}
+
+fn assert_input_error(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert!(err.contains(needle), "stderr lacks {needle:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn group_lifecycle_and_bad_input() -> R {
+    let env = Env::new();
+    let g = env.json(&["group", "create", "--name", "Mesh Friends", "--post-stamp-cost", "8"])?;
+    let id = g["id"].as_i64().ok_or("id")?.to_string();
+    let lxmf = g["lxmf_destination_hash"].as_str().ok_or("lxmf")?.to_owned();
+    assert_eq!(lxmf.len(), 32);
+    assert_eq!(g["post_stamp_cost"], 8);
+
+    // GROUP may be the id or any hash, with or without <>
+    let shown = env.json(&["group", "show", &format!("<{lxmf}>")])?;
+    assert_eq!(shown["name"], "Mesh Friends");
+
+    let alice = "3e3c2cef10df1fa5ed6139690e3a9620";
+    env.json(&["member", "add", &id, alice, "--name", "alice", "--rights", "kick,ban"])?;
+    let members = env.json(&["member", "list", &id])?;
+    assert_eq!(members[0]["rights"], serde_json::json!(["kick", "ban"]));
+
+    assert_input_error(&env.run(&["member", "add", &id, alice]), "already exists");
+    assert_input_error(&env.run(&["group", "show", "4242"]), "no group 4242");
+    assert_input_error(&env.run(&["group", "show", "00112233aabb"]), "malformed");
+    assert_input_error(&env.run(&["member", "add", &id, "xyz"]), "malformed identity hash");
+    assert_input_error(&env.run(&["group", "create", "--name", "x", "--join-stamp-cost", "255"]), "not in 0..=254");
+    assert_input_error(&env.run(&["group", "update", &id, "--post-stamp-cost", "999"]), "not in 0..=254");
+    assert_input_error(&env.run(&["member", "set-permissions", &id, alice, "fly"]), "unknown right");
+    assert_input_error(&env.run(&["ban", "add", &id, alice, "--reason", "  "]), "needs a reason");
+    // none of the refused commands wrote anything
+    assert_eq!(env.json(&["group", "list"])?.as_array().map(Vec::len), Some(1));
+    assert_eq!(env.json(&["member", "list", &id])?.as_array().map(Vec::len), Some(1));
+
+    env.json(&["ban", "add", &id, alice, "--reason", "spam"])?;
+    assert_eq!(env.json(&["member", "list", &id])?.as_array().map(Vec::len), Some(0));
+    assert_input_error(&env.run(&["member", "add", &id, alice]), "banned");
+    env.json(&["ban", "remove", &id, alice])?;
+
+    // export, delete, import: the same identity and hashes come back
+    let key = env.dir.join("group.id");
+    env.json(&["identity", "export", &id, "--out", key.to_str().ok_or("path")?])?;
+    assert_eq!(std::fs::read(&key)?.len(), 64);
+    env.json(&["group", "delete", &id])?;
+    let back = env.json(&["identity", "import", "--file", key.to_str().ok_or("path")?, "--name", "Mesh Friends"])?;
+    assert_eq!(back["lxmf_destination_hash"], lxmf.as_str());
+    Ok(())
+}
+
+#[test]
+fn private_group_join_requests() -> R {
+    let env = Env::new();
+    let g = env.json(&["group", "create", "--name", "x", "--private", "--private-name", "Cottle Family Chat"])?;
+    assert_eq!(g["visibility"], "private");
+    let id = g["id"].to_string();
+    assert_input_error(&env.run(&["join-requests", "approve", &id, "3e3c2cef10df1fa5ed6139690e3a9620"]), "not found");
+    assert_eq!(env.json(&["join-requests", "list", &id])?.as_array().map(Vec::len), Some(0));
+    Ok(())
+}
+
+#[test]
+fn data_dir_and_database_are_private() -> R {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    env.json(&["group", "create", "--name", "x"])?;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
+    assert_eq!(mode(&env.dir)?, 0o700);
+    assert_eq!(mode(&env.dir.join("meshgroup.db"))?, 0o600);
+    Ok(())
+}
+
+#[test]
+fn works_on_postgres_too() -> R {
+    let Ok(url) = std::env::var("MESHGROUP_TEST_DATABASE_URL") else { return Ok(()) };
+    let rt = tokio::runtime::Runtime::new()?;
+    let db = rt.block_on(meshgroup::store::testing::postgres(&url))?;
+    let mut env = Env::new();
+    env.db_url = Some(db_url_of(&url, &db));
+    let g = env.json(&["group", "create", "--name", "pg group"])?;
+    assert_eq!(env.json(&["group", "show", &g["identity_hash"].as_str().ok_or("hash")?.to_owned()])?["name"], "pg group");
+    drop(db);
+    Ok(())
+}
+
+fn db_url_of(admin: &str, db: &meshgroup::store::testing::TestStore) -> String {
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
+    format!("{base}/{}", db.name.as_deref().unwrap_or("test"))
+}
