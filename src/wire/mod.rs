@@ -1,2 +1,3 @@
 //! Pure wire codecs: no I/O, bytes in and typed values out (and back).
 pub mod identity;
+pub mod proto;
