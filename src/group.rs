@@ -447,3 +447,165 @@ pub async fn create_group(store: &Store, c: CreateGroup) -> Result<Group, GroupE
     }
     Ok(group)
 }
+
+/// Every operation a caller can ask of a group, whatever the entry point (link API, text command, CLI).
+#[derive(Clone, Debug)]
+pub enum Op {
+    Info,
+    /// `stamp_verified` is set by the caller's side after the stamp passed the worker pool.
+    Join { display_name: String, note: String, stamp_verified: bool },
+    Leave,
+    Members { offset: u64, limit: u64 },
+    JoinRequests,
+    Approve { identity: String },
+    Reject { identity: String },
+    History(HistoryQuery),
+    Post(NewMessage),
+    DeleteMessage { id: i64 },
+    Kick { identity: String },
+    Ban { identity: String, reason: String },
+    Unban { identity: String },
+    Bans,
+    SetPermissions { identity: String, rights: Rights },
+    Rename { public_name: Option<String>, private_name: Option<String> },
+    UpdateSettings(Settings),
+    SetNotifications(NotifyMode),
+}
+
+/// What the caller sees of the group in `/api/v1/info`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InfoView {
+    pub name: String,
+    pub visibility: Visibility,
+    pub member_count: u64,
+    pub join_stamp_cost: u32,
+    pub post_stamp_cost: u32,
+    pub history_public: bool,
+    pub is_member: bool,
+    pub rights: Rights,
+    pub notify_mode: Option<NotifyMode>,
+    pub lxmf_dest_hash: String,
+}
+
+/// The successful result of an [`Op`].
+#[derive(Clone, Debug)]
+pub enum Reply {
+    Done,
+    Info(InfoView),
+    Joined(JoinOutcome),
+    Members { members: Vec<Member>, total: u64 },
+    JoinRequests(Vec<JoinRequest>),
+    /// History with each sender's current display name (empty for former members).
+    History(Vec<(Message, String)>),
+    Posted(InsertOutcome),
+    Bans(Vec<Ban>),
+}
+
+impl GroupCore {
+    pub fn info(&self, caller: &Caller) -> InfoView {
+        let member = match caller {
+            Caller::Identity(h) => self.members.get(h),
+            _ => None,
+        };
+        InfoView {
+            name: self.visible_name(caller),
+            visibility: self.visibility(),
+            member_count: self.members.len() as u64,
+            join_stamp_cost: self.group.join_stamp_cost.max(0) as u32,
+            post_stamp_cost: self.group.post_stamp_cost.max(0) as u32,
+            history_public: self.group.history_public,
+            is_member: member.is_some(),
+            rights: member.map(|m| Rights(m.permissions)).unwrap_or(if *caller == Caller::Owner { Rights::ALL } else { Rights::NONE }),
+            notify_mode: member.and_then(|m| NotifyMode::parse(&m.notify_mode)),
+            lxmf_dest_hash: self.group.lxmf_dest_hash.clone(),
+        }
+    }
+
+    /// The join stamp cost this caller must pay now (members and the owner pay nothing).
+    pub fn join_cost_for(&self, caller: &Caller) -> u32 {
+        match self.role(caller) {
+            Role::NonMember => self.group.join_stamp_cost.max(0) as u32,
+            _ => 0,
+        }
+    }
+
+    /// Runs one operation with the rules applied.
+    pub async fn apply(&mut self, caller: &Caller, op: Op) -> Result<Reply, GroupError> {
+        Ok(match op {
+            Op::Info => {
+                self.check(caller, Action::Info)?;
+                Reply::Info(self.info(caller))
+            }
+            Op::Join { display_name, note, stamp_verified } => {
+                self.check(caller, Action::Join)?;
+                let cost = self.join_cost_for(caller);
+                if cost > 0 && !stamp_verified {
+                    return Err(GroupError::StampRequired { cost });
+                }
+                Reply::Joined(self.join(caller, &display_name, &note).await?)
+            }
+            Op::Leave => {
+                self.leave(caller).await?;
+                Reply::Done
+            }
+            Op::Members { offset, limit } => {
+                let members = self.members(caller, offset, limit).await?;
+                Reply::Members { members, total: self.members.len() as u64 }
+            }
+            Op::JoinRequests => Reply::JoinRequests(self.join_requests(caller).await?),
+            Op::Approve { identity } => {
+                self.approve(caller, &identity).await?;
+                Reply::Done
+            }
+            Op::Reject { identity } => {
+                self.reject(caller, &identity).await?;
+                Reply::Done
+            }
+            Op::History(q) => {
+                let rows = self.history(caller, q).await?;
+                Reply::History(
+                    rows.into_iter()
+                        .map(|m| {
+                            let name = self.members.get(&m.sender_identity_hash).map(|s| s.display_name.clone()).unwrap_or_default();
+                            (m, name)
+                        })
+                        .collect(),
+                )
+            }
+            Op::Post(msg) => Reply::Posted(self.post(caller, msg).await?),
+            Op::DeleteMessage { id } => {
+                self.delete_message(caller, id).await?;
+                Reply::Done
+            }
+            Op::Kick { identity } => {
+                self.kick(caller, &identity).await?;
+                Reply::Done
+            }
+            Op::Ban { identity, reason } => {
+                self.ban(caller, &identity, &reason).await?;
+                Reply::Done
+            }
+            Op::Unban { identity } => {
+                self.unban(caller, &identity).await?;
+                Reply::Done
+            }
+            Op::Bans => Reply::Bans(self.bans(caller).await?),
+            Op::SetPermissions { identity, rights } => {
+                self.set_permissions(caller, &identity, rights).await?;
+                Reply::Done
+            }
+            Op::Rename { public_name, private_name } => {
+                self.rename(caller, public_name.as_deref(), private_name.as_deref()).await?;
+                Reply::Done
+            }
+            Op::UpdateSettings(s) => {
+                self.update_settings(caller, s).await?;
+                Reply::Done
+            }
+            Op::SetNotifications(mode) => {
+                self.set_notify_mode(caller, mode).await?;
+                Reply::Done
+            }
+        })
+    }
+}
