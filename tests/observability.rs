@@ -83,6 +83,33 @@ fn metric_names(text: &str) -> Vec<String> {
     out
 }
 
+/// The values of every `expr:` key in a YAML text: inline, or a block scalar (`|`, `>`, ...) made of
+/// the following lines indented deeper than the key. A small scanner; no YAML crate needed.
+fn yaml_exprs(text: &str) -> Vec<String> {
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        i += 1;
+        let Some(value) = line.trim_start().strip_prefix("expr:") else { continue };
+        let value = value.trim();
+        if value.starts_with('|') || value.starts_with('>') {
+            let key_indent = indent(line);
+            let mut block = Vec::new();
+            while i < lines.len() && (lines[i].trim().is_empty() || indent(lines[i]) > key_indent) {
+                block.push(lines[i].trim());
+                i += 1;
+            }
+            out.push(block.join("\n"));
+        } else {
+            out.push(value.to_owned());
+        }
+    }
+    out
+}
+
 fn catalogued(name: &str) -> Option<&'static MetricDef> {
     CATALOGUE.iter().find(|m| m.name == name)
 }
@@ -286,14 +313,25 @@ fn dashboards_and_alerts_use_only_catalogued_metrics() -> TestResult {
         }
     }
     for (path, text) in alert_files()? {
-        // The whole text, so annotations name real metrics too.
-        let names = metric_names(&text);
-        if names.is_empty() {
-            problems.push(format!("{}: no meshgroup_ metric found", short(&path)));
+        let f = short(&path);
+        let exprs = yaml_exprs(&text);
+        if exprs.is_empty() {
+            problems.push(format!("{f}: no expr found"));
         }
-        for name in names {
-            if let Err(e) = check_series_name(&name) {
-                problems.push(format!("{}: {e}", short(&path)));
+        // Expressions must name series the exporter emits.
+        for expr in &exprs {
+            for name in metric_names(expr) {
+                if let Err(e) = check_series_name(&name) {
+                    problems.push(format!("{f}: {e}"));
+                }
+            }
+        }
+        // Comments and annotations may name a histogram by its base name, but only catalogued metrics.
+        for name in metric_names(&text) {
+            if catalogued(&name).is_none() {
+                if let Err(e) = check_series_name(&name) {
+                    problems.push(format!("{f}: {e}"));
+                }
             }
         }
     }
@@ -418,4 +456,6 @@ fn scanner_finds_bounded_names() {
     assert!(check_series_name("meshgroup_db_query_duration_seconds").is_err());
     assert!(check_series_name("meshgroup_requests_total_count").is_err());
     assert!(check_series_name("meshgroup_nonexistent_total").is_err());
+    let yaml = "rules:\n  - alert: A\n    expr: up == 0\n  - alert: B\n    expr: |\n      rate(meshgroup_x_total[5m])\n        > 0\n    for: 5m\n";
+    assert_eq!(yaml_exprs(yaml), ["up == 0", "rate(meshgroup_x_total[5m])\n> 0"]);
 }
