@@ -183,7 +183,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.reticulum.announce_budget_per_sec > 0.0) {
+        if self.reticulum.announce_budget_per_sec.is_nan() || self.reticulum.announce_budget_per_sec <= 0.0 {
             return Err(ConfigError::Invalid("reticulum.announce_budget_per_sec must be > 0".into()));
         }
         if !(0.0..=1.0).contains(&self.reticulum.announce_jitter) {

@@ -32,7 +32,7 @@ pub fn block_on<F: std::future::Future>(fut: F) -> std::io::Result<F::Output> {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
-            .unwrap_or_else(|e| panic_free_runtime(e))
+            .unwrap_or_else(panic_free_runtime)
     });
     Ok(system.block_on(fut))
 }

@@ -125,7 +125,7 @@ fn works_on_postgres_too() -> R {
     let mut env = Env::new();
     env.db_url = Some(db_url_of(&url, &db));
     let g = env.json(&["group", "create", "--name", "pg group"])?;
-    assert_eq!(env.json(&["group", "show", &g["identity_hash"].as_str().ok_or("hash")?.to_owned()])?["name"], "pg group");
+    assert_eq!(env.json(&["group", "show", g["identity_hash"].as_str().ok_or("hash")?])?["name"], "pg group");
     drop(db);
     Ok(())
 }
