@@ -7,8 +7,13 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod group;
+pub mod lxmf;
 pub mod metrics;
+pub mod pacing;
+pub mod actors;
 pub mod server;
+pub mod stamps;
+pub mod transport;
 pub mod store;
 pub mod wire;
 

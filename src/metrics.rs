@@ -163,6 +163,11 @@ pub fn transport_events_lost(channel: &'static str, n: u64) {
     counter!(TRANSPORT_EVENTS_LOST, "channel" => channel).increment(n);
 }
 
+/// Records one inbound LXMF message.
+pub fn lxmf_received(method: &'static str, outcome: &'static str) {
+    counter!(LXMF_RECEIVED, "method" => method, "outcome" => outcome).increment(1);
+}
+
 pub fn links_open(n: usize) {
     gauge!(LINKS_OPEN).set(n as f64);
 }

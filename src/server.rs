@@ -15,6 +15,8 @@ pub enum ServerError {
     Config(#[from] crate::config::ConfigError),
     #[error("cannot create the demo group: {0}")]
     Demo(String),
+    #[error("reticulum: {0}")]
+    Node(#[from] crate::transport::node::NodeError),
 }
 
 /// The name of the group `serve --demo` creates on an empty server.
@@ -47,10 +49,28 @@ where
         tracing::info!(id = g.id, name = %g.public_name, group = %g.group_dest_hash, lxmf = %g.lxmf_dest_hash, "hosting group");
     }
 
+    let (node, events) = crate::transport::node::Node::start(crate::transport::node_config(&cfg)?).await?;
+    for iface in &cfg.reticulum.interfaces {
+        tracing::info!(?iface, "reticulum interface up");
+    }
+    let registry = crate::actors::supervisor::Registry::default();
+    let supervisor = crate::actors::supervisor::Supervisor::start(store.clone(), node.clone(), registry.clone(), &cfg.reticulum).await?;
+    let services = std::sync::Arc::new(crate::transport::router::Services {
+        node,
+        registry,
+        supervisor,
+        stamps: crate::stamps::StampPool::new(cfg.limits.stamp_pool_capacity),
+        store: store.clone(),
+        limits: cfg.limits.clone(),
+        lxmf: crate::lxmf::Inbound::default(),
+    });
+    let router = tokio::spawn(crate::transport::router::run(services, events));
     let sampler = tokio::spawn(sample_gauges(store.clone(), started));
+    tracing::info!("meshgroup serving");
     shutdown.await;
     tracing::info!("shutting down");
     sampler.abort();
+    router.abort();
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 //! Queries on `groups`.
-use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set};
 
 use super::{Group, Store, StoreError, now_ms};
 use entity::group::{ActiveModel, Column, Entity};
@@ -73,6 +73,21 @@ impl Store {
     pub async fn groups_updated_since(&self, since_ms: i64) -> Result<Vec<Group>, StoreError> {
         self.timed("groups_updated_since", async {
             Ok(Entity::find().filter(Column::UpdatedAt.gt(since_ms)).all(&self.db).await?)
+        })
+        .await
+    }
+
+    /// `(id, updated_at)` of every group: the cheap poll a running server uses to notice changes.
+    pub async fn group_versions(&self) -> Result<Vec<(i64, i64)>, StoreError> {
+        self.timed("group_versions", async {
+            Ok(Entity::find()
+                .select_only()
+                .column(Column::Id)
+                .column(Column::UpdatedAt)
+                .order_by_asc(Column::Id)
+                .into_tuple::<(i64, i64)>()
+                .all(&self.db)
+                .await?)
         })
         .await
     }

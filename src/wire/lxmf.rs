@@ -312,3 +312,24 @@ mod tests {
         assert_eq!(*packed.last().expect("byte"), 0x80, "fields encoded as {{}}");
     }
 }
+
+/// App data of an `lxmf.delivery` announce: `[display_name (bin), stamp_cost (int or nil), [0]]`.
+/// Stock clients read the name and generate stamps of the announced cost by themselves.
+pub fn delivery_announce(display_name: &str, stamp_cost: u32) -> Vec<u8> {
+    let cost = if (1..255).contains(&stamp_cost) { Value::from(stamp_cost) } else { Value::Nil };
+    encode(&Value::Array(vec![
+        Value::Binary(display_name.as_bytes().to_vec()),
+        cost,
+        Value::Array(vec![Value::from(0u8)]),
+    ]))
+}
+
+#[cfg(test)]
+mod announce_tests {
+    #[test]
+    fn delivery_announce_matches_reference_layout() {
+        // mp([b"Test Group", 8, [0]]) as in the reference vector's app_data.
+        assert_eq!(hex::encode(super::delivery_announce("Test Group", 8)), "93c40a546573742047726f7570089100");
+        assert_eq!(hex::encode(super::delivery_announce("x", 0)), "93c40178c09100");
+    }
+}

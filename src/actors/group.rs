@@ -1,0 +1,127 @@
+//! One actor per hosted group: owns the group's [`GroupCore`] and serialises every operation on it.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::sync::Mutex;
+
+use crate::group::{Caller, GroupCore, GroupError, Op, Reply};
+
+/// The group's actor. The core sits behind an async mutex so that one operation at a time runs
+/// even though handlers are futures; the store is the source of truth, so a restart just reloads.
+pub struct GroupActor {
+    core: Arc<Mutex<GroupCore>>,
+    id: i64,
+}
+
+impl GroupActor {
+    pub fn new(core: GroupCore) -> Self {
+        let id = core.group().id;
+        GroupActor { core: Arc::new(Mutex::new(core)), id }
+    }
+}
+
+impl Actor for GroupActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Self::Context) {
+        tracing::debug!(group = self.id, "group actor started");
+    }
+}
+
+impl Supervised for GroupActor {
+    /// A restarted actor re-reads its state: whatever it held in memory may be stale.
+    fn restarting(&mut self, ctx: &mut Self::Context) {
+        tracing::warn!(group = self.id, "group actor restarting");
+        let core = self.core.clone();
+        ctx.wait(
+            async move {
+                if let Err(err) = core.lock().await.reload().await {
+                    tracing::error!(%err, "group reload after restart failed");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+/// Runs one operation for a caller, with the group rules applied.
+#[derive(Message)]
+#[rtype(result = "Result<Reply, GroupError>")]
+pub struct Call {
+    pub caller: Caller,
+    pub op: Op,
+}
+
+impl Handler<Call> for GroupActor {
+    type Result = ResponseFuture<Result<Reply, GroupError>>;
+
+    fn handle(&mut self, msg: Call, _ctx: &mut Self::Context) -> Self::Result {
+        let core = self.core.clone();
+        Box::pin(async move { core.lock().await.apply(&msg.caller, msg.op).await })
+    }
+}
+
+/// Re-reads the group from the store, after a change made outside this process (the CLI).
+#[derive(Message)]
+#[rtype(result = "Result<(), GroupError>")]
+pub struct Reload;
+
+impl Handler<Reload> for GroupActor {
+    type Result = ResponseFuture<Result<(), GroupError>>;
+
+    fn handle(&mut self, _msg: Reload, _ctx: &mut Self::Context) -> Self::Result {
+        let core = self.core.clone();
+        Box::pin(async move { core.lock().await.reload().await })
+    }
+}
+
+/// What the rest of the server needs to know about a group without asking for each field.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub id: i64,
+    pub updated_at: i64,
+    pub private_key: Vec<u8>,
+    pub group_dest: [u8; 16],
+    pub lxmf_dest: [u8; 16],
+    /// App data for the `meshchat.group` announce.
+    pub group_app_data: Vec<u8>,
+    /// The name and post cost for the `lxmf.delivery` announce.
+    pub lxmf_name: String,
+    pub post_stamp_cost: u32,
+    pub join_stamp_cost: u32,
+}
+
+/// Asks for the group's current [`Snapshot`].
+#[derive(Message)]
+#[rtype(result = "Snapshot")]
+pub struct GetSnapshot;
+
+impl Handler<GetSnapshot> for GroupActor {
+    type Result = ResponseFuture<Snapshot>;
+
+    fn handle(&mut self, _msg: GetSnapshot, _ctx: &mut Self::Context) -> Self::Result {
+        let core = self.core.clone();
+        Box::pin(async move { snapshot(&*core.lock().await) })
+    }
+}
+
+/// Builds the snapshot of a group core.
+pub fn snapshot(core: &GroupCore) -> Snapshot {
+    let g = core.group();
+    let hash16 = |h: &str| -> [u8; 16] { crate::wire::identity::parse_hash(h).unwrap_or([0; 16]) };
+    let lxmf_dest = hash16(&g.lxmf_dest_hash);
+    let join = g.join_stamp_cost.max(0) as u32;
+    let post = g.post_stamp_cost.max(0) as u32;
+    Snapshot {
+        id: g.id,
+        updated_at: g.updated_at,
+        private_key: g.identity_private_key.clone(),
+        group_dest: hash16(&g.group_dest_hash),
+        lxmf_dest,
+        group_app_data: crate::api::group_announce(core.announced_name(), core.visibility(), core.member_count() as u64, join, post, &lxmf_dest),
+        lxmf_name: core.announced_name().to_owned(),
+        post_stamp_cost: post,
+        join_stamp_cost: join,
+    }
+}

@@ -1,0 +1,3 @@
+//! The actors: a supervisor, one actor per hosted group, and the shared fan-out actor.
+pub mod group;
+pub mod supervisor;

@@ -1,0 +1,262 @@
+//! The supervisor: spawns one [`GroupActor`] per hosted group, keeps the registry from destination
+//! hash to actor, registers and announces the destinations, and follows changes made in the store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::{Mutex, mpsc};
+
+use super::group::{GetSnapshot, GroupActor, Reload, Snapshot, snapshot};
+use crate::group::GroupCore;
+use crate::pacing::AnnounceSchedule;
+use crate::store::{Group, Store};
+use crate::transport::node::Node;
+use crate::wire::stamp::ChallengeKey;
+
+/// Which of a group's two destinations a hash names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DestKind {
+    /// `meshchat.group`: the link API.
+    Api,
+    /// `lxmf.delivery`: where LXMF clients post.
+    Lxmf,
+}
+
+/// Where traffic for one destination goes.
+#[derive(Clone)]
+pub struct Route {
+    pub group_id: i64,
+    pub kind: DestKind,
+    pub addr: Addr<GroupActor>,
+    pub group_dest: [u8; 16],
+    pub lxmf_dest: [u8; 16],
+    pub challenge: ChallengeKey,
+}
+
+/// Destination hash to route; read by the router on every event, written only by the supervisor.
+pub type Registry = Arc<RwLock<HashMap<[u8; 16], Route>>>;
+
+/// Looks a destination up without holding the lock across an await.
+pub fn lookup(registry: &Registry, dest: &[u8; 16]) -> Option<Route> {
+    registry.read().ok().and_then(|r| r.get(dest).cloned())
+}
+
+/// Commands for the announcer task.
+#[derive(Debug)]
+pub enum AnnounceCmd {
+    /// Start announcing a group, soon.
+    Add(i64, Addr<GroupActor>),
+    /// A group's name, visibility or costs changed: announce it soon.
+    Now(i64),
+    Remove(i64),
+}
+
+struct Entry {
+    addr: Addr<GroupActor>,
+    updated_at: i64,
+    group_dest: [u8; 16],
+    lxmf_dest: [u8; 16],
+}
+
+struct State {
+    store: Store,
+    node: Node,
+    registry: Registry,
+    groups: HashMap<i64, Entry>,
+    announce: mpsc::UnboundedSender<AnnounceCmd>,
+}
+
+/// The supervisor actor.
+pub struct Supervisor {
+    state: Arc<Mutex<State>>,
+    poll: Duration,
+}
+
+impl Supervisor {
+    /// Loads every group, starts its actor and registers its destinations, then starts the announcer.
+    pub async fn start(store: Store, node: Node, registry: Registry, cfg: &crate::config::ReticulumConfig) -> Result<Addr<Supervisor>, crate::store::StoreError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let state = Arc::new(Mutex::new(State { store: store.clone(), node: node.clone(), registry: registry.clone(), groups: HashMap::new(), announce: tx }));
+        {
+            let mut st = state.lock().await;
+            for g in store.list_groups().await? {
+                st.spawn_group(g).await;
+            }
+            tracing::info!(groups = st.groups.len(), "group actors started");
+        }
+        let schedule = AnnounceSchedule::new(
+            Duration::from_secs(cfg.announce_interval_secs.max(1)),
+            cfg.announce_jitter,
+            cfg.announce_budget_per_sec,
+        );
+        tokio::spawn(announcer(schedule, rx, node));
+        Ok(Supervisor { state, poll: Duration::from_secs(1) }.start())
+    }
+}
+
+impl State {
+    async fn spawn_group(&mut self, g: Group) {
+        let id = g.id;
+        let updated_at = g.updated_at;
+        let key = g.identity_private_key.clone();
+        let core = match GroupCore::load(self.store.clone(), g).await {
+            Ok(c) => c,
+            Err(err) => {
+                tracing::error!(group = id, %err, "cannot load group; it is not served");
+                return;
+            }
+        };
+        let snap = snapshot(&core);
+        // On a restart actix keeps this actor value and calls `restarting`, which reloads it.
+        let addr = actix::Supervisor::start(move |_| GroupActor::new(core));
+        let Ok(private_key) = <[u8; 64]>::try_from(key.as_slice()) else {
+            tracing::error!(group = id, "stored identity key is not 64 bytes; group not served");
+            return;
+        };
+        for (aspect, expected) in [("group", snap.group_dest), ("delivery", snap.lxmf_dest)] {
+            let app = if aspect == "group" { "meshchat" } else { "lxmf" };
+            match self.node.register_destination(&private_key, app, aspect).await {
+                Ok(h) if h == expected => {}
+                Ok(h) => tracing::error!(group = id, got = %hex::encode(h), "destination hash mismatch"),
+                Err(err) => tracing::error!(group = id, %err, "cannot register destination"),
+            }
+        }
+        let challenge = ChallengeKey::for_group(&key);
+        if let Ok(mut reg) = self.registry.write() {
+            for (dest, kind) in [(snap.group_dest, DestKind::Api), (snap.lxmf_dest, DestKind::Lxmf)] {
+                reg.insert(dest, Route { group_id: id, kind, addr: addr.clone(), group_dest: snap.group_dest, lxmf_dest: snap.lxmf_dest, challenge: challenge.clone() });
+            }
+        }
+        let _ = self.announce.send(AnnounceCmd::Add(id, addr.clone()));
+        self.groups.insert(id, Entry { addr, updated_at, group_dest: snap.group_dest, lxmf_dest: snap.lxmf_dest });
+    }
+
+    async fn stop_group(&mut self, id: i64) {
+        let Some(entry) = self.groups.remove(&id) else { return };
+        if let Ok(mut reg) = self.registry.write() {
+            reg.remove(&entry.group_dest);
+            reg.remove(&entry.lxmf_dest);
+        }
+        for dest in [entry.group_dest, entry.lxmf_dest] {
+            let _ = self.node.deregister_destination(dest).await;
+        }
+        let _ = self.announce.send(AnnounceCmd::Remove(id));
+        drop(entry.addr); // the actor stops when its last address is gone
+        tracing::info!(group = id, "group stopped");
+    }
+
+    /// Brings the running groups in line with the store: new, deleted and changed groups.
+    async fn sync(&mut self) -> Result<(), crate::store::StoreError> {
+        let stored = self.store.group_versions().await?;
+        let stored_ids: std::collections::HashSet<i64> = stored.iter().map(|(id, _)| *id).collect();
+        let gone: Vec<i64> = self.groups.keys().filter(|id| !stored_ids.contains(id)).copied().collect();
+        for id in gone {
+            self.stop_group(id).await;
+        }
+        for (id, updated_at) in stored {
+            match self.groups.get_mut(&id) {
+                None => {
+                    let g = self.store.group_by_id(id).await?;
+                    tracing::info!(group = id, name = %g.public_name, "new group");
+                    self.spawn_group(g).await;
+                }
+                Some(e) if e.updated_at != updated_at => {
+                    e.updated_at = updated_at;
+                    if let Err(err) = e.addr.send(Reload).await.unwrap_or(Ok(())) {
+                        tracing::warn!(group = id, %err, "reload failed");
+                    }
+                    let _ = self.announce.send(AnnounceCmd::Now(id));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.poll, |_, ctx| ctx.notify(Sync));
+    }
+}
+
+/// Re-reads the list of groups and applies what changed (sent by the timer, and after API changes).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Sync;
+
+impl Handler<Sync> for Supervisor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _msg: Sync, _ctx: &mut Self::Context) -> Self::Result {
+        let state = self.state.clone();
+        Box::pin(async move {
+            // A sync still running when the next tick fires makes the tick wait; none pile up.
+            if let Err(err) = state.lock().await.sync().await {
+                tracing::warn!(%err, "group sync failed");
+            }
+        })
+    }
+}
+
+/// Asks for an announce of a group soon (after a rename or settings change through the API).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AnnounceSoon(pub i64);
+
+impl Handler<AnnounceSoon> for Supervisor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: AnnounceSoon, _ctx: &mut Self::Context) -> Self::Result {
+        let state = self.state.clone();
+        Box::pin(async move {
+            let _ = state.lock().await.announce.send(AnnounceCmd::Now(msg.0));
+        })
+    }
+}
+
+/// Announces groups as the schedule allows: each group's `meshchat.group` destination with its
+/// protobuf app data, then its `lxmf.delivery` destination with `[name, post_stamp_cost]`.
+async fn announcer(mut schedule: AnnounceSchedule, mut rx: mpsc::UnboundedReceiver<AnnounceCmd>, node: Node) {
+    let mut actors: HashMap<i64, Addr<GroupActor>> = HashMap::new();
+    loop {
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                None => return,
+                Some(AnnounceCmd::Add(id, addr)) => {
+                    actors.insert(id, addr);
+                    schedule.announce_now(id);
+                }
+                Some(AnnounceCmd::Now(id)) => schedule.announce_now(id),
+                Some(AnnounceCmd::Remove(id)) => {
+                    schedule.remove(id);
+                    actors.remove(&id);
+                }
+            },
+            (id, deferred) = schedule.next() => {
+                if deferred {
+                    crate::metrics::announce_deferred();
+                }
+                let Some(addr) = actors.get(&id) else { schedule.remove(id); continue };
+                let Ok(snap) = addr.send(GetSnapshot).await else { continue };
+                announce_group(&node, &snap).await;
+            }
+        }
+    }
+}
+
+async fn announce_group(node: &Node, snap: &Snapshot) {
+    match node.announce(snap.group_dest, &snap.group_app_data).await {
+        Ok(()) => crate::metrics::announce_sent("meshchat.group"),
+        Err(err) => tracing::warn!(group = snap.id, %err, "announce failed"),
+    }
+    let lxmf = crate::wire::lxmf::delivery_announce(&snap.lxmf_name, snap.post_stamp_cost);
+    match node.announce(snap.lxmf_dest, &lxmf).await {
+        Ok(()) => crate::metrics::announce_sent("lxmf.delivery"),
+        Err(err) => tracing::warn!(group = snap.id, %err, "announce failed"),
+    }
+}

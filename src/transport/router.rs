@@ -1,0 +1,197 @@
+//! The router: drains node events, keeps per-link caller state, and sends each request to the
+//! right group's handler. Link events are handled in order (an identify always precedes the
+//! requests after it); each request then runs in its own task so a slow one blocks nobody.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::Addr;
+use tokio::sync::mpsc;
+
+use crate::actors::group::Call;
+use crate::actors::supervisor::{AnnounceSoon, DestKind, Registry, Route, Supervisor, lookup};
+use crate::api::{ApiError, DecodeContext, Endpoint, decode_request, encode_reply, error_response, ok_response};
+use crate::group::{Caller, GroupError, Op};
+use crate::stamps::StampPool;
+use crate::store::Store;
+use crate::transport::node::{Node, NodeEvent};
+use crate::wire::identity::{GROUP_ASPECT, name_hash};
+use crate::wire::proto::ErrorCode;
+use crate::wire::stamp::MESSAGE_ROUNDS;
+
+/// What request handling needs, shared by every request task.
+pub struct Services {
+    pub node: Node,
+    pub registry: Registry,
+    pub supervisor: Addr<Supervisor>,
+    pub stamps: StampPool,
+    pub store: Store,
+    pub limits: crate::config::LimitsConfig,
+    /// Inbound LXMF (posts through `lxmf.delivery`).
+    pub lxmf: crate::lxmf::Inbound,
+}
+
+struct LinkState {
+    dest: [u8; 16],
+    identity: Option<String>,
+}
+
+/// Consumes node events until the node stops.
+pub async fn run(services: Arc<Services>, mut events: mpsc::Receiver<NodeEvent>) {
+    let mut links: HashMap<[u8; 16], LinkState> = HashMap::new();
+    let group_name_hash = name_hash(GROUP_ASPECT);
+    while let Some(ev) = events.recv().await {
+        match ev {
+            NodeEvent::LinkEstablished { dest, link_id } => {
+                links.insert(link_id, LinkState { dest, identity: None });
+                crate::metrics::links_open(links.len());
+            }
+            NodeEvent::LinkIdentified { link_id, identity_hash, .. } => {
+                if let Some(l) = links.get_mut(&link_id) {
+                    l.identity = Some(hex::encode(identity_hash));
+                }
+            }
+            NodeEvent::LinkClosed { link_id, .. } => {
+                links.remove(&link_id);
+                crate::metrics::links_open(links.len());
+            }
+            NodeEvent::Request { dest, link_id, request_id, path_hash, data, .. } => {
+                let caller = match links.get(&link_id).and_then(|l| l.identity.clone()) {
+                    Some(h) => Caller::Identity(h),
+                    None => Caller::Anonymous,
+                };
+                let dest = links.get(&link_id).map(|l| l.dest).unwrap_or(dest);
+                let s = services.clone();
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let endpoint = Endpoint::from_path_hash(&path_hash);
+                    let label = endpoint.map(Endpoint::path).unwrap_or("unknown");
+                    let (bytes, outcome) = match handle(&s, dest, caller.clone(), endpoint, data).await {
+                        Ok(payload) => (ok_response(payload), "ok"),
+                        Err(err) => {
+                            tracing::info!(path = label, caller = caller.label(), code = err.label(), message = %err.message, "request refused");
+                            (error_response(&err), err.label())
+                        }
+                    };
+                    if let Err(err) = s.node.respond(link_id, request_id, bytes).await {
+                        tracing::warn!(%err, path = label, "cannot send response");
+                    }
+                    crate::metrics::request(label, outcome, started.elapsed());
+                });
+            }
+            NodeEvent::Packet { dest, data, packet_hash } => {
+                services.lxmf.opportunistic(services.clone(), dest, data, packet_hash);
+            }
+            NodeEvent::LinkPacket { dest, data, .. } | NodeEvent::LinkResource { dest, data, .. } => {
+                services.lxmf.direct(services.clone(), dest, data);
+            }
+            NodeEvent::Announce { dest, public_key, name_hash: nh, app_data, .. } => {
+                if nh == group_name_hash {
+                    let store = services.store.clone();
+                    tokio::spawn(async move {
+                        let id = hex::encode(crate::wire::identity::identity_hash(&public_key));
+                        if let Err(err) = store.upsert_announce(&hex::encode(dest), GROUP_ASPECT, &id, public_key.to_vec(), app_data, 0).await {
+                            tracing::debug!(%err, "cannot record announce");
+                        }
+                    });
+                }
+            }
+            NodeEvent::Proof { packet_hash } => services.lxmf.proof(packet_hash),
+            NodeEvent::EventsLost { channel, count } => {
+                tracing::warn!(channel, count, "transport events lost");
+                crate::metrics::transport_events_lost(channel, count);
+            }
+        }
+    }
+}
+
+/// Handles one API request: route, decode, check a join stamp off the actor, call the actor.
+async fn handle(s: &Services, dest: [u8; 16], caller: Caller, endpoint: Option<Endpoint>, body: Vec<u8>) -> Result<Vec<u8>, ApiError> {
+    let route = lookup(&s.registry, &dest)
+        .filter(|r| r.kind == DestKind::Api)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such group on this server"))?;
+    let endpoint = endpoint.ok_or_else(|| ApiError::new(ErrorCode::NotFound, "unknown path"))?;
+    if body.len() > s.limits.max_request_bytes {
+        return Err(ApiError::invalid(format!("request of {} bytes is over the limit of {}", body.len(), s.limits.max_request_bytes)));
+    }
+    let now_s = crate::store::now_ms() as f64 / 1000.0;
+    let ctx = DecodeContext {
+        group_id: route.group_id,
+        group_lxmf_hash: &route.lxmf_dest,
+        caller: &caller,
+        default_page: s.limits.default_page,
+        max_page: s.limits.max_page,
+        now_s,
+    };
+    let decoded = decode_request(endpoint, &body, &ctx)?;
+    let mut op = decoded.op;
+    if let (Op::Join { stamp_verified, .. }, Some((challenge, stamp))) = (&mut op, decoded.join_stamp) {
+        *stamp_verified = check_join_stamp(s, &route, &caller, &challenge, stamp).await?;
+    }
+    let reply = route.addr.send(Call { caller: caller.clone(), op }).await;
+    let reply = match reply {
+        Ok(r) => r,
+        Err(err) => {
+            tracing::error!(%err, group = route.group_id, "group actor unavailable");
+            return Err(ApiError::new(ErrorCode::Internal, "group temporarily unavailable"));
+        }
+    };
+    match reply {
+        Ok(r) => {
+            if matches!(endpoint, Endpoint::DisplayName | Endpoint::Settings) {
+                s.supervisor.do_send(AnnounceSoon(route.group_id));
+            }
+            Ok(encode_reply(r))
+        }
+        Err(GroupError::StampRequired { cost }) => Err(stamp_required(&route, &caller, cost, "this group requires a join stamp")),
+        Err(GroupError::Store(err)) => {
+            tracing::error!(%err, group = route.group_id, path = endpoint.path(), "store failure");
+            Err(GroupError::Store(err).into())
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+fn stamp_required(route: &Route, caller: &Caller, cost: u32, message: &str) -> ApiError {
+    let identity = match caller {
+        Caller::Identity(h) => hex::decode(h).unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let challenge = route.challenge.issue(&route.group_dest, &identity, (crate::store::now_ms() / 1000) as u64);
+    ApiError { stamp_cost: cost, challenge, ..ApiError::new(ErrorCode::StampRequired, message) }
+}
+
+/// Checks a join stamp: the challenge must be ours (cheap, first), the work valid (on the pool).
+/// Returns whether it is good enough; a bad one is an error that carries a fresh challenge.
+async fn check_join_stamp(s: &Services, route: &Route, caller: &Caller, challenge: &[u8], stamp: Vec<u8>) -> Result<bool, ApiError> {
+    let Caller::Identity(h) = caller else { return Ok(false) };
+    let identity = hex::decode(h).unwrap_or_default();
+    let now = (crate::store::now_ms() / 1000) as u64;
+    // The cost is the group's current one, read through a cheap info call.
+    let cost = match route.addr.send(Call { caller: caller.clone(), op: Op::Info }).await {
+        Ok(Ok(crate::group::Reply::Info(v))) => v.join_stamp_cost,
+        _ => return Ok(false),
+    };
+    if cost == 0 {
+        return Ok(true);
+    }
+    if !route.challenge.verify(challenge, &route.group_dest, &identity, now) {
+        crate::metrics::stamp_checked("join", "invalid");
+        return Err(stamp_required(route, caller, cost, "the challenge is unknown or expired; stamp the new one"));
+    }
+    match s.stamps.value(challenge.to_vec(), MESSAGE_ROUNDS, stamp).await {
+        Err(_) => {
+            crate::metrics::stamp_checked("join", "busy");
+            Err(ApiError::new(ErrorCode::RateLimited, "the server is busy checking stamps; retry shortly"))
+        }
+        Ok(v) if v >= cost => {
+            crate::metrics::stamp_checked("join", "valid");
+            Ok(true)
+        }
+        Ok(_) => {
+            crate::metrics::stamp_checked("join", "invalid");
+            Err(stamp_required(route, caller, cost, "the stamp does not meet the cost"))
+        }
+    }
+}

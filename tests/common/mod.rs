@@ -1,0 +1,258 @@
+//! Interop test harness: the real `meshgroup` binary on free loopback ports, real Python peers.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use serde_json::{Value, json};
+
+pub type R<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+/// The venv python with the pinned reference packages (created once per test run).
+pub fn python() -> R<PathBuf> {
+    static PY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    PY.get_or_init(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/setup-venv.sh");
+        let out = Command::new("bash").arg(script).output().map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("venv setup failed: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+    })
+    .clone()
+    .map_err(Into::into)
+}
+
+pub fn free_port() -> R<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A meshgroup server process with its own data directory (and database).
+pub struct Server {
+    pub dir: PathBuf,
+    pub rns_port: u16,
+    pub metrics_port: u16,
+    pub db_url: String,
+    child: Option<Child>,
+    _pg: Option<meshgroup::store::testing::TestStore>,
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl Server {
+    /// Prepares a server (SQLite, or PostgreSQL when MESHGROUP_TEST_DATABASE_URL is set); not started.
+    pub fn new() -> R<Self> {
+        let dir = std::env::temp_dir().join(format!("meshgroup-it-{}-{}", std::process::id(), free_port()?));
+        std::fs::create_dir_all(&dir)?;
+        let (db_url, pg) = match std::env::var("MESHGROUP_TEST_DATABASE_URL") {
+            Ok(admin) => {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let db = rt.block_on(meshgroup::store::testing::postgres(&admin))?;
+                let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(admin.clone());
+                (format!("{base}/{}", db.name.clone().unwrap_or_default()), Some(db))
+            }
+            Err(_) => (format!("sqlite://{}/meshgroup.db?mode=rwc", dir.display()), None),
+        };
+        Ok(Server { dir, rns_port: free_port()?, metrics_port: free_port()?, db_url, child: None, _pg: pg, extra_env: vec![] })
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_meshgroup"));
+        c.env("MESHGROUP_DATA_DIR", &self.dir)
+            .env("MESHGROUP_DATABASE__URL", &self.db_url)
+            .env("MESHGROUP_METRICS__LISTEN", format!("127.0.0.1:{}", self.metrics_port))
+            .env("MESHGROUP_RETICULUM__INTERFACES", format!("[{{type=\"tcp_server\",listen=\"127.0.0.1:{}\"}}]", self.rns_port))
+            .env("MESHGROUP_RETICULUM__ANNOUNCE_INTERVAL_SECS", "3600")
+            .env("MESHGROUP_RETICULUM__ANNOUNCE_BUDGET_PER_SEC", "50");
+        for (k, v) in &self.extra_env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Runs a CLI command against this server's database; returns its JSON output.
+    pub fn cli(&self, args: &[&str]) -> R<Value> {
+        let out = self.command().arg("--json").args(args).output()?;
+        if !out.status.success() {
+            return Err(format!("meshgroup {args:?}: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// Creates a group through the CLI; returns its JSON.
+    pub fn create_group(&self, args: &[&str]) -> R<Value> {
+        let mut all = vec!["group", "create"];
+        all.extend_from_slice(args);
+        self.cli(&all)
+    }
+
+    pub fn start(&mut self) -> R {
+        let log = std::fs::File::create(self.dir.join("server.log"))?;
+        let child = self.command().arg("serve").stdout(Stdio::null()).stderr(log).spawn()?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.rns_port)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!("server did not start; log:\n{}", self.log()).into())
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// The raw Prometheus text of the metrics endpoint.
+    pub fn metrics(&self) -> R<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port))?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut body = String::new();
+        std::io::Read::read_to_string(&mut s, &mut body)?;
+        Ok(body.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or(body))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+        if std::env::var("MESHGROUP_KEEP_TEST_DIRS").is_err() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A Python RNS/LXMF peer process connected to a server.
+pub struct Peer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Peer {
+    pub fn connect(port: u16) -> R<Self> {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/peer.py");
+        let mut child = Command::new(python()?)
+            .arg(script)
+            .arg(port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdin = child.stdin.take().ok_or("stdin")?;
+        let stdout = BufReader::new(child.stdout.take().ok_or("stdout")?);
+        let mut p = Peer { child, stdin, stdout };
+        p.read()?;
+        Ok(p)
+    }
+
+    fn read(&mut self) -> R<Value> {
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line)? == 0 {
+            return Err("peer exited".into());
+        }
+        let v: Value = serde_json::from_str(&line)?;
+        if v["ok"] != json!(true) {
+            return Err(format!("peer error: {} {}", v["error"], v["trace"]).into());
+        }
+        Ok(v)
+    }
+
+    /// Runs one command; an `ok: false` reply is an error.
+    pub fn call(&mut self, cmd: Value) -> R<Value> {
+        writeln!(self.stdin, "{cmd}")?;
+        self.stdin.flush()?;
+        self.read()
+    }
+
+    pub fn identity(&mut self, name: &str) -> R<String> {
+        Ok(self.call(json!({"cmd": "identity", "name": name}))?["identity_hash"].as_str().ok_or("hash")?.to_owned())
+    }
+
+    /// Opens a link to a group destination, identified as `as_` (or anonymous).
+    pub fn link(&mut self, link: &str, dest: &str, as_: Option<&str>) -> R {
+        self.call(json!({"cmd": "link", "link": link, "dest": dest, "as": as_}))?;
+        Ok(())
+    }
+
+    /// Sends a request; returns the decoded envelope.
+    pub fn request<M: prost::Message>(&mut self, link: &str, path: &str, body: &M) -> R<Envelope> {
+        let v = self.call(json!({"cmd": "request", "link": link, "path": path, "data": hex::encode(body.encode_to_vec())}))?;
+        let bytes = hex::decode(v["response"].as_str().ok_or("response")?)?;
+        let resp = meshgroup::wire::proto::Response::decode(bytes.as_slice())?;
+        Ok(Envelope { resp, raw_len: bytes.len() })
+    }
+
+    /// Sends raw bytes as the request data.
+    pub fn request_raw(&mut self, link: &str, path: &str, data: &[u8]) -> R<Envelope> {
+        let v = self.call(json!({"cmd": "request", "link": link, "path": path, "data": hex::encode(data)}))?;
+        let bytes = hex::decode(v["response"].as_str().ok_or("response")?)?;
+        Ok(Envelope { resp: meshgroup::wire::proto::Response::decode(bytes.as_slice())?, raw_len: bytes.len() })
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "{}", json!({"cmd": "quit"}));
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A decoded API response.
+pub struct Envelope {
+    pub resp: meshgroup::wire::proto::Response,
+    pub raw_len: usize,
+}
+
+impl Envelope {
+    /// The payload decoded as `M`; an error response is an error naming its code.
+    pub fn ok<M: prost::Message + Default>(&self) -> R<M> {
+        if let Some(e) = &self.resp.error {
+            return Err(format!("API error {:?}: {}", meshgroup::wire::proto::ErrorCode::try_from(e.code), e.message).into());
+        }
+        Ok(M::decode(self.resp.payload.as_slice())?)
+    }
+
+    pub fn code(&self) -> Option<meshgroup::wire::proto::ErrorCode> {
+        self.resp.error.as_ref().and_then(|e| meshgroup::wire::proto::ErrorCode::try_from(e.code).ok())
+    }
+}
+
+pub fn s(v: &Value, key: &str) -> String {
+    v[key].as_str().unwrap_or_default().to_owned()
+}

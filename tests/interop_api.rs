@@ -1,0 +1,110 @@
+//! The `meshchat.group` link API against real Python RNS peers (rns 1.5.7) over TCP on loopback.
+
+mod common;
+
+use common::{Peer, R, Server, s};
+use meshgroup::wire::proto as pb;
+use prost::Message as _;
+use serde_json::json;
+
+#[test]
+fn announce_and_info_for_public_and_private_groups() -> R {
+    let mut server = Server::new()?;
+    server.start()?;
+    // Created while the server runs: it must be picked up, registered and announced.
+    let public = server.create_group(&["--name", "Mesh Friends", "--join-stamp-cost", "8", "--post-stamp-cost", "6"])?;
+    let private = server.create_group(&["--name", "Cover Name", "--private", "--private-name", "Cottle Family Chat"])?;
+    let mut peer = Peer::connect(server.rns_port)?;
+
+    let heard = peer.call(json!({"cmd": "recall", "dest": s(&public, "group_destination_hash"), "wait_announce": true, "timeout": 20}))?;
+    assert_eq!(s(&heard, "identity_hash"), s(&public, "identity_hash"), "RNS.Identity.recall gives the group identity");
+    let ad = pb::GroupAnnounce::decode(hex::decode(s(&heard, "app_data"))?.as_slice())?;
+    assert_eq!((ad.name.as_str(), ad.join_stamp_cost, ad.post_stamp_cost, ad.api_version), ("Mesh Friends", 8, 6, 1));
+    assert_eq!(hex::encode(&ad.lxmf_destination), s(&public, "lxmf_destination_hash"));
+
+    let heard_private = peer.call(json!({"cmd": "recall", "dest": s(&private, "group_destination_hash"), "wait_announce": true}))?;
+    let ad = pb::GroupAnnounce::decode(hex::decode(s(&heard_private, "app_data"))?.as_slice())?;
+    assert_eq!(ad.name, "Private Group", "a private group's name is not announced");
+    assert_eq!(ad.visibility, pb::Visibility::Private as i32);
+
+    // The lxmf.delivery announce is what stock LXMF clients read: [name, post cost].
+    let lx = peer.call(json!({"cmd": "recall", "dest": s(&public, "lxmf_destination_hash"), "wait_announce": true}))?;
+    assert_eq!(s(&lx, "app_data"), hex::encode(meshgroup::wire::lxmf::delivery_announce("Mesh Friends", 6)));
+
+    // Info on the public group, identified.
+    let alice = peer.identity("alice")?;
+    peer.link("pub", &s(&public, "group_destination_hash"), Some("alice"))?;
+    let info: pb::InfoResponse = peer.request("pub", "/api/v1/info", &pb::InfoRequest {})?.ok()?;
+    assert_eq!(info.name, "Mesh Friends");
+    assert_eq!((info.join_stamp_cost, info.post_stamp_cost, info.is_member), (8, 6, false));
+    assert_eq!(info.server_version, env!("CARGO_PKG_VERSION"));
+    assert!(info.privacy_notice.contains("can be seen, saved and shared"));
+
+    // Private group: a stranger sees only "Private Group"; a member sees the real name.
+    peer.identity("bob")?;
+    peer.link("priv-bob", &s(&private, "group_destination_hash"), Some("bob"))?;
+    let info: pb::InfoResponse = peer.request("priv-bob", "/api/v1/info", &pb::InfoRequest {})?.ok()?;
+    assert_eq!(info.name, "Private Group");
+    server.cli(&["member", "add", &private["id"].to_string(), &alice, "--name", "alice"])?;
+    // the CLI change reaches the running server within 2 s
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    peer.link("priv-alice", &s(&private, "group_destination_hash"), Some("alice"))?;
+    let info: pb::InfoResponse = peer.request("priv-alice", "/api/v1/info", &pb::InfoRequest {})?.ok()?;
+    assert_eq!((info.name.as_str(), info.is_member), ("Cottle Family Chat", true));
+    Ok(())
+}
+
+#[test]
+fn bad_input_gets_typed_errors_and_the_server_keeps_serving() -> R {
+    let mut server = Server::new()?;
+    let g = server.create_group(&["--name", "Sturdy"])?;
+    let doomed = server.create_group(&["--name", "Doomed"])?;
+    server.start()?;
+    let mut peer = Peer::connect(server.rns_port)?;
+    let dest = s(&g, "group_destination_hash");
+
+    // Before identify: info works, paths that need an identity say so.
+    peer.link("anon", &dest, None)?;
+    peer.request("anon", "/api/v1/info", &pb::InfoRequest {})?.ok::<pb::InfoResponse>()?;
+    let r = peer.request("anon", "/api/v1/join", &pb::JoinRequest::default())?;
+    assert_eq!(r.code(), Some(pb::ErrorCode::Unauthenticated));
+
+    peer.identity("carol")?;
+    peer.link("l", &dest, Some("carol"))?;
+    // Undecodable body.
+    let r = peer.request_raw("l", "/api/v1/members/kick", &[0xff, 0xff, 0xff, 0x01])?;
+    assert_eq!(r.code(), Some(pb::ErrorCode::InvalidArgument));
+    // Unknown path.
+    let r = peer.request_raw("l", "/api/v1/nope", b"")?;
+    assert_eq!(r.code(), Some(pb::ErrorCode::NotFound));
+    // Oversized body (the limit is 64 KiB); it travels as a Resource.
+    let big = pb::SendMessageRequest { content: vec![b'x'; 70_000], ..Default::default() };
+    let r = peer.request("l", "/api/v1/messages/send", &big)?;
+    assert_eq!(r.code(), Some(pb::ErrorCode::InvalidArgument));
+    // Missing permission.
+    let r = peer.request("l", "/api/v1/members/kick", &pb::KickRequest { identity_hash: vec![1; 16] })?;
+    assert_eq!(r.code(), Some(pb::ErrorCode::Forbidden));
+    // A wrong-length hash.
+    let r = peer.request("l", "/api/v1/members/ban", &pb::BanRequest { identity_hash: vec![1; 3], reason: "x".into() })?;
+    assert_eq!(r.code(), Some(pb::ErrorCode::InvalidArgument));
+
+    // A link to a group that is deleted while the link is open.
+    peer.link("doomed", &s(&doomed, "group_destination_hash"), Some("carol"))?;
+    server.cli(&["group", "delete", &doomed["id"].to_string()])?;
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    let r = peer.request("doomed", "/api/v1/info", &pb::InfoRequest {})?;
+    assert_eq!(r.code(), Some(pb::ErrorCode::NotFound));
+
+    // And everyone else is still served.
+    let mut other = Peer::connect(server.rns_port)?;
+    other.identity("dave")?;
+    other.link("l", &dest, Some("dave"))?;
+    let joined: pb::JoinResponse = other.request("l", "/api/v1/join", &pb::JoinRequest { display_name: "dave".into(), ..Default::default() })?.ok()?;
+    assert_eq!(joined.state, pb::JoinState::Joined as i32);
+
+    let metrics = server.metrics()?;
+    for needle in ["outcome=\"invalid_argument\"", "outcome=\"not_found\"", "outcome=\"unauthenticated\"", "outcome=\"forbidden\""] {
+        assert!(metrics.contains(needle), "metrics lack {needle}");
+    }
+    Ok(())
+}

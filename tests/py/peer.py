@@ -1,0 +1,211 @@
+"""A real Reticulum/LXMF peer (rns 1.5.7, lxmf 1.2.1) for meshgroup's interop tests.
+
+The Rust test drives it with one JSON command per stdin line and reads one JSON reply per stdout
+line: {"ok": true, ...} or {"ok": false, "error": "..."}. Bytes travel as hex. Every wait is bounded.
+"""
+import json, os, sys, tempfile, threading, time, traceback
+
+import RNS
+import LXMF
+from LXMF import LXStamper
+
+TMP = tempfile.mkdtemp(prefix="meshgroup-peer-")
+IDS = {}        # name -> RNS.Identity
+LINKS = {}      # name -> RNS.Link
+ROUTERS = {}    # name -> (LXMRouter, delivery destination)
+INBOX = {}      # name -> [message dict]
+LOCK = threading.Lock()
+
+
+def reply(**kw):
+    sys.stdout.write(json.dumps(kw) + "\n")
+    sys.stdout.flush()
+
+
+def wait_for(pred, timeout, step=0.05):
+    end = time.time() + timeout
+    while time.time() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return None
+
+
+def start(port):
+    d = os.path.join(TMP, "rns")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "config"), "w") as f:
+        f.write("[reticulum]\n  enable_transport = False\n  share_instance = No\n"
+                "[logging]\n  loglevel = 2\n[interfaces]\n"
+                "  [[meshgroup]]\n    type = TCPClientInterface\n    enabled = yes\n"
+                f"    target_host = 127.0.0.1\n    target_port = {port}\n")
+    RNS.Reticulum(configdir=d, loglevel=RNS.LOG_WARNING)
+
+
+def identity(name):
+    if name not in IDS:
+        IDS[name] = RNS.Identity()
+    return IDS[name]
+
+
+def recall(dest, timeout):
+    ident = RNS.Identity.recall(dest)
+    if not ident:
+        RNS.Transport.request_path(dest)
+        ident = wait_for(lambda: RNS.Identity.recall(dest), timeout)
+    return ident
+
+
+def cmd_identity(c):
+    i = identity(c["name"])
+    return {"identity_hash": i.hash.hex(), "public_key": i.get_public_key().hex(),
+            "lxmf_hash": RNS.Destination.hash(i, "lxmf", "delivery").hex()}
+
+
+def cmd_recall(c):
+    dest = bytes.fromhex(c["dest"])
+    if c.get("wait_announce"):
+        # wait for an announce heard after this command (not just a path answer)
+        ident = wait_for(lambda: RNS.Identity.recall(dest), c.get("timeout", 20))
+    else:
+        ident = recall(dest, c.get("timeout", 20))
+    if not ident:
+        raise RuntimeError("identity not recalled")
+    ad = RNS.Identity.recall_app_data(dest)
+    return {"identity_hash": ident.hash.hex(), "app_data": ad.hex() if ad else ""}
+
+
+def cmd_link(c):
+    dest_hash = bytes.fromhex(c["dest"])
+    ident = recall(dest_hash, c.get("timeout", 20))
+    if not ident:
+        raise RuntimeError("no identity for destination")
+    dest = RNS.Destination(ident, RNS.Destination.OUT, RNS.Destination.SINGLE, "meshchat", "group")
+    up = threading.Event()
+    link = RNS.Link(dest, established_callback=lambda l: up.set())
+    if not up.wait(c.get("timeout", 20)):
+        raise RuntimeError("link not established")
+    if c.get("as"):
+        link.identify(identity(c["as"]))
+    LINKS[c["link"]] = link
+    return {"link_id": link.link_id.hex()}
+
+
+def cmd_request(c):
+    link = LINKS[c["link"]]
+    done = threading.Event()
+    box = {}
+
+    def ok(r):
+        box["resp"] = r.response
+        done.set()
+
+    def fail(r):
+        box["failed"] = True
+        done.set()
+
+    data = bytes.fromhex(c.get("data", ""))
+    t0 = time.time()
+    link.request(c["path"], data=data if data else None, response_callback=ok, failed_callback=fail,
+                 timeout=c.get("timeout", 30))
+    if not done.wait(c.get("timeout", 30) + 10):
+        raise RuntimeError("no response")
+    if box.get("failed"):
+        raise RuntimeError("request failed")
+    resp = box["resp"]
+    return {"response": bytes(resp).hex(), "secs": round(time.time() - t0, 3), "link_status": link.status}
+
+
+def cmd_idle(c):
+    time.sleep(c["secs"])
+    return {}
+
+
+def cmd_close(c):
+    LINKS.pop(c["link"]).teardown()
+    return {}
+
+
+def cmd_stamp(c):
+    stamp, value = LXStamper.generate_stamp(bytes.fromhex(c["material"]), c["cost"],
+                                            expand_rounds=c.get("rounds", LXStamper.WORKBLOCK_EXPAND_ROUNDS))
+    return {"stamp": stamp.hex(), "value": value}
+
+
+def cmd_router(c):
+    name = c["as"]
+    router = LXMF.LXMRouter(storagepath=os.path.join(TMP, "lxmf-" + name), enforce_stamps=False)
+    local = router.register_delivery_identity(identity(name), display_name=c.get("display_name", name))
+    INBOX[name] = []
+
+    def delivered(m):
+        with LOCK:
+            INBOX[name].append({
+                "source": m.source_hash.hex(), "title": m.title.hex(), "content": m.content.hex(),
+                "signature_validated": bool(m.signature_validated), "hash": m.hash.hex(),
+                "method": m.method, "fields": {str(k): repr(v) for k, v in (m.fields or {}).items()},
+            })
+
+    router.register_delivery_callback(delivered)
+    ROUTERS[name] = (router, local)
+    router.announce(local.hash)
+    return {"lxmf_hash": local.hash.hex()}
+
+
+def cmd_announce(c):
+    router, local = ROUTERS[c["as"]]
+    router.announce(local.hash)
+    return {}
+
+
+def cmd_send(c):
+    router, local = ROUTERS[c["as"]]
+    dest_hash = bytes.fromhex(c["dest"])
+    ident = recall(dest_hash, c.get("timeout", 20))
+    if not ident:
+        raise RuntimeError("no identity for lxmf destination")
+    dest = RNS.Destination(ident, RNS.Destination.OUT, RNS.Destination.SINGLE, "lxmf", "delivery")
+    method = {"opportunistic": LXMF.LXMessage.OPPORTUNISTIC, "direct": LXMF.LXMessage.DIRECT,
+              "propagated": LXMF.LXMessage.PROPAGATED}[c.get("method", "opportunistic")]
+    m = LXMF.LXMessage(dest, local, bytes.fromhex(c["content"]), bytes.fromhex(c.get("title", "")),
+                       desired_method=method, include_ticket=c.get("include_ticket", False))
+    router.handle_outbound(m)
+    if c.get("wait", True):
+        final = wait_for(lambda: m.state in (LXMF.LXMessage.DELIVERED, LXMF.LXMessage.FAILED,
+                                             LXMF.LXMessage.REJECTED) and m.state, c.get("timeout", 45))
+    else:
+        final = m.state
+    return {"state": m.state, "delivered": m.state == LXMF.LXMessage.DELIVERED, "hash": m.hash.hex() if m.hash else "",
+            "representation": m.representation, "stamp": m.stamp.hex() if m.stamp else ""}
+
+
+def cmd_inbox(c):
+    name = c["as"]
+    want = c.get("count", 1)
+    wait_for(lambda: len(INBOX[name]) >= want, c.get("timeout", 30))
+    with LOCK:
+        return {"messages": list(INBOX[name])}
+
+
+def main():
+    start(int(sys.argv[1]))
+    reply(ok=True, ready=True)
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            c = json.loads(line)
+            if c["cmd"] == "quit":
+                reply(ok=True)
+                break
+            result = globals()["cmd_" + c["cmd"]](c)
+            reply(ok=True, **result)
+        except Exception as e:  # report, keep serving
+            reply(ok=False, error=f"{type(e).__name__}: {e}", trace=traceback.format_exc()[-800:])
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
