@@ -188,7 +188,19 @@ def cmd_inbox(c):
         return {"messages": list(INBOX[name])}
 
 
+def load_extensions():
+    """Commands may also live in tests/py/cmds_*.py (each defines cmd_* functions)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for fn in sorted(os.listdir(here)):
+        if fn.startswith("cmds_") and fn.endswith(".py"):
+            scope = dict(globals())
+            with open(os.path.join(here, fn)) as f:
+                exec(compile(f.read(), fn, "exec"), scope)
+            globals().update({k: v for k, v in scope.items() if k.startswith("cmd_")})
+
+
 def main():
+    load_extensions()
     start(int(sys.argv[1]))
     reply(ok=True, ready=True)
     for line in sys.stdin:
