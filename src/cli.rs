@@ -47,6 +47,9 @@ pub enum Command {
     /// Move a group's identity in and out (Reticulum 64-byte identity files).
     #[command(subcommand)]
     Identity(IdentityCmd),
+    /// Measure server-side work on throw-away stores (see docs/benchmarks.md).
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCmd),
 }
 
 #[derive(Args, Debug, Default)]
@@ -233,6 +236,11 @@ impl Output {
 
 /// Runs one non-`serve` command against the store.
 pub async fn run_command(cfg: &Config, cmd: Command) -> Result<Output, CliError> {
+    // Benches build their own throw-away stores and must never touch the configured one.
+    let cmd = match cmd {
+        Command::Bench(b) => return crate::bench::run(b).await,
+        other => other,
+    };
     let store = Store::open(&cfg.database_url()).await.map_err(|e| CliError::Failure(e.to_string()))?;
     match cmd {
         Command::Serve(_) => Err(CliError::Input("serve is not a store command".into())),
@@ -241,6 +249,7 @@ pub async fn run_command(cfg: &Config, cmd: Command) -> Result<Output, CliError>
         Command::Ban(c) => ban_cmd(&store, c).await,
         Command::JoinRequests(c) => join_cmd(&store, c).await,
         Command::Identity(c) => identity_cmd(&store, c).await,
+        Command::Bench(_) => Err(CliError::Input("bench is not a store command".into())),
     }
 }
 

@@ -10,7 +10,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// Top-level keys of [`Config`], the only ones taken from the environment.
-const SECTIONS: &[&str] = &["data_dir", "database", "metrics", "reticulum", "log", "limits"];
+const SECTIONS: &[&str] = &["data_dir", "database", "metrics", "reticulum", "log", "limits", "fanout"];
 
 /// The file read when no `--config` is given, if it exists.
 pub const DEFAULT_CONFIG_PATH: &str = "config/meshgroup.toml";
@@ -35,6 +35,28 @@ pub struct Config {
     pub reticulum: ReticulumConfig,
     pub log: LogConfig,
     pub limits: LimitsConfig,
+    pub fanout: FanoutConfig,
+}
+
+/// How the fan-out delivers: pacing, retries, expiry.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FanoutConfig {
+    /// Messages per second handed to the interfaces; 0 means unthrottled (TCP-only setups).
+    /// For LoRa, about 0.5 to 2.
+    pub rate_per_sec: f64,
+    /// Messages that may go at once after a quiet spell.
+    pub burst: f64,
+    /// How long to wait for a member's delivery proof before counting the attempt failed.
+    pub proof_timeout_secs: u64,
+    /// Longest wait between two attempts (the backoff doubles up to this, with jitter).
+    pub retry_cap_secs: u64,
+    /// After this many failed attempts a row goes to the propagation node, if one is configured.
+    pub max_attempts: i32,
+    /// Rows still undelivered after this long expire (and are counted).
+    pub expire_after_secs: u64,
+    /// Rows fetched per scheduling round.
+    pub batch: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
@@ -125,6 +147,7 @@ impl Default for Config {
             reticulum: ReticulumConfig::default(),
             log: LogConfig::default(),
             limits: LimitsConfig::default(),
+            fanout: FanoutConfig::default(),
         }
     }
 }
@@ -142,6 +165,20 @@ impl Default for ReticulumConfig {
             announce_interval_secs: 3 * 3600,
             announce_jitter: 0.1,
             announce_budget_per_sec: 1.0,
+        }
+    }
+}
+
+impl Default for FanoutConfig {
+    fn default() -> Self {
+        FanoutConfig {
+            rate_per_sec: 0.0,
+            burst: 20.0,
+            proof_timeout_secs: 30,
+            retry_cap_secs: 1800,
+            max_attempts: 5,
+            expire_after_secs: 7 * 24 * 3600,
+            batch: 256,
         }
     }
 }

@@ -88,20 +88,36 @@ pub struct GroupCore {
     group: Group,
     members: HashMap<String, Member>,
     bans: HashSet<String>,
+    fanout: Vec<FanoutJob>,
 }
+
+/// Deliveries owed after an operation: a new post, or a notice of a group event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FanoutJob {
+    pub group_id: i64,
+    pub message_id: Option<i64>,
+    pub event_id: Option<i64>,
+    /// Who receives it and how; members who chose `none` are left out of posts.
+    pub recipients: Vec<(String, NotifyMode)>,
+}
+
+/// Events that members are told about as system notices.
+pub const NOTICE_KINDS: &[&str] = &["joined", "left", "kicked", "banned", "message_deleted", "renamed"];
 
 impl GroupCore {
     /// Loads a group's members and bans.
     pub async fn load(store: Store, group: Group) -> Result<Self, GroupError> {
         let members = store.all_members(group.id).await?.into_iter().map(|m| (m.identity_hash.clone(), m)).collect();
         let bans = store.bans(group.id).await?.into_iter().map(|b| b.identity_hash).collect();
-        Ok(GroupCore { store, group, members, bans })
+        Ok(GroupCore { store, group, members, bans, fanout: Vec::new() })
     }
 
     /// Re-reads everything from the store (after a change made elsewhere, e.g. by the CLI).
     pub async fn reload(&mut self) -> Result<(), GroupError> {
         let group = self.store.group_by_id(self.group.id).await?;
+        let pending = std::mem::take(&mut self.fanout);
         *self = GroupCore::load(self.store.clone(), group).await?;
+        self.fanout = pending;
         Ok(())
     }
 
@@ -157,10 +173,30 @@ impl GroupCore {
         Ok(role)
     }
 
-    async fn event(&self, kind: &'static str, caller: &Caller, subject: &str, detail: &str) -> Result<(), GroupError> {
-        self.store.insert_event(self.group.id, kind, caller.label(), subject, detail).await?;
+    /// Records an event; the ones members hear about become a fan-out job. The subject of a kick
+    /// or ban hears about it too, although no longer a member.
+    async fn event(&mut self, kind: &'static str, caller: &Caller, subject: &str, detail: &str) -> Result<(), GroupError> {
+        let ev = self.store.insert_event(self.group.id, kind, caller.label(), subject, detail).await?;
         crate::metrics::group_action(kind);
+        if NOTICE_KINDS.contains(&kind) {
+            let mut recipients: Vec<(String, NotifyMode)> = self
+                .members
+                .values()
+                .filter(|m| m.identity_hash != caller.label() && m.identity_hash != subject)
+                .map(|m| (m.identity_hash.clone(), NotifyMode::parse(&m.notify_mode).unwrap_or(NotifyMode::Full)))
+                .filter(|(_, mode)| *mode != NotifyMode::None)
+                .collect();
+            if matches!(kind, "kicked" | "banned") && !subject.is_empty() {
+                recipients.push((subject.to_owned(), NotifyMode::Full));
+            }
+            self.fanout.push(FanoutJob { group_id: self.group.id, message_id: None, event_id: Some(ev.id), recipients });
+        }
         Ok(())
+    }
+
+    /// The fan-out jobs produced since the last call.
+    pub fn take_fanout(&mut self) -> Vec<FanoutJob> {
+        std::mem::take(&mut self.fanout)
     }
 
     fn identity_of(caller: &Caller) -> Result<&str, GroupError> {
@@ -307,9 +343,12 @@ impl GroupCore {
     /// Stores a member's post; it is committed before this returns.
     pub async fn post(&mut self, caller: &Caller, msg: NewMessage) -> Result<InsertOutcome, GroupError> {
         self.check(caller, Action::Post)?;
+        let sender = msg.sender_identity_hash.clone();
         let out = self.store.insert_message(msg).await?;
-        if let InsertOutcome::Inserted(_) = out {
+        if let InsertOutcome::Inserted(id) = out {
             crate::metrics::group_action("post");
+            let recipients = self.recipients(&sender).into_iter().filter(|(_, mode)| *mode != NotifyMode::None).collect();
+            self.fanout.push(FanoutJob { group_id: self.group.id, message_id: Some(id), event_id: None, recipients });
         }
         Ok(out)
     }

@@ -3,6 +3,7 @@
 //! The binary only parses arguments; everything lives here so integration tests drive the same code.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod domain;

@@ -168,6 +168,40 @@ pub fn lxmf_received(method: &'static str, outcome: &'static str) {
     counter!(LXMF_RECEIVED, "method" => method, "outcome" => outcome).increment(1);
 }
 
+/// Mode labels come from stored rows; map them onto the bounded set.
+fn mode_label(mode: &str) -> &'static str {
+    match mode {
+        "short" => "short",
+        _ => "full",
+    }
+}
+
+/// Records one fan-out delivery attempt's outcome.
+pub fn delivery(mode: &str, method: &'static str, outcome: &'static str) {
+    counter!(DELIVERIES, "mode" => mode_label(mode), "method" => method, "outcome" => outcome).increment(1);
+}
+
+pub fn delivery_latency(mode: &str, secs: f64) {
+    histogram!(DELIVERY_SECONDS, "mode" => mode_label(mode)).record(secs);
+}
+
+pub fn fanout_prepare(took: Duration) {
+    histogram!(FANOUT_PREPARE_SECONDS).record(took.as_secs_f64());
+}
+
+pub fn pacing_wait() {
+    counter!(PACING_WAITS).increment(1);
+}
+
+pub fn ticket_issued() {
+    counter!(TICKETS_ISSUED).increment(1);
+}
+
+/// Records one outbound LXMF reply (not fan-out).
+pub fn lxmf_sent(method: &'static str, outcome: &'static str) {
+    counter!(LXMF_SENT, "method" => method, "outcome" => outcome).increment(1);
+}
+
 pub fn links_open(n: usize) {
     gauge!(LINKS_OPEN).set(n as f64);
 }

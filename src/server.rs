@@ -54,15 +54,19 @@ where
         tracing::info!(?iface, "reticulum interface up");
     }
     let registry = crate::actors::supervisor::Registry::default();
-    let supervisor = crate::actors::supervisor::Supervisor::start(store.clone(), node.clone(), registry.clone(), &cfg.reticulum).await?;
+    let courier = std::sync::Arc::new(crate::lxmf::courier::Courier::new(node.clone()));
+    let fanout = crate::actors::fanout::FanoutActor::start(store.clone(), courier.clone(), cfg.fanout.clone());
+    let supervisor =
+        crate::actors::supervisor::Supervisor::start(store.clone(), node.clone(), registry.clone(), fanout.recipient(), &cfg.reticulum).await?;
     let services = std::sync::Arc::new(crate::transport::router::Services {
         node,
+        courier,
         registry,
         supervisor,
         stamps: crate::stamps::StampPool::new(cfg.limits.stamp_pool_capacity),
         store: store.clone(),
         limits: cfg.limits.clone(),
-        lxmf: crate::lxmf::Inbound::default(),
+        lxmf: crate::lxmf::Inbound,
     });
     let router = tokio::spawn(crate::transport::router::run(services, events));
     let sampler = tokio::spawn(sample_gauges(store.clone(), started));

@@ -15,6 +15,8 @@ pub struct Model {
     pub subject: String,
     pub detail: String,
     pub created_at: i64,
+    /// Whether its outbox rows have been written.
+    pub fanned_out: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -20,6 +20,8 @@ pub struct Model {
     pub received_at: i64,
     pub deleted_at: Option<i64>,
     pub deleted_by: Option<String>,
+    /// Whether its outbox rows have been written.
+    pub fanned_out: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

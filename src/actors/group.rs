@@ -5,6 +5,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::Mutex;
 
+use super::fanout::Enqueue;
 use crate::group::{Caller, GroupCore, GroupError, Op, Reply};
 
 /// The group's actor. The core sits behind an async mutex so that one operation at a time runs
@@ -12,12 +13,14 @@ use crate::group::{Caller, GroupCore, GroupError, Op, Reply};
 pub struct GroupActor {
     core: Arc<Mutex<GroupCore>>,
     id: i64,
+    fanout: Option<Recipient<Enqueue>>,
 }
 
 impl GroupActor {
-    pub fn new(core: GroupCore) -> Self {
+    /// `fanout` receives the deliveries each operation produces (none in tools without a network).
+    pub fn new(core: GroupCore, fanout: Option<Recipient<Enqueue>>) -> Self {
         let id = core.group().id;
-        GroupActor { core: Arc::new(Mutex::new(core)), id }
+        GroupActor { core: Arc::new(Mutex::new(core)), id, fanout }
     }
 }
 
@@ -57,8 +60,23 @@ impl Handler<Call> for GroupActor {
     type Result = ResponseFuture<Result<Reply, GroupError>>;
 
     fn handle(&mut self, msg: Call, _ctx: &mut Self::Context) -> Self::Result {
-        let core = self.core.clone();
-        Box::pin(async move { core.lock().await.apply(&msg.caller, msg.op).await })
+        let (core, fanout) = (self.core.clone(), self.fanout.clone());
+        Box::pin(async move {
+            let mut core = core.lock().await;
+            let out = core.apply(&msg.caller, msg.op).await;
+            let jobs = core.take_fanout();
+            drop(core);
+            if let Some(f) = fanout {
+                for job in jobs {
+                    // Scheduling writes the outbox; a failure leaves the item marked unfanned,
+                    // and start-up recovery schedules it.
+                    if let Err(err) = f.send(Enqueue(job)).await.unwrap_or(Ok(0)) {
+                        tracing::error!(%err, "cannot schedule a fan-out");
+                    }
+                }
+            }
+            out
+        })
     }
 }
 

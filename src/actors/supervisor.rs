@@ -63,6 +63,7 @@ struct Entry {
 struct State {
     store: Store,
     node: Node,
+    fanout: Recipient<super::fanout::Enqueue>,
     registry: Registry,
     groups: HashMap<i64, Entry>,
     announce: mpsc::UnboundedSender<AnnounceCmd>,
@@ -76,9 +77,15 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Loads every group, starts its actor and registers its destinations, then starts the announcer.
-    pub async fn start(store: Store, node: Node, registry: Registry, cfg: &crate::config::ReticulumConfig) -> Result<Addr<Supervisor>, crate::store::StoreError> {
+    pub async fn start(
+        store: Store,
+        node: Node,
+        registry: Registry,
+        fanout: Recipient<super::fanout::Enqueue>,
+        cfg: &crate::config::ReticulumConfig,
+    ) -> Result<Addr<Supervisor>, crate::store::StoreError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let state = Arc::new(Mutex::new(State { store: store.clone(), node: node.clone(), registry: registry.clone(), groups: HashMap::new(), announce: tx }));
+        let state = Arc::new(Mutex::new(State { store: store.clone(), node: node.clone(), fanout, registry: registry.clone(), groups: HashMap::new(), announce: tx }));
         {
             let mut st = state.lock().await;
             for g in store.list_groups().await? {
@@ -110,7 +117,8 @@ impl State {
         };
         let snap = snapshot(&core);
         // On a restart actix keeps this actor value and calls `restarting`, which reloads it.
-        let addr = actix::Supervisor::start(move |_| GroupActor::new(core));
+        let fanout = self.fanout.clone();
+        let addr = actix::Supervisor::start(move |_| GroupActor::new(core, Some(fanout)));
         let Ok(private_key) = <[u8; 64]>::try_from(key.as_slice()) else {
             tracing::error!(group = id, "stored identity key is not 64 bytes; group not served");
             return;

@@ -1,10 +1,10 @@
-//! LXMF for every hosted group: inbound posts to `lxmf.delivery` and delivery-proof tracking.
+//! LXMF for every hosted group: inbound posts to `lxmf.delivery`, replies, and delivery tracking.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+pub mod courier;
+pub mod outbound;
+
+use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::sync::oneshot;
 
 use crate::actors::group::Call;
 use crate::actors::supervisor::{DestKind, lookup};
@@ -18,11 +18,9 @@ use crate::wire::lxmf::{LxmfMessage, unpack};
 /// (the sender will retry, and by then the path request has usually been answered).
 const IDENTITY_WAIT: Duration = Duration::from_secs(20);
 
-/// Inbound LXMF handling and the proofs owed to our own outbound messages.
+/// Inbound LXMF handling.
 #[derive(Default)]
-pub struct Inbound {
-    waiting_proofs: Mutex<HashMap<[u8; 32], oneshot::Sender<()>>>,
-}
+pub struct Inbound;
 
 /// How an LXMF message reached us, for metrics.
 #[derive(Clone, Copy, Debug)]
@@ -61,23 +59,6 @@ impl Inbound {
         tokio::spawn(async move {
             receive(&s, dest, &packed, Method::Direct).await;
         });
-    }
-
-    /// Registers interest in the proof of a packet we sent.
-    pub fn await_proof(&self, packet_hash: [u8; 32]) -> oneshot::Receiver<()> {
-        let (tx, rx) = oneshot::channel();
-        if let Ok(mut w) = self.waiting_proofs.lock() {
-            w.insert(packet_hash, tx);
-        }
-        rx
-    }
-
-    /// A delivery proof arrived for something we sent.
-    pub fn proof(&self, packet_hash: [u8; 32]) {
-        let waiter = self.waiting_proofs.lock().ok().and_then(|mut w| w.remove(&packet_hash));
-        if let Some(tx) = waiter {
-            let _ = tx.send(());
-        }
     }
 }
 

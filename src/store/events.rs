@@ -21,6 +21,7 @@ impl Store {
                 subject: Set(subject.to_owned()),
                 detail: Set(detail.to_owned()),
                 created_at: Set(now_ms()),
+                fanned_out: Set(false),
                 ..Default::default()
             }
             .insert(&self.db)

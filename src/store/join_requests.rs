@@ -1,5 +1,5 @@
 //! Queries on `join_requests`; approval makes the member in the same transaction.
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 
 use super::{JoinRequest, Member, Store, StoreError, now_ms};
 use entity::{group_ban, group_member, join_request};
@@ -14,7 +14,7 @@ impl Store {
         note: &str,
     ) -> Result<JoinRequest, StoreError> {
         self.timed("file_join_request", async {
-            let txn = self.db.begin().await?;
+            let txn = self.begin_write().await?;
             if group_ban::Entity::find()
                 .filter(group_ban::Column::GroupId.eq(group_id))
                 .filter(group_ban::Column::IdentityHash.eq(identity_hash))
@@ -95,7 +95,7 @@ impl Store {
         notify_mode: &str,
     ) -> Result<Member, StoreError> {
         self.timed("approve_join_request", async {
-            let txn = self.db.begin().await?;
+            let txn = self.begin_write().await?;
             let req = pending(&txn, group_id, identity_hash).await?;
             let display_name = req.display_name.clone();
             let mut am: join_request::ActiveModel = req.into();
@@ -127,7 +127,7 @@ impl Store {
     /// Rejects a pending request; the row stays so the requester can be told.
     pub async fn reject_join_request(&self, group_id: i64, identity_hash: &str, decided_by: &str) -> Result<(), StoreError> {
         self.timed("reject_join_request", async {
-            let txn = self.db.begin().await?;
+            let txn = self.begin_write().await?;
             let req = pending(&txn, group_id, identity_hash).await?;
             let mut am: join_request::ActiveModel = req.into();
             am.state = Set("rejected".to_owned());

@@ -18,7 +18,7 @@ impl Store {
         notify_mode: &str,
     ) -> Result<Member, StoreError> {
         self.timed("add_member", async {
-            let txn = self.db.begin().await?;
+            let txn = self.begin_write().await?;
             let banned = group_ban::Entity::find()
                 .filter(group_ban::Column::GroupId.eq(group_id))
                 .filter(group_ban::Column::IdentityHash.eq(identity_hash))

@@ -65,6 +65,7 @@ impl Store {
                 received_at: Set(now_ms()),
                 deleted_at: Set(None),
                 deleted_by: Set(None),
+                fanned_out: Set(false),
                 ..Default::default()
             };
             let inserted = Entity::insert(am)
@@ -81,6 +82,48 @@ impl Store {
                 .await?
                 .ok_or(StoreError::NotFound { what: "message" })?;
             Ok(if inserted == 1 { InsertOutcome::Inserted(id) } else { InsertOutcome::Duplicate(id) })
+        })
+        .await
+    }
+
+    /// Seeds many messages at once (benchmarks, tests, imports): one transaction, multi-row inserts.
+    /// Rows that repeat a stored `(group_id, message_hash)` are skipped; returns how many were stored.
+    pub async fn insert_messages_bulk(&self, rows: Vec<NewMessage>) -> Result<u64, StoreError> {
+        // 500 rows of 10 columns stay well under SQLite's and PostgreSQL's bound-parameter limits.
+        const CHUNK: usize = 500;
+        self.timed("insert_messages_bulk", async {
+            let now = now_ms();
+            let txn = self.begin_write().await?;
+            let mut stored = 0;
+            let mut rows = rows.into_iter().peekable();
+            while rows.peek().is_some() {
+                let chunk: Vec<ActiveModel> = rows
+                    .by_ref()
+                    .take(CHUNK)
+                    .map(|new| ActiveModel {
+                        group_id: Set(new.group_id),
+                        message_hash: Set(new.message_hash),
+                        sender_identity_hash: Set(new.sender_identity_hash),
+                        timestamp: Set(new.timestamp),
+                        title: Set(new.title),
+                        content: Set(new.content),
+                        fields: Set(new.fields),
+                        received_at: Set(now),
+                        deleted_at: Set(None),
+                        deleted_by: Set(None),
+                        // Seeded or imported history is old news: no member is notified of it,
+                        // and start-up recovery must not take it for unfinished fan-outs.
+                        fanned_out: Set(true),
+                        ..Default::default()
+                    })
+                    .collect();
+                stored += Entity::insert_many(chunk)
+                    .on_conflict(OnConflict::columns([Column::GroupId, Column::MessageHash]).do_nothing().to_owned())
+                    .exec_without_returning(&txn)
+                    .await?;
+            }
+            txn.commit().await?;
+            Ok(stored)
         })
         .await
     }

@@ -97,6 +97,16 @@ impl Store {
         }
     }
 
+    /// Starts a transaction that will write. On SQLite it takes the write lock at `BEGIN`
+    /// (`BEGIN IMMEDIATE`): a deferred transaction that reads first and writes second fails at once
+    /// with SQLITE_BUSY_SNAPSHOT (517) when another connection committed in between (the busy
+    /// timeout does not cover that case), which turned concurrent joins into INTERNAL errors.
+    async fn begin_write(&self) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+        use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
+        let mode = (self.db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite).then_some(SqliteTransactionMode::Immediate);
+        self.db.begin_with_options(TransactionOptions { sqlite_transaction_mode: mode, ..Default::default() }).await
+    }
+
     /// Runs one store operation and records its duration under `op`.
     async fn timed<T, F>(&self, op: &'static str, fut: F) -> Result<T, StoreError>
     where

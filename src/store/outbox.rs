@@ -23,7 +23,13 @@ pub struct NewOutboxRow {
 impl Store {
     /// Writes every row in one transaction: either the whole fan-out is scheduled or none of it.
     pub async fn insert_outbox_batch(&self, rows: Vec<NewOutboxRow>) -> Result<u64, StoreError> {
-        self.timed("insert_outbox_batch", async {
+        self.schedule_fanout(rows, None, None).await
+    }
+
+    /// Writes a fan-out's rows and marks its message or event as fanned out, in one transaction,
+    /// so after a crash exactly the unscheduled items are found again (see [`Store::unfanned`]).
+    pub async fn schedule_fanout(&self, rows: Vec<NewOutboxRow>, message_id: Option<i64>, event_id: Option<i64>) -> Result<u64, StoreError> {
+        self.timed("schedule_fanout", async {
             let now = now_ms();
             let total = rows.len() as u64;
             let txn = self.db.begin().await?;
@@ -50,17 +56,32 @@ impl Store {
                     .collect();
                 Entity::insert_many(chunk).exec_without_returning(&txn).await?;
             }
+            if let Some(id) = message_id {
+                entity::group_message::Entity::update_many()
+                    .col_expr(entity::group_message::Column::FannedOut, sea_orm::sea_query::Expr::value(true))
+                    .filter(entity::group_message::Column::Id.eq(id))
+                    .exec(&txn)
+                    .await?;
+            }
+            if let Some(id) = event_id {
+                entity::group_event::Entity::update_many()
+                    .col_expr(entity::group_event::Column::FannedOut, sea_orm::sea_query::Expr::value(true))
+                    .filter(entity::group_event::Column::Id.eq(id))
+                    .exec(&txn)
+                    .await?;
+            }
             txn.commit().await?;
             Ok(total)
         })
         .await
     }
 
-    /// Pending rows whose time has come, oldest first (so each member gets messages in order).
+    /// Rows whose time has come, oldest first (so each member gets messages in order): pending
+    /// ones, and sent ones whose proof did not arrive in time (which makes a crash mid-send a retry).
     pub async fn due_outbox(&self, now: i64, limit: u64) -> Result<Vec<OutboxRow>, StoreError> {
         self.timed("due_outbox", async {
             Ok(Entity::find()
-                .filter(Column::State.eq("pending"))
+                .filter(Column::State.is_in(["pending", "sent"]))
                 .filter(Column::NextAttemptAt.lte(now))
                 .order_by_asc(Column::Id)
                 .limit(limit)
@@ -89,6 +110,42 @@ impl Store {
             am.updated_at = Set(now_ms());
             am.update(&self.db).await?;
             Ok(())
+        })
+        .await
+    }
+
+    /// Messages and events stored but never scheduled (a crash hit between the two commits).
+    pub async fn unfanned(&self, limit: u64) -> Result<(Vec<super::Message>, Vec<super::Event>), StoreError> {
+        self.timed("unfanned", async {
+            let messages = entity::group_message::Entity::find()
+                .filter(entity::group_message::Column::FannedOut.eq(false))
+                .filter(entity::group_message::Column::DeletedAt.is_null())
+                .order_by_asc(entity::group_message::Column::Id)
+                .limit(limit)
+                .all(&self.db)
+                .await?;
+            let events = entity::group_event::Entity::find()
+                .filter(entity::group_event::Column::FannedOut.eq(false))
+                .order_by_asc(entity::group_event::Column::Id)
+                .limit(limit)
+                .all(&self.db)
+                .await?;
+            Ok((messages, events))
+        })
+        .await
+    }
+
+    pub async fn event(&self, id: i64) -> Result<super::Event, StoreError> {
+        self.timed("event", async {
+            entity::group_event::Entity::find_by_id(id).one(&self.db).await?.ok_or(StoreError::NotFound { what: "event" })
+        })
+        .await
+    }
+
+    /// Every row of one member (tests and diagnostics).
+    pub async fn outbox_for(&self, member: &str) -> Result<Vec<OutboxRow>, StoreError> {
+        self.timed("outbox_for", async {
+            Ok(Entity::find().filter(Column::MemberIdentityHash.eq(member)).order_by_asc(Column::Id).all(&self.db).await?)
         })
         .await
     }

@@ -470,6 +470,34 @@ impl Node {
         Ok(())
     }
 
+    /// Hands an already encrypted packet (see `lxmf::outbound::prepare`) to the transport, so the
+    /// costly per-recipient crypto runs on our worker pool rather than under the transport lock.
+    /// Returns the packet hash, which the recipient's delivery proof will name.
+    pub async fn send_prepared(&self, dest: [u8; 16], public_key: &[u8; 64], aspect: (&str, &str), ciphertext: &[u8]) -> Result<[u8; 32], NodeError> {
+        if ciphertext.len() > rns_transport::packet::PACKET_MDU {
+            return Err(NodeError::TooLarge(ciphertext.len(), rns_transport::packet::PACKET_MDU));
+        }
+        let identity = Identity::try_new_from_slices(&public_key[..32], &public_key[32..])?;
+        let packet = Packet {
+            header: Header::default(),
+            ifac: None,
+            destination: AddressHash::new(dest),
+            transport: None,
+            context: PacketContext::None,
+            data: PacketDataBuffer::new_from_slice(ciphertext),
+        };
+        let mut hash = None;
+        let trace = self
+            .inner
+            .transport
+            .send_prepared_single_packet_observed_with_trace(packet, identity, DestinationName::new(aspect.0, aspect.1), |h| hash = Some(h.to_bytes()))
+            .await?;
+        match (trace.outcome, hash) {
+            (SendPacketOutcome::SentDirect | SendPacketOutcome::SentBroadcast, Some(h)) => Ok(h),
+            (outcome, _) => Err(NodeError::NotSent(outcome)),
+        }
+    }
+
     pub async fn request_path(&self, dest: [u8; 16]) -> Result<(), NodeError> {
         self.inner
             .transport

@@ -30,6 +30,8 @@ pub struct Services {
     pub limits: crate::config::LimitsConfig,
     /// Inbound LXMF (posts through `lxmf.delivery`).
     pub lxmf: crate::lxmf::Inbound,
+    /// Outbound LXMF and delivery proofs.
+    pub courier: Arc<crate::lxmf::courier::Courier>,
 }
 
 struct LinkState {
@@ -86,7 +88,10 @@ pub async fn run(services: Arc<Services>, mut events: mpsc::Receiver<NodeEvent>)
             NodeEvent::LinkPacket { dest, data, .. } | NodeEvent::LinkResource { dest, data, .. } => {
                 services.lxmf.direct(services.clone(), dest, data);
             }
-            NodeEvent::Announce { dest, public_key, name_hash: nh, app_data, .. } => {
+            NodeEvent::Announce { dest, public_key, name_hash: nh, app_data, ratchet } => {
+                if let Some(r) = ratchet {
+                    services.courier.note_ratchet(dest, r);
+                }
                 if nh == group_name_hash {
                     let store = services.store.clone();
                     tokio::spawn(async move {
@@ -97,7 +102,7 @@ pub async fn run(services: Arc<Services>, mut events: mpsc::Receiver<NodeEvent>)
                     });
                 }
             }
-            NodeEvent::Proof { packet_hash } => services.lxmf.proof(packet_hash),
+            NodeEvent::Proof { packet_hash } => services.courier.proof(packet_hash),
             NodeEvent::EventsLost { channel, count } => {
                 tracing::warn!(channel, count, "transport events lost");
                 crate::metrics::transport_events_lost(channel, count);

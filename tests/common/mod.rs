@@ -41,6 +41,9 @@ pub struct Server {
     child: Option<Child>,
     _pg: Option<meshgroup::store::testing::TestStore>,
     pub extra_env: Vec<(String, String)>,
+    /// Overrides `reticulum.interfaces` (TOML inline array); `None` is a tcp_server on `rns_port`.
+    /// When set, `start` waits for the metrics port instead of `rns_port`.
+    pub interfaces: Option<String>,
 }
 
 impl Server {
@@ -57,7 +60,7 @@ impl Server {
             }
             Err(_) => (format!("sqlite://{}/meshgroup.db?mode=rwc", dir.display()), None),
         };
-        Ok(Server { dir, rns_port: free_port()?, metrics_port: free_port()?, db_url, child: None, _pg: pg, extra_env: vec![] })
+        Ok(Server { dir, rns_port: free_port()?, metrics_port: free_port()?, db_url, child: None, _pg: pg, extra_env: vec![], interfaces: None })
     }
 
     fn command(&self) -> Command {
@@ -65,7 +68,10 @@ impl Server {
         c.env("MESHGROUP_DATA_DIR", &self.dir)
             .env("MESHGROUP_DATABASE__URL", &self.db_url)
             .env("MESHGROUP_METRICS__LISTEN", format!("127.0.0.1:{}", self.metrics_port))
-            .env("MESHGROUP_RETICULUM__INTERFACES", format!("[{{type=\"tcp_server\",listen=\"127.0.0.1:{}\"}}]", self.rns_port))
+            .env(
+                "MESHGROUP_RETICULUM__INTERFACES",
+                self.interfaces.clone().unwrap_or_else(|| format!("[{{type=\"tcp_server\",listen=\"127.0.0.1:{}\"}}]", self.rns_port)),
+            )
             .env("MESHGROUP_RETICULUM__ANNOUNCE_INTERVAL_SECS", "3600")
             .env("MESHGROUP_RETICULUM__ANNOUNCE_BUDGET_PER_SEC", "50");
         for (k, v) in &self.extra_env {
@@ -94,9 +100,10 @@ impl Server {
         let log = std::fs::File::create(self.dir.join("server.log"))?;
         let child = self.command().arg("serve").stdout(Stdio::null()).stderr(log).spawn()?;
         self.child = Some(child);
+        let ready_port = if self.interfaces.is_some() { self.metrics_port } else { self.rns_port };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.rns_port)).is_ok() {
+            if std::net::TcpStream::connect(("127.0.0.1", ready_port)).is_ok() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));

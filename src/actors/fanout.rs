@@ -1,0 +1,489 @@
+//! The fan-out actor, shared by all groups: turns posts and notices into one outbox row per member,
+//! then delivers them, paced, with retries, surviving restarts.
+//!
+//! The actor only schedules (one batched transaction per job). Delivery runs in a task: it takes
+//! due rows round-robin across groups, builds, signs and encrypts them on the blocking pool in
+//! parallel batches, hands them to the node, and marks each row delivered when the member's proof
+//! arrives. A row sent but never confirmed becomes due again, so a crash resends it; the resent
+//! message is byte-identical in its id, and LXMF clients drop a message id they already have.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use rmpv::Value;
+use tokio::sync::Notify;
+
+use crate::config::FanoutConfig;
+use crate::domain::NotifyMode;
+use crate::group::FanoutJob;
+use crate::lxmf::courier::Courier;
+use crate::lxmf::outbound::{Body, OutboundError, Prepared, Recipient, attribution, prepare};
+use crate::pacing::TokenBucket;
+use crate::store::{Group, NewOutboxRow, OutboxRow, Store, StoreError, now_ms};
+use crate::wire::identity::parse_hash;
+
+/// The shared fan-out actor.
+pub struct FanoutActor {
+    store: Store,
+    wake: Arc<Notify>,
+}
+
+impl FanoutActor {
+    /// Starts the actor and its delivery task; first repairs fan-outs a crash left unscheduled.
+    pub fn start(store: Store, courier: Arc<Courier>, cfg: FanoutConfig) -> Addr<FanoutActor> {
+        let wake = Arc::new(Notify::new());
+        let delivery = Delivery { store: store.clone(), courier, cfg, wake: wake.clone(), groups: HashMap::new() };
+        tokio::spawn(async move {
+            if let Err(err) = recover(&delivery.store).await {
+                tracing::error!(%err, "fan-out recovery failed");
+            }
+            delivery.run().await;
+        });
+        FanoutActor { store, wake }.start()
+    }
+}
+
+impl Actor for FanoutActor {
+    type Context = Context<Self>;
+}
+
+/// Schedules one post or notice for its recipients.
+#[derive(Message)]
+#[rtype(result = "Result<u64, StoreError>")]
+pub struct Enqueue(pub FanoutJob);
+
+impl Handler<Enqueue> for FanoutActor {
+    type Result = ResponseFuture<Result<u64, StoreError>>;
+
+    fn handle(&mut self, msg: Enqueue, _ctx: &mut Self::Context) -> Self::Result {
+        let (store, wake) = (self.store.clone(), self.wake.clone());
+        Box::pin(async move {
+            let n = schedule(&store, msg.0).await?;
+            wake.notify_one();
+            Ok(n)
+        })
+    }
+}
+
+async fn schedule(store: &Store, job: FanoutJob) -> Result<u64, StoreError> {
+    let kind = if job.message_id.is_some() { "message" } else { "notice" };
+    let rows = job
+        .recipients
+        .into_iter()
+        .filter(|(_, mode)| *mode != NotifyMode::None)
+        .map(|(member, mode)| NewOutboxRow {
+            group_id: job.group_id,
+            member_identity_hash: member,
+            kind,
+            message_id: job.message_id,
+            event_id: job.event_id,
+            mode: if mode == NotifyMode::Short { "short" } else { "full" },
+        })
+        .collect();
+    store.schedule_fanout(rows, job.message_id, job.event_id).await
+}
+
+/// Re-schedules posts and notices that were stored but never scheduled.
+async fn recover(store: &Store) -> Result<(), StoreError> {
+    loop {
+        let (messages, events) = store.unfanned(200).await?;
+        if messages.is_empty() && events.is_empty() {
+            return Ok(());
+        }
+        for m in messages {
+            let members = store.all_members(m.group_id).await?;
+            let recipients = members
+                .into_iter()
+                .filter(|x| x.identity_hash != m.sender_identity_hash)
+                .map(|x| (x.identity_hash, NotifyMode::parse(&x.notify_mode).unwrap_or(NotifyMode::Full)))
+                .collect();
+            tracing::info!(message = m.id, "scheduling a fan-out interrupted by a restart");
+            schedule(store, FanoutJob { group_id: m.group_id, message_id: Some(m.id), event_id: None, recipients }).await?;
+        }
+        for e in events {
+            let recipients = if crate::group::NOTICE_KINDS.contains(&e.kind.as_str()) {
+                store
+                    .all_members(e.group_id)
+                    .await?
+                    .into_iter()
+                    .map(|x| (x.identity_hash, NotifyMode::parse(&x.notify_mode).unwrap_or(NotifyMode::Full)))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            schedule(store, FanoutJob { group_id: e.group_id, message_id: None, event_id: Some(e.id), recipients }).await?;
+        }
+    }
+}
+
+/// What the delivery task caches per group.
+struct GroupKeys {
+    private_key: [u8; 64],
+    lxmf_dest: [u8; 16],
+    name: String,
+}
+
+struct Delivery {
+    store: Store,
+    courier: Arc<Courier>,
+    cfg: FanoutConfig,
+    wake: Arc<Notify>,
+    groups: HashMap<i64, Arc<GroupKeys>>,
+}
+
+/// One row ready for the crypto pool.
+struct Job {
+    row: OutboxRow,
+    keys: Arc<GroupKeys>,
+    to: Recipient,
+    body: Body,
+    /// A short notice to send instead when the full message does not fit one packet.
+    fallback: Option<Body>,
+}
+
+impl Delivery {
+    async fn run(mut self) {
+        let mut bucket = (self.cfg.rate_per_sec > 0.0).then(|| TokenBucket::new(self.cfg.rate_per_sec, self.cfg.burst));
+        loop {
+            let rows = match self.store.due_outbox(now_ms(), self.cfg.batch).await {
+                Ok(r) => r,
+                Err(err) => {
+                    tracing::warn!(%err, "cannot read the outbox");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if rows.is_empty() {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
+            }
+            let jobs = self.jobs(fair_order(rows)).await;
+            let started = Instant::now();
+            let prepared = prepare_all(jobs).await;
+            crate::metrics::fanout_prepare(started.elapsed());
+            for (job, result) in prepared {
+                if let Some(b) = bucket.as_mut()
+                    && b.take().await
+                {
+                    crate::metrics::pacing_wait();
+                }
+                self.send(job, result).await;
+            }
+        }
+    }
+
+    async fn keys(&mut self, group_id: i64) -> Result<Arc<GroupKeys>, StoreError> {
+        if let Some(k) = self.groups.get(&group_id) {
+            return Ok(k.clone());
+        }
+        let g: Group = self.store.group_by_id(group_id).await?;
+        let private_key = <[u8; 64]>::try_from(g.identity_private_key.as_slice()).map_err(|_| StoreError::NotFound { what: "group key" })?;
+        let keys = Arc::new(GroupKeys {
+            private_key,
+            lxmf_dest: parse_hash(&g.lxmf_dest_hash).unwrap_or([0; 16]),
+            name: g.private_name.clone().unwrap_or(g.public_name.clone()),
+        });
+        self.groups.insert(group_id, keys.clone());
+        Ok(keys)
+    }
+
+    /// Resolves recipients and builds bodies; rows that cannot go now are rescheduled.
+    async fn jobs(&mut self, rows: Vec<OutboxRow>) -> Vec<Job> {
+        let mut out = Vec::with_capacity(rows.len());
+        // A member whose earlier row waits also waits with the later ones: order per member holds.
+        let mut held: HashSet<String> = HashSet::new();
+        let mut names: HashMap<(i64, String), String> = HashMap::new();
+        let now = now_ms();
+        for row in rows {
+            if held.contains(&row.member_identity_hash) {
+                continue;
+            }
+            if now - row.created_at > (self.cfg.expire_after_secs as i64) * 1000 {
+                self.finish(&row, "expired", row.attempts, Some("expired".into())).await;
+                crate::metrics::delivery(&row.mode, "opportunistic", "expired");
+                continue;
+            }
+            let Some(member) = parse_hash(&row.member_identity_hash) else {
+                self.finish(&row, "expired", row.attempts, Some("bad identity hash".into())).await;
+                continue;
+            };
+            let keys = match self.keys(row.group_id).await {
+                Ok(k) => k,
+                Err(_) => {
+                    // The group is gone (its rows go with it); nothing to send.
+                    continue;
+                }
+            };
+            let Some(to) = self.courier.recipient(member).await else {
+                held.insert(row.member_identity_hash.clone());
+                let wait = 5_000 + rand::random::<u64>() % 10_000;
+                self.retry(&row, row.attempts, wait as i64, "path unknown").await;
+                crate::metrics::delivery(&row.mode, "opportunistic", "no_path");
+                continue;
+            };
+            match self.body(&row, &keys, &mut names).await {
+                Ok((body, fallback)) => out.push(Job { row, keys, to, body, fallback }),
+                Err(err) => {
+                    tracing::debug!(%err, row = row.id, "nothing to deliver");
+                    self.finish(&row, "expired", row.attempts, Some(err.to_string())).await;
+                }
+            }
+        }
+        out
+    }
+
+    async fn display_name(&self, group_id: i64, who: &str, names: &mut HashMap<(i64, String), String>) -> String {
+        let key = (group_id, who.to_owned());
+        if let Some(n) = names.get(&key) {
+            return n.clone();
+        }
+        let name = match self.store.member(group_id, who).await {
+            Ok(Some(m)) if !m.display_name.is_empty() => m.display_name,
+            _ => who.get(..8).unwrap_or(who).to_owned(),
+        };
+        names.insert(key, name.clone());
+        name
+    }
+
+    async fn body(&self, row: &OutboxRow, keys: &GroupKeys, names: &mut HashMap<(i64, String), String>) -> Result<(Body, Option<Body>), StoreError> {
+        if let Some(mid) = row.message_id {
+            let m = self.store.message(row.group_id, mid).await?;
+            if m.deleted_at.is_some() {
+                return Err(StoreError::NotFound { what: "message (deleted)" });
+            }
+            let name = self.display_name(row.group_id, &m.sender_identity_hash, names).await;
+            let sender = hex::decode(&m.sender_identity_hash).unwrap_or_default();
+            let hash = hex::decode(&m.message_hash).unwrap_or_default();
+            let timestamp = m.received_at as f64 / 1000.0;
+            let short = Body {
+                timestamp,
+                title: Vec::new(),
+                content: short_line(&keys.name, &name, &m.content, m.id).into_bytes(),
+                fields: attribution(&sender, &name, &hash, m.id, "short"),
+            };
+            if row.mode == "short" {
+                return Ok((short, None));
+            }
+            let mut content = format!("{name}: ").into_bytes();
+            content.extend_from_slice(&m.content);
+            let mut fields = relayed_fields(&m.fields);
+            fields.extend(attribution(&sender, &name, &hash, m.id, "message"));
+            Ok((Body { timestamp, title: m.title.clone(), content, fields }, Some(short)))
+        } else if let Some(eid) = row.event_id {
+            let e = self.store.event(eid).await?;
+            let actor = self.display_name(row.group_id, &e.actor, names).await;
+            let subject = self.display_name(row.group_id, &e.subject, names).await;
+            let text = notice_text(&e.kind, &actor, &subject, &e.detail);
+            let subject_bytes = hex::decode(&e.subject).unwrap_or_default();
+            Ok((
+                Body {
+                    timestamp: e.created_at as f64 / 1000.0,
+                    title: Vec::new(),
+                    content: format!("[{}] {text}", keys.name).into_bytes(),
+                    fields: attribution(&subject_bytes, &subject, &[], e.id, &e.kind),
+                },
+                None,
+            ))
+        } else {
+            Err(StoreError::NotFound { what: "message or event" })
+        }
+    }
+
+    async fn send(&self, job: Job, prepared: Result<Prepared, OutboundError>) {
+        let Job { row, .. } = job;
+        let attempts = row.attempts + 1;
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err(err) => {
+                tracing::warn!(%err, row = row.id, "cannot build the message");
+                self.finish(&row, "expired", attempts, Some(err.to_string())).await;
+                crate::metrics::delivery(&row.mode, "opportunistic", "failed");
+                return;
+            }
+        };
+        match self.courier.send(&prepared).await {
+            Ok((hash, proof)) => {
+                let wait = (self.cfg.proof_timeout_secs as i64) * 1000 + backoff_ms(attempts, self.cfg.retry_cap_secs);
+                self.mark_sent(&row, attempts, wait).await;
+                let (store, courier, timeout) = (self.store.clone(), self.courier.clone(), Duration::from_secs(self.cfg.proof_timeout_secs));
+                tokio::spawn(async move {
+                    match tokio::time::timeout(timeout, proof).await {
+                        Ok(Ok(())) => {
+                            if let Err(err) = store.update_outbox(row.id, "delivered", attempts, now_ms(), None).await {
+                                tracing::warn!(%err, "cannot mark a delivery");
+                            }
+                            crate::metrics::delivery(&row.mode, "opportunistic", "delivered");
+                            crate::metrics::delivery_latency(&row.mode, (now_ms() - row.created_at).max(0) as f64 / 1000.0);
+                        }
+                        _ => {
+                            courier.forget(&hash);
+                            crate::metrics::delivery(&row.mode, "opportunistic", "timeout");
+                        }
+                    }
+                });
+            }
+            Err(err) => {
+                tracing::debug!(%err, row = row.id, "send failed");
+                self.retry(&row, attempts, backoff_ms(attempts, self.cfg.retry_cap_secs), &err.to_string()).await;
+                crate::metrics::delivery(&row.mode, "opportunistic", "failed");
+            }
+        }
+    }
+
+    async fn mark_sent(&self, row: &OutboxRow, attempts: i32, wait_ms: i64) {
+        if let Err(err) = self.store.update_outbox(row.id, "sent", attempts, now_ms() + wait_ms, None).await {
+            tracing::warn!(%err, "cannot record a send");
+        }
+    }
+
+    async fn retry(&self, row: &OutboxRow, attempts: i32, wait_ms: i64, why: &str) {
+        if let Err(err) = self.store.update_outbox(row.id, "pending", attempts, now_ms() + wait_ms, Some(why.to_owned())).await {
+            tracing::warn!(%err, "cannot reschedule a delivery");
+        }
+    }
+
+    async fn finish(&self, row: &OutboxRow, state: &str, attempts: i32, why: Option<String>) {
+        if let Err(err) = self.store.update_outbox(row.id, state, attempts, now_ms(), why).await {
+            tracing::warn!(%err, "cannot close a delivery");
+        }
+    }
+}
+
+/// Exponential backoff with jitter: 10 s, 20 s, 40 s, ... up to `cap_secs`.
+fn backoff_ms(attempts: i32, cap_secs: u64) -> i64 {
+    let base = 10_000i64.saturating_mul(1i64 << attempts.clamp(0, 20));
+    let capped = base.min((cap_secs as i64).saturating_mul(1000)).max(1000);
+    capped + (rand::random::<u64>() % (capped as u64 / 4 + 1)) as i64
+}
+
+/// Round-robin across groups, keeping each group's (and so each member's) rows in id order:
+/// one busy group cannot starve the others.
+fn fair_order(rows: Vec<OutboxRow>) -> Vec<OutboxRow> {
+    let mut queues: Vec<(i64, VecDeque<OutboxRow>)> = Vec::new();
+    for row in rows {
+        match queues.iter_mut().find(|(g, _)| *g == row.group_id) {
+            Some((_, q)) => q.push_back(row),
+            None => queues.push((row.group_id, VecDeque::from([row]))),
+        }
+    }
+    let mut out = Vec::new();
+    while queues.iter().any(|(_, q)| !q.is_empty()) {
+        for (_, q) in queues.iter_mut() {
+            if let Some(r) = q.pop_front() {
+                out.push(r);
+            }
+        }
+    }
+    out
+}
+
+/// Builds, signs and encrypts on the blocking pool, one chunk per core.
+async fn prepare_all(jobs: Vec<Job>) -> Vec<(Job, Result<Prepared, OutboundError>)> {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let chunk = jobs.len().div_ceil(cores).max(1);
+    let mut handles = Vec::new();
+    let mut jobs = jobs.into_iter().peekable();
+    while jobs.peek().is_some() {
+        let part: Vec<Job> = jobs.by_ref().take(chunk).collect();
+        handles.push(tokio::task::spawn_blocking(move || {
+            part.into_iter()
+                .map(|job| {
+                    let mut result = prepare(&job.keys.private_key, job.keys.lxmf_dest, &job.to, &job.body);
+                    // A full message too long for one packet goes as its short notice.
+                    if let (Err(OutboundError::TooLarge(_)), Some(short)) = (&result, &job.fallback) {
+                        result = prepare(&job.keys.private_key, job.keys.lxmf_dest, &job.to, short);
+                    }
+                    (job, result)
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
+    let mut out = Vec::new();
+    for h in handles {
+        if let Ok(part) = h.await {
+            out.extend(part);
+        }
+    }
+    out
+}
+
+/// A relayed message keeps the sender's fields except ours, the sender's ticket and attribution.
+fn relayed_fields(raw: &[u8]) -> Vec<(Value, Value)> {
+    use crate::wire::lxmf::{FIELD_CUSTOM_DATA, FIELD_CUSTOM_META, FIELD_CUSTOM_TYPE, FIELD_TICKET};
+    crate::wire::lxmf::decode_fields(raw)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| !matches!(k.as_u64(), Some(FIELD_TICKET | FIELD_CUSTOM_TYPE | FIELD_CUSTOM_DATA | FIELD_CUSTOM_META)))
+        .collect()
+}
+
+/// The one line a stock client shows in short mode.
+pub fn short_line(group: &str, sender: &str, content: &[u8], id: i64) -> String {
+    let text = String::from_utf8_lossy(content);
+    let mut preview: String = text.chars().filter(|c| !c.is_control()).take(60).collect();
+    if text.chars().count() > 60 {
+        preview.push('…');
+    }
+    format!("[{group}] {sender}: {preview} (#{id}, /history to read)")
+}
+
+/// How a group event reads in a stock client.
+pub fn notice_text(kind: &str, actor: &str, subject: &str, detail: &str) -> String {
+    match kind {
+        "joined" => format!("{subject} joined"),
+        "left" => format!("{subject} left"),
+        "kicked" => format!("{subject} was removed by {actor}"),
+        "banned" => format!("{subject} was banned by {actor}: {detail}"),
+        "message_deleted" => format!("message #{subject} was deleted by {actor}"),
+        "renamed" => format!("the group is now called {detail}"),
+        other => format!("{other} {subject}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, group: i64, member: &str) -> OutboxRow {
+        OutboxRow {
+            id,
+            group_id: group,
+            member_identity_hash: member.into(),
+            kind: "message".into(),
+            message_id: Some(id),
+            event_id: None,
+            mode: "full".into(),
+            state: "pending".into(),
+            attempts: 0,
+            next_attempt_at: 0,
+            last_error: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn fair_order_interleaves_groups_and_keeps_order() {
+        let rows = vec![row(1, 1, "a"), row(2, 1, "a"), row(3, 1, "b"), row(4, 2, "c"), row(5, 1, "a")];
+        let ids: Vec<i64> = fair_order(rows).iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![1, 4, 2, 3, 5]);
+    }
+
+    #[test]
+    fn backoff_grows_to_the_cap() {
+        assert!((10_000..=12_500).contains(&backoff_ms(0, 1800)));
+        assert!((40_000..=50_000).contains(&backoff_ms(2, 1800)));
+        assert!((60_000..=75_000).contains(&backoff_ms(10, 60)));
+    }
+
+    #[test]
+    fn short_line_is_one_bounded_line() {
+        let l = short_line("G", "alice", "x\ny".repeat(50).as_bytes(), 7);
+        assert!(!l.contains('\n') && l.contains("#7") && l.chars().count() < 120);
+    }
+}

@@ -1,0 +1,23 @@
+//! `meshgroup bench`: measurements of server-side work on throw-away stores, never on the configured one.
+//!
+//! Benches print figures; they assert nothing, because times depend on the machine. The results
+//! that matter for a change go into `docs/benchmarks.md` together with the command that made them.
+
+pub mod history;
+
+use clap::Subcommand;
+
+use crate::cli::{CliError, Output};
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCmd {
+    /// Handling of "latest 50" (store query + response encoding) as a group's history grows.
+    History(history::HistoryArgs),
+}
+
+/// Runs one bench.
+pub async fn run(cmd: BenchCmd) -> Result<Output, CliError> {
+    match cmd {
+        BenchCmd::History(a) => history::run(a).await,
+    }
+}

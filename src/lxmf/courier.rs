@@ -1,0 +1,125 @@
+//! The courier: finds a member's keys, hands prepared messages to the node, and tracks proofs.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::outbound::{Prepared, Recipient};
+use crate::transport::node::{Node, NodeError};
+use crate::wire::identity::{LXMF_ASPECT, destination_hash};
+
+/// How long an unclaimed proof is remembered (it may beat its waiter).
+const EARLY_PROOF_TTL: Duration = Duration::from_secs(120);
+/// One path request per destination per this long, however many messages wait for it.
+const PATH_REQUEST_EVERY: Duration = Duration::from_secs(30);
+
+/// Shared by replies and the fan-out.
+pub struct Courier {
+    node: Node,
+    waiters: Mutex<HashMap<[u8; 32], oneshot::Sender<()>>>,
+    early: Mutex<HashMap<[u8; 32], Instant>>,
+    ratchets: Mutex<HashMap<[u8; 16], [u8; 32]>>,
+    path_requests: Mutex<HashMap<[u8; 16], Instant>>,
+}
+
+impl Courier {
+    pub fn new(node: Node) -> Self {
+        Courier {
+            node,
+            waiters: Mutex::default(),
+            early: Mutex::default(),
+            ratchets: Mutex::default(),
+            path_requests: Mutex::default(),
+        }
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Remembers the ratchet a member's `lxmf.delivery` announced.
+    pub fn note_ratchet(&self, dest: [u8; 16], ratchet: [u8; 32]) {
+        if let Ok(mut r) = self.ratchets.lock() {
+            r.insert(dest, ratchet);
+        }
+    }
+
+    /// The member's keys if the node knows them; otherwise one path request (rate-limited per
+    /// destination) and `None`, so the caller retries later instead of waiting here.
+    pub async fn recipient(&self, identity_hash: [u8; 16]) -> Option<Recipient> {
+        let lxmf_dest = destination_hash(LXMF_ASPECT, &identity_hash);
+        match self.node.recall_identity(lxmf_dest).await {
+            Some(public_key) => {
+                let ratchet = self.ratchets.lock().ok().and_then(|r| r.get(&lxmf_dest).copied());
+                Some(Recipient { identity_hash, lxmf_dest, public_key, ratchet })
+            }
+            None => {
+                let due = self.path_requests.lock().map(|mut p| {
+                    let now = Instant::now();
+                    let due = p.get(&lxmf_dest).is_none_or(|t| now.duration_since(*t) >= PATH_REQUEST_EVERY);
+                    if due {
+                        p.insert(lxmf_dest, now);
+                    }
+                    due
+                });
+                if due.unwrap_or(false) {
+                    let _ = self.node.request_path(lxmf_dest).await;
+                }
+                None
+            }
+        }
+    }
+
+    /// Waits (bounded) for a member's keys, for one-off replies.
+    pub async fn recipient_within(&self, identity_hash: [u8; 16], wait: Duration) -> Option<Recipient> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(r) = self.recipient(identity_hash).await {
+                return Some(r);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Sends a prepared message; the receiver resolves when its delivery proof arrives.
+    pub async fn send(&self, p: &Prepared) -> Result<([u8; 32], oneshot::Receiver<()>), NodeError> {
+        let hash = self.node.send_prepared(p.lxmf_dest, &p.public_key, ("lxmf", "delivery"), &p.ciphertext).await?;
+        let (tx, rx) = oneshot::channel();
+        let early = self.early.lock().ok().and_then(|mut e| e.remove(&hash)).is_some();
+        if early {
+            let _ = tx.send(());
+        } else if let Ok(mut w) = self.waiters.lock() {
+            w.insert(hash, tx);
+        }
+        Ok((hash, rx))
+    }
+
+    /// A delivery proof arrived.
+    pub fn proof(&self, packet_hash: [u8; 32]) {
+        let waiter = self.waiters.lock().ok().and_then(|mut w| w.remove(&packet_hash));
+        match waiter {
+            Some(tx) => {
+                let _ = tx.send(());
+            }
+            None => {
+                if let Ok(mut e) = self.early.lock() {
+                    let now = Instant::now();
+                    e.retain(|_, t| now.duration_since(*t) < EARLY_PROOF_TTL);
+                    e.insert(packet_hash, now);
+                }
+            }
+        }
+    }
+
+    /// Drops the waiter of a send whose proof never came.
+    pub fn forget(&self, packet_hash: &[u8; 32]) {
+        if let Ok(mut w) = self.waiters.lock() {
+            w.remove(packet_hash);
+        }
+    }
+}

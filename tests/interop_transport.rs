@@ -1,0 +1,404 @@
+//! The Reticulum node against the reference Python stack (rns 1.5.7): a large response as a
+//! Resource, an idle link, the tcp_client interface through a Python hub, attaching to a real
+//! `rnsd` as a shared-instance client (also across an rnsd restart), and 1,000 groups on one node.
+//! Everything runs on 127.0.0.1 with free ports; every process started here is killed on drop.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Peer, R, Server, free_port, s};
+use meshgroup::wire::proto as pb;
+use prost::Message as _;
+use serde_json::json;
+use sha2::Digest;
+
+/// Polls `f` until it returns `Ok(Some(_))` or the deadline passes; the last error is reported.
+fn poll<T>(within: Duration, step: Duration, what: &str, mut f: impl FnMut() -> R<Option<T>>) -> R<T> {
+    let deadline = Instant::now() + within;
+    let mut last = String::from("never ready");
+    loop {
+        match f() {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last = e.to_string(),
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("{what}: not within {within:?} ({last})").into());
+        }
+        std::thread::sleep(step);
+    }
+}
+
+fn wait_port(port: u16, within: Duration) -> R {
+    poll(within, Duration::from_millis(50), &format!("port {port}"), || Ok(std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())))
+}
+
+/// An `rnsd` from the test venv with its own config directory; killed on drop.
+struct Rnsd {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Rnsd {
+    fn start(dir: &Path, config: &str) -> R<Self> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("config"), config)?;
+        let mut d = Rnsd { dir: dir.to_owned(), child: None };
+        d.spawn()?;
+        Ok(d)
+    }
+
+    fn spawn(&mut self) -> R {
+        let py = common::python()?;
+        let rnsd = py.parent().ok_or("venv bin")?.join("rnsd");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("rnsd.log"))?;
+        let child = Command::new(rnsd).arg("--config").arg(&self.dir).stdout(log.try_clone()?).stderr(log).stdin(Stdio::null()).spawn()?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn restart(&mut self) -> R {
+        self.kill();
+        self.spawn()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("rnsd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Rnsd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn tcp_server_iface(port: u16) -> String {
+    format!("  [[tcp in]]\n    type = TCPServerInterface\n    enabled = yes\n    listen_ip = 127.0.0.1\n    listen_port = {port}\n")
+}
+
+fn unique(tag: &str) -> R<String> {
+    Ok(format!("mgit-{tag}-{}-{}", std::process::id(), free_port()?))
+}
+
+/// Incompressible bytes (RNS compresses Resources), different for every seed.
+fn noise(seed: u8, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 32);
+    let mut block = sha2::Sha256::digest([seed]);
+    while out.len() < len {
+        out.extend_from_slice(&block);
+        block = sha2::Sha256::digest(block);
+    }
+    out.truncate(len);
+    out
+}
+
+/// Links (identified as `as_`) and gets info, retrying until `within`: after an rnsd or hub
+/// restart the path appears only once the server has reconnected and re-announced.
+fn link_and_info(peer: &mut Peer, link: &str, dest: &str, as_: &str, within: Duration) -> R<pb::InfoResponse> {
+    let mut attempt = 0;
+    poll(within, Duration::from_millis(500), &format!("link+info to {dest}"), || {
+        attempt += 1;
+        let name = format!("{link}-{attempt}");
+        peer.call(json!({"cmd": "link", "link": name, "dest": dest, "as": as_, "timeout": 8}))?;
+        let info: pb::InfoResponse = peer.request(&name, "/api/v1/info", &pb::InfoRequest {})?.ok()?;
+        Ok(Some(info))
+    })
+}
+
+/// The value of one sample (metric name with its label set, exactly as exposed), or 0.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn a_50kb_history_page_arrives_as_a_resource() -> R {
+    let t0 = Instant::now();
+    let mut server = Server::new()?;
+    let g = server.create_group(&["--name", "Big History"])?;
+    server.start()?;
+    let dest = s(&g, "group_destination_hash");
+    let mut peer = Peer::connect(server.rns_port)?;
+    peer.identity("alice")?;
+    peer.link("l", &dest, Some("alice"))?;
+    let joined: pb::JoinResponse = peer.request("l", "/api/v1/join", &pb::JoinRequest { display_name: "alice".into(), ..Default::default() })?.ok()?;
+    assert_eq!(joined.state, pb::JoinState::Joined as i32);
+
+    let mut sent = Vec::new();
+    for i in 0..6u8 {
+        let content = noise(i, 9_000);
+        let req = pb::SendMessageRequest { content: content.clone(), title: format!("part {i}").into_bytes(), nonce: vec![i; 16], ..Default::default() };
+        let r: pb::SendMessageResponse = peer.request("l", "/api/v1/messages/send", &req)?.ok()?;
+        assert!(!r.duplicate);
+        sent.push(content);
+    }
+
+    let q = pb::MessagesRequest { limit: 6, order: pb::Order::OldestFirst as i32, ..Default::default() };
+    let v = peer.call(json!({"cmd": "request_traced", "link": "l", "path": "/api/v1/messages", "data": hex::encode(q.encode_to_vec())}))?;
+    let bytes = hex::decode(s(&v, "response"))?;
+    assert!(bytes.len() > 50_000, "response is {} bytes", bytes.len());
+    let env = common::Envelope { resp: pb::Response::decode(bytes.as_slice())?, raw_len: bytes.len() };
+    let page: pb::MessagesResponse = env.ok()?;
+    let got: Vec<&Vec<u8>> = page.messages.iter().map(|m| &m.content).collect();
+    assert_eq!(got, sent.iter().collect::<Vec<_>>(), "the six posts come back intact and in order");
+    assert_eq!(page.messages[5].title, b"part 5");
+    // Python's own Link.response_resource_concluded saw it: the response travelled as a Resource.
+    assert_eq!(v["via_resource"], json!(true), "not a Resource: {v:#}");
+    let mdu = v["link_mdu"].as_u64().ok_or("mdu")?;
+    assert!((bytes.len() as u64) > mdu, "a {}-byte response fits the link MDU {mdu}", bytes.len());
+    eprintln!(
+        "50 KB response: {} bytes in {} s as a Resource of {} parts ({} bytes on the wire); link MTU {} MDU {}; test {:.1} s",
+        bytes.len(),
+        v["secs"],
+        v["resource"]["parts"],
+        v["resource"]["transfer_size"],
+        v["link_mtu"],
+        mdu,
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[test]
+fn a_link_idle_for_60_seconds_still_answers() -> R {
+    let t0 = Instant::now();
+    let mut server = Server::new()?;
+    let g = server.create_group(&["--name", "Patient"])?;
+    server.start()?;
+    let mut peer = Peer::connect(server.rns_port)?;
+    peer.identity("bob")?;
+    peer.link("l", &s(&g, "group_destination_hash"), Some("bob"))?;
+    let before: pb::InfoResponse = peer.request("l", "/api/v1/info", &pb::InfoRequest {})?.ok()?;
+    assert_eq!(before.name, "Patient");
+    peer.call(json!({"cmd": "idle", "secs": 60}))?;
+    let status = peer.call(json!({"cmd": "link_status", "link": "l"}))?;
+    assert_eq!(status["active"], json!(true), "link still active after 60 s: {status}");
+    let after: pb::InfoResponse = peer.request("l", "/api/v1/info", &pb::InfoRequest {})?.ok()?;
+    assert_eq!(after.name, "Patient");
+    eprintln!("idle link answered after 60 s; test {:.1} s", t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+#[test]
+fn tcp_client_reaches_python_peers_through_a_hub() -> R {
+    let t0 = Instant::now();
+    let hub_port = free_port()?;
+    let work = std::env::temp_dir().join(unique("hub")?);
+    let config = format!(
+        "[reticulum]\n  enable_transport = True\n  share_instance = No\n  panic_on_interface_error = No\n[logging]\n  loglevel = 4\n[interfaces]\n{}",
+        tcp_server_iface(hub_port)
+    );
+    let mut hub = Rnsd::start(&work, &config)?;
+    wait_port(hub_port, Duration::from_secs(20)).map_err(|e| format!("{e}; hub log:\n{}", hub.log()))?;
+
+    let mut server = Server::new()?;
+    server.interfaces = Some(format!("[{{type=\"tcp_client\",target=\"127.0.0.1:{hub_port}\"}}]"));
+    let g = server.create_group(&["--name", "Via Hub"])?;
+    let dest = s(&g, "group_destination_hash");
+    // The peer is on the hub before the server starts, so it hears the start-up announce.
+    let mut peer = Peer::connect(hub_port)?;
+    server.start()?;
+    let heard = peer.call(json!({"cmd": "recall", "dest": dest, "wait_announce": true, "timeout": 30}))?;
+    assert_eq!(s(&heard, "identity_hash"), s(&g, "identity_hash"));
+    let ad = pb::GroupAnnounce::decode(hex::decode(s(&heard, "app_data"))?.as_slice())?;
+    assert_eq!(ad.name, "Via Hub");
+    let path = peer.call(json!({"cmd": "has_path", "dest": dest}))?;
+    assert_eq!(path["hops"], json!(2), "the path goes through the hub: {path}");
+    peer.identity("erin")?;
+    peer.link("l", &dest, Some("erin"))?;
+    let info: pb::InfoResponse = peer.request("l", "/api/v1/info", &pb::InfoRequest {})?.ok()?;
+    assert_eq!(info.name, "Via Hub");
+    let first = t0.elapsed().as_secs_f64();
+
+    // The hub goes away and comes back: the server reconnects (with backoff) and re-announces,
+    // so a peer that arrives afterwards finds the group through the restarted hub.
+    drop(peer);
+    hub.restart()?;
+    wait_port(hub_port, Duration::from_secs(20))?;
+    let mut late = Peer::connect(hub_port)?;
+    late.identity("frank")?;
+    let info = link_and_info(&mut late, "l", &dest, "frank", Duration::from_secs(45))
+        .map_err(|e| format!("{e}\nserver log:\n{}", server.log()))?;
+    assert_eq!(info.name, "Via Hub");
+    assert!(server.log().contains("re-announcing"), "the server re-announced after reconnecting:\n{}", server.log());
+    eprintln!("tcp_client via hub: reachable in {first:.1} s; again after a hub restart at {:.1} s", t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Starts an rnsd shared instance (unix or tcp), the server attached to it, and a Python peer on
+/// rnsd's TCPServerInterface; then restarts rnsd and shows the group is reachable again.
+fn shared_instance_scenario(tcp: bool) -> R {
+    let t0 = Instant::now();
+    let name = unique(if tcp { "sit" } else { "siu" })?;
+    let peer_port = free_port()?;
+    let work = std::env::temp_dir().join(&name);
+    let (shared, iface) = if tcp {
+        let port = free_port()?;
+        (
+            format!("  shared_instance_type = tcp\n  shared_instance_port = {port}\n  instance_control_port = {}\n", free_port()?),
+            format!("[{{type=\"shared_instance\",shared_instance_type=\"tcp\",port={port}}}]"),
+        )
+    } else {
+        (String::new(), format!("[{{type=\"shared_instance\",instance_name=\"{name}\"}}]"))
+    };
+    let config = format!(
+        "[reticulum]\n  enable_transport = False\n  share_instance = Yes\n  instance_name = {name}\n{shared}  panic_on_interface_error = No\n[logging]\n  loglevel = 4\n[interfaces]\n{}",
+        tcp_server_iface(peer_port)
+    );
+    let mut rnsd = Rnsd::start(&work, &config)?;
+    wait_port(peer_port, Duration::from_secs(20)).map_err(|e| format!("{e}; rnsd log:\n{}", rnsd.log()))?;
+
+    let mut server = Server::new()?;
+    server.interfaces = Some(iface);
+    let g = server.create_group(&["--name", "Through rnsd"])?;
+    let dest = s(&g, "group_destination_hash");
+    server.start()?;
+    // This peer is a plain TCP client of rnsd (as a phone on the operator's radio would be);
+    // it connects after the start-up announce, so it finds the group by a path request.
+    let mut peer = Peer::connect(peer_port)?;
+    peer.identity("gina")?;
+    let info = link_and_info(&mut peer, "l", &dest, "gina", Duration::from_secs(40))
+        .map_err(|e| format!("{e}\nserver log:\n{}\nrnsd log:\n{}", server.log(), rnsd.log()))?;
+    assert_eq!(info.name, "Through rnsd");
+    let first = t0.elapsed().as_secs_f64();
+
+    drop(peer);
+    rnsd.restart()?;
+    wait_port(peer_port, Duration::from_secs(20))?;
+    let restarted = Instant::now();
+    let mut peer = Peer::connect(peer_port)?;
+    peer.identity("hank")?;
+    let info = link_and_info(&mut peer, "l", &dest, "hank", Duration::from_secs(45))
+        .map_err(|e| format!("{e}\nserver log:\n{}\nrnsd log:\n{}", server.log(), rnsd.log()))?;
+    assert_eq!(info.name, "Through rnsd");
+    assert!(server.log().contains("re-announcing"), "the server re-announced after reconnecting:\n{}", server.log());
+    eprintln!(
+        "shared instance ({}): reachable at {first:.1} s; again {:.1} s after the rnsd restart; test {:.1} s",
+        if tcp { "tcp" } else { "unix" },
+        restarted.elapsed().as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[test]
+fn shared_instance_unix_socket_with_rnsd_restart() -> R {
+    shared_instance_scenario(false)
+}
+
+#[test]
+fn shared_instance_tcp_with_rnsd_restart() -> R {
+    shared_instance_scenario(true)
+}
+
+#[test]
+fn a_thousand_groups_reachable_and_announces_within_budget() -> R {
+    const GROUPS: usize = 1000;
+    const BUDGET: f64 = 50.0;
+    let t0 = Instant::now();
+    let mut server = Server::new()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let dests: Vec<String> = rt.block_on(async {
+        let store = meshgroup::store::Store::open(&server.db_url).await?;
+        let mut dests = Vec::with_capacity(GROUPS);
+        for i in 0..GROUPS {
+            let c = meshgroup::group::CreateGroup {
+                name: format!("Group {i:04}"),
+                private: false,
+                private_name: None,
+                join_stamp_cost: 0,
+                post_stamp_cost: 0,
+                founder: None,
+                private_key: None,
+            };
+            dests.push(meshgroup::group::create_group(&store, c).await?.group_dest_hash);
+        }
+        Ok::<_, Box<dyn std::error::Error>>(dests)
+    })?;
+    drop(rt);
+    let created = t0.elapsed().as_secs_f64();
+    // A round of 1,000 groups takes 20 s at 50/s, longer than the interval: the budget binds throughout.
+    server.extra_env.push(("MESHGROUP_RETICULUM__ANNOUNCE_INTERVAL_SECS".into(), "10".into()));
+    server.extra_env.push(("MESHGROUP_RETICULUM__ANNOUNCE_JITTER".into(), "0".into()));
+    server.extra_env.push(("MESHGROUP_RETICULUM__ANNOUNCE_BUDGET_PER_SEC".into(), BUDGET.to_string()));
+    server.start()?;
+
+    let sent_group = |server: &Server| -> R<f64> { Ok(metric(&server.metrics()?, "meshgroup_announces_sent_total{aspect=\"meshchat.group\"}")) };
+    // The listener is up before the 1,000 destinations are registered (about 1.5 s in a debug
+    // build), and a path request in that window goes unanswered. The announcer starts once all
+    // are registered, so its first announce marks the server as ready.
+    poll(Duration::from_secs(30), Duration::from_millis(100), "first announce", || Ok((sent_group(&server)? > 0.0).then_some(())))?;
+    let started = t0.elapsed().as_secs_f64();
+
+    // (a) The last group announces last (about 20 s in); link to it first, by path request.
+    let mut peer = Peer::connect(server.rns_port)?;
+    peer.identity("ivan")?;
+    for (n, i) in [999usize, 0, 500].into_iter().enumerate() {
+        let known = peer.call(json!({"cmd": "known", "dests": [dests[i]]}))?;
+        let announced_before = sent_group(&server)?;
+        peer.link(&format!("g{i}"), &dests[i], Some("ivan"))?;
+        let info: pb::InfoResponse = peer.request(&format!("g{i}"), "/api/v1/info", &pb::InfoRequest {})?.ok()?;
+        assert_eq!(info.name, format!("Group {i:04}"));
+        let announced_after = sent_group(&server)?;
+        eprintln!("group #{i}: known before link {}, group announces sent {announced_before}..{announced_after}", known["known"]);
+        if n == 0 {
+            assert_eq!(known["known"], json!(0));
+            assert!(announced_after < (GROUPS - 1) as f64, "#999 was reached before its announce ({announced_after} sent)");
+        }
+    }
+    let reached = t0.elapsed().as_secs_f64();
+
+    // (b) Sample the counters; no window may exceed budget × time + one second of burst.
+    let mut samples: Vec<(Instant, f64, f64)> = Vec::new();
+    let until = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < until {
+        let text = server.metrics()?;
+        samples.push((
+            Instant::now(),
+            metric(&text, "meshgroup_announces_sent_total{aspect=\"meshchat.group\"}"),
+            metric(&text, "meshgroup_announces_deferred_total"),
+        ));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let slack = 3.0; // the counter and the clock are read a few ms apart
+    for (i, a) in samples.iter().enumerate() {
+        for b in &samples[i + 1..] {
+            let dt = b.0.duration_since(a.0).as_secs_f64();
+            let limit = BUDGET * dt + BUDGET + slack;
+            assert!(b.1 - a.1 <= limit, "{} announces in {dt:.2} s (limit {limit:.0})", b.1 - a.1);
+        }
+    }
+    let (first, last) = (samples[0], samples[samples.len() - 1]);
+    let dt = last.0.duration_since(first.0).as_secs_f64();
+    let rate = (last.1 - first.1) / dt;
+    assert!(rate > BUDGET * 0.6, "announcing at {rate:.1}/s, well under the budget of {BUDGET}/s");
+    assert!(last.2 > first.2, "announces waited for the budget (deferred {} -> {})", first.2, last.2);
+    let text = server.metrics()?;
+    let group_total = metric(&text, "meshgroup_announces_sent_total{aspect=\"meshchat.group\"}");
+    let lxmf = metric(&text, "meshgroup_announces_sent_total{aspect=\"lxmf.delivery\"}");
+    let heard = peer.call(json!({"cmd": "known", "dests": dests}))?;
+    eprintln!(
+        "1,000 groups: created in {created:.1} s, server up at {started:.1} s, #999/#0/#500 reached by {reached:.1} s; \
+         group announces {:.0}/s over {dt:.1} s (budget {BUDGET}/s), deferred {} -> {}; {group_total} group + {lxmf} lxmf announces sent; \
+         Python knows {} of {GROUPS}; test {:.1} s",
+        rate,
+        first.2,
+        last.2,
+        heard["known"],
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,72 @@
+"""Commands for tests/interop_transport.rs (loaded by peer.py; sees its globals: RNS, LINKS, wait_for, recall...)."""
+
+# request_id -> how the response arrived, recorded by a wrapper around the reference's own
+# Link.response_resource_concluded (the callback RNS passes to Resource.accept for responses).
+RESPONSE_RESOURCES = {}
+_orig_response_resource_concluded = RNS.Link.response_resource_concluded
+
+
+def _recording_response_resource_concluded(self, resource):
+    RESPONSE_RESOURCES[bytes(resource.request_id or b"")] = {
+        "status": resource.status, "total_size": resource.total_size, "transfer_size": resource.size,
+        "parts": resource.total_parts,
+    }
+    return _orig_response_resource_concluded(self, resource)
+
+
+RNS.Link.response_resource_concluded = _recording_response_resource_concluded
+
+
+def cmd_request_traced(c):
+    """Like `request`, and says whether the response came as a Resource, with the link's MTU/MDU."""
+    link = LINKS[c["link"]]
+    done = threading.Event()
+    box = {}
+
+    def ok(r):
+        box["resp"] = r.response
+        done.set()
+
+    def fail(r):
+        box["failed"] = True
+        done.set()
+
+    data = bytes.fromhex(c.get("data", ""))
+    t0 = time.time()
+    receipt = link.request(c["path"], data=data if data else None, response_callback=ok, failed_callback=fail,
+                           timeout=c.get("timeout", 60))
+    if not receipt:
+        raise RuntimeError("request not sent")
+    if not done.wait(c.get("timeout", 60) + 10):
+        raise RuntimeError("no response")
+    if box.get("failed"):
+        raise RuntimeError("request failed")
+    res = RESPONSE_RESOURCES.get(bytes(receipt.request_id))
+    return {"response": bytes(box["resp"]).hex(), "secs": round(time.time() - t0, 3),
+            "via_resource": res is not None and res["status"] == RNS.Resource.COMPLETE,
+            "resource": res or {}, "link_mtu": link.get_mtu(), "link_mdu": link.get_mdu()}
+
+
+def cmd_link_status(c):
+    link = LINKS[c["link"]]
+    return {"status": link.status, "active": link.status == RNS.Link.ACTIVE}
+
+
+def cmd_known(c):
+    """How many of the given destinations Python already knows (from announces or path answers)."""
+    dests = [bytes.fromhex(h) for h in c["dests"]]
+    known = [d.hex() for d in dests if RNS.Identity.recall(d)]
+    return {"known": len(known), "total": len(dests)}
+
+
+def cmd_has_path(c):
+    d = bytes.fromhex(c["dest"])
+    return {"has_path": RNS.Transport.has_path(d), "hops": RNS.Transport.hops_to(d) if RNS.Transport.has_path(d) else None}
+
+
+def cmd_forget(c):
+    """Drops what this peer knows about a destination, so the next link must ask for a path again."""
+    d = bytes.fromhex(c["dest"])
+    if RNS.Transport.has_path(d):
+        RNS.Transport.expire_path(d)
+    return {}
