@@ -521,6 +521,8 @@ pub struct InfoView {
     pub post_stamp_cost: u32,
     pub history_public: bool,
     pub is_member: bool,
+    /// Never sent to clients; the LXMF path uses it to drop a banned sender's posts silently.
+    pub banned: bool,
     pub rights: Rights,
     pub notify_mode: Option<NotifyMode>,
     pub lxmf_dest_hash: String,
@@ -554,6 +556,7 @@ impl GroupCore {
             post_stamp_cost: self.group.post_stamp_cost.max(0) as u32,
             history_public: self.group.history_public,
             is_member: member.is_some(),
+            banned: self.role(caller) == Role::Banned,
             rights: member.map(|m| Rights(m.permissions)).unwrap_or(if *caller == Caller::Owner { Rights::ALL } else { Rights::NONE }),
             notify_mode: member.and_then(|m| NotifyMode::parse(&m.notify_mode)),
             lxmf_dest_hash: self.group.lxmf_dest_hash.clone(),

@@ -66,7 +66,7 @@ where
         stamps: crate::stamps::StampPool::new(cfg.limits.stamp_pool_capacity),
         store: store.clone(),
         limits: cfg.limits.clone(),
-        lxmf: crate::lxmf::Inbound,
+        lxmf: crate::lxmf::Inbound::default(),
     });
     let router = tokio::spawn(crate::transport::router::run(services, events));
     let sampler = tokio::spawn(sample_gauges(store.clone(), started));

@@ -96,3 +96,92 @@ fn strangers_and_banned_members_are_not_stored() -> R {
     assert!(metrics.contains("outcome=\"banned\""), "ban counted");
     Ok(())
 }
+
+fn inbox_texts(peer: &mut Peer, name: &str, count: usize) -> R<Vec<String>> {
+    let inbox = peer.call(json!({"cmd": "inbox", "as": name, "count": count, "timeout": 20}))?;
+    Ok(inbox["messages"]
+        .as_array()
+        .map(|a| a.iter().map(|m| String::from_utf8_lossy(&hex::decode(s(m, "content")).unwrap_or_default()).into_owned()).collect())
+        .unwrap_or_default())
+}
+
+fn send_text(peer: &mut Peer, who: &str, dest: &str, text: &str) -> R<Value> {
+    peer.call(json!({"cmd": "send", "as": who, "dest": dest, "content": hex::encode(text), "timeout": 20}))
+}
+
+#[test]
+fn text_commands_from_a_stock_client() -> R {
+    let mut server = Server::new()?;
+    let group = server.create_group(&["--name", "Commands"])?;
+    server.start()?;
+    let lxmf = s(&group, "lxmf_destination_hash");
+    let mut peer = Peer::connect(server.rns_port)?;
+    peer.call(json!({"cmd": "router", "as": "carol"}))?;
+    peer.call(json!({"cmd": "router", "as": "alice"}))?;
+    let carol = peer.identity("carol")?;
+    let alice = peer.identity("alice")?;
+    server.cli(&["member", "add", &group["id"].to_string(), &alice, "--name", "alice", "--rights", "kick"])?;
+
+    // A stranger joins a public group with /join.
+    assert_eq!(send_text(&mut peer, "carol", &lxmf, "/join")?["delivered"], true);
+    let texts = inbox_texts(&mut peer, "carol", 1)?;
+    assert!(texts[0].contains("Welcome"), "{texts:?}");
+    // alice posts (and carol, a member now, receives it), then carol reads history.
+    assert_eq!(send_text(&mut peer, "alice", &lxmf, "first post")?["delivered"], true);
+    assert_eq!(send_text(&mut peer, "carol", &lxmf, "/history 5")?["delivered"], true);
+    let texts = inbox_texts(&mut peer, "carol", 3)?;
+    assert!(texts.iter().any(|t| t.contains("#") && t.contains("first post") && !t.starts_with("alice:")), "history reply: {texts:?}");
+    assert_eq!(send_text(&mut peer, "carol", &lxmf, "/notify off")?["delivered"], true);
+    let texts = inbox_texts(&mut peer, "carol", 4)?;
+    assert!(texts.iter().any(|t| t.contains("Notifications: none")), "{texts:?}");
+    // A holder of the kick right kicks with /kick; carol hears of it, and is no longer a member.
+    assert_eq!(send_text(&mut peer, "alice", &lxmf, &format!("/kick {carol}"))?["delivered"], true);
+    let texts = inbox_texts(&mut peer, "alice", 1)?;
+    assert!(texts.iter().any(|t| t.contains("Removed")), "{texts:?}");
+    let texts = inbox_texts(&mut peer, "carol", 5)?;
+    assert!(texts.iter().any(|t| t.contains("was removed by")), "the kicked member is told: {texts:?}");
+    let members = server.cli(&["member", "list", &group["id"].to_string()])?;
+    assert!(!members.to_string().contains(&carol));
+    // Without the right, /ban is refused.
+    assert_eq!(send_text(&mut peer, "alice", &lxmf, &format!("/ban {carol} spam"))?["delivered"], true);
+    let texts = inbox_texts(&mut peer, "alice", 2)?;
+    assert!(texts.iter().any(|t| t.contains("Refused")), "{texts:?}");
+    Ok(())
+}
+
+#[test]
+fn post_stamps_tickets_and_forgeries() -> R {
+    let mut server = Server::new()?;
+    let group = server.create_group(&["--name", "Stamped", "--post-stamp-cost", "8"])?;
+    server.start()?;
+    let lxmf = s(&group, "lxmf_destination_hash");
+    let mut peer = Peer::connect(server.rns_port)?;
+    peer.call(json!({"cmd": "router", "as": "alice"}))?;
+    join(&mut peer, &group, "alice")?;
+
+    // The stock router learns the cost from the announce (or path response) and stamps by itself.
+    let cost = peer.call(json!({"cmd": "stamp_cost", "as": "alice", "dest": lxmf}))?;
+    assert_eq!(cost["cost"], 8);
+    let first = send_text(&mut peer, "alice", &lxmf, "worked for this")?;
+    assert_eq!(first["delivered"], true, "{first}");
+    assert_eq!(s(&first, "stamp").len(), 64, "a 32-byte proof-of-work stamp");
+    // The reply carried a ticket, which the stock router now holds and uses.
+    let texts = inbox_texts(&mut peer, "alice", 1)?;
+    assert!(texts[0].contains("ticket"), "{texts:?}");
+    let t = peer.call(json!({"cmd": "tickets", "as": "alice", "dest": lxmf}))?;
+    assert_eq!(s(&t, "ticket").len(), 32, "the stock router remembered the ticket");
+    let second = send_text(&mut peer, "alice", &lxmf, "paid by ticket")?;
+    assert_eq!(second["delivered"], true);
+    assert_eq!(s(&second, "stamp").len(), 32, "a 16-byte ticket stamp");
+
+    // A forged stamp is refused, and nothing is stored.
+    let forged = peer.call(json!({"cmd": "send_forged", "as": "alice", "dest": lxmf, "content": hex::encode("forged")}))?;
+    assert_eq!(forged["delivered"], false);
+    let stored = history(&mut peer, "join-alice")?;
+    assert_eq!(stored.iter().map(|m| String::from_utf8_lossy(&m.content).into_owned()).collect::<Vec<_>>(), vec!["paid by ticket", "worked for this"]);
+    let metrics = server.metrics()?;
+    for needle in ["purpose=\"post\",outcome=\"valid\"", "purpose=\"post\",outcome=\"ticket\"", "purpose=\"post\",outcome=\"invalid\"", "meshgroup_tickets_issued_total 1"] {
+        assert!(metrics.contains(needle), "metrics lack {needle}");
+    }
+    Ok(())
+}

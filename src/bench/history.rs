@@ -1,8 +1,8 @@
 //! `meshgroup bench history`: the cost of serving "latest 50" as a group's history grows.
 //!
-//! One group is grown step by step (1,000 → 10,000 → 100,000 messages by default) on a fresh store
-//! of each backend; at each size the bench times what a request for the latest page costs on the
-//! server once it reaches the group actor: `GroupCore::apply(Op::History)` (rules, store query,
+//! Each size (1,000 / 10,000 / 100,000 messages by default) gets a group in a fresh database of each
+//! backend; the bench then times, interleaved across sizes, what a request for the latest page costs
+//! on the server once it reaches the group actor: `GroupCore::apply(Op::History)` (rules, store query,
 //! sender names) plus `api::encode_reply`. Ratios near 1.0 against the smallest size mean the page
 //! cost does not grow with history, which is what the `(group_id, id)` index is for.
 
@@ -51,13 +51,21 @@ pub async fn run(a: HistoryArgs) -> Result<Output, CliError> {
     if sizes.is_empty() || sizes[0] == 0 {
         return Err(CliError::Input("--sizes needs at least one size above 0".into()));
     }
+    let pg = std::env::var(TEST_DATABASE_URL).ok();
     let mut rows = Vec::new();
-    let sqlite = crate::store::testing::sqlite().await?;
-    rows.extend(bench_backend(&sqlite, &sizes, &a).await?);
-    drop(sqlite);
-    if let Ok(url) = std::env::var(TEST_DATABASE_URL) {
-        let pg = crate::store::testing::postgres(&url).await?;
-        rows.extend(bench_backend(&pg, &sizes, &a).await?);
+    for backend in std::iter::once(None).chain(pg.as_deref().map(Some)) {
+        // One fresh database per size, so no size shares tables, caches or indexes with another.
+        let mut groups = Vec::new();
+        for &size in &sizes {
+            let t = match backend {
+                None => crate::store::testing::sqlite().await?,
+                Some(url) => crate::store::testing::postgres(url).await?,
+            };
+            let started = Instant::now();
+            let (core, caller) = seeded_group(&t.store, size).await?;
+            groups.push(Sized { t, core, caller, size, seed: started.elapsed(), times: Vec::new(), response_bytes: 0 });
+        }
+        rows.extend(measure(groups, &a).await?);
     }
     Ok(output(&rows, &a))
 }
@@ -66,69 +74,82 @@ fn sender(i: usize) -> String {
     format!("{:032x}", 0xbe00 + i)
 }
 
-async fn bench_backend(t: &TestStore, sizes: &[u64], a: &HistoryArgs) -> Result<Vec<Row>, CliError> {
-    let store: &Store = &t.store;
-    let backend = store.backend();
+/// A group of `size` messages from [`SENDERS`] members, and a member to read it as.
+async fn seeded_group(store: &Store, size: u64) -> Result<(GroupCore, Caller), CliError> {
     let group = create_group(store, CreateGroup { name: "bench".into(), ..Default::default() }).await?;
     for i in 0..SENDERS {
         store.add_member(group.id, &sender(i), &format!("sender {i}"), 0, "full").await?;
     }
-    let mut core = GroupCore::load(store.clone(), group.clone()).await?;
-    let caller = Caller::Identity(sender(0));
     // A chat-sized body; the size of a page's response is what the link has to carry.
     let content = b"a message of ordinary length, about as long as people write on a mesh chat".to_vec();
-    let mut held = 0u64;
-    let mut out = Vec::new();
-    for &size in sizes {
-        let started = Instant::now();
-        let batch: Vec<NewMessage> = (held..size)
-            .map(|i| NewMessage {
-                group_id: group.id,
-                message_hash: format!("{i:064x}"),
-                sender_identity_hash: sender(i as usize % SENDERS),
-                timestamp: 1_700_000_000.0 + i as f64,
-                title: Vec::new(),
-                content: content.clone(),
-                fields: vec![0x80],
-            })
-            .collect();
-        store.insert_messages_bulk(batch).await?;
-        let seed = started.elapsed();
-        held = size;
+    let batch: Vec<NewMessage> = (0..size)
+        .map(|i| NewMessage {
+            group_id: group.id,
+            message_hash: format!("{i:064x}"),
+            sender_identity_hash: sender(i as usize % SENDERS),
+            timestamp: 1_700_000_000.0 + i as f64,
+            title: Vec::new(),
+            content: content.clone(),
+            fields: vec![0x80],
+        })
+        .collect();
+    store.insert_messages_bulk(batch).await?;
+    Ok((GroupCore::load(store.clone(), group).await?, Caller::Identity(sender(0))))
+}
 
-        let op = || Op::History(HistoryQuery { limit: a.page, ..Default::default() });
+/// One history size under measurement.
+struct Sized {
+    t: TestStore,
+    core: GroupCore,
+    caller: Caller,
+    size: u64,
+    seed: Duration,
+    times: Vec<Duration>,
+    response_bytes: usize,
+}
+
+/// Times the sizes interleaved, call by call, so that load from anything else on the machine
+/// falls on every size alike instead of skewing whichever size ran while it lasted.
+async fn measure(mut groups: Vec<Sized>, a: &HistoryArgs) -> Result<Vec<Row>, CliError> {
+    let op = || Op::History(HistoryQuery { limit: a.page, ..Default::default() });
+    for g in &mut groups {
         // A wrong page would make every figure meaningless, so check it once before timing.
-        let first = core.apply(&caller, op()).await?;
-        let expect = a.page.min(size);
-        match &first {
-            Reply::History(r) if r.len() as u64 == expect => {}
-            _ => return Err(CliError::Failure(format!("{backend}: the latest page at {size} messages is not {expect} rows"))),
+        let expect = a.page.min(g.size);
+        match g.core.apply(&g.caller, op()).await? {
+            Reply::History(r) if r.len() as u64 == expect => g.response_bytes = crate::api::encode_reply(Reply::History(r)).len(),
+            _ => return Err(CliError::Failure(format!("{}: the latest page of {} messages is not {expect} rows", g.t.store.backend(), g.size))),
         }
-        let response_bytes = crate::api::encode_reply(first).len();
         for _ in 0..(a.iterations / 10).clamp(1, 50) {
-            std::hint::black_box(crate::api::encode_reply(core.apply(&caller, op()).await?));
+            std::hint::black_box(crate::api::encode_reply(g.core.apply(&g.caller, op()).await?));
         }
-        let mut times = Vec::with_capacity(a.iterations as usize);
-        for _ in 0..a.iterations {
+    }
+    let n = groups.len();
+    for round in 0..a.iterations as usize {
+        for k in 0..n {
+            let g = &mut groups[(round + k) % n];
             let t0 = Instant::now();
-            let bytes = crate::api::encode_reply(core.apply(&caller, op()).await?);
-            times.push(t0.elapsed());
+            let bytes = crate::api::encode_reply(g.core.apply(&g.caller, op()).await?);
+            g.times.push(t0.elapsed());
             std::hint::black_box(bytes);
         }
-        times.sort_unstable();
-        let us = |d: Duration| d.as_secs_f64() * 1e6;
-        let mean = times.iter().map(|d| us(*d)).sum::<f64>() / times.len() as f64;
-        out.push(Row {
-            backend,
-            messages: size,
-            seed,
-            median_us: us(times[times.len() / 2]),
-            mean_us: mean,
-            p90_us: us(times[(times.len() * 9 / 10).min(times.len() - 1)]),
-            response_bytes,
-        });
     }
-    Ok(out)
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    Ok(groups
+        .into_iter()
+        .map(|mut g| {
+            g.times.sort_unstable();
+            let len = g.times.len();
+            Row {
+                backend: g.t.store.backend(),
+                messages: g.size,
+                seed: g.seed,
+                median_us: us(g.times[len / 2]),
+                mean_us: g.times.iter().map(|d| us(*d)).sum::<f64>() / len as f64,
+                p90_us: us(g.times[(len * 9 / 10).min(len - 1)]),
+                response_bytes: g.response_bytes,
+            }
+        })
+        .collect())
 }
 
 fn output(rows: &[Row], a: &HistoryArgs) -> Output {

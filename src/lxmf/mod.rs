@@ -1,26 +1,45 @@
-//! LXMF for every hosted group: inbound posts to `lxmf.delivery`, replies, and delivery tracking.
+//! LXMF for every hosted group: inbound posts and commands to `lxmf.delivery`, replies, tickets.
+//!
+//! Inbound order, cheapest first: unpack, sender key, signature, ban, command, membership, stamp
+//! (tickets, then proof of work on the stamp pool), store. Only a stored (or already stored)
+//! message, or an executed command, is proven.
 
+pub mod commands;
 pub mod courier;
 pub mod outbound;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use crate::actors::group::Call;
-use crate::actors::supervisor::{DestKind, lookup};
-use crate::group::{Caller, GroupError, Op, Reply};
-use crate::store::{InsertOutcome, NewMessage};
+use rmpv::Value;
+
+use crate::actors::group::{Call, GetSnapshot, Snapshot};
+use crate::actors::supervisor::{DestKind, Route, lookup};
+use crate::group::{Caller, GroupError, InfoView, Op, Reply};
+use crate::store::{InsertOutcome, NewMessage, now_ms};
 use crate::transport::router::Services;
 use crate::wire::identity::identity_hash;
-use crate::wire::lxmf::{LxmfMessage, unpack};
+use crate::wire::lxmf::{CUSTOM_TYPE_GROUP, FIELD_CUSTOM_TYPE, LxmfMessage, unpack};
+use crate::wire::stamp::MESSAGE_ROUNDS;
+use outbound::{Body, prepare, ticket_field};
 
 /// How long an inbound message waits for its sender's identity before it is dropped unproven
 /// (the sender will retry, and by then the path request has usually been answered).
 const IDENTITY_WAIT: Duration = Duration::from_secs(20);
+/// A stranger is told how to join at most this often per group.
+const STRANGER_REPLY_EVERY: Duration = Duration::from_secs(600);
+/// Ticket lifetime and renewal, as LXMF (`TICKET_EXPIRY`, `TICKET_RENEW`).
+const TICKET_EXPIRY_MS: i64 = 21 * 24 * 3600 * 1000;
+const TICKET_RENEW_MS: i64 = 14 * 24 * 3600 * 1000;
+/// Bytes of reply text per message, so each reply fits one packet.
+const REPLY_CHUNK: usize = 240;
 
-/// Inbound LXMF handling.
+/// Inbound LXMF handling, with the per-stranger reply limiter.
 #[derive(Default)]
-pub struct Inbound;
+pub struct Inbound {
+    told: Mutex<HashMap<(i64, String), Instant>>,
+}
 
 /// How an LXMF message reached us, for metrics.
 #[derive(Clone, Copy, Debug)]
@@ -60,10 +79,30 @@ impl Inbound {
             receive(&s, dest, &packed, Method::Direct).await;
         });
     }
+
+    /// Whether to tell this stranger (again) how to join.
+    fn should_tell(&self, group_id: i64, who: &str) -> bool {
+        let Ok(mut told) = self.told.lock() else { return false };
+        let now = Instant::now();
+        told.retain(|_, t| now.duration_since(*t) < STRANGER_REPLY_EVERY);
+        let key = (group_id, who.to_owned());
+        if told.contains_key(&key) {
+            return false;
+        }
+        told.insert(key, now);
+        true
+    }
 }
 
-/// Validates, authorises and stores one inbound message; returns whether it may be proven
-/// (stored now, or stored before: a sender's retry).
+/// The sender, verified.
+struct Sender {
+    caller: Caller,
+    hash: [u8; 16],
+    hex: String,
+}
+
+/// Validates, authorises and stores (or executes) one inbound message; returns whether it may be
+/// proven.
 async fn receive(s: &Services, dest: [u8; 16], packed: &[u8], method: Method) -> bool {
     let outcome = |o: &'static str| crate::metrics::lxmf_received(method.label(), o);
     let Some(route) = lookup(&s.registry, &dest).filter(|r| r.kind == DestKind::Lxmf) else {
@@ -72,12 +111,8 @@ async fn receive(s: &Services, dest: [u8; 16], packed: &[u8], method: Method) ->
     };
     let msg = match unpack(packed) {
         Ok(m) if m.destination == dest => m,
-        Ok(_) => {
-            outcome("malformed");
-            return false;
-        }
-        Err(err) => {
-            tracing::info!(%err, "malformed LXMF message refused");
+        Ok(_) | Err(_) => {
+            tracing::info!(len = packed.len(), "malformed LXMF message refused");
             outcome("malformed");
             return false;
         }
@@ -92,17 +127,58 @@ async fn receive(s: &Services, dest: [u8; 16], packed: &[u8], method: Method) ->
         outcome("bad_signature");
         return false;
     }
-    let sender = hex::encode(identity_hash(&public_key));
+    let hash = identity_hash(&public_key);
+    let sender = Sender { caller: Caller::Identity(hex::encode(hash)), hash, hex: hex::encode(hash) };
+    let Some(info) = info(&route, &sender.caller).await else {
+        outcome("error");
+        return false;
+    };
+    if info.banned {
+        tracing::info!(sender = sender.hex, group = route.group_id, "post from a banned identity dropped");
+        outcome("banned");
+        return false;
+    }
+    let text = String::from_utf8_lossy(&msg.content).into_owned();
+    if let Some(cmd) = commands::parse(&text) {
+        outcome("command");
+        run_command(s, &route, &sender, &msg, cmd, &info).await;
+        return true;
+    }
+    if !info.is_member {
+        outcome("not_member");
+        tracing::info!(sender = sender.hex, group = route.group_id, "post from a non-member refused");
+        if s.lxmf.should_tell(route.group_id, &sender.hex) {
+            let how = format!(
+                "You are not a member of {}. Send /join to {}. Send /help for the commands.",
+                info.name,
+                if info.visibility == crate::domain::Visibility::Public { "join" } else { "ask the admins to let you in" }
+            );
+            reply(s, &route, sender.hash, vec![how], Vec::new()).await;
+        }
+        return false;
+    }
+    let mut worked = false;
+    if info.post_stamp_cost > 0 {
+        match check_post_stamp(s, &route, &sender, &msg, info.post_stamp_cost).await {
+            StampVerdict::Ticket => {}
+            StampVerdict::Work => worked = true,
+            StampVerdict::Refused(why) => {
+                outcome(why);
+                tracing::info!(sender = sender.hex, group = route.group_id, why, "post stamp refused");
+                return false;
+            }
+        }
+    }
     let post = Op::Post(NewMessage {
         group_id: route.group_id,
         message_hash: hex::encode(msg.message_id),
-        sender_identity_hash: sender.clone(),
+        sender_identity_hash: sender.hex.clone(),
         timestamp: msg.timestamp,
         title: msg.title.clone(),
         content: msg.content.clone(),
         fields: msg.fields.clone(),
     });
-    match route.addr.send(Call { caller: Caller::Identity(sender.clone()), op: post }).await {
+    let accepted = match route.addr.send(Call { caller: sender.caller.clone(), op: post }).await {
         Ok(Ok(Reply::Posted(InsertOutcome::Inserted(_)))) => {
             outcome("accepted");
             true
@@ -112,10 +188,8 @@ async fn receive(s: &Services, dest: [u8; 16], packed: &[u8], method: Method) ->
             true
         }
         Ok(Ok(_)) => false,
-        Ok(Err(GroupError::Forbidden(reason))) => {
-            let banned = reason.contains("banned") || is_banned(s, route.group_id, &sender).await;
-            outcome(if banned { "banned" } else { "not_member" });
-            tracing::info!(sender, group = route.group_id, banned, "post refused");
+        Ok(Err(GroupError::Forbidden(_))) => {
+            outcome("not_member");
             false
         }
         Ok(Err(err)) => {
@@ -128,11 +202,126 @@ async fn receive(s: &Services, dest: [u8; 16], packed: &[u8], method: Method) ->
             outcome("error");
             false
         }
+    };
+    if accepted && worked {
+        issue_ticket(s, &route, &sender).await;
+    }
+    accepted
+}
+
+async fn info(route: &Route, caller: &Caller) -> Option<InfoView> {
+    match route.addr.send(Call { caller: caller.clone(), op: Op::Info }).await {
+        Ok(Ok(Reply::Info(v))) => Some(v),
+        _ => None,
     }
 }
 
-async fn is_banned(s: &Services, group_id: i64, identity: &str) -> bool {
-    s.store.bans(group_id).await.map(|b| b.iter().any(|b| b.identity_hash == identity)).unwrap_or(false)
+enum StampVerdict {
+    Ticket,
+    Work,
+    Refused(&'static str),
+}
+
+/// Tickets first (a hash), then proof of work on the pool (a 768 KB workblock).
+async fn check_post_stamp(s: &Services, route: &Route, sender: &Sender, msg: &LxmfMessage, cost: u32) -> StampVerdict {
+    let Some(stamp) = msg.stamp.clone() else {
+        crate::metrics::stamp_checked("post", "missing");
+        return StampVerdict::Refused("stamp_missing");
+    };
+    let tickets = s.store.valid_tickets(route.group_id, &sender.hex, now_ms()).await.unwrap_or_default();
+    if tickets.iter().any(|t| lxmf_core::stamp::ticket_stamp(&t.ticket, &msg.message_id) == stamp) {
+        crate::metrics::stamp_checked("post", "ticket");
+        return StampVerdict::Ticket;
+    }
+    match s.stamps.value(msg.message_id.to_vec(), MESSAGE_ROUNDS, stamp).await {
+        Ok(v) if v >= cost => {
+            crate::metrics::stamp_checked("post", "valid");
+            StampVerdict::Work
+        }
+        Ok(_) => {
+            crate::metrics::stamp_checked("post", "invalid");
+            StampVerdict::Refused("stamp_invalid")
+        }
+        Err(_) => {
+            crate::metrics::stamp_checked("post", "busy");
+            StampVerdict::Refused("busy")
+        }
+    }
+}
+
+/// Hands the member a ticket (unless one with plenty of time left exists), as LXMF does natively.
+async fn issue_ticket(s: &Services, route: &Route, sender: &Sender) {
+    let now = now_ms();
+    let held = s.store.valid_tickets(route.group_id, &sender.hex, now).await.unwrap_or_default();
+    if held.iter().any(|t| t.expires_at - now > TICKET_RENEW_MS) {
+        return;
+    }
+    let ticket: [u8; 16] = rand::random();
+    let expires = now + TICKET_EXPIRY_MS;
+    if let Err(err) = s.store.insert_ticket(route.group_id, &sender.hex, ticket.to_vec(), expires).await {
+        tracing::warn!(%err, "cannot store a ticket");
+        return;
+    }
+    crate::metrics::ticket_issued();
+    let text = "Here is a ticket: your next posts to this group need no proof of work for 21 days.".to_owned();
+    reply(s, route, sender.hash, vec![text], vec![ticket_field(expires as f64 / 1000.0, &ticket)]).await;
+}
+
+async fn run_command(s: &Services, route: &Route, sender: &Sender, msg: &LxmfMessage, cmd: Result<commands::Command, String>, info: &InfoView) {
+    let lines = match cmd {
+        Err(usage) => vec![usage],
+        Ok(commands::Command::Help) => vec![commands::HELP.to_owned()],
+        Ok(cmd) => {
+            // A join through LXMF pays the join cost with the message's own stamp.
+            let mut stamp_ok = info.join_stamp_cost == 0;
+            if !stamp_ok && cmd == commands::Command::Join && let Some(stamp) = msg.stamp.clone() {
+                stamp_ok = matches!(s.stamps.value(msg.message_id.to_vec(), MESSAGE_ROUNDS, stamp).await, Ok(v) if v >= info.join_stamp_cost);
+            }
+            let name = sender.hex.get(..8).unwrap_or_default().to_owned();
+            match cmd.op(&name, stamp_ok) {
+                None => vec![commands::HELP.to_owned()],
+                Some(op) => match route.addr.send(Call { caller: sender.caller.clone(), op }).await {
+                    Ok(Ok(r)) => commands::render(&cmd, &r),
+                    Ok(Err(GroupError::StampRequired { cost })) => {
+                        vec![format!("Joining needs a stamp of cost {cost}; send /join from a client that stamps at that cost.")]
+                    }
+                    Ok(Err(err)) => vec![format!("Refused: {err}")],
+                    Err(_) => vec!["The group is busy; try again.".to_owned()],
+                },
+            }
+        }
+    };
+    reply(s, route, sender.hash, lines, Vec::new()).await;
+}
+
+/// Sends a best-effort reply from the group to one identity, split into packet-sized parts.
+async fn reply(s: &Services, route: &Route, to: [u8; 16], lines: Vec<String>, mut extra: Vec<(Value, Value)>) {
+    let Ok(snap) = route.addr.send(GetSnapshot).await else { return };
+    let Some(recipient) = s.courier.recipient_within(to, Duration::from_secs(10)).await else {
+        crate::metrics::lxmf_sent("opportunistic", "no_path");
+        return;
+    };
+    for part in commands::chunk(&lines, REPLY_CHUNK, 5) {
+        let mut fields = vec![(Value::from(FIELD_CUSTOM_TYPE), Value::from(CUSTOM_TYPE_GROUP))];
+        fields.append(&mut extra);
+        let body = Body { timestamp: now_ms() as f64 / 1000.0, title: Vec::new(), content: part.into_bytes(), fields };
+        let (key, lxmf, r) = (snap_key(&snap), snap.lxmf_dest, recipient.clone());
+        let prepared = tokio::task::spawn_blocking(move || key.map(|k| prepare(&k, lxmf, &r, &body))).await;
+        match prepared {
+            Ok(Some(Ok(p))) => match s.courier.send(&p).await {
+                Ok(_) => crate::metrics::lxmf_sent("opportunistic", "sent"),
+                Err(err) => {
+                    tracing::debug!(%err, "reply not sent");
+                    crate::metrics::lxmf_sent("opportunistic", "failed");
+                }
+            },
+            _ => crate::metrics::lxmf_sent("opportunistic", "failed"),
+        }
+    }
+}
+
+fn snap_key(snap: &Snapshot) -> Option<[u8; 64]> {
+    <[u8; 64]>::try_from(snap.private_key.as_slice()).ok()
 }
 
 /// The sender's public key from an announce the node heard; if none yet, ask the network and wait.

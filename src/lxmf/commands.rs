@@ -1,0 +1,193 @@
+//! Text commands for stock LXMF clients: a message starting with `/` is an instruction, not a post.
+//!
+//! Each command becomes the same [`Op`] the link API uses, so the same rules apply.
+
+use crate::domain::{NotifyMode, Rights};
+use crate::group::{JoinOutcome, Op, Reply};
+use crate::store::{HistoryQuery, Member, Order};
+use crate::wire::identity::parse_hash;
+
+/// The most history lines one `/history` returns (each reply must fit small packets).
+pub const MAX_HISTORY: u64 = 20;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Help,
+    Join,
+    Leave,
+    Members,
+    History(u64),
+    Notify(NotifyMode),
+    Kick(String),
+    Ban(String, String),
+    Unban(String),
+    Approve(String),
+    Delete(i64),
+}
+
+pub const HELP: &str = "Commands: /join, /leave, /members, /history [N], /notify full|short|off. \
+Admins: /kick ID, /ban ID reason, /unban ID, /approve ID, /delete MSG_ID. ID = identity hash.";
+
+fn identity(arg: Option<&str>) -> Result<String, String> {
+    arg.and_then(parse_hash).map(hex::encode).ok_or_else(|| "give a 32-character identity hash".to_owned())
+}
+
+/// `None` when the text is not a command; `Some(Err(..))` explains a malformed one.
+pub fn parse(text: &str) -> Option<Result<Command, String>> {
+    let text = text.trim();
+    let rest = text.strip_prefix('/')?;
+    let mut words = rest.split_whitespace();
+    let name = words.next().unwrap_or("").to_ascii_lowercase();
+    Some(match name.as_str() {
+        "help" | "" => Ok(Command::Help),
+        "join" => Ok(Command::Join),
+        "leave" => Ok(Command::Leave),
+        "members" => Ok(Command::Members),
+        "history" => match words.next().map(str::parse::<u64>) {
+            None => Ok(Command::History(5)),
+            Some(Ok(n)) if n > 0 => Ok(Command::History(n.min(MAX_HISTORY))),
+            Some(_) => Err("usage: /history [N]".into()),
+        },
+        "notify" => match words.next().and_then(NotifyMode::parse) {
+            Some(m) => Ok(Command::Notify(m)),
+            None => Err("usage: /notify full|short|off".into()),
+        },
+        "kick" => identity(words.next()).map(Command::Kick),
+        "ban" => {
+            let who = identity(words.next());
+            let reason = words.collect::<Vec<_>>().join(" ");
+            match who {
+                Ok(_) if reason.is_empty() => Err("usage: /ban ID reason".into()),
+                Ok(w) => Ok(Command::Ban(w, reason)),
+                Err(e) => Err(e),
+            }
+        }
+        "unban" => identity(words.next()).map(Command::Unban),
+        "approve" => identity(words.next()).map(Command::Approve),
+        "delete" => match words.next().map(str::parse::<i64>) {
+            Some(Ok(id)) => Ok(Command::Delete(id)),
+            _ => Err("usage: /delete MSG_ID".into()),
+        },
+        other => Err(format!("unknown command /{other}; send /help")),
+    })
+}
+
+impl Command {
+    /// The operation behind the command; `Help` has none.
+    pub fn op(&self, display_name: &str, stamp_verified: bool) -> Option<Op> {
+        Some(match self {
+            Command::Help => return None,
+            Command::Join => Op::Join { display_name: display_name.to_owned(), note: "via LXMF".into(), stamp_verified },
+            Command::Leave => Op::Leave,
+            Command::Members => Op::Members { offset: 0, limit: 30 },
+            Command::History(n) => Op::History(HistoryQuery { limit: *n, order: Order::OldestFirst, ..Default::default() }),
+            Command::Notify(m) => Op::SetNotifications(*m),
+            Command::Kick(id) => Op::Kick { identity: id.clone() },
+            Command::Ban(id, reason) => Op::Ban { identity: id.clone(), reason: reason.clone() },
+            Command::Unban(id) => Op::Unban { identity: id.clone() },
+            Command::Approve(id) => Op::Approve { identity: id.clone() },
+            Command::Delete(id) => Op::DeleteMessage { id: *id },
+        })
+    }
+}
+
+fn member_line(m: &Member) -> String {
+    let admin = if m.permissions != 0 { format!(" [{}]", Rights(m.permissions).names().join(",")) } else { String::new() };
+    format!("{} <{}>{admin}", if m.display_name.is_empty() { "?" } else { &m.display_name }, m.identity_hash)
+}
+
+/// The reply lines for a successful command.
+pub fn render(cmd: &Command, reply: &Reply) -> Vec<String> {
+    match (cmd, reply) {
+        (Command::Join, Reply::Joined(JoinOutcome::Joined)) => vec!["Welcome! You are a member now. /help lists the commands.".into()],
+        (Command::Join, Reply::Joined(JoinOutcome::AlreadyMember)) => vec!["You are already a member.".into()],
+        (Command::Join, Reply::Joined(JoinOutcome::Requested)) => vec!["Join request sent; an admin will decide.".into()],
+        (Command::Leave, _) => vec!["You left the group.".into()],
+        (Command::Members, Reply::Members { members, total }) => {
+            let mut lines = vec![format!("{total} members:")];
+            lines.extend(members.iter().map(member_line));
+            lines
+        }
+        (Command::History(_), Reply::History(rows)) if rows.is_empty() => vec!["No messages yet.".into()],
+        (Command::History(_), Reply::History(rows)) => rows
+            .iter()
+            .map(|(m, name)| {
+                if m.deleted_at.is_some() {
+                    format!("#{} (deleted)", m.id)
+                } else {
+                    let who = if name.is_empty() { m.sender_identity_hash.get(..8).unwrap_or("?") } else { name };
+                    format!("#{} {who}: {}", m.id, String::from_utf8_lossy(&m.content))
+                }
+            })
+            .collect(),
+        (Command::Notify(m), _) => vec![format!("Notifications: {}.", m.as_str())],
+        (Command::Kick(id), _) => vec![format!("Removed {id}.")],
+        (Command::Ban(id, _), _) => vec![format!("Banned {id}.")],
+        (Command::Unban(id), _) => vec![format!("Unbanned {id}.")],
+        (Command::Approve(id), _) => vec![format!("Approved {id}.")],
+        (Command::Delete(id), _) => vec![format!("Deleted message #{id}.")],
+        _ => vec!["Done.".into()],
+    }
+}
+
+/// Packs lines into message bodies of at most `max` bytes each (at most `parts` of them), so a
+/// reply fits single packets on slow links.
+pub fn chunk(lines: &[String], max: usize, parts: usize) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for line in lines {
+        let line: String = line.chars().filter(|c| *c != '\r').collect();
+        let line = truncate_bytes(&line, max);
+        if !cur.is_empty() && cur.len() + 1 + line.len() > max {
+            out.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push('\n');
+        }
+        cur.push_str(&line);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out.truncate(parts);
+    out
+}
+
+fn truncate_bytes(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max.saturating_sub(3);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_commands() {
+        assert_eq!(parse("hello"), None);
+        assert_eq!(parse("/join"), Some(Ok(Command::Join)));
+        assert_eq!(parse(" /history 5 "), Some(Ok(Command::History(5))));
+        assert_eq!(parse("/history 500"), Some(Ok(Command::History(MAX_HISTORY))));
+        assert_eq!(parse("/notify off"), Some(Ok(Command::Notify(NotifyMode::None))));
+        let id = "3e3c2cef10df1fa5ed6139690e3a9620";
+        assert_eq!(parse(&format!("/ban {id} spam and abuse")), Some(Ok(Command::Ban(id.into(), "spam and abuse".into()))));
+        assert!(matches!(parse(&format!("/ban {id}")), Some(Err(_))));
+        assert!(matches!(parse("/kick bob"), Some(Err(_))));
+        assert!(matches!(parse("/frobnicate"), Some(Err(_))));
+        assert_eq!(parse("/delete 12"), Some(Ok(Command::Delete(12))));
+    }
+
+    #[test]
+    fn chunks_fit() {
+        let lines: Vec<String> = (0..30).map(|i| format!("line {i} {}", "é".repeat(40))).collect();
+        let parts = chunk(&lines, 200, 4);
+        assert_eq!(parts.len(), 4);
+        assert!(parts.iter().all(|p| p.len() <= 200));
+    }
+}
