@@ -54,7 +54,7 @@ where
         tracing::info!(?iface, "reticulum interface up");
     }
     let registry = crate::actors::supervisor::Registry::default();
-    let courier = std::sync::Arc::new(crate::lxmf::courier::Courier::new(node.clone()));
+    let courier = std::sync::Arc::new(crate::lxmf::courier::Courier::new(node.clone(), store.clone()));
     let fanout = crate::actors::fanout::FanoutActor::start(store.clone(), courier.clone(), cfg.fanout.clone());
     let supervisor =
         crate::actors::supervisor::Supervisor::start(store.clone(), node.clone(), registry.clone(), fanout.recipient(), &cfg.reticulum).await?;

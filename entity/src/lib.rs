@@ -11,5 +11,6 @@ pub mod group_event;
 pub mod group_member;
 pub mod group_message;
 pub mod join_request;
+pub mod known_identity;
 pub mod outbox;
 pub mod ticket;

@@ -3,6 +3,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_initial;
 mod m20261126_000002_fanout_flags;
+mod m20261126_000003_known_identities;
 
 /// Applies every migration in order; sea-orm records what already ran.
 pub struct Migrator;
@@ -10,6 +11,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261126_000001_initial::Migration), Box::new(m20261126_000002_fanout_flags::Migration)]
+        vec![
+            Box::new(m20261126_000001_initial::Migration),
+            Box::new(m20261126_000002_fanout_flags::Migration),
+            Box::new(m20261126_000003_known_identities::Migration),
+        ]
     }
 }

@@ -12,22 +12,26 @@ use crate::wire::identity::{LXMF_ASPECT, destination_hash};
 
 /// How long an unclaimed proof is remembered (it may beat its waiter).
 const EARLY_PROOF_TTL: Duration = Duration::from_secs(120);
-/// One path request per destination per this long, however many messages wait for it.
-const PATH_REQUEST_EVERY: Duration = Duration::from_secs(30);
+/// Path requests for one destination back off from the first to the last of these, however
+/// many messages wait for it.
+const PATH_REQUEST_BACKOFF: [Duration; 4] = [Duration::from_secs(5), Duration::from_secs(10), Duration::from_secs(20), Duration::from_secs(30)];
 
 /// Shared by replies and the fan-out.
 pub struct Courier {
     node: Node,
+    store: crate::store::Store,
     waiters: Mutex<HashMap<[u8; 32], oneshot::Sender<()>>>,
     early: Mutex<HashMap<[u8; 32], Instant>>,
     ratchets: Mutex<HashMap<[u8; 16], [u8; 32]>>,
-    path_requests: Mutex<HashMap<[u8; 16], Instant>>,
+    /// Per destination: when we last asked for its path, and how many times so far.
+    path_requests: Mutex<HashMap<[u8; 16], (Instant, usize)>>,
 }
 
 impl Courier {
-    pub fn new(node: Node) -> Self {
+    pub fn new(node: Node, store: crate::store::Store) -> Self {
         Courier {
             node,
+            store,
             waiters: Mutex::default(),
             early: Mutex::default(),
             ratchets: Mutex::default(),
@@ -46,30 +50,31 @@ impl Courier {
         }
     }
 
-    /// The member's keys if the node knows them; otherwise one path request (rate-limited per
-    /// destination) and `None`, so the caller retries later instead of waiting here.
+    /// The member's keys: from the node's announces, else from the identities the store has
+    /// verified (so a restart does not make members unreachable). Unknown: one path request
+    /// (backing off per destination) and `None`, so the caller retries later instead of waiting.
     pub async fn recipient(&self, identity_hash: [u8; 16]) -> Option<Recipient> {
         let lxmf_dest = destination_hash(LXMF_ASPECT, &identity_hash);
-        match self.node.recall_identity(lxmf_dest).await {
-            Some(public_key) => {
-                let ratchet = self.ratchets.lock().ok().and_then(|r| r.get(&lxmf_dest).copied());
-                Some(Recipient { identity_hash, lxmf_dest, public_key, ratchet })
-            }
-            None => {
-                let due = self.path_requests.lock().map(|mut p| {
-                    let now = Instant::now();
-                    let due = p.get(&lxmf_dest).is_none_or(|t| now.duration_since(*t) >= PATH_REQUEST_EVERY);
-                    if due {
-                        p.insert(lxmf_dest, now);
-                    }
-                    due
-                });
-                if due.unwrap_or(false) {
-                    let _ = self.node.request_path(lxmf_dest).await;
-                }
-                None
-            }
+        let ratchet = || self.ratchets.lock().ok().and_then(|r| r.get(&lxmf_dest).copied());
+        if let Some(public_key) = self.node.recall_identity(lxmf_dest).await {
+            return Some(Recipient { identity_hash, lxmf_dest, public_key, ratchet: ratchet() });
         }
+        let due = self.path_requests.lock().map(|mut p| {
+            let now = Instant::now();
+            let (last, n) = p.get(&lxmf_dest).copied().unwrap_or((now - Duration::from_secs(3600), 0));
+            let wait = PATH_REQUEST_BACKOFF[n.min(PATH_REQUEST_BACKOFF.len() - 1)];
+            let due = n == 0 || now.duration_since(last) >= wait;
+            if due {
+                p.insert(lxmf_dest, (now, n + 1));
+            }
+            due
+        });
+        if due.unwrap_or(false) {
+            let _ = self.node.request_path(lxmf_dest).await;
+        }
+        let stored = self.store.known_identity(&hex::encode(identity_hash)).await.ok().flatten()?;
+        let public_key = <[u8; 64]>::try_from(stored.as_slice()).ok()?;
+        Some(Recipient { identity_hash, lxmf_dest, public_key, ratchet: ratchet() })
     }
 
     /// Waits (bounded) for a member's keys, for one-off replies.

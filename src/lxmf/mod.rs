@@ -128,6 +128,7 @@ async fn receive(s: &Services, dest: [u8; 16], packed: &[u8], method: Method) ->
         return false;
     }
     let hash = identity_hash(&public_key);
+    crate::transport::router::remember(&s.store, hex::encode(hash), public_key);
     let sender = Sender { caller: Caller::Identity(hex::encode(hash)), hash, hex: hex::encode(hash) };
     let Some(info) = info(&route, &sender.caller).await else {
         outcome("error");

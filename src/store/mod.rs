@@ -6,6 +6,7 @@
 mod announces;
 mod events;
 mod groups;
+mod identities;
 mod join_requests;
 mod members;
 mod messages;

@@ -49,10 +49,12 @@ pub async fn run(services: Arc<Services>, mut events: mpsc::Receiver<NodeEvent>)
                 links.insert(link_id, LinkState { dest, identity: None });
                 crate::metrics::links_open(links.len());
             }
-            NodeEvent::LinkIdentified { link_id, identity_hash, .. } => {
+            NodeEvent::LinkIdentified { link_id, identity_hash, public_key, .. } => {
+                let hex_hash = hex::encode(identity_hash);
                 if let Some(l) = links.get_mut(&link_id) {
-                    l.identity = Some(hex::encode(identity_hash));
+                    l.identity = Some(hex_hash.clone());
                 }
+                remember(&services.store, hex_hash, public_key);
             }
             NodeEvent::LinkClosed { link_id, .. } => {
                 links.remove(&link_id);
@@ -109,6 +111,16 @@ pub async fn run(services: Arc<Services>, mut events: mpsc::Receiver<NodeEvent>)
             }
         }
     }
+}
+
+/// Keeps a verified key, off the event loop.
+pub fn remember(store: &Store, identity_hash: String, public_key: [u8; 64]) {
+    let store = store.clone();
+    tokio::spawn(async move {
+        if let Err(err) = store.remember_identity(&identity_hash, &public_key).await {
+            tracing::debug!(%err, "cannot remember an identity");
+        }
+    });
 }
 
 /// Handles one API request: route, decode, check a join stamp off the actor, call the actor.

@@ -182,8 +182,12 @@ impl Peer {
 
     fn read(&mut self) -> R<Value> {
         let mut line = String::new();
-        if self.stdout.read_line(&mut line)? == 0 {
-            return Err("peer exited".into());
+        // Anything that is not a JSON object (a stray log line) is passed over.
+        while !line.trim_start().starts_with('{') {
+            line.clear();
+            if self.stdout.read_line(&mut line)? == 0 {
+                return Err("peer exited".into());
+            }
         }
         let v: Value = serde_json::from_str(&line)?;
         if v["ok"] != json!(true) {

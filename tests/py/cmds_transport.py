@@ -56,7 +56,9 @@ def cmd_known(c):
     """How many of the given destinations Python already knows (from announces or path answers)."""
     dests = [bytes.fromhex(h) for h in c["dests"]]
     known = [d.hex() for d in dests if RNS.Identity.recall(d)]
-    return {"known": len(known), "total": len(dests)}
+    # Announces the reference is holding back under ingress control (bursts on a new interface).
+    held = sum(len(getattr(i, "held_announces", {}) or {}) for i in RNS.Transport.interfaces)
+    return {"known": len(known), "total": len(dests), "held_announces": held}
 
 
 def cmd_has_path(c):
@@ -70,3 +72,17 @@ def cmd_forget(c):
     if RNS.Transport.has_path(d):
         RNS.Transport.expire_path(d)
     return {}
+
+
+def cmd_paths(c):
+    """Asks for a path to each destination (`gap` s apart) and counts the answers within `timeout`."""
+    dests = [bytes.fromhex(h) for h in c["dests"]]
+    t0 = time.time()
+    for d in dests:
+        if not RNS.Transport.has_path(d):
+            RNS.Transport.request_path(d)
+            time.sleep(c.get("gap", 0.05))
+    wait_for(lambda: all(RNS.Transport.has_path(d) for d in dests), c.get("timeout", 20))
+    missing = [d.hex() for d in dests if not RNS.Transport.has_path(d)]
+    return {"answered": len(dests) - len(missing), "total": len(dests), "missing": missing,
+            "secs": round(time.time() - t0, 3)}
