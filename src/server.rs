@@ -49,10 +49,9 @@ where
         tracing::info!(id = g.id, name = %g.public_name, group = %g.group_dest_hash, lxmf = %g.lxmf_dest_hash, "hosting group");
     }
 
-    let (node, events) = crate::transport::node::Node::start(crate::transport::node_config(&cfg)?).await?;
-    for iface in &cfg.reticulum.interfaces {
-        tracing::info!(?iface, "reticulum interface up");
-    }
+    let mut node_cfg = crate::transport::node_config(&cfg)?;
+    let interfaces = std::mem::take(&mut node_cfg.interfaces);
+    let (node, events) = crate::transport::node::Node::start(node_cfg).await?;
     let registry = crate::actors::supervisor::Registry::default();
     let courier = std::sync::Arc::new(crate::lxmf::courier::Courier::new(node.clone(), store.clone()));
     let fanout = crate::actors::fanout::FanoutActor::start(store.clone(), courier.clone(), cfg.fanout.clone());
@@ -68,7 +67,12 @@ where
         limits: cfg.limits.clone(),
         lxmf: crate::lxmf::Inbound::default(),
     });
-    let router = tokio::spawn(crate::transport::router::run(services, events));
+    let router = tokio::spawn(crate::transport::router::run(services.clone(), events));
+    // Every destination is registered now; only then do peers get to ask for paths.
+    services.node.open_interfaces(interfaces).await?;
+    for iface in &cfg.reticulum.interfaces {
+        tracing::info!(?iface, "reticulum interface up");
+    }
     let sampler = tokio::spawn(sample_gauges(store.clone(), started));
     tracing::info!("meshgroup serving");
     shutdown.await;

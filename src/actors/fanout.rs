@@ -384,24 +384,32 @@ fn fair_order(rows: Vec<OutboxRow>) -> Vec<OutboxRow> {
 
 /// Builds, signs and encrypts on the blocking pool, one chunk per core.
 async fn prepare_all(jobs: Vec<Job>) -> Vec<(Job, Result<Prepared, OutboundError>)> {
+    on_all_cores(jobs, |job: Job| {
+        let mut result = prepare(&job.keys.private_key, job.keys.lxmf_dest, &job.to, &job.body);
+        // A full message too long for one packet goes as its short notice.
+        if let (Err(OutboundError::TooLarge(_)), Some(short)) = (&result, &job.fallback) {
+            result = prepare(&job.keys.private_key, job.keys.lxmf_dest, &job.to, short);
+        }
+        (job, result)
+    })
+    .await
+}
+
+/// The fan-out's worker pool: `f` over `items` on the blocking pool, one chunk per core, in order.
+/// Public so that `meshgroup bench fanout` times exactly this scheduling, not a copy of it.
+pub async fn on_all_cores<T, U, F>(items: Vec<T>, f: F) -> Vec<U>
+where
+    T: Send + 'static,
+    U: Send + 'static,
+    F: Fn(T) -> U + Copy + Send + 'static,
+{
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let chunk = jobs.len().div_ceil(cores).max(1);
+    let chunk = items.len().div_ceil(cores).max(1);
     let mut handles = Vec::new();
-    let mut jobs = jobs.into_iter().peekable();
-    while jobs.peek().is_some() {
-        let part: Vec<Job> = jobs.by_ref().take(chunk).collect();
-        handles.push(tokio::task::spawn_blocking(move || {
-            part.into_iter()
-                .map(|job| {
-                    let mut result = prepare(&job.keys.private_key, job.keys.lxmf_dest, &job.to, &job.body);
-                    // A full message too long for one packet goes as its short notice.
-                    if let (Err(OutboundError::TooLarge(_)), Some(short)) = (&result, &job.fallback) {
-                        result = prepare(&job.keys.private_key, job.keys.lxmf_dest, &job.to, short);
-                    }
-                    (job, result)
-                })
-                .collect::<Vec<_>>()
-        }));
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        let part: Vec<T> = items.by_ref().take(chunk).collect();
+        handles.push(tokio::task::spawn_blocking(move || part.into_iter().map(f).collect::<Vec<_>>()));
     }
     let mut out = Vec::new();
     for h in handles {

@@ -93,10 +93,12 @@ impl Supervisor {
             }
             tracing::info!(groups = st.groups.len(), "group actors started");
         }
+        // A group's turn sends two announces (meshchat.group and lxmf.delivery), and the budget
+        // is in announces, so groups get half of it.
         let schedule = AnnounceSchedule::new(
             Duration::from_secs(cfg.announce_interval_secs.max(1)),
             cfg.announce_jitter,
-            cfg.announce_budget_per_sec,
+            cfg.announce_budget_per_sec / 2.0,
         );
         tokio::spawn(announcer(schedule, rx, node));
         Ok(Supervisor { state, poll: Duration::from_secs(1) }.start())

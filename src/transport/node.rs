@@ -163,6 +163,8 @@ struct Inner {
     dests: Mutex<HashMap<[u8; 16], Registered>>,
     // Packet hashes captured by the proof callback, consumed by the pump.
     proved_tx: mpsc::UnboundedSender<([u8; 16], [u8; 32])>,
+    // Interfaces that reconnect say so here, and every destination is announced again.
+    reconnect_tx: mpsc::Sender<AddressHash>,
 }
 
 #[derive(Clone)]
@@ -224,24 +226,32 @@ impl Node {
             .set_receipt_handler(Box::new(ProofSink(raw_tx)))
             .await;
 
+        let (reconnect_tx, reconnect_rx) = mpsc::channel(16);
         let node = Node {
             inner: Arc::new(Inner {
                 transport,
                 dests: Mutex::new(HashMap::new()),
                 proved_tx,
+                reconnect_tx,
             }),
         };
         tokio::spawn(pump(raw_rx, proved_rx, out_tx));
 
-        let (reconnect_tx, reconnect_rx) = mpsc::channel(16);
-        for iface in cfg.interfaces {
-            node.add_interface(iface, reconnect_tx.clone()).await?;
-        }
         tokio::spawn(reannounce_on_reconnect(
             Arc::downgrade(&node.inner),
             reconnect_rx,
         ));
+        node.open_interfaces(cfg.interfaces).await?;
         Ok((node, out_rx))
+    }
+
+    /// Opens interfaces. A server opens them after registering its destinations, so no early
+    /// path request goes unanswered.
+    pub async fn open_interfaces(&self, interfaces: Vec<InterfaceConfig>) -> Result<(), NodeError> {
+        for iface in interfaces {
+            self.add_interface(iface, self.inner.reconnect_tx.clone()).await?;
+        }
+        Ok(())
     }
 
     async fn add_interface(
