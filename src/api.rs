@@ -41,6 +41,8 @@ pub enum Endpoint {
     DisplayName,
     Settings,
     Notifications,
+    DeleteGroup,
+    TransferFounder,
 }
 
 impl Endpoint {
@@ -63,6 +65,8 @@ impl Endpoint {
         (Endpoint::DisplayName, "/api/v1/display-name/update"),
         (Endpoint::Settings, "/api/v1/settings/update"),
         (Endpoint::Notifications, "/api/v1/notifications/update"),
+        (Endpoint::DeleteGroup, "/api/v1/groups/delete"),
+        (Endpoint::TransferFounder, "/api/v1/groups/transfer"),
     ];
 
     /// The path string, also the metrics label.
@@ -162,14 +166,14 @@ pub struct Decoded {
     pub join_stamp: Option<(Vec<u8>, Vec<u8>)>,
 }
 
-fn hash16(bytes: &[u8], what: &str) -> Result<String, ApiError> {
+pub(crate) fn hash16(bytes: &[u8], what: &str) -> Result<String, ApiError> {
     if bytes.len() != 16 {
         return Err(ApiError::invalid(format!("{what} must be a 16-byte identity hash")));
     }
     Ok(hex::encode(bytes))
 }
 
-fn decode<M: prost::Message + Default>(body: &[u8]) -> Result<M, ApiError> {
+pub(crate) fn decode<M: prost::Message + Default>(body: &[u8]) -> Result<M, ApiError> {
     M::decode(body).map_err(|e| ApiError::invalid(format!("malformed request body: {e}")))
 }
 
@@ -328,6 +332,12 @@ pub fn decode_request(ep: Endpoint, body: &[u8], ctx: &DecodeContext<'_>) -> Res
         Endpoint::Notifications => {
             let r: pb::NotificationsUpdate = decode(body)?;
             plain(Op::SetNotifications(notify_mode(r.mode)?))
+        }
+        // On the group's own destination the group is implied; a named one is ignored.
+        Endpoint::DeleteGroup => decode::<pb::DeleteGroupRequest>(body).and_then(|_| plain(Op::DeleteGroup)),
+        Endpoint::TransferFounder => {
+            let r: pb::TransferFounderRequest = decode(body)?;
+            plain(Op::TransferFounder { identity: hash16(&r.identity_hash, "identity_hash")? })
         }
     }
 }

@@ -367,8 +367,17 @@ async fn group_cmd(store: &Store, c: GroupCmd) -> Result<Output, CliError> {
                 },
             )
             .await?;
-            if a.clear_founder {
+            if a.clear_founder
+                && let Some(founder) = core.group().founder_identity_hash.clone()
+            {
+                // Taking the group back means the former founder keeps no rights: they stay a plain member.
                 store.update_group(core.group().id, GroupPatch { founder_identity_hash: Some(None), ..Default::default() }).await?;
+                core.reload().await?;
+                if core.is_member(&founder) {
+                    core.set_permissions(&owner, &founder, Rights::NONE).await?;
+                    // A running server may have reloaded between the two writes; bump again.
+                    touch(store, core.group().id).await?;
+                }
             }
             let g = store.group_by_id(core.group().id).await?;
             let n = store.count_members(g.id).await?;

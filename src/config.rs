@@ -10,7 +10,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// Top-level keys of [`Config`], the only ones taken from the environment.
-const SECTIONS: &[&str] = &["data_dir", "database", "metrics", "reticulum", "log", "limits", "fanout"];
+const SECTIONS: &[&str] = &["data_dir", "database", "metrics", "reticulum", "log", "limits", "fanout", "hosting", "propagation"];
 
 /// The file read when no `--config` is given, if it exists.
 pub const DEFAULT_CONFIG_PATH: &str = "config/meshgroup.toml";
@@ -36,6 +36,71 @@ pub struct Config {
     pub log: LogConfig,
     pub limits: LimitsConfig,
     pub fanout: FanoutConfig,
+    pub hosting: HostingConfig,
+    pub propagation: PropagationConfig,
+}
+
+/// The propagation node used for unreachable members and for collecting posts left for groups.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PropagationConfig {
+    /// The node's `lxmf.propagation` destination hash; empty picks the most recently heard one.
+    pub node: String,
+    /// Seconds between two inbox syncs.
+    pub sync_interval_secs: u64,
+    /// Groups synced per round; the rest wait for the next round (the node and the air are shared).
+    pub groups_per_sync: usize,
+}
+
+impl Default for PropagationConfig {
+    fn default() -> Self {
+        PropagationConfig { node: String::new(), sync_interval_secs: 600, groups_per_sync: 20 }
+    }
+}
+
+/// Who may create groups through the server destination (`/api/v1/groups/create`).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CreationPolicy {
+    Open,
+    Closed,
+    AllowList,
+}
+
+/// The hosting service: the server destination, its directory and self-service creation.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostingConfig {
+    /// The server's name in its `meshchat.groupserver` announce.
+    pub name: String,
+    /// Seconds between two announces of the server destination.
+    pub announce_interval_secs: u64,
+    pub creation_policy: CreationPolicy,
+    /// Identity hashes (32 hex characters) that may create groups under `allow_list`.
+    pub allow_list: Vec<String>,
+    /// Groups one identity may have founded (and still hold); 0 = no limit.
+    pub max_groups_per_identity: u64,
+    /// Groups on the server, however created, beyond which creation is refused; 0 = no limit.
+    pub max_groups: u64,
+    /// Stamp cost (LXMF bits) to create a group; 0 = none.
+    pub create_stamp_cost: u32,
+    /// Creations per identity in any hour; 0 = no limit.
+    pub create_rate_per_hour: u32,
+}
+
+impl Default for HostingConfig {
+    fn default() -> Self {
+        HostingConfig {
+            name: "meshgroup".into(),
+            announce_interval_secs: 3 * 3600,
+            creation_policy: CreationPolicy::Open,
+            allow_list: Vec::new(),
+            max_groups_per_identity: 5,
+            max_groups: 10_000,
+            create_stamp_cost: 8,
+            create_rate_per_hour: 3,
+        }
+    }
 }
 
 /// How the fan-out delivers: pacing, retries, expiry.
@@ -148,6 +213,8 @@ impl Default for Config {
             log: LogConfig::default(),
             limits: LimitsConfig::default(),
             fanout: FanoutConfig::default(),
+            hosting: HostingConfig::default(),
+            propagation: PropagationConfig::default(),
         }
     }
 }
@@ -226,8 +293,17 @@ impl Config {
         if !(0.0..=1.0).contains(&self.reticulum.announce_jitter) {
             return Err(ConfigError::Invalid("reticulum.announce_jitter must be within 0..=1".into()));
         }
+        if !crate::domain::valid_stamp_cost(self.hosting.create_stamp_cost.into()) {
+            return Err(ConfigError::Invalid("hosting.create_stamp_cost must be within 0..=254".into()));
+        }
+        if let Some(bad) = self.hosting.allow_list.iter().find(|h| crate::wire::identity::parse_hash(h).is_none()) {
+            return Err(ConfigError::Invalid(format!("hosting.allow_list: not an identity hash: {bad}")));
+        }
         if !self.metrics.listen.is_empty() {
             self.metrics_addr()?;
+        }
+        if !self.propagation.node.is_empty() && crate::wire::identity::parse_hash(&self.propagation.node).is_none() {
+            return Err(ConfigError::Invalid(format!("propagation.node: not a destination hash: {}", self.propagation.node)));
         }
         Ok(())
     }

@@ -126,7 +126,10 @@ impl NotifyMode {
 pub enum Role {
     /// The holder of the group identity: the operator, through the CLI.
     Owner,
-    /// A member, with whatever rights were delegated to them (a founder holds all).
+    /// The member who founded the group (or was handed it): every right, plus deleting the group
+    /// and handing it on. Stored rights don't limit a founder; the operator can take the group back.
+    Founder,
+    /// A member, with whatever rights were delegated to them.
     Member(Rights),
     /// Identified, not a member, not banned.
     NonMember,
@@ -156,6 +159,10 @@ pub enum Action {
     Rename,
     UpdateSettings,
     SetNotifications,
+    /// Delete the whole group (founder or owner).
+    DeleteGroup,
+    /// Hand the founder role to another member (founder or owner).
+    TransferFounder,
 }
 
 impl Action {
@@ -178,6 +185,8 @@ impl Action {
         Action::Rename,
         Action::UpdateSettings,
         Action::SetNotifications,
+        Action::DeleteGroup,
+        Action::TransferFounder,
     ];
 
     /// The right a delegated member needs, if the action is an admin one.
@@ -232,6 +241,8 @@ pub fn authorize(role: Role, action: Action, policy: Policy) -> Result<(), Denie
             ListMembers if public => Ok(()),
             _ => Err(Denied::Forbidden),
         },
+        Role::Founder => Ok(()),
+        Role::Member(_) if matches!(action, DeleteGroup | TransferFounder) => Err(Denied::Forbidden),
         Role::Member(rights) => match action.required_right() {
             Some(r) if rights.contains(r) => Ok(()),
             Some(_) => Err(Denied::Forbidden),
@@ -243,7 +254,7 @@ pub fn authorize(role: Role, action: Action, policy: Policy) -> Result<(), Denie
 /// A delegate may grant or revoke only rights they hold themselves; the owner may do anything.
 pub fn may_change_rights(granter: Role, before: Rights, after: Rights) -> bool {
     match granter {
-        Role::Owner => true,
+        Role::Owner | Role::Founder => true,
         Role::Member(held) if held.contains(Rights::PERMISSIONS) => {
             let changed = Rights(before.0 ^ after.0);
             held.contains(changed)

@@ -89,6 +89,8 @@ pub struct GroupCore {
     members: HashMap<String, Member>,
     bans: HashSet<String>,
     fanout: Vec<FanoutJob>,
+    /// Set once the group is deleted: the actor lingers until the supervisor stops it.
+    deleted: bool,
 }
 
 /// Deliveries owed after an operation: a new post, or a notice of a group event.
@@ -109,7 +111,7 @@ impl GroupCore {
     pub async fn load(store: Store, group: Group) -> Result<Self, GroupError> {
         let members = store.all_members(group.id).await?.into_iter().map(|m| (m.identity_hash.clone(), m)).collect();
         let bans = store.bans(group.id).await?.into_iter().map(|b| b.identity_hash).collect();
-        Ok(GroupCore { store, group, members, bans, fanout: Vec::new() })
+        Ok(GroupCore { store, group, members, bans, fanout: Vec::new(), deleted: false })
     }
 
     /// Re-reads everything from the store (after a change made elsewhere, e.g. by the CLI).
@@ -160,6 +162,7 @@ impl GroupCore {
             Caller::Anonymous => Role::Anonymous,
             Caller::Identity(h) if self.bans.contains(h) => Role::Banned,
             Caller::Identity(h) => match self.members.get(h) {
+                Some(_) if self.group.founder_identity_hash.as_deref() == Some(h.as_str()) => Role::Founder,
                 Some(m) => Role::Member(Rights(m.permissions)),
                 None => Role::NonMember,
             },
@@ -177,7 +180,7 @@ impl GroupCore {
     /// or ban hears about it too, although no longer a member.
     async fn event(&mut self, kind: &'static str, caller: &Caller, subject: &str, detail: &str) -> Result<(), GroupError> {
         let ev = self.store.insert_event(self.group.id, kind, caller.label(), subject, detail).await?;
-        crate::metrics::group_action(kind);
+        crate::metrics::group_action(kind, self.group.id);
         if NOTICE_KINDS.contains(&kind) {
             let mut recipients: Vec<(String, NotifyMode)> = self
                 .members
@@ -293,6 +296,7 @@ impl GroupCore {
 
     pub async fn set_permissions(&mut self, caller: &Caller, target: &str, rights: Rights) -> Result<Member, GroupError> {
         let role = self.check(caller, Action::SetPermissions)?;
+        self.protect_founder(target)?;
         let before = self.members.get(target).map(|m| Rights(m.permissions)).ok_or_else(|| GroupError::NotFound("member".into()))?;
         if !may_change_rights(role, before, rights) {
             return Err(GroupError::Forbidden("cannot grant or revoke rights you do not hold".into()));
@@ -346,7 +350,7 @@ impl GroupCore {
         let sender = msg.sender_identity_hash.clone();
         let out = self.store.insert_message(msg).await?;
         if let InsertOutcome::Inserted(id) = out {
-            crate::metrics::group_action("post");
+            crate::metrics::group_action("post", self.group.id);
             let recipients = self.recipients(&sender).into_iter().filter(|(_, mode)| *mode != NotifyMode::None).collect();
             self.fanout.push(FanoutJob { group_id: self.group.id, message_id: Some(id), event_id: None, recipients });
         }
@@ -399,9 +403,35 @@ impl GroupCore {
         self.event("settings_changed", caller, "", "").await
     }
 
+    /// Deletes the group and everything in it (founder or owner). The caller then asks the
+    /// supervisor to stop the actor and drop its destinations.
+    pub async fn delete_group(&mut self, caller: &Caller) -> Result<(), GroupError> {
+        self.check(caller, Action::DeleteGroup)?;
+        self.store.delete_group(self.group.id).await?;
+        crate::metrics::group_action("group_deleted", self.group.id);
+        self.deleted = true;
+        self.members.clear();
+        Ok(())
+    }
+
+    /// Hands the founder role to another member, who gets every right.
+    pub async fn transfer_founder(&mut self, caller: &Caller, target: &str) -> Result<(), GroupError> {
+        self.check(caller, Action::TransferFounder)?;
+        if !self.members.contains_key(target) {
+            return Err(GroupError::NotFound("member".into()));
+        }
+        if self.group.founder_identity_hash.as_deref() == Some(target) {
+            return Err(GroupError::InvalidArgument("that member is the founder already".into()));
+        }
+        let m = self.store.update_member(self.group.id, target, Some(Rights::ALL.0), None, None).await?;
+        self.members.insert(target.to_owned(), m);
+        self.group = self.store.update_group(self.group.id, GroupPatch { founder_identity_hash: Some(Some(target.to_owned())), ..Default::default() }).await?;
+        self.event("founder_transferred", caller, target, "").await
+    }
+
     /// The name a caller may see: the private name only for members and the owner.
     pub fn visible_name(&self, caller: &Caller) -> String {
-        let insider = matches!(self.role(caller), Role::Owner | Role::Member(_));
+        let insider = matches!(self.role(caller), Role::Owner | Role::Founder | Role::Member(_));
         match (&self.group.private_name, self.visibility(), insider) {
             (Some(private), _, true) => private.clone(),
             (_, Visibility::Private, false) => PRIVATE_GROUP_NAME.to_owned(),
@@ -509,6 +539,8 @@ pub enum Op {
     Rename { public_name: Option<String>, private_name: Option<String> },
     UpdateSettings(Settings),
     SetNotifications(NotifyMode),
+    DeleteGroup,
+    TransferFounder { identity: String },
 }
 
 /// What the caller sees of the group in `/api/v1/info`.
@@ -557,7 +589,10 @@ impl GroupCore {
             history_public: self.group.history_public,
             is_member: member.is_some(),
             banned: self.role(caller) == Role::Banned,
-            rights: member.map(|m| Rights(m.permissions)).unwrap_or(if *caller == Caller::Owner { Rights::ALL } else { Rights::NONE }),
+            rights: match self.role(caller) {
+                Role::Owner | Role::Founder => Rights::ALL,
+                _ => member.map(|m| Rights(m.permissions)).unwrap_or(Rights::NONE),
+            },
             notify_mode: member.and_then(|m| NotifyMode::parse(&m.notify_mode)),
             lxmf_dest_hash: self.group.lxmf_dest_hash.clone(),
         }
@@ -573,6 +608,9 @@ impl GroupCore {
 
     /// Runs one operation with the rules applied.
     pub async fn apply(&mut self, caller: &Caller, op: Op) -> Result<Reply, GroupError> {
+        if self.deleted {
+            return Err(GroupError::NotFound("group".into()));
+        }
         Ok(match op {
             Op::Info => {
                 self.check(caller, Action::Info)?;
@@ -646,6 +684,14 @@ impl GroupCore {
             }
             Op::SetNotifications(mode) => {
                 self.set_notify_mode(caller, mode).await?;
+                Reply::Done
+            }
+            Op::DeleteGroup => {
+                self.delete_group(caller).await?;
+                Reply::Done
+            }
+            Op::TransferFounder { identity } => {
+                self.transfer_founder(caller, &identity).await?;
                 Reply::Done
             }
         })

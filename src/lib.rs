@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod group;
+pub mod hosting;
 pub mod lxmf;
 pub mod metrics;
 pub mod pacing;

@@ -6,7 +6,26 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use metrics::{Label, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+
+/// `metrics.per_group`: whether group-level metrics also carry a `group` label (the group id).
+static PER_GROUP: AtomicBool = AtomicBool::new(false);
+
+/// Turns the `group` label on or off (from `metrics.per_group`).
+pub fn set_per_group(on: bool) {
+    PER_GROUP.store(on, Ordering::Relaxed);
+}
+
+/// Bounded labels, plus `group` when the operator asked for it.
+fn labels(base: &[(&'static str, &'static str)], group: Option<i64>) -> Vec<Label> {
+    let mut out: Vec<Label> = base.iter().map(|(k, v)| Label::new(*k, *v)).collect();
+    if let Some(g) = group.filter(|_| PER_GROUP.load(Ordering::Relaxed)) {
+        out.push(Label::new("group", g.to_string()));
+    }
+    out
+}
 
 /// The kind of a catalogued metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +69,10 @@ pub const DELIVERIES: &str = "meshgroup_deliveries_total";
 pub const DELIVERY_SECONDS: &str = "meshgroup_delivery_latency_seconds";
 pub const FANOUT_PREPARE_SECONDS: &str = "meshgroup_fanout_prepare_duration_seconds";
 pub const PACING_WAITS: &str = "meshgroup_pacing_waits_total";
+pub const PROPAGATION_SYNCS: &str = "meshgroup_propagation_syncs_total";
+pub const GROUPS_CREATED: &str = "meshgroup_groups_created_total";
+pub const DIRECTORY_REQUESTS: &str = "meshgroup_directory_requests_total";
+pub const GROUPS_PER_FOUNDER: &str = "meshgroup_groups_per_founder";
 
 /// The catalogue. Add a metric here, and only here, before recording it.
 pub const CATALOGUE: &[MetricDef] = &[
@@ -78,6 +101,10 @@ pub const CATALOGUE: &[MetricDef] = &[
     MetricDef { name: DELIVERY_SECONDS, kind: Kind::Histogram, labels: &["mode"], help: "Time from a post being stored to its delivery being confirmed." },
     MetricDef { name: FANOUT_PREPARE_SECONDS, kind: Kind::Histogram, labels: &[], help: "Time to build, sign and encrypt one batch of fan-out messages." },
     MetricDef { name: PACING_WAITS, kind: Kind::Counter, labels: &[], help: "Times the fan-out waited for a pacing token." },
+    MetricDef { name: PROPAGATION_SYNCS, kind: Kind::Counter, labels: &["outcome"], help: "Syncs of group inboxes on the propagation node by outcome (ok, failed)." },
+    MetricDef { name: GROUPS_CREATED, kind: Kind::Counter, labels: &["outcome"], help: "Self-service group creations by outcome (created, refused_policy, refused_quota, stamp_missing, stamp_invalid, rate_limited)." },
+    MetricDef { name: DIRECTORY_REQUESTS, kind: Kind::Counter, labels: &[], help: "Requests for the server's group directory." },
+    MetricDef { name: GROUPS_PER_FOUNDER, kind: Kind::Histogram, labels: &[], help: "Groups the founder holds, recorded at each self-service creation." },
 ];
 
 /// Errors starting the exporter.
@@ -93,6 +120,12 @@ pub fn install(addr: SocketAddr) -> Result<(), MetricsError> {
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
         .set_buckets(&buckets)
+        .map_err(|e| MetricsError::Listen { addr, message: e.to_string() })?
+        // A count of groups, not a duration.
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(GROUPS_PER_FOUNDER.into()),
+            &[1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0],
+        )
         .map_err(|e| MetricsError::Listen { addr, message: e.to_string() })?
         .install()
         .map_err(|e| MetricsError::Listen { addr, message: e.to_string() })?;
@@ -128,19 +161,19 @@ pub fn db_query(op: &'static str, took: Duration, ok: bool) {
 }
 
 /// Records one link API request.
-pub fn request(path: &'static str, outcome: &'static str, took: Duration) {
-    counter!(REQUESTS, "path" => path, "outcome" => outcome).increment(1);
-    histogram!(REQUEST_SECONDS, "path" => path).record(took.as_secs_f64());
+pub fn request(path: &'static str, outcome: &'static str, took: Duration, group: Option<i64>) {
+    counter!(REQUESTS, labels(&[("path", path), ("outcome", outcome)], group)).increment(1);
+    histogram!(REQUEST_SECONDS, labels(&[("path", path)], group)).record(took.as_secs_f64());
 }
 
 /// Records a membership or moderation action.
-pub fn group_action(action: &'static str) {
-    counter!(GROUP_ACTIONS, "action" => action).increment(1);
+pub fn group_action(action: &'static str, group: i64) {
+    counter!(GROUP_ACTIONS, labels(&[("action", action)], Some(group))).increment(1);
 }
 
 /// Records a stamp check.
-pub fn stamp_checked(purpose: &'static str, outcome: &'static str) {
-    counter!(STAMPS_CHECKED, "purpose" => purpose, "outcome" => outcome).increment(1);
+pub fn stamp_checked(purpose: &'static str, outcome: &'static str, group: i64) {
+    counter!(STAMPS_CHECKED, labels(&[("purpose", purpose), ("outcome", outcome)], Some(group))).increment(1);
 }
 
 pub fn stamp_validation(took: Duration) {
@@ -164,8 +197,8 @@ pub fn transport_events_lost(channel: &'static str, n: u64) {
 }
 
 /// Records one inbound LXMF message.
-pub fn lxmf_received(method: &'static str, outcome: &'static str) {
-    counter!(LXMF_RECEIVED, "method" => method, "outcome" => outcome).increment(1);
+pub fn lxmf_received(method: &'static str, outcome: &'static str, group: Option<i64>) {
+    counter!(LXMF_RECEIVED, labels(&[("method", method), ("outcome", outcome)], group)).increment(1);
 }
 
 /// Mode labels come from stored rows; map them onto the bounded set.
@@ -177,16 +210,20 @@ fn mode_label(mode: &str) -> &'static str {
 }
 
 /// Records one fan-out delivery attempt's outcome.
-pub fn delivery(mode: &str, method: &'static str, outcome: &'static str) {
-    counter!(DELIVERIES, "mode" => mode_label(mode), "method" => method, "outcome" => outcome).increment(1);
+pub fn delivery(mode: &str, method: &'static str, outcome: &'static str, group: i64) {
+    counter!(DELIVERIES, labels(&[("mode", mode_label(mode)), ("method", method), ("outcome", outcome)], Some(group))).increment(1);
 }
 
-pub fn delivery_latency(mode: &str, secs: f64) {
-    histogram!(DELIVERY_SECONDS, "mode" => mode_label(mode)).record(secs);
+pub fn delivery_latency(mode: &str, secs: f64, group: i64) {
+    histogram!(DELIVERY_SECONDS, labels(&[("mode", mode_label(mode))], Some(group))).record(secs);
 }
 
 pub fn fanout_prepare(took: Duration) {
     histogram!(FANOUT_PREPARE_SECONDS).record(took.as_secs_f64());
+}
+
+pub fn propagation_sync(outcome: &'static str) {
+    counter!(PROPAGATION_SYNCS, "outcome" => outcome).increment(1);
 }
 
 pub fn pacing_wait() {
@@ -226,4 +263,18 @@ pub fn resident_memory_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
+}
+
+/// Records one self-service creation attempt's outcome.
+pub fn group_created(outcome: &'static str) {
+    counter!(GROUPS_CREATED, "outcome" => outcome).increment(1);
+}
+
+pub fn directory_request() {
+    counter!(DIRECTORY_REQUESTS).increment(1);
+}
+
+/// The founder's group count, right after a creation.
+pub fn groups_per_founder(n: u64) {
+    histogram!(GROUPS_PER_FOUNDER).record(n as f64);
 }

@@ -17,6 +17,8 @@ pub enum ServerError {
     Demo(String),
     #[error("reticulum: {0}")]
     Node(#[from] crate::transport::node::NodeError),
+    #[error("hosting service: {0}")]
+    Hosting(#[from] crate::hosting::HostingError),
 }
 
 /// The name of the group `serve --demo` creates on an empty server.
@@ -30,6 +32,7 @@ where
     let started = Instant::now();
     let store = Store::open(&cfg.database_url()).await?;
     tracing::info!(backend = store.backend(), "store open");
+    crate::metrics::set_per_group(cfg.metrics.per_group);
     if let Some(addr) = cfg.metrics_addr()? {
         crate::metrics::install(addr)?;
         tracing::info!(%addr, "metrics endpoint listening");
@@ -53,13 +56,20 @@ where
     let interfaces = std::mem::take(&mut node_cfg.interfaces);
     let (node, events) = crate::transport::node::Node::start(node_cfg).await?;
     let registry = crate::actors::supervisor::Registry::default();
-    let courier = std::sync::Arc::new(crate::lxmf::courier::Courier::new(node.clone(), store.clone()));
+    let (interfaces_open_tx, interfaces_open_rx) = tokio::sync::oneshot::channel();
+    let pn = crate::wire::identity::parse_hash(&cfg.propagation.node);
+    let propagation = std::sync::Arc::new(crate::lxmf::propagation::Propagation::new(node.clone(), pn));
+    let courier = std::sync::Arc::new(crate::lxmf::courier::Courier::new(node.clone(), store.clone(), propagation.clone()));
     let fanout = crate::actors::fanout::FanoutActor::start(store.clone(), courier.clone(), cfg.fanout.clone());
     let supervisor =
-        crate::actors::supervisor::Supervisor::start(store.clone(), node.clone(), registry.clone(), fanout.recipient(), &cfg.reticulum).await?;
+        crate::actors::supervisor::Supervisor::start(store.clone(), node.clone(), registry.clone(), fanout.recipient(), &cfg.reticulum, interfaces_open_rx).await?;
+    // The server destination too is registered before any interface opens.
+    let hosting = crate::hosting::Hosting::start(&store, &node, cfg.hosting.clone()).await?;
     let services = std::sync::Arc::new(crate::transport::router::Services {
+        hosting: hosting.clone(),
         node,
         courier,
+        propagation,
         registry,
         supervisor,
         stamps: crate::stamps::StampPool::new(cfg.limits.stamp_pool_capacity),
@@ -70,16 +80,63 @@ where
     let router = tokio::spawn(crate::transport::router::run(services.clone(), events));
     // Every destination is registered now; only then do peers get to ask for paths.
     services.node.open_interfaces(interfaces).await?;
+    let _ = interfaces_open_tx.send(());
     for iface in &cfg.reticulum.interfaces {
         tracing::info!(?iface, "reticulum interface up");
     }
+    let server_announcer = hosting.spawn_announcer(services.node.clone(), store.clone());
     let sampler = tokio::spawn(sample_gauges(store.clone(), started));
+    let syncer = tokio::spawn(sync_propagation(services.clone(), cfg.propagation.clone()));
     tracing::info!("meshgroup serving");
     shutdown.await;
     tracing::info!("shutting down");
     sampler.abort();
+    syncer.abort();
+    server_announcer.abort();
     router.abort();
     Ok(())
+}
+
+/// Collects posts that members left for the groups on the propagation node, a few groups per
+/// round so one server's sync does not hog a shared node or a slow link.
+async fn sync_propagation(s: std::sync::Arc<crate::transport::router::Services>, cfg: crate::config::PropagationConfig) {
+    let mut next = 0usize;
+    let mut tick = tokio::time::interval(Duration::from_secs(cfg.sync_interval_secs.max(5)));
+    loop {
+        tick.tick().await;
+        if s.propagation.target().is_none() {
+            continue;
+        }
+        let groups = match s.store.list_groups().await {
+            Ok(g) => g,
+            Err(err) => {
+                tracing::warn!(%err, "cannot list groups for sync");
+                continue;
+            }
+        };
+        if groups.is_empty() {
+            continue;
+        }
+        for i in 0..cfg.groups_per_sync.min(groups.len()) {
+            let g = &groups[(next + i) % groups.len()];
+            let (Ok(key), Some(lxmf)) = (<[u8; 64]>::try_from(g.identity_private_key.as_slice()), crate::wire::identity::parse_hash(&g.lxmf_dest_hash)) else {
+                continue;
+            };
+            match s.propagation.sync(&key, lxmf).await {
+                Ok(messages) => {
+                    crate::metrics::propagation_sync("ok");
+                    for packed in messages {
+                        s.lxmf.propagated(&s, lxmf, packed).await;
+                    }
+                }
+                Err(err) => {
+                    crate::metrics::propagation_sync("failed");
+                    tracing::info!(%err, group = g.id, "propagation sync failed");
+                }
+            }
+        }
+        next = (next + cfg.groups_per_sync) % groups.len();
+    }
 }
 
 /// Gauges are sampled on a timer, not updated per event.

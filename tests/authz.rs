@@ -7,29 +7,31 @@ use meshgroup::domain::{NotifyMode, Rights};
 use meshgroup::group::{Caller, CreateGroup, GroupCore, GroupError, Op, Settings, create_group};
 use meshgroup::store::{HistoryQuery, NewMessage, Store};
 
-const ROLES: [&str; 12] =
-    ["owner", "approve", "kick", "ban", "delete", "rename", "settings", "permissions", "member", "non-member", "banned", "anonymous"];
+const ROLES: [&str; 13] =
+    ["owner", "founder", "approve", "kick", "ban", "delete", "rename", "settings", "permissions", "member", "non-member", "banned", "anonymous"];
 
 /// (operation, public group row, private group row); columns follow ROLES.
 const MATRIX: &[(&str, &str, &str)] = &[
-    ("info", "YYYYYYYYYYYY", "YYYYYYYYYYYY"),
-    ("join", "-YYYYYYYYYFU", "-YYYYYYYYYFU"),
-    ("leave", "-YYYYYYYYFFU", "-YYYYYYYYFFU"),
-    ("members", "YYYYYYYYYYFY", "YYYYYYYYYFFU"),
-    ("join-requests", "YYFFFFFFFFFU", "YYFFFFFFFFFU"),
-    ("join-requests/approve", "YYFFFFFFFFFU", "YYFFFFFFFFFU"),
-    ("messages", "YYYYYYYYYYFY", "YYYYYYYYYFFU"),
-    ("messages/send", "-YYYYYYYYFFU", "-YYYYYYYYFFU"),
-    ("messages/delete (own)", "-YYYYYYYYFFU", "-YYYYYYYYFFU"),
-    ("messages/delete (any)", "YFFFYFFFFFFU", "YFFFYFFFFFFU"),
-    ("members/kick", "YFYFFFFFFFFU", "YFYFFFFFFFFU"),
-    ("members/ban", "YFFYFFFFFFFU", "YFFYFFFFFFFU"),
-    ("members/unban", "YFFYFFFFFFFU", "YFFYFFFFFFFU"),
-    ("bans", "YFFYFFFFFFFU", "YFFYFFFFFFFU"),
-    ("members/permissions", "YFFFFFFYFFFU", "YFFFFFFYFFFU"),
-    ("display-name/update", "YFFFFYFFFFFU", "YFFFFYFFFFFU"),
-    ("settings/update", "YFFFFFYFFFFU", "YFFFFFYFFFFU"),
-    ("notifications/update", "-YYYYYYYYFFU", "-YYYYYYYYFFU"),
+    ("info", "YYYYYYYYYYYYY", "YYYYYYYYYYYYY"),
+    ("join", "-YYYYYYYYYYFU", "-YYYYYYYYYYFU"),
+    ("leave", "-YYYYYYYYYFFU", "-YYYYYYYYYFFU"),
+    ("members", "YYYYYYYYYYYFY", "YYYYYYYYYYFFU"),
+    ("join-requests", "YYYFFFFFFFFFU", "YYYFFFFFFFFFU"),
+    ("join-requests/approve", "YYYFFFFFFFFFU", "YYYFFFFFFFFFU"),
+    ("messages", "YYYYYYYYYYYFY", "YYYYYYYYYYFFU"),
+    ("messages/send", "-YYYYYYYYYFFU", "-YYYYYYYYYFFU"),
+    ("messages/delete (own)", "-YYYYYYYYYFFU", "-YYYYYYYYYFFU"),
+    ("messages/delete (any)", "YYFFFYFFFFFFU", "YYFFFYFFFFFFU"),
+    ("members/kick", "YYFYFFFFFFFFU", "YYFYFFFFFFFFU"),
+    ("members/ban", "YYFFYFFFFFFFU", "YYFFYFFFFFFFU"),
+    ("members/unban", "YYFFYFFFFFFFU", "YYFFYFFFFFFFU"),
+    ("bans", "YYFFYFFFFFFFU", "YYFFYFFFFFFFU"),
+    ("members/permissions", "YYFFFFFFYFFFU", "YYFFFFFFYFFFU"),
+    ("display-name/update", "YYFFFFYFFFFFU", "YYFFFFYFFFFFU"),
+    ("settings/update", "YYFFFFFYFFFFU", "YYFFFFFYFFFFU"),
+    ("notifications/update", "-YYYYYYYYYFFU", "-YYYYYYYYYFFU"),
+    ("groups/delete", "YYFFFFFFFFFFU", "YYFFFFFFFFFFU"),
+    ("groups/transfer", "YYFFFFFFFFFFU", "YYFFFFFFFFFFU"),
 ];
 
 fn id(n: u8) -> String {
@@ -67,17 +69,17 @@ fn message(group_id: i64, sender: &str, tag: &str) -> NewMessage {
     }
 }
 
-/// A group with one delegate per right, a member, a target member, a ban, a pending request,
+/// A group with a founder, one delegate per right, a member, a target member, a ban, a pending request,
 /// and one message by every identity.
 async fn setup(store: &Store, private: bool) -> Result<(GroupCore, Vec<i64>, i64), GroupError> {
-    let g = create_group(store, CreateGroup { name: "m".into(), private, ..Default::default() }).await?;
+    let g = create_group(store, CreateGroup { name: "m".into(), private, founder: Some(id(2)), ..Default::default() }).await?;
     let rights = [Rights::APPROVE, Rights::KICK, Rights::BAN, Rights::DELETE, Rights::RENAME, Rights::SETTINGS, Rights::PERMISSIONS];
     for (i, r) in rights.iter().enumerate() {
-        store.add_member(g.id, &id(i as u8 + 2), "delegate", r.0, "full").await?;
+        store.add_member(g.id, &id(i as u8 + 3), "delegate", r.0, "full").await?;
     }
-    store.add_member(g.id, &id(9), "member", 0, "full").await?;
+    store.add_member(g.id, &id(10), "member", 0, "full").await?;
     store.add_member(g.id, &id(TARGET), "target", 0, "full").await?;
-    store.ban(g.id, &id(11), "spam", "owner").await?;
+    store.ban(g.id, &id(12), "spam", "owner").await?;
     store.file_join_request(g.id, &id(PENDING), "pending", "").await?;
     let mut own = vec![0; ROLES.len()];
     for (role, slot) in own.iter_mut().enumerate() {
@@ -104,12 +106,14 @@ fn op_for(name: &str, role: usize, own_msg: i64, target_msg: i64, group_id: i64)
         "messages/delete (any)" => Op::DeleteMessage { id: target_msg },
         "members/kick" => Op::Kick { identity: id(TARGET) },
         "members/ban" => Op::Ban { identity: id(TARGET), reason: "spam".into() },
-        "members/unban" => Op::Unban { identity: id(11) },
+        "members/unban" => Op::Unban { identity: id(12) },
         "bans" => Op::Bans,
         "members/permissions" => Op::SetPermissions { identity: id(TARGET), rights: Rights::PERMISSIONS },
         "display-name/update" => Op::Rename { public_name: Some("new".into()), private_name: None },
         "settings/update" => Op::UpdateSettings(Settings { history_public: Some(true), ..Default::default() }),
         "notifications/update" => Op::SetNotifications(NotifyMode::Short),
+        "groups/delete" => Op::DeleteGroup,
+        "groups/transfer" => Op::TransferFounder { identity: id(TARGET) },
         other => panic!("no op for {other}"),
     }
 }

@@ -108,3 +108,22 @@ fn bad_input_gets_typed_errors_and_the_server_keeps_serving() -> R {
     }
     Ok(())
 }
+
+#[test]
+fn per_group_labels_only_when_the_operator_asks() -> R {
+    for per_group in [false, true] {
+        let mut server = Server::new()?;
+        server.extra_env.push(("MESHGROUP_METRICS__PER_GROUP".into(), per_group.to_string()));
+        let g = server.create_group(&["--name", "Labelled"])?;
+        server.start()?;
+        let mut peer = Peer::connect(server.rns_port)?;
+        peer.identity("erin")?;
+        peer.link("l", &s(&g, "group_destination_hash"), Some("erin"))?;
+        peer.request("l", "/api/v1/info", &pb::InfoRequest {})?.ok::<pb::InfoResponse>()?;
+        let metrics = server.metrics()?;
+        let labelled = metrics.lines().any(|l| l.starts_with("meshgroup_requests_total") && l.contains(&format!("group=\"{}\"", g["id"])));
+        assert_eq!(labelled, per_group, "group label present = {labelled} with per_group = {per_group}");
+        assert!(!metrics.contains(&peer.identity("erin")?), "no metric names a member");
+    }
+    Ok(())
+}

@@ -5,94 +5,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Peer, R, Server, free_port, s};
+use common::{Daemon, Peer, R, Server, free_port, poll, s, tcp_server_iface, unique, wait_port};
 use meshgroup::wire::proto as pb;
 use prost::Message as _;
 use serde_json::json;
 use sha2::Digest;
-
-/// Polls `f` until it returns `Ok(Some(_))` or the deadline passes; the last error is reported.
-fn poll<T>(within: Duration, step: Duration, what: &str, mut f: impl FnMut() -> R<Option<T>>) -> R<T> {
-    let deadline = Instant::now() + within;
-    let mut last = String::from("never ready");
-    loop {
-        match f() {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last = e.to_string(),
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("{what}: not within {within:?} ({last})").into());
-        }
-        std::thread::sleep(step);
-    }
-}
-
-fn wait_port(port: u16, within: Duration) -> R {
-    poll(within, Duration::from_millis(50), &format!("port {port}"), || Ok(std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())))
-}
-
-/// An `rnsd` from the test venv with its own config directory; killed on drop.
-struct Rnsd {
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Rnsd {
-    fn start(dir: &Path, config: &str) -> R<Self> {
-        std::fs::create_dir_all(dir)?;
-        std::fs::write(dir.join("config"), config)?;
-        let mut d = Rnsd { dir: dir.to_owned(), child: None };
-        d.spawn()?;
-        Ok(d)
-    }
-
-    fn spawn(&mut self) -> R {
-        let py = common::python()?;
-        let rnsd = py.parent().ok_or("venv bin")?.join("rnsd");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("rnsd.log"))?;
-        let child = Command::new(rnsd).arg("--config").arg(&self.dir).stdout(log.try_clone()?).stderr(log).stdin(Stdio::null()).spawn()?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn restart(&mut self) -> R {
-        self.kill();
-        self.spawn()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("rnsd.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Rnsd {
-    fn drop(&mut self) {
-        self.kill();
-        if std::env::var("MESHGROUP_KEEP_TEST_DIRS").is_err() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-fn tcp_server_iface(port: u16) -> String {
-    format!("  [[tcp in]]\n    type = TCPServerInterface\n    enabled = yes\n    listen_ip = 127.0.0.1\n    listen_port = {port}\n")
-}
-
-fn unique(tag: &str) -> R<String> {
-    Ok(format!("mgit-{tag}-{}-{}", std::process::id(), free_port()?))
-}
 
 /// Incompressible bytes (RNS compresses Resources), different for every seed.
 fn noise(seed: u8, len: usize) -> Vec<u8> {
@@ -204,7 +123,7 @@ fn tcp_client_reaches_python_peers_through_a_hub() -> R {
         "[reticulum]\n  enable_transport = True\n  share_instance = No\n  panic_on_interface_error = No\n[logging]\n  loglevel = 4\n[interfaces]\n{}",
         tcp_server_iface(hub_port)
     );
-    let mut hub = Rnsd::start(&work, &config)?;
+    let mut hub = Daemon::rnsd(&work, &config)?;
     wait_port(hub_port, Duration::from_secs(20)).map_err(|e| format!("{e}; hub log:\n{}", hub.log()))?;
 
     let mut server = Server::new()?;
@@ -261,7 +180,7 @@ fn shared_instance_scenario(tcp: bool) -> R {
         "[reticulum]\n  enable_transport = False\n  share_instance = Yes\n  instance_name = {name}\n{shared}  panic_on_interface_error = No\n[logging]\n  loglevel = 4\n[interfaces]\n{}",
         tcp_server_iface(peer_port)
     );
-    let mut rnsd = Rnsd::start(&work, &config)?;
+    let mut rnsd = Daemon::rnsd(&work, &config)?;
     wait_port(peer_port, Duration::from_secs(20)).map_err(|e| format!("{e}; rnsd log:\n{}", rnsd.log()))?;
 
     let mut server = Server::new()?;

@@ -99,13 +99,56 @@ prom_above() {
 }
 
 # ---------------------------------------------------------------------------------------------------
-# HOOK for the lead: drive traffic against the running server (for example a Python RNS/LXMF peer
-# from tests/py that joins the demo group and posts), then assert on meshgroup_requests_total etc.
-# with prom_at_least / prom_above and pass / fail. Available: $metrics_port, $rns_port (the server's
-# tcp_server interface on 127.0.0.1), $prom_port, $tmp, $demo_log (the server's stdout with the demo
-# group's destination hashes). It currently does nothing.
+# Traffic from a real Python RNS peer (rns 1.5.7): link to the demo group, identify, read
+# /api/v1/info, and make one request the server refuses (an unknown path). Then the request
+# counters and the duration histogram must have moved in Prometheus, and the raw endpoint must
+# pass `promtool check metrics` with those series present.
 drive_traffic() {
-    :
+    local py group out
+    py=$(bash "$repo/tests/py/setup-venv.sh") || { fail "python venv"; return; }
+    group=$(sed -n 's/.*meshchat.group <\([0-9a-f]\{32\}\)>.*/\1/p' "$demo_log" | head -n1)
+    [ -n "$group" ] || { fail "demo group hash in the server output"; return; }
+    out=$(timeout 90 "$py" - "$rns_port" "$group" "$tmp/peer" <<'PY' 2>"$tmp/peer.err"
+import os, sys, threading, time
+import RNS
+port, group, d = int(sys.argv[1]), bytes.fromhex(sys.argv[2]), sys.argv[3]
+os.makedirs(d, exist_ok=True)
+open(os.path.join(d, "config"), "w").write(
+    "[reticulum]\n  enable_transport = False\n  share_instance = No\n[interfaces]\n"
+    f"  [[mg]]\n    type = TCPClientInterface\n    enabled = yes\n    target_host = 127.0.0.1\n    target_port = {port}\n")
+RNS.Reticulum(configdir=d, loglevel=RNS.LOG_WARNING, logdest=lambda m: sys.stderr.write(m + "\n"))
+RNS.Transport.request_path(group)
+end = time.time() + 30
+while not RNS.Identity.recall(group) and time.time() < end:
+    time.sleep(0.1)
+dest = RNS.Destination(RNS.Identity.recall(group), RNS.Destination.OUT, RNS.Destination.SINGLE, "meshchat", "group")
+up = threading.Event()
+link = RNS.Link(dest, established_callback=lambda l: up.set())
+assert up.wait(20), "no link"
+link.identify(RNS.Identity())
+time.sleep(0.5)
+for path in ["/api/v1/info", "/api/v1/nope"]:
+    done = threading.Event()
+    link.request(path, data=None, response_callback=lambda r: done.set(), failed_callback=lambda r: done.set(), timeout=20)
+    done.wait(25)
+print("requests done")
+os._exit(0)
+PY
+)
+    if [ "$out" = "requests done" ]; then pass "a Python RNS peer read /api/v1/info and made a refused request"; else
+        fail "Python peer traffic (see below)"; tail -n 20 "$tmp/peer.err"; return; fi
+    local q
+    for q in 'sum(meshgroup_requests_total{job="meshgroup",path="/api/v1/info",outcome="ok"})' \
+             'sum(meshgroup_requests_total{job="meshgroup",outcome="not_found"})' \
+             'sum(meshgroup_request_duration_seconds_count{job="meshgroup"})'; do
+        if wait_for "$q >= 1" prom_at_least "$q" 1; then pass "$q = $(prom_value "$q")"; else
+            fail "$q >= 1 (got '$(prom_value "$q")')"; fi
+    done
+    if curl -fsS "http://127.0.0.1:$metrics_port/metrics" | promtool check metrics >"$tmp/promtool.out" 2>&1; then
+        pass "promtool check metrics on the raw endpoint, request series included"
+    else
+        fail "promtool check metrics"; cat "$tmp/promtool.out"
+    fi
 }
 # ---------------------------------------------------------------------------------------------------
 

@@ -13,4 +13,5 @@ pub mod group_message;
 pub mod join_request;
 pub mod known_identity;
 pub mod outbox;
+pub mod server_identity;
 pub mod ticket;

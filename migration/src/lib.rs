@@ -4,6 +4,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261126_000001_initial;
 mod m20261126_000002_fanout_flags;
 mod m20261126_000003_known_identities;
+mod m20261126_000004_server;
 
 /// Applies every migration in order; sea-orm records what already ran.
 pub struct Migrator;
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_initial::Migration),
             Box::new(m20261126_000002_fanout_flags::Migration),
             Box::new(m20261126_000003_known_identities::Migration),
+            Box::new(m20261126_000004_server::Migration),
         ]
     }
 }

@@ -19,7 +19,7 @@ use crate::config::FanoutConfig;
 use crate::domain::NotifyMode;
 use crate::group::FanoutJob;
 use crate::lxmf::courier::Courier;
-use crate::lxmf::outbound::{Body, OutboundError, Prepared, Recipient, attribution, prepare};
+use crate::lxmf::outbound::{Body, OutboundError, Outgoing, Recipient, attribution, pack_for, prepare_any};
 use crate::pacing::TokenBucket;
 use crate::store::{Group, NewOutboxRow, OutboxRow, Store, StoreError, now_ms};
 use crate::wire::identity::parse_hash;
@@ -139,8 +139,6 @@ struct Job {
     keys: Arc<GroupKeys>,
     to: Recipient,
     body: Body,
-    /// A short notice to send instead when the full message does not fit one packet.
-    fallback: Option<Body>,
 }
 
 impl Delivery {
@@ -205,7 +203,7 @@ impl Delivery {
             }
             if now - row.created_at > (self.cfg.expire_after_secs as i64) * 1000 {
                 self.finish(&row, "expired", row.attempts, Some("expired".into())).await;
-                crate::metrics::delivery(&row.mode, "opportunistic", "expired");
+                crate::metrics::delivery(&row.mode, "opportunistic", "expired", row.group_id);
                 continue;
             }
             let Some(member) = parse_hash(&row.member_identity_hash) else {
@@ -223,11 +221,11 @@ impl Delivery {
                 held.insert(row.member_identity_hash.clone());
                 let wait = 5_000 + rand::random::<u64>() % 10_000;
                 self.retry(&row, row.attempts, wait as i64, "path unknown").await;
-                crate::metrics::delivery(&row.mode, "opportunistic", "no_path");
+                crate::metrics::delivery(&row.mode, "opportunistic", "no_path", row.group_id);
                 continue;
             };
             match self.body(&row, &keys, &mut names).await {
-                Ok((body, fallback)) => out.push(Job { row, keys, to, body, fallback }),
+                Ok(body) => out.push(Job { row, keys, to, body }),
                 Err(err) => {
                     tracing::debug!(%err, row = row.id, "nothing to deliver");
                     self.finish(&row, "expired", row.attempts, Some(err.to_string())).await;
@@ -250,7 +248,7 @@ impl Delivery {
         name
     }
 
-    async fn body(&self, row: &OutboxRow, keys: &GroupKeys, names: &mut HashMap<(i64, String), String>) -> Result<(Body, Option<Body>), StoreError> {
+    async fn body(&self, row: &OutboxRow, keys: &GroupKeys, names: &mut HashMap<(i64, String), String>) -> Result<Body, StoreError> {
         if let Some(mid) = row.message_id {
             let m = self.store.message(row.group_id, mid).await?;
             if m.deleted_at.is_some() {
@@ -260,77 +258,104 @@ impl Delivery {
             let sender = hex::decode(&m.sender_identity_hash).unwrap_or_default();
             let hash = hex::decode(&m.message_hash).unwrap_or_default();
             let timestamp = m.received_at as f64 / 1000.0;
-            let short = Body {
-                timestamp,
-                title: Vec::new(),
-                content: short_line(&keys.name, &name, &m.content, m.id).into_bytes(),
-                fields: attribution(&sender, &name, &hash, m.id, "short"),
-            };
             if row.mode == "short" {
-                return Ok((short, None));
+                return Ok(Body {
+                    timestamp,
+                    title: Vec::new(),
+                    content: short_line(&keys.name, &name, &m.content, m.id).into_bytes(),
+                    fields: attribution(&sender, &name, &hash, m.id, "short"),
+                });
             }
             let mut content = format!("{name}: ").into_bytes();
             content.extend_from_slice(&m.content);
             let mut fields = relayed_fields(&m.fields);
             fields.extend(attribution(&sender, &name, &hash, m.id, "message"));
-            Ok((Body { timestamp, title: m.title.clone(), content, fields }, Some(short)))
+            Ok(Body { timestamp, title: m.title.clone(), content, fields })
         } else if let Some(eid) = row.event_id {
             let e = self.store.event(eid).await?;
             let actor = self.display_name(row.group_id, &e.actor, names).await;
             let subject = self.display_name(row.group_id, &e.subject, names).await;
             let text = notice_text(&e.kind, &actor, &subject, &e.detail);
             let subject_bytes = hex::decode(&e.subject).unwrap_or_default();
-            Ok((
-                Body {
-                    timestamp: e.created_at as f64 / 1000.0,
-                    title: Vec::new(),
-                    content: format!("[{}] {text}", keys.name).into_bytes(),
-                    fields: attribution(&subject_bytes, &subject, &[], e.id, &e.kind),
-                },
-                None,
-            ))
+            Ok(Body {
+                timestamp: e.created_at as f64 / 1000.0,
+                title: Vec::new(),
+                content: format!("[{}] {text}", keys.name).into_bytes(),
+                fields: attribution(&subject_bytes, &subject, &[], e.id, &e.kind),
+            })
         } else {
             Err(StoreError::NotFound { what: "message or event" })
         }
     }
 
-    async fn send(&self, job: Job, prepared: Result<Prepared, OutboundError>) {
-        let Job { row, .. } = job;
+    async fn send(&self, job: Job, prepared: Result<Outgoing, OutboundError>) {
+        let Job { row, keys, to, body } = job;
         let attempts = row.attempts + 1;
-        let prepared = match prepared {
-            Ok(p) => p,
+        let wait = (self.cfg.proof_timeout_secs as i64) * 1000 + backoff_ms(attempts, self.cfg.retry_cap_secs);
+        if row.attempts >= self.cfg.max_attempts && self.courier.propagation.target().is_some() {
+            // Unreachable for long enough: leave the copy on the propagation node for the member.
+            self.mark_sent(&row, attempts, wait.max(300_000)).await;
+            let (store, courier) = (self.store.clone(), self.courier.clone());
+            tokio::spawn(async move {
+                let result = match pack_for(&keys.private_key, keys.lxmf_dest, &to, &body) {
+                    Ok((packed, _)) => courier.propagation.deposit(&to, &packed).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match result {
+                    Ok(()) => {
+                        if let Err(err) = store.update_outbox(row.id, "propagated", attempts, now_ms(), None).await {
+                            tracing::warn!(%err, "cannot mark a deposit");
+                        }
+                        crate::metrics::delivery(&row.mode, "propagated", "propagated", row.group_id);
+                    }
+                    Err(err) => {
+                        // Often the node's path is not known yet: try again soon, not in minutes.
+                        tracing::info!(%err, row = row.id, "propagation deposit failed");
+                        crate::metrics::delivery(&row.mode, "propagated", "failed", row.group_id);
+                        let soon = now_ms() + 5_000 + (rand::random::<u64>() % 5_000) as i64;
+                        if let Err(err) = store.update_outbox(row.id, "pending", attempts, soon, Some(err)).await {
+                            tracing::warn!(%err, "cannot reschedule a deposit");
+                        }
+                    }
+                }
+            });
+            return;
+        }
+        match prepared {
             Err(err) => {
                 tracing::warn!(%err, row = row.id, "cannot build the message");
                 self.finish(&row, "expired", attempts, Some(err.to_string())).await;
-                crate::metrics::delivery(&row.mode, "opportunistic", "failed");
-                return;
+                crate::metrics::delivery(&row.mode, "opportunistic", "failed", row.group_id);
             }
-        };
-        match self.courier.send(&prepared).await {
-            Ok((hash, proof)) => {
-                let wait = (self.cfg.proof_timeout_secs as i64) * 1000 + backoff_ms(attempts, self.cfg.retry_cap_secs);
-                self.mark_sent(&row, attempts, wait).await;
-                let (store, courier, timeout) = (self.store.clone(), self.courier.clone(), Duration::from_secs(self.cfg.proof_timeout_secs));
-                tokio::spawn(async move {
-                    match tokio::time::timeout(timeout, proof).await {
-                        Ok(Ok(())) => {
-                            if let Err(err) = store.update_outbox(row.id, "delivered", attempts, now_ms(), None).await {
-                                tracing::warn!(%err, "cannot mark a delivery");
-                            }
-                            crate::metrics::delivery(&row.mode, "opportunistic", "delivered");
-                            crate::metrics::delivery_latency(&row.mode, (now_ms() - row.created_at).max(0) as f64 / 1000.0);
-                        }
-                        _ => {
+            Ok(Outgoing::Packet(p)) => match self.courier.send(&p).await {
+                Ok((hash, proof)) => {
+                    self.mark_sent(&row, attempts, wait).await;
+                    let (store, courier, timeout) = (self.store.clone(), self.courier.clone(), Duration::from_secs(self.cfg.proof_timeout_secs));
+                    tokio::spawn(async move {
+                        let proven = matches!(tokio::time::timeout(timeout, proof).await, Ok(Ok(())));
+                        if !proven {
                             courier.forget(&hash);
-                            crate::metrics::delivery(&row.mode, "opportunistic", "timeout");
                         }
+                        confirm(&store, &row, attempts, "opportunistic", proven).await;
+                    });
+                }
+                Err(err) => {
+                    tracing::debug!(%err, row = row.id, "send failed");
+                    self.retry(&row, attempts, backoff_ms(attempts, self.cfg.retry_cap_secs), &err.to_string()).await;
+                    crate::metrics::delivery(&row.mode, "opportunistic", "failed", row.group_id);
+                }
+            },
+            Ok(Outgoing::Direct { lxmf_dest, packed, .. }) => {
+                // A link plus a Resource takes round trips: it runs on its own, the row waits as sent.
+                self.mark_sent(&row, attempts, wait.max(180_000)).await;
+                let (store, courier) = (self.store.clone(), self.courier.clone());
+                tokio::spawn(async move {
+                    let result = courier.send_direct(lxmf_dest, packed).await;
+                    if let Err(err) = &result {
+                        tracing::debug!(%err, row = row.id, "direct delivery failed");
                     }
+                    confirm(&store, &row, attempts, "direct", result.is_ok()).await;
                 });
-            }
-            Err(err) => {
-                tracing::debug!(%err, row = row.id, "send failed");
-                self.retry(&row, attempts, backoff_ms(attempts, self.cfg.retry_cap_secs), &err.to_string()).await;
-                crate::metrics::delivery(&row.mode, "opportunistic", "failed");
             }
         }
     }
@@ -352,6 +377,19 @@ impl Delivery {
             tracing::warn!(%err, "cannot close a delivery");
         }
     }
+}
+
+/// Marks a row delivered once its proof came; otherwise it stays sent and becomes due again.
+async fn confirm(store: &Store, row: &OutboxRow, attempts: i32, method: &'static str, proven: bool) {
+    if !proven {
+        crate::metrics::delivery(&row.mode, method, "timeout", row.group_id);
+        return;
+    }
+    if let Err(err) = store.update_outbox(row.id, "delivered", attempts, now_ms(), None).await {
+        tracing::warn!(%err, "cannot mark a delivery");
+    }
+    crate::metrics::delivery(&row.mode, method, "delivered", row.group_id);
+    crate::metrics::delivery_latency(&row.mode, (now_ms() - row.created_at).max(0) as f64 / 1000.0, row.group_id);
 }
 
 /// Exponential backoff with jitter: 10 s, 20 s, 40 s, ... up to `cap_secs`.
@@ -383,13 +421,9 @@ fn fair_order(rows: Vec<OutboxRow>) -> Vec<OutboxRow> {
 }
 
 /// Builds, signs and encrypts on the blocking pool, one chunk per core.
-async fn prepare_all(jobs: Vec<Job>) -> Vec<(Job, Result<Prepared, OutboundError>)> {
+async fn prepare_all(jobs: Vec<Job>) -> Vec<(Job, Result<Outgoing, OutboundError>)> {
     on_all_cores(jobs, |job: Job| {
-        let mut result = prepare(&job.keys.private_key, job.keys.lxmf_dest, &job.to, &job.body);
-        // A full message too long for one packet goes as its short notice.
-        if let (Err(OutboundError::TooLarge(_)), Some(short)) = (&result, &job.fallback) {
-            result = prepare(&job.keys.private_key, job.keys.lxmf_dest, &job.to, short);
-        }
+        let result = prepare_any(&job.keys.private_key, job.keys.lxmf_dest, &job.to, &job.body);
         (job, result)
     })
     .await

@@ -83,6 +83,7 @@ impl Supervisor {
         registry: Registry,
         fanout: Recipient<super::fanout::Enqueue>,
         cfg: &crate::config::ReticulumConfig,
+        interfaces_open: tokio::sync::oneshot::Receiver<()>,
     ) -> Result<Addr<Supervisor>, crate::store::StoreError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let state = Arc::new(Mutex::new(State { store: store.clone(), node: node.clone(), fanout, registry: registry.clone(), groups: HashMap::new(), announce: tx }));
@@ -100,7 +101,11 @@ impl Supervisor {
             cfg.announce_jitter,
             cfg.announce_budget_per_sec / 2.0,
         );
-        tokio::spawn(announcer(schedule, rx, node));
+        tokio::spawn(async move {
+            // An announce sent before any interface exists reaches nobody.
+            let _ = interfaces_open.await;
+            announcer(schedule, rx, node).await
+        });
         Ok(Supervisor { state, poll: Duration::from_secs(1) }.start())
     }
 }
@@ -208,6 +213,29 @@ impl Handler<Sync> for Supervisor {
             // A sync still running when the next tick fires makes the tick wait; none pile up.
             if let Err(err) = state.lock().await.sync().await {
                 tracing::warn!(%err, "group sync failed");
+            }
+        })
+    }
+}
+
+/// Brings one group in line with the store at once: starts a group created through the hosting
+/// service, or stops a deleted one, instead of waiting for the next poll.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Refresh(pub i64);
+
+impl Handler<Refresh> for Supervisor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: Refresh, _ctx: &mut Self::Context) -> Self::Result {
+        let state = self.state.clone();
+        Box::pin(async move {
+            let mut st = state.lock().await;
+            match st.store.group_by_id(msg.0).await {
+                Ok(g) if !st.groups.contains_key(&g.id) => st.spawn_group(g).await,
+                Ok(_) => {}
+                Err(crate::store::StoreError::NotFound { .. }) => st.stop_group(msg.0).await,
+                Err(err) => tracing::warn!(group = msg.0, %err, "group refresh failed"),
             }
         })
     }

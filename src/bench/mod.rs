@@ -3,6 +3,7 @@
 //! Benches print figures; they assert nothing, because times depend on the machine. The results
 //! that matter for a change go into `docs/benchmarks.md` together with the command that made them.
 
+pub mod fanout;
 pub mod history;
 
 use clap::Subcommand;
@@ -13,11 +14,17 @@ use crate::cli::{CliError, Output};
 pub enum BenchCmd {
     /// Handling of "latest 50" (store query + response encoding) as a group's history grows.
     History(history::HistoryArgs),
+    /// Preparing one post for N members (build, sign, encrypt) against the crypto floor and Python.
+    Fanout(fanout::FanoutArgs),
+    /// Writing N outbox rows in one transaction against one transaction per row.
+    Outbox(fanout::OutboxArgs),
 }
 
 /// Runs one bench.
 pub async fn run(cmd: BenchCmd) -> Result<Output, CliError> {
     match cmd {
         BenchCmd::History(a) => history::run(a).await,
+        BenchCmd::Fanout(a) => fanout::fanout(a).await,
+        BenchCmd::Outbox(a) => fanout::outbox(a).await,
     }
 }

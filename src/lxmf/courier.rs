@@ -20,6 +20,8 @@ const PATH_REQUEST_BACKOFF: [Duration; 4] = [Duration::from_secs(5), Duration::f
 pub struct Courier {
     node: Node,
     store: crate::store::Store,
+    /// Where copies go when a member stays unreachable.
+    pub propagation: std::sync::Arc<super::propagation::Propagation>,
     waiters: Mutex<HashMap<[u8; 32], oneshot::Sender<()>>>,
     early: Mutex<HashMap<[u8; 32], Instant>>,
     ratchets: Mutex<HashMap<[u8; 16], [u8; 32]>>,
@@ -28,10 +30,11 @@ pub struct Courier {
 }
 
 impl Courier {
-    pub fn new(node: Node, store: crate::store::Store) -> Self {
+    pub fn new(node: Node, store: crate::store::Store, propagation: std::sync::Arc<super::propagation::Propagation>) -> Self {
         Courier {
             node,
             store,
+            propagation,
             waiters: Mutex::default(),
             early: Mutex::default(),
             ratchets: Mutex::default(),
@@ -102,6 +105,13 @@ impl Courier {
             w.insert(hash, tx);
         }
         Ok((hash, rx))
+    }
+
+    /// Delivers a packed message over a direct link as a Resource; returns once the member's
+    /// side has proven the transfer.
+    pub async fn send_direct(&self, lxmf_dest: [u8; 16], packed: Vec<u8>) -> Result<(), NodeError> {
+        let link = self.node.open_link(lxmf_dest, "lxmf", "delivery", Duration::from_secs(20)).await?;
+        self.node.send_resource(link, packed, Duration::from_secs(120)).await
     }
 
     /// A delivery proof arrived.

@@ -7,6 +7,7 @@
 pub mod commands;
 pub mod courier;
 pub mod outbound;
+pub mod propagation;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -46,6 +47,8 @@ pub struct Inbound {
 pub enum Method {
     Opportunistic,
     Direct,
+    /// Collected from a propagation node.
+    Propagated,
 }
 
 impl Method {
@@ -53,6 +56,7 @@ impl Method {
         match self {
             Method::Opportunistic => "opportunistic",
             Method::Direct => "direct",
+            Method::Propagated => "propagated",
         }
     }
 }
@@ -80,6 +84,11 @@ impl Inbound {
         });
     }
 
+    /// Messages collected from a propagation node (nobody waits for a proof).
+    pub async fn propagated(&self, s: &Services, dest: [u8; 16], packed: Vec<u8>) -> bool {
+        receive(s, dest, &packed, Method::Propagated).await
+    }
+
     /// Whether to tell this stranger (again) how to join.
     fn should_tell(&self, group_id: i64, who: &str) -> bool {
         let Ok(mut told) = self.told.lock() else { return false };
@@ -104,7 +113,8 @@ struct Sender {
 /// Validates, authorises and stores (or executes) one inbound message; returns whether it may be
 /// proven.
 async fn receive(s: &Services, dest: [u8; 16], packed: &[u8], method: Method) -> bool {
-    let outcome = |o: &'static str| crate::metrics::lxmf_received(method.label(), o);
+    let group = lookup(&s.registry, &dest).map(|r| r.group_id);
+    let outcome = |o: &'static str| crate::metrics::lxmf_received(method.label(), o, group);
     let Some(route) = lookup(&s.registry, &dest).filter(|r| r.kind == DestKind::Lxmf) else {
         outcome("unknown_destination");
         return false;
@@ -226,25 +236,25 @@ enum StampVerdict {
 /// Tickets first (a hash), then proof of work on the pool (a 768 KB workblock).
 async fn check_post_stamp(s: &Services, route: &Route, sender: &Sender, msg: &LxmfMessage, cost: u32) -> StampVerdict {
     let Some(stamp) = msg.stamp.clone() else {
-        crate::metrics::stamp_checked("post", "missing");
+        crate::metrics::stamp_checked("post", "missing", route.group_id);
         return StampVerdict::Refused("stamp_missing");
     };
     let tickets = s.store.valid_tickets(route.group_id, &sender.hex, now_ms()).await.unwrap_or_default();
     if tickets.iter().any(|t| lxmf_core::stamp::ticket_stamp(&t.ticket, &msg.message_id) == stamp) {
-        crate::metrics::stamp_checked("post", "ticket");
+        crate::metrics::stamp_checked("post", "ticket", route.group_id);
         return StampVerdict::Ticket;
     }
     match s.stamps.value(msg.message_id.to_vec(), MESSAGE_ROUNDS, stamp).await {
         Ok(v) if v >= cost => {
-            crate::metrics::stamp_checked("post", "valid");
+            crate::metrics::stamp_checked("post", "valid", route.group_id);
             StampVerdict::Work
         }
         Ok(_) => {
-            crate::metrics::stamp_checked("post", "invalid");
+            crate::metrics::stamp_checked("post", "invalid", route.group_id);
             StampVerdict::Refused("stamp_invalid")
         }
         Err(_) => {
-            crate::metrics::stamp_checked("post", "busy");
+            crate::metrics::stamp_checked("post", "busy", route.group_id);
             StampVerdict::Refused("busy")
         }
     }

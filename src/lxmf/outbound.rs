@@ -46,11 +46,18 @@ pub struct Prepared {
     pub message_id: [u8; 32],
 }
 
-/// Packs, signs and encrypts one message for one member (opportunistic form: `packed[16:]`).
-/// The same inputs always give the same message id, so a resend after a crash is a duplicate the
-/// member's client drops.
-pub fn prepare(group_key: &[u8; 64], group_lxmf: [u8; 16], to: &Recipient, body: &Body) -> Result<Prepared, OutboundError> {
-    let (packed, message_id) = pack(
+/// How one member's copy travels.
+#[derive(Clone, Debug)]
+pub enum Outgoing {
+    /// One encrypted packet.
+    Packet(Prepared),
+    /// Too large for a packet: the full packed message, for a direct link (the link encrypts it).
+    Direct { lxmf_dest: [u8; 16], packed: Vec<u8>, message_id: [u8; 32] },
+}
+
+/// Packs and signs one member's copy: `(packed, message_id)`.
+pub fn pack_for(group_key: &[u8; 64], group_lxmf: [u8; 16], to: &Recipient, body: &Body) -> Result<(Vec<u8>, [u8; 32]), OutboundError> {
+    pack(
         &OutgoingMessage {
             destination: to.lxmf_dest,
             source: group_lxmf,
@@ -62,17 +69,32 @@ pub fn prepare(group_key: &[u8; 64], group_lxmf: [u8; 16], to: &Recipient, body:
         },
         group_key,
     )
-    .map_err(|e| OutboundError::Build(e.to_string()))?;
+    .map_err(|e| OutboundError::Build(e.to_string()))
+}
+
+/// A packet when the message fits one, else the packed message for a direct link.
+/// The same inputs always give the same message id, so a resend after a crash is a duplicate the
+/// member's client drops.
+pub fn prepare_any(group_key: &[u8; 64], group_lxmf: [u8; 16], to: &Recipient, body: &Body) -> Result<Outgoing, OutboundError> {
+    let (packed, message_id) = pack_for(group_key, group_lxmf, to, body)?;
     let plaintext = &packed[16..];
     if plaintext.len() > MAX_PLAINTEXT {
-        return Err(OutboundError::TooLarge(plaintext.len()));
+        return Ok(Outgoing::Direct { lxmf_dest: to.lxmf_dest, packed, message_id });
     }
     let mut x = [0u8; 32];
     x.copy_from_slice(&to.public_key[..32]);
     let target = x25519_dalek::PublicKey::from(to.ratchet.unwrap_or(x));
     let ciphertext = rns_transport::ratchets::encrypt_for_public_key(&target, &to.identity_hash, plaintext, rand::rngs::OsRng)
         .map_err(|e| OutboundError::Build(format!("{e:?}")))?;
-    Ok(Prepared { lxmf_dest: to.lxmf_dest, public_key: to.public_key, ciphertext, message_id })
+    Ok(Outgoing::Packet(Prepared { lxmf_dest: to.lxmf_dest, public_key: to.public_key, ciphertext, message_id }))
+}
+
+/// Packs, signs and encrypts one message for one member as a single packet (`packed[16:]`).
+pub fn prepare(group_key: &[u8; 64], group_lxmf: [u8; 16], to: &Recipient, body: &Body) -> Result<Prepared, OutboundError> {
+    match prepare_any(group_key, group_lxmf, to, body)? {
+        Outgoing::Packet(p) => Ok(p),
+        Outgoing::Direct { packed, .. } => Err(OutboundError::TooLarge(packed.len() - 16)),
+    }
 }
 
 /// Who wrote a relayed message, for group-aware clients (documented in docs/protocol.md):

@@ -6,6 +6,7 @@
 mod announces;
 mod events;
 mod groups;
+mod hosting;
 mod identities;
 mod join_requests;
 mod members;
@@ -30,6 +31,7 @@ pub use entity::join_request::Model as JoinRequest;
 pub use entity::outbox::Model as OutboxRow;
 pub use entity::ticket::Model as Ticket;
 pub use groups::{GroupPatch, NewGroup};
+pub use hosting::{DirectoryQuery, DirectoryRow, DirectorySort};
 pub use messages::{HistoryQuery, InsertOutcome, NewMessage, Order};
 pub use outbox::NewOutboxRow;
 

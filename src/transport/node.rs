@@ -85,6 +85,10 @@ pub enum NodeError {
     Encode(String),
     #[error("reticulum: {0}")]
     Rns(#[from] rns_transport::error::RnsError),
+    #[error("no link to {} could be established", hex::encode(.0))]
+    LinkFailed([u8; 16]),
+    #[error("request failed: {0}")]
+    RequestFailed(String),
 }
 
 #[derive(Debug, Clone)]
@@ -165,6 +169,9 @@ struct Inner {
     proved_tx: mpsc::UnboundedSender<([u8; 16], [u8; 32])>,
     // Interfaces that reconnect say so here, and every destination is announced again.
     reconnect_tx: mpsc::Sender<AddressHash>,
+    // Outbound links we opened, by link id, and who waits for which outbound Resource.
+    out_links: Mutex<HashMap<[u8; 16], Arc<Mutex<rns_transport::destination::link::Link>>>>,
+    resource_waiters: std::sync::Mutex<HashMap<[u8; 32], tokio::sync::oneshot::Sender<bool>>>,
 }
 
 #[derive(Clone)]
@@ -233,9 +240,11 @@ impl Node {
                 dests: Mutex::new(HashMap::new()),
                 proved_tx,
                 reconnect_tx,
+                out_links: Mutex::new(HashMap::new()),
+                resource_waiters: std::sync::Mutex::new(HashMap::new()),
             }),
         };
-        tokio::spawn(pump(raw_rx, proved_rx, out_tx));
+        tokio::spawn(pump(raw_rx, proved_rx, out_tx, Arc::downgrade(&node.inner)));
 
         tokio::spawn(reannounce_on_reconnect(
             Arc::downgrade(&node.inner),
@@ -508,6 +517,85 @@ impl Node {
         }
     }
 
+    /// Opens (or reuses) an outbound link to a remote destination whose identity we know, and
+    /// waits until it is active. Returns the link id for the calls below.
+    pub async fn open_link(&self, dest: [u8; 16], app: &str, aspects: &str, timeout: Duration) -> Result<[u8; 16], NodeError> {
+        let address_hash = AddressHash::new(dest);
+        let identity = self.inner.transport.destination_identity(&address_hash).await.ok_or(NodeError::UnknownIdentity(dest))?;
+        let desc = rns_transport::destination::DestinationDesc { identity, address_hash, name: DestinationName::new(app, aspects) };
+        let link = self.inner.transport.link(desc).await;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (status, id) = {
+                let l = link.lock().await;
+                (l.status(), addr(l.id()))
+            };
+            match status {
+                rns_transport::destination::link::LinkStatus::Active => {
+                    self.inner.out_links.lock().await.insert(id, link);
+                    return Ok(id);
+                }
+                rns_transport::destination::link::LinkStatus::Closed => return Err(NodeError::LinkFailed(dest)),
+                _ if tokio::time::Instant::now() >= deadline => return Err(NodeError::LinkFailed(dest)),
+                _ => tokio::time::sleep(Duration::from_millis(25)).await,
+            }
+        }
+    }
+
+    async fn out_link(&self, link_id: [u8; 16]) -> Result<Arc<Mutex<rns_transport::destination::link::Link>>, NodeError> {
+        self.inner.out_links.lock().await.get(&link_id).cloned().ok_or(NodeError::UnknownLink(link_id))
+    }
+
+    /// Proves who we are on an outbound link (LINKIDENTIFY), as a group identity.
+    pub async fn identify_link(&self, link_id: [u8; 16], private_key: &[u8; 64]) -> Result<(), NodeError> {
+        let identity = PrivateIdentity::from_private_key_bytes(private_key).map_err(|_| NodeError::InvalidKey)?;
+        let link = self.out_link(link_id).await?;
+        let packet = {
+            let l = link.lock().await;
+            l.identify_packet(&l.identify_payload(&identity))?
+        };
+        match self.inner.transport.send_link_packet_on_bound_iface(&link, packet).await {
+            SendPacketOutcome::SentDirect | SendPacketOutcome::SentBroadcast => Ok(()),
+            other => Err(NodeError::NotSent(other)),
+        }
+    }
+
+    /// Sends an RNS request on an outbound link and returns the response element.
+    pub async fn link_request(&self, link_id: [u8; 16], path: &str, data: rmpv::Value, timeout: Duration) -> Result<rmpv::Value, NodeError> {
+        let link = self.out_link(link_id).await?;
+        let request = rns_transport::destination::link::Link::request_payload(path, data)?;
+        let mut receipt = self.inner.transport.send_request_on_link(&link, request, timeout, None).await?;
+        let response = tokio::time::timeout(timeout + Duration::from_secs(5), receipt.wait())
+            .await
+            .map_err(|_| NodeError::RequestFailed("timed out".into()))?
+            .map_err(|e| NodeError::RequestFailed(format!("{e:?}")))?;
+        let envelope = rmpv::decode::read_value(&mut response.data.as_slice()).map_err(|e| NodeError::Encode(e.to_string()))?;
+        match envelope {
+            rmpv::Value::Array(mut items) if items.len() == 2 => Ok(items.swap_remove(1)),
+            _ => Err(NodeError::RequestFailed("malformed response envelope".into())),
+        }
+    }
+
+    /// Sends bytes as a Resource on an outbound link and waits for the receiver's proof.
+    pub async fn send_resource(&self, link_id: [u8; 16], data: Vec<u8>, timeout: Duration) -> Result<(), NodeError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let waiters = &self.inner.resource_waiters;
+        let mut tx = Some(tx);
+        self.inner
+            .transport
+            .send_resource_observed(&AddressHash::new(link_id), data, None, |hash| {
+                if let (Ok(mut w), Some(tx)) = (waiters.lock(), tx.take()) {
+                    w.insert(hash.to_bytes(), tx);
+                }
+            })
+            .await?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(_) => Err(NodeError::RequestFailed("resource transfer failed".into())),
+            Err(_) => Err(NodeError::RequestFailed("resource transfer timed out".into())),
+        }
+    }
+
     pub async fn request_path(&self, dest: [u8; 16]) -> Result<(), NodeError> {
         self.inner
             .transport
@@ -595,6 +683,7 @@ async fn pump(
     mut raw: mpsc::UnboundedReceiver<Raw>,
     mut proved: mpsc::UnboundedReceiver<([u8; 16], [u8; 32])>,
     out: mpsc::Sender<NodeEvent>,
+    node: std::sync::Weak<Inner>,
 ) {
     let mut links: HashMap<[u8; 16], [u8; 16]> = HashMap::new();
     while let Some(ev) = raw.recv().await {
@@ -664,6 +753,23 @@ async fn pump(
                 })
             }
             Raw::Data(_) => None,
+            Raw::Resource(r) if matches!(
+                r.kind,
+                ResourceEventKind::OutboundComplete
+                    | ResourceEventKind::OutboundFailed
+                    | ResourceEventKind::OutboundRejected
+                    | ResourceEventKind::OutboundCancelled
+            ) =>
+            {
+                let done = matches!(r.kind, ResourceEventKind::OutboundComplete);
+                if let Some(inner) = node.upgrade() {
+                    let waiter = inner.resource_waiters.lock().ok().and_then(|mut w| w.remove(&r.hash.to_bytes()));
+                    if let Some(tx) = waiter {
+                        let _ = tx.send(done);
+                    }
+                }
+                None
+            }
             Raw::Resource(r) => match r.kind {
                 ResourceEventKind::Complete(c) if !c.is_response => {
                     let link_id = addr(&r.link_id);

@@ -10,7 +10,7 @@ use actix::Addr;
 use tokio::sync::mpsc;
 
 use crate::actors::group::Call;
-use crate::actors::supervisor::{AnnounceSoon, DestKind, Registry, Route, Supervisor, lookup};
+use crate::actors::supervisor::{AnnounceSoon, DestKind, Refresh, Registry, Route, Supervisor, lookup};
 use crate::api::{ApiError, DecodeContext, Endpoint, decode_request, encode_reply, error_response, ok_response};
 use crate::group::{Caller, GroupError, Op};
 use crate::stamps::StampPool;
@@ -32,6 +32,10 @@ pub struct Services {
     pub lxmf: crate::lxmf::Inbound,
     /// Outbound LXMF and delivery proofs.
     pub courier: Arc<crate::lxmf::courier::Courier>,
+    /// The propagation node, for syncing group inboxes.
+    pub propagation: Arc<crate::lxmf::propagation::Propagation>,
+    /// The server destination (directory, group creation).
+    pub hosting: Arc<crate::hosting::Hosting>,
 }
 
 struct LinkState {
@@ -70,8 +74,15 @@ pub async fn run(services: Arc<Services>, mut events: mpsc::Receiver<NodeEvent>)
                 tokio::spawn(async move {
                     let started = Instant::now();
                     let endpoint = Endpoint::from_path_hash(&path_hash);
-                    let label = endpoint.map(Endpoint::path).unwrap_or("unknown");
-                    let (bytes, outcome) = match handle(&s, dest, caller.clone(), endpoint, data).await {
+                    // The server destination has its own paths and handler.
+                    let server = dest == s.hosting.dest;
+                    let label = if server { crate::hosting::path_label(&path_hash) } else { endpoint.map(Endpoint::path).unwrap_or("unknown") };
+                    let result = if server {
+                        crate::hosting::handle(&s, caller.clone(), &path_hash, data).await
+                    } else {
+                        handle(&s, dest, caller.clone(), endpoint, data).await
+                    };
+                    let (bytes, outcome) = match result {
                         Ok(payload) => (ok_response(payload), "ok"),
                         Err(err) => {
                             tracing::info!(path = label, caller = caller.label(), code = err.label(), message = %err.message, "request refused");
@@ -81,7 +92,8 @@ pub async fn run(services: Arc<Services>, mut events: mpsc::Receiver<NodeEvent>)
                     if let Err(err) = s.node.respond(link_id, request_id, bytes).await {
                         tracing::warn!(%err, path = label, "cannot send response");
                     }
-                    crate::metrics::request(label, outcome, started.elapsed());
+                    let group = lookup(&s.registry, &dest).map(|r| r.group_id);
+                    crate::metrics::request(label, outcome, started.elapsed(), group);
                 });
             }
             NodeEvent::Packet { dest, data, packet_hash } => {
@@ -93,6 +105,9 @@ pub async fn run(services: Arc<Services>, mut events: mpsc::Receiver<NodeEvent>)
             NodeEvent::Announce { dest, public_key, name_hash: nh, app_data, ratchet } => {
                 if let Some(r) = ratchet {
                     services.courier.note_ratchet(dest, r);
+                }
+                if crate::lxmf::propagation::Propagation::is_pn_announce(&nh) {
+                    services.propagation.note_announce(dest, &app_data);
                 }
                 if nh == group_name_hash {
                     let store = services.store.clone();
@@ -159,6 +174,10 @@ async fn handle(s: &Services, dest: [u8; 16], caller: Caller, endpoint: Option<E
             if matches!(endpoint, Endpoint::DisplayName | Endpoint::Settings) {
                 s.supervisor.do_send(AnnounceSoon(route.group_id));
             }
+            if endpoint == Endpoint::DeleteGroup {
+                // Stop the actor and drop the destinations before the founder hears back.
+                let _ = s.supervisor.send(Refresh(route.group_id)).await;
+            }
             Ok(encode_reply(r))
         }
         Err(GroupError::StampRequired { cost }) => Err(stamp_required(&route, &caller, cost, "this group requires a join stamp")),
@@ -194,20 +213,20 @@ async fn check_join_stamp(s: &Services, route: &Route, caller: &Caller, challeng
         return Ok(true);
     }
     if !route.challenge.verify(challenge, &route.group_dest, &identity, now) {
-        crate::metrics::stamp_checked("join", "invalid");
+        crate::metrics::stamp_checked("join", "invalid", route.group_id);
         return Err(stamp_required(route, caller, cost, "the challenge is unknown or expired; stamp the new one"));
     }
     match s.stamps.value(challenge.to_vec(), MESSAGE_ROUNDS, stamp).await {
         Err(_) => {
-            crate::metrics::stamp_checked("join", "busy");
+            crate::metrics::stamp_checked("join", "busy", route.group_id);
             Err(ApiError::new(ErrorCode::RateLimited, "the server is busy checking stamps; retry shortly"))
         }
         Ok(v) if v >= cost => {
-            crate::metrics::stamp_checked("join", "valid");
+            crate::metrics::stamp_checked("join", "valid", route.group_id);
             Ok(true)
         }
         Ok(_) => {
-            crate::metrics::stamp_checked("join", "invalid");
+            crate::metrics::stamp_checked("join", "invalid", route.group_id);
             Err(stamp_required(route, caller, cost, "the stamp does not meet the cost"))
         }
     }

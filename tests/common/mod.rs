@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -267,3 +267,97 @@ impl Envelope {
 pub fn s(v: &Value, key: &str) -> String {
     v[key].as_str().unwrap_or_default().to_owned()
 }
+
+/// Polls `f` until it returns `Ok(Some(_))` or the deadline passes; the last error is reported.
+pub fn poll<T>(within: Duration, step: Duration, what: &str, mut f: impl FnMut() -> R<Option<T>>) -> R<T> {
+    let deadline = Instant::now() + within;
+    let mut last = String::from("never ready");
+    loop {
+        match f() {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last = e.to_string(),
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("{what}: not within {within:?} ({last})").into());
+        }
+        std::thread::sleep(step);
+    }
+}
+
+pub fn wait_port(port: u16, within: Duration) -> R {
+    poll(within, Duration::from_millis(50), &format!("port {port}"), || Ok(std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())))
+}
+
+/// A daemon of the test venv (`rnsd`, `lxmd`) with its own config directory; killed on drop.
+pub struct Daemon {
+    pub dir: PathBuf,
+    program: &'static str,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Writes `config` as `DIR/config` and starts `rnsd --config DIR`.
+    pub fn rnsd(dir: &Path, config: &str) -> R<Self> {
+        Self::start("rnsd", dir, config)
+    }
+
+    pub fn start(program: &'static str, dir: &Path, config: &str) -> R<Self> {
+        Self::start_with(program, dir, config, Vec::new())
+    }
+
+    /// Like `start`, with more arguments after `--config DIR`.
+    pub fn start_with(program: &'static str, dir: &Path, config: &str, args: Vec<String>) -> R<Self> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("config"), config)?;
+        let mut d = Daemon { program, dir: dir.to_owned(), args, child: None };
+        d.spawn()?;
+        Ok(d)
+    }
+
+    pub fn spawn(&mut self) -> R {
+        let py = python()?;
+        let bin = py.parent().ok_or("venv bin")?.join(self.program);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("daemon.log"))?;
+        let child = Command::new(bin).arg("--config").arg(&self.dir).args(&self.args).stdout(log.try_clone()?).stderr(log).stdin(Stdio::null()).spawn()?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) -> R {
+        self.kill();
+        self.spawn()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+        if std::env::var("MESHGROUP_KEEP_TEST_DIRS").is_err() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A TCPServerInterface section for a Reticulum config.
+pub fn tcp_server_iface(port: u16) -> String {
+    format!("  [[tcp in]]\n    type = TCPServerInterface\n    enabled = yes\n    listen_ip = 127.0.0.1\n    listen_port = {port}\n")
+}
+
+/// A name no other test process uses.
+pub fn unique(tag: &str) -> R<String> {
+    Ok(format!("mgit-{tag}-{}-{}", std::process::id(), free_port()?))
+}
+

@@ -51,10 +51,13 @@ def identity(name):
 
 
 def recall(dest, timeout):
+    """The identity behind a destination; asks for its path again every 2 s while waiting (a
+    request sent before the interface is connected, or lost on the way, would otherwise stall)."""
+    end = time.time() + timeout
     ident = RNS.Identity.recall(dest)
-    if not ident:
+    while not ident and time.time() < end:
         RNS.Transport.request_path(dest)
-        ident = wait_for(lambda: RNS.Identity.recall(dest), timeout)
+        ident = wait_for(lambda: RNS.Identity.recall(dest), min(2, max(0.1, end - time.time())))
     return ident
 
 
@@ -136,7 +139,8 @@ def cmd_stamp(c):
 
 def cmd_router(c):
     name = c["as"]
-    router = LXMF.LXMRouter(storagepath=os.path.join(TMP, "lxmf-" + name), enforce_stamps=False)
+    # A returning user keeps their storage (and with it their ratchet keys): "storage" reuses one.
+    router = LXMF.LXMRouter(storagepath=c.get("storage") or os.path.join(TMP, "lxmf-" + name), enforce_stamps=False)
     local = router.register_delivery_identity(identity(name), display_name=c.get("display_name", name))
     INBOX[name] = []
 

@@ -1,0 +1,196 @@
+"""End to end over loopback TCP: one post to N members (default 1,000) that are real Python LXMF peers.
+
+Run through benches/fanout_e2e.sh. Starts a release `meshgroup serve` on free loopback ports with a
+fresh data dir, one Python peer process (tests/py/peer.py) holding the members (plain RNS
+lxmf.delivery destinations with PROVE_ALL, tests/py/cmds_bench.py) and one LXMRouter poster, adds
+them all to a group with the CLI, has the poster send one message to the group, and measures the
+time until the last member holds it, plus the server's CPU time and peak RSS (VmHWM). Prints one
+JSON line. Everything it starts is stopped before it exits; the wrapper bounds it with `timeout`.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ.get("MESHGROUP_BIN", os.path.join(ROOT, "target/release/meshgroup"))
+PEER = os.path.join(ROOT, "tests/py/peer.py")
+DEADLINE = time.time() + float(os.environ.get("E2E_BUDGET_SECS", "270"))
+CHILDREN = []
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def left(cap):
+    return max(1.0, min(cap, DEADLINE - time.time()))
+
+
+class Peer:
+    def __init__(self, port):
+        self.p = subprocess.Popen([sys.executable, PEER, str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, text=True)
+        CHILDREN.append(self.p)
+        self.read()
+
+    def read(self):
+        while True:
+            line = self.p.stdout.readline()
+            if not line:
+                raise RuntimeError("peer exited")
+            if line.lstrip().startswith("{"):
+                v = json.loads(line)
+                if not v.get("ok"):
+                    raise RuntimeError(f"peer: {v.get('error')}")
+                return v
+
+    def call(self, **cmd):
+        self.p.stdin.write(json.dumps(cmd) + "\n")
+        self.p.stdin.flush()
+        return self.read()
+
+
+def proc_status(pid):
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmHWM", "VmRSS"):
+                out[k] = int(v.split()[0]) / 1024.0  # kB -> MiB
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    out["cpu_s"] = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    return out
+
+
+def metrics(port):
+    """Counters that explain the figures: deliveries by outcome (no_path = the member's announce was
+    not known yet), lost transport events, fan-out preparation time."""
+    import urllib.request
+    keep = ("meshgroup_deliveries_total", "meshgroup_transport_events_lost_total", "meshgroup_lxmf_sent_total",
+            "meshgroup_fanout_prepare_duration_seconds_sum", "meshgroup_fanout_prepare_duration_seconds_count")
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except OSError as e:
+        return {"error": str(e)}
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(keep):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def main():
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    pace = float(os.environ.get("E2E_ANNOUNCE_PACE", "0.05"))
+    data = tempfile.mkdtemp(prefix="meshgroup-e2e-")
+    rns_port, metrics_port = free_port(), free_port()
+    env = dict(os.environ)
+    env.update({
+        "MESHGROUP_DATA_DIR": data,
+        "MESHGROUP_DATABASE__URL": f"sqlite://{data}/meshgroup.db?mode=rwc",
+        "MESHGROUP_METRICS__LISTEN": f"127.0.0.1:{metrics_port}",
+        "MESHGROUP_RETICULUM__INTERFACES": f'[{{type="tcp_server",listen="127.0.0.1:{rns_port}"}}]',
+        "MESHGROUP_RETICULUM__ANNOUNCE_INTERVAL_SECS": "3600",
+        "MESHGROUP_RETICULUM__ANNOUNCE_BUDGET_PER_SEC": "50",
+        "RUST_LOG": env.get("RUST_LOG", "warn"),
+    })
+    env.pop("MESHGROUP_CONFIG", None)
+    # The data dir as working directory keeps a config/ of the checkout from applying.
+    def cli(*args):
+        out = subprocess.run([BIN, "--json", *args], env=env, cwd=data, capture_output=True, text=True, timeout=left(30))
+        if out.returncode != 0:
+            raise RuntimeError(f"meshgroup {args}: {out.stderr.strip()[-400:]}")
+        return json.loads(out.stdout)
+
+    server = None
+    try:
+        group = cli("group", "create", "--name", "E2E")
+        gid = str(group["id"])
+        log = open(os.path.join(data, "server.log"), "w")
+        server = subprocess.Popen([BIN, "serve"], env=env, cwd=data, stdout=subprocess.DEVNULL, stderr=log)
+        CHILDREN.append(server)
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", rns_port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > DEADLINE or server.poll() is not None:
+                    raise RuntimeError("server did not start")
+                time.sleep(0.05)
+        peer = Peer(rns_port)
+        t_setup = time.time()
+        members = peer.call(cmd="bench_members", n=n, pace=pace)["members"]
+        # Added through the CLI while the announces go out; each add bumps the group, which a
+        # running server reloads within a second.
+        for i, m in enumerate(members):
+            cli("member", "add", gid, m, "--name", f"m{i}")
+        peer.call(cmd="router", **{"as": "poster"})
+        poster = peer.call(cmd="identity", name="poster")["identity_hash"]
+        cli("member", "add", gid, poster, "--name", "poster")
+        if not peer.call(cmd="bench_announced", timeout=left(120))["done"]:
+            raise RuntimeError("announces did not finish in time")
+        setup_s = time.time() - t_setup
+        # Let the last announces be processed and the last member add be picked up.
+        time.sleep(3)
+        before = proc_status(server.pid)
+
+        t0 = time.time()
+        sent = peer.call(cmd="send", dest=group["lxmf_destination_hash"], content=b"one post to everyone".hex(),
+                         timeout=left(60), **{"as": "poster"})
+        t_accepted = time.time()
+        r = peer.call(cmd="bench_reached", timeout=left(150))
+        after = proc_status(server.pid)
+        counters = metrics(metrics_port)
+        times = r["times"]
+        result = {
+            "members": n,
+            "reached": r["reached"],
+            "poster_delivered": sent["delivered"],
+            "accepted_s": round(t_accepted - t0, 3),
+            "first_s": round(times[0] - t0, 3) if times else None,
+            "median_s": round(times[len(times) // 2] - t0, 3) if times else None,
+            "last_s": round(times[-1] - t0, 3) if times else None,
+            "receipts": r["receipts"],
+            "invalid": r["invalid"],
+            "server_peak_rss_mib": round(after["VmHWM"], 1),
+            "server_peak_rss_before_post_mib": round(before["VmHWM"], 1),
+            "server_rss_mib": round(after["VmRSS"], 1),
+            "server_cpu_s_for_post": round(after["cpu_s"] - before["cpu_s"], 3),
+            "server_cpu_s_total": round(after["cpu_s"], 3),
+            "setup_s": round(setup_s, 1),
+            "announce_pace_s": pace,
+            "cores": os.cpu_count(),
+            "metrics": counters,
+        }
+        print(json.dumps(result), flush=True)
+    finally:
+        for c in reversed(CHILDREN):
+            if c.poll() is None:
+                c.send_signal(signal.SIGTERM)
+        for c in reversed(CHILDREN):
+            try:
+                c.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                c.kill()
+                c.wait()
+        if os.environ.get("MESHGROUP_KEEP_TEST_DIRS"):
+            sys.stderr.write(f"data dir kept: {data}\n")
+        else:
+            shutil.rmtree(data, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    # `timeout` sends SIGTERM: turn it into an exception so the finally block stops the children.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))
+    main()

@@ -1,0 +1,450 @@
+//! `meshgroup bench fanout` and `meshgroup bench outbox`: the cost of one post to a large group.
+//!
+//! `fanout` times, side by side in one run, the production preparation of one post for N members
+//! (`lxmf::outbound::prepare` on the fan-out's worker pool, `actors::fanout::on_all_cores`), the
+//! crypto floor of the same job on the same pool (per member one X25519 ephemeral keypair, one
+//! ECDH, one HKDF-SHA256, AES-256-CBC of the same plaintext, one HMAC-SHA256, one Ed25519
+//! signature, nothing else), and, when its venv exists, the Python reference (`rns` 1.5.7 /
+//! `lxmf` 1.2.1, `benches/python_fanout.py`). `outbox` times writing N outbox rows in one
+//! transaction against the naive way, one transaction per row.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use aes::cipher::{BlockEncryptMut, KeyIvInit, block_padding::Pkcs7};
+use clap::Args;
+use hmac::Mac;
+use rand::RngCore;
+use rand::rngs::OsRng;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::actors::fanout::on_all_cores;
+use crate::cli::{CliError, Output};
+use crate::group::{CreateGroup, create_group};
+use crate::lxmf::outbound::{Body, Recipient, attribution, prepare};
+use crate::store::testing::TEST_DATABASE_URL;
+use crate::store::{NewMessage, NewOutboxRow, Store};
+use crate::wire::identity::{GroupIdentity, LXMF_ASPECT};
+use crate::wire::lxmf::{OutgoingMessage, pack};
+
+#[derive(Args, Debug)]
+pub struct FanoutArgs {
+    /// Members to prepare one post for.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub members: u32,
+    /// Timed rounds of the Rust paths (interleaved); each figure is the median of the rounds.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub rounds: u32,
+    /// Skip the Python reference even if its venv exists.
+    #[arg(long)]
+    pub no_python: bool,
+    /// Also report single-core µs per member of each step (identity load, pack, encrypt, floor parts).
+    #[arg(long)]
+    pub breakdown: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct OutboxArgs {
+    /// Outbox rows written in one transaction (`Store::schedule_fanout`).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rows: u32,
+    /// Rows of the naive baseline, one transaction each (default: the same as --rows).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub naive_rows: Option<u32>,
+}
+
+/// The group's identity and the post every member receives.
+struct Post {
+    group: GroupIdentity,
+    group_lxmf: [u8; 16],
+    body: Body,
+}
+
+/// A chat-sized post as the fan-out relays it: "name: text" with the attribution fields.
+fn post() -> Post {
+    let group = GroupIdentity::generate();
+    let group_lxmf = group.destination(LXMF_ASPECT);
+    let mut content = b"alice: ".to_vec();
+    content.extend_from_slice(CONTENT.as_bytes());
+    let body = Body { timestamp: 1_764_000_000.25, title: Vec::new(), content, fields: attribution(&[0x11; 16], "alice", &[0x22; 32], 4242, "message") };
+    Post { group, group_lxmf, body }
+}
+
+/// Shared with `benches/python_fanout.py`, so both sides encrypt the same plaintext length.
+const CONTENT: &str = "a message of ordinary length, about as long as people write on a mesh chat";
+
+fn recipients(n: u32) -> Vec<Recipient> {
+    (0..n)
+        .map(|_| {
+            let m = GroupIdentity::generate();
+            Recipient { identity_hash: m.hash, lxmf_dest: m.destination(LXMF_ASPECT), public_key: m.public_key, ratchet: None }
+        })
+        .collect()
+}
+
+/// What the floor needs per member: the member's key and salt, the plaintext, the bytes to sign.
+#[derive(Clone)]
+struct FloorJob {
+    member_x25519: x25519_dalek::PublicKey,
+    salt: [u8; 16],
+    plaintext: std::sync::Arc<Vec<u8>>,
+    signed: std::sync::Arc<Vec<u8>>,
+    signer: std::sync::Arc<rns_transport::identity::PrivateIdentity>,
+}
+
+/// The crypto floor of one member: exactly the primitives, nothing else (no packing, no key
+/// parsing, no output framing). Randomness comes from `OsRng` as in production, because an
+/// ephemeral key and an IV must be fresh per member either way.
+fn floor_one(j: FloorJob) -> usize {
+    let secret = x25519_dalek::EphemeralSecret::random_from_rng(OsRng);
+    let ephemeral = x25519_dalek::PublicKey::from(&secret);
+    let shared = secret.diffie_hellman(&j.member_x25519);
+    let mut key = [0u8; 64];
+    if hkdf::Hkdf::<Sha256>::new(Some(&j.salt), shared.as_bytes()).expand(&[], &mut key).is_err() {
+        return 0;
+    }
+    let mut iv = [0u8; 16];
+    OsRng.fill_bytes(&mut iv);
+    // RNS tokens: HMAC key first, AES-256 key second.
+    let mut buf = [0u8; 512];
+    let Ok(ct) = cbc::Encryptor::<aes::Aes256>::new((&key[32..]).into(), (&iv).into()).encrypt_padded_b2b_mut::<Pkcs7>(&j.plaintext, &mut buf) else {
+        return 0;
+    };
+    let Ok(mut mac) = <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(&key[..32]) else {
+        return 0;
+    };
+    mac.update(&iv);
+    mac.update(ct);
+    let tag = mac.finalize().into_bytes();
+    let signature = j.signer.sign(&j.signed);
+    std::hint::black_box((ephemeral.as_bytes()[0], ct.len(), tag[0], signature.to_bytes()[0]));
+    ct.len()
+}
+
+pub async fn fanout(a: FanoutArgs) -> Result<Output, CliError> {
+    let n = a.members;
+    let p = post();
+    let to = recipients(n);
+    // The floor encrypts the very plaintext production encrypts and signs a message of the length
+    // production signs (destination ‖ source ‖ payload ‖ message id).
+    let first = to.first().ok_or_else(|| CliError::Input("--members must be at least 1".into()))?;
+    let (packed, message_id) = pack(
+        &OutgoingMessage {
+            destination: first.lxmf_dest,
+            source: p.group_lxmf,
+            timestamp: p.body.timestamp,
+            title: &p.body.title,
+            content: &p.body.content,
+            fields: p.body.fields.clone(),
+            stamp: None,
+        },
+        &p.group.private_key,
+    )
+    .map_err(|e| CliError::Failure(e.to_string()))?;
+    let plaintext = std::sync::Arc::new(packed[16..].to_vec());
+    let mut signed = packed[..32].to_vec();
+    signed.extend_from_slice(&packed[96..]);
+    signed.extend_from_slice(&message_id);
+    let signed = std::sync::Arc::new(signed);
+    let signer = std::sync::Arc::new(
+        rns_transport::identity::PrivateIdentity::from_private_key_bytes(&p.group.private_key).map_err(|e| CliError::Failure(format!("{e:?}")))?,
+    );
+    let floor_jobs: Vec<FloorJob> = to
+        .iter()
+        .map(|r| {
+            let mut x = [0u8; 32];
+            x.copy_from_slice(&r.public_key[..32]);
+            FloorJob { member_x25519: x.into(), salt: r.identity_hash, plaintext: plaintext.clone(), signed: signed.clone(), signer: signer.clone() }
+        })
+        .collect();
+    let key = p.group.private_key;
+    let lxmf = p.group_lxmf;
+    let body = std::sync::Arc::new(p.body.clone());
+    let prod_jobs: Vec<(Recipient, std::sync::Arc<Body>)> = to.iter().map(|r| (r.clone(), body.clone())).collect();
+    let prod = move |(r, b): (Recipient, std::sync::Arc<Body>)| prepare(&key, lxmf, &r, &b).map(|x| x.ciphertext.len()).unwrap_or(0);
+
+    // Warm-up: spawns the blocking threads and faults in code and tables for both paths.
+    let warm = prod_jobs.len().min(200);
+    on_all_cores(prod_jobs[..warm].to_vec(), prod).await;
+    on_all_cores(floor_jobs[..warm].to_vec(), floor_one).await;
+
+    let mut prepare_t = Vec::new();
+    let mut floor_t = Vec::new();
+    for round in 0..a.rounds {
+        // Alternating which goes first spreads any drift in machine load over both.
+        for k in 0..2 {
+            if (round + k) % 2 == 0 {
+                let jobs = prod_jobs.clone();
+                let t0 = Instant::now();
+                let out = on_all_cores(jobs, prod).await;
+                prepare_t.push(t0.elapsed());
+                if out.len() != n as usize || out.contains(&0) {
+                    return Err(CliError::Failure("production preparation failed for some members".into()));
+                }
+            } else {
+                let jobs = floor_jobs.clone();
+                let t0 = Instant::now();
+                let out = on_all_cores(jobs, floor_one).await;
+                floor_t.push(t0.elapsed());
+                if out.len() != n as usize || out.contains(&0) {
+                    return Err(CliError::Failure("floor computation failed for some members".into()));
+                }
+            }
+        }
+    }
+    let prepare_s = median(&mut prepare_t);
+    let floor_s = median(&mut floor_t);
+
+    let mut notes = vec![format!(
+        "Rust: {} round(s), median; {} worker thread(s) (one chunk per core, as the fan-out runs); plaintext {} B",
+        a.rounds,
+        cores(),
+        plaintext.len()
+    )];
+    let python = if a.no_python { None } else { python_reference(n) };
+    let python_s = match &python {
+        Some(Ok(v)) => {
+            notes.push(format!(
+                "Python: rns {} / lxmf {}, one process, 1 core (as the reference runs); plaintext {} B",
+                v["rns"].as_str().unwrap_or("?"),
+                v["lxmf"].as_str().unwrap_or("?"),
+                v["plaintext_len"]
+            ));
+            v["seconds"].as_f64()
+        }
+        Some(Err(why)) => {
+            notes.push(format!("Python reference failed: {why}"));
+            None
+        }
+        None => {
+            notes.push("Python reference skipped (no target/pyenv or --no-python)".into());
+            None
+        }
+    };
+    let ratio = prepare_s / floor_s;
+    let speedup = python_s.map(|py| py / prepare_s);
+    let mut j = json!({
+        "members": n,
+        "prepare_s": round4(prepare_s),
+        "floor_s": round4(floor_s),
+        "python_s": python_s.map(round4),
+        "ratio_to_floor": round3(ratio),
+        "speedup_vs_python": speedup.map(round3),
+        "cores": cores(),
+        "python_cores": python_s.map(|_| 1),
+        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "notes": notes,
+    });
+    if a.breakdown {
+        j["breakdown_us"] = breakdown(&p, &to, &floor_jobs);
+    }
+    let fmt = |x: Option<f64>| x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
+    let rows = vec![
+        vec!["production prepare (all cores)".into(), format!("{prepare_s:.3}"), format!("{:.1}", prepare_s / n as f64 * 1e6), format!("{ratio:.2}x floor")],
+        vec!["crypto floor (all cores)".into(), format!("{floor_s:.3}"), format!("{:.1}", floor_s / n as f64 * 1e6), "1.00x floor".into()],
+        vec![
+            "python rns/lxmf (1 core)".into(),
+            fmt(python_s),
+            fmt(python_s.map(|s| s / n as f64 * 1e6)),
+            speedup.map(|s| format!("prepare is {s:.2}x faster")).unwrap_or_else(|| "-".into()),
+        ],
+    ];
+    Ok(Output { json: j, headers: vec!["path", "seconds", "us/member", "ratio"], rows })
+}
+
+/// Single-core µs per member of each step, over a sample, to show where the time goes.
+fn breakdown(p: &Post, to: &[Recipient], floor_jobs: &[FloorJob]) -> Value {
+    let k = to.len().min(2_000);
+    let per = |d: Duration| round2(d.as_secs_f64() * 1e6 / k as f64);
+    let time = |f: &mut dyn FnMut(usize)| {
+        let t0 = Instant::now();
+        for i in 0..k {
+            f(i);
+        }
+        t0.elapsed()
+    };
+    let key = p.group.private_key;
+    let load = time(&mut |_| {
+        std::hint::black_box(rns_transport::identity::PrivateIdentity::from_private_key_bytes(&key).is_ok());
+    });
+    let packed = time(&mut |i| {
+        let m = OutgoingMessage {
+            destination: to[i].lxmf_dest,
+            source: p.group_lxmf,
+            timestamp: p.body.timestamp,
+            title: &p.body.title,
+            content: &p.body.content,
+            fields: p.body.fields.clone(),
+            stamp: None,
+        };
+        std::hint::black_box(pack(&m, &key).is_ok());
+    });
+    let plaintext = floor_jobs.first().map(|j| j.plaintext.clone()).unwrap_or_default();
+    let encrypt = time(&mut |i| {
+        let mut x = [0u8; 32];
+        x.copy_from_slice(&to[i].public_key[..32]);
+        let r = rns_transport::ratchets::encrypt_for_public_key(&x.into(), &to[i].identity_hash, &plaintext, OsRng);
+        std::hint::black_box(r.is_ok());
+    });
+    let prepared = time(&mut |i| {
+        std::hint::black_box(prepare(&key, p.group_lxmf, &to[i], &p.body).is_ok());
+    });
+    let floor = time(&mut |i| {
+        std::hint::black_box(floor_one(floor_jobs[i].clone()));
+    });
+    let sign = time(&mut |i| {
+        std::hint::black_box(floor_jobs[i].signer.sign(&floor_jobs[i].signed).to_bytes());
+    });
+    json!({
+        "sample": k,
+        "prepare": per(prepared),
+        "of_which_pack_incl_identity_load_and_sign": per(packed),
+        "of_which_identity_load": per(load),
+        "of_which_encrypt_for_public_key": per(encrypt),
+        "floor": per(floor),
+        "of_which_ed25519_sign": per(sign),
+    })
+}
+
+/// Runs `benches/python_fanout.py N` with `target/pyenv/bin/python`, found from the working
+/// directory or the source tree; `None` when the venv or the script is not there.
+fn python_reference(n: u32) -> Option<Result<Value, String>> {
+    let roots = [PathBuf::from("."), PathBuf::from(env!("CARGO_MANIFEST_DIR"))];
+    let root = roots.iter().find(|r| r.join("target/pyenv/bin/python").exists() && r.join("benches/python_fanout.py").exists())?;
+    Some(run_python(root, n))
+}
+
+fn run_python(root: &Path, n: u32) -> Result<Value, String> {
+    let out = std::process::Command::new(root.join("target/pyenv/bin/python"))
+        .arg(root.join("benches/python_fanout.py"))
+        .arg(n.to_string())
+        .arg(CONTENT)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("exit status").to_owned());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The last line that is a JSON object: library log lines may come before it.
+    let line = text.lines().rev().find(|l| l.trim_start().starts_with('{')).ok_or("no JSON line from the script")?;
+    serde_json::from_str(line).map_err(|e| e.to_string())
+}
+
+pub async fn outbox(a: OutboxArgs) -> Result<Output, CliError> {
+    let n = a.rows as usize;
+    let naive_n = a.naive_rows.map(|v| v as usize).unwrap_or(n);
+    let pg = std::env::var(TEST_DATABASE_URL).ok();
+    let mut results = Vec::new();
+    for backend in std::iter::once(None).chain(pg.as_deref().map(Some)) {
+        // Fresh databases for each way, so neither writes into a table the other already grew.
+        let batch_db = fresh(backend).await?;
+        let naive_db = fresh(backend).await?;
+        let (gid, mid) = seeded(&batch_db.store).await?;
+        let rows = outbox_rows(gid, Some(mid), n);
+        let t0 = Instant::now();
+        let written = batch_db.store.schedule_fanout(rows, Some(mid), None).await?;
+        let batch = t0.elapsed();
+        if written != n as u64 {
+            return Err(CliError::Failure(format!("wrote {written} rows, not {n}")));
+        }
+        let (gid, mid) = seeded(&naive_db.store).await?;
+        let t0 = Instant::now();
+        for row in outbox_rows(gid, Some(mid), naive_n) {
+            naive_db.store.insert_outbox_batch(vec![row]).await?;
+        }
+        let naive = t0.elapsed();
+        results.push((batch_db.store.backend(), batch, naive));
+    }
+    let json_rows: Vec<Value> = results
+        .iter()
+        .map(|(backend, batch, naive)| {
+            let batch_rate = n as f64 / batch.as_secs_f64();
+            let naive_rate = naive_n as f64 / naive.as_secs_f64();
+            json!({
+                "backend": backend,
+                "rows": n,
+                "batch_s": round4(batch.as_secs_f64()),
+                "rows_per_s": batch_rate.round(),
+                "naive_rows": naive_n,
+                "naive_s": round4(naive.as_secs_f64()),
+                "naive_rows_per_s": naive_rate.round(),
+                "ratio_to_naive": round2(batch_rate / naive_rate),
+            })
+        })
+        .collect();
+    let table = json_rows
+        .iter()
+        .map(|r| {
+            vec![
+                r["backend"].as_str().unwrap_or_default().to_owned(),
+                r["rows"].to_string(),
+                r["batch_s"].to_string(),
+                r["rows_per_s"].to_string(),
+                r["naive_rows_per_s"].to_string(),
+                format!("{}x", r["ratio_to_naive"]),
+            ]
+        })
+        .collect();
+    Ok(Output {
+        json: json!({
+            "bench": "outbox",
+            "measures": "Store::schedule_fanout of N rows in one transaction vs one transaction per row (insert_outbox_batch of 1)",
+            "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+            "results": json_rows,
+        }),
+        headers: vec!["backend", "rows", "batch s", "rows/s (one txn)", "rows/s (naive)", "ratio"],
+        rows: table,
+    })
+}
+
+async fn fresh(backend: Option<&str>) -> Result<crate::store::testing::TestStore, CliError> {
+    Ok(match backend {
+        None => crate::store::testing::sqlite().await?,
+        Some(url) => crate::store::testing::postgres(url).await?,
+    })
+}
+
+/// A group with one stored post, which the batch marks as fanned out as production does.
+async fn seeded(store: &Store) -> Result<(i64, i64), CliError> {
+    let group = create_group(store, CreateGroup { name: "bench".into(), ..Default::default() }).await?;
+    let outcome = store
+        .insert_message(NewMessage {
+            group_id: group.id,
+            message_hash: format!("{:064x}", 1),
+            sender_identity_hash: format!("{:032x}", 0xbe00),
+            timestamp: 1_764_000_000.0,
+            title: Vec::new(),
+            content: CONTENT.as_bytes().to_vec(),
+            fields: vec![0x80],
+        })
+        .await?;
+    Ok((group.id, outcome.id()))
+}
+
+fn outbox_rows(group_id: i64, message_id: Option<i64>, n: usize) -> Vec<NewOutboxRow> {
+    (0..n)
+        .map(|i| NewOutboxRow { group_id, member_identity_hash: format!("{:032x}", 0x1000_0000 + i), kind: "message", message_id, event_id: None, mode: "full" })
+        .collect()
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+fn median(v: &mut [Duration]) -> f64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).map(|d| d.as_secs_f64()).unwrap_or(f64::NAN)
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}

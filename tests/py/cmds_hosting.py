@@ -1,0 +1,63 @@
+"""Peer commands for tests/interop_hosting.rs: the server destination (`meshchat.groupserver`), and
+linking to a group from a directory entry alone. Loaded by peer.py, so RNS, IDS, LINKS, identity,
+recall and wait_for are peer.py's."""
+
+
+def cmd_load_identity(c):
+    """Uses a given private key (hex, 64 bytes) as identity `name`, so a test knows its hash beforehand."""
+    IDS[c["name"]] = RNS.Identity.from_bytes(bytes.fromhex(c["private_key"]))
+    return {"identity_hash": IDS[c["name"]].hash.hex()}
+
+
+def _establish(dest, c):
+    up = threading.Event()
+    link = RNS.Link(dest, established_callback=lambda l: up.set())
+    if not up.wait(c.get("timeout", 20)):
+        link.teardown()
+        raise RuntimeError("link not established")
+    if c.get("as"):
+        link.identify(identity(c["as"]))
+    LINKS[c["link"]] = link
+    return link
+
+
+def cmd_link_server(c):
+    """Links to a hosting server's `meshchat.groupserver` destination (identity by path request)."""
+    dest_hash = bytes.fromhex(c["dest"])
+    ident = recall(dest_hash, c.get("timeout", 20))
+    if not ident:
+        raise RuntimeError("no identity for the server destination")
+    dest = RNS.Destination(ident, RNS.Destination.OUT, RNS.Destination.SINGLE, "meshchat", "groupserver")
+    link = _establish(dest, c)
+    return {"link_id": link.link_id.hex()}
+
+
+def cmd_link_from_entry(c):
+    """Links to a group using only a directory entry's public key: no announce, no path request.
+    Reports what the peer knew of the group beforehand, so the test can tell it knew nothing."""
+    dest_hash = bytes.fromhex(c["dest"])
+    known_before = RNS.Identity.recall(dest_hash) is not None
+    path_before = RNS.Transport.has_path(dest_hash)
+    ident = RNS.Identity(create_keys=False)
+    ident.load_public_key(bytes.fromhex(c["public_key"]))
+    dest = RNS.Destination(ident, RNS.Destination.OUT, RNS.Destination.SINGLE, "meshchat", "group")
+    if dest.hash != dest_hash:
+        raise RuntimeError(f"the entry's key gives {dest.hash.hex()}, not {dest_hash.hex()}")
+    t0 = time.time()
+    link = _establish(dest, c)
+    return {"link_id": link.link_id.hex(), "known_before": known_before, "path_before": path_before,
+            "secs": round(time.time() - t0, 3)}
+
+
+def cmd_try_link(c):
+    """Tries to link to a group destination; says whether it came up (for a deleted group: no)."""
+    dest_hash = bytes.fromhex(c["dest"])
+    ident = RNS.Identity.recall(dest_hash)
+    if not ident:
+        return {"up": False, "reason": "unknown"}
+    dest = RNS.Destination(ident, RNS.Destination.OUT, RNS.Destination.SINGLE, "meshchat", "group")
+    up = threading.Event()
+    link = RNS.Link(dest, established_callback=lambda l: up.set())
+    ok = up.wait(c.get("timeout", 8))
+    link.teardown()
+    return {"up": ok}
