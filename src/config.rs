@@ -373,6 +373,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error
     fn env_overrides_file() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("m.toml", "data_dir = \"/tmp/x\"\n[metrics]\nlisten = \"127.0.0.1:1\"\n")?;

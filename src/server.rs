@@ -122,11 +122,15 @@ async fn sync_propagation(s: std::sync::Arc<crate::transport::router::Services>,
             let (Ok(key), Some(lxmf)) = (<[u8; 64]>::try_from(g.identity_private_key.as_slice()), crate::wire::identity::parse_hash(&g.lxmf_dest_hash)) else {
                 continue;
             };
-            match s.propagation.sync(&key, lxmf).await {
-                Ok(messages) => {
+            match s.propagation.fetch(&key, lxmf).await {
+                Ok(mut fetched) => {
                     crate::metrics::propagation_sync("ok");
-                    for packed in messages {
+                    for packed in std::mem::take(&mut fetched.messages) {
                         s.lxmf.propagated(&s, lxmf, packed).await;
+                    }
+                    // Only now, with every post stored, may the node forget them.
+                    if let Err(err) = s.propagation.purge(fetched).await {
+                        tracing::info!(%err, group = g.id, "propagation purge failed");
                     }
                 }
                 Err(err) => {

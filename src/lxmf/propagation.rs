@@ -104,9 +104,9 @@ impl Propagation {
         Ok(())
     }
 
-    /// Collects a group's messages from the node; returns them as full packed messages
-    /// (destination prefixed, decrypted), after purging them from the node.
-    pub async fn sync(&self, group_key: &[u8; 64], group_lxmf: [u8; 16]) -> Result<Vec<Vec<u8>>, PropagationError> {
+    /// Fetches a group's messages from the node as full packed messages (destination prefixed,
+    /// decrypted). Call [`Propagation::purge`] with the result once they are stored.
+    pub async fn fetch(&self, group_key: &[u8; 64], group_lxmf: [u8; 16]) -> Result<Fetched, PropagationError> {
         let (pn, _) = self.target().ok_or(PropagationError::NoNode)?;
         if self.node.recall_identity(pn).await.is_none() {
             let _ = self.node.request_path(pn).await;
@@ -121,7 +121,7 @@ impl Propagation {
             other => return Err(PropagationError::Refused(format!("{other}"))),
         };
         if ids.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Fetched { link, messages: Vec::new(), haves: Vec::new() });
         }
         let wanted = Value::Array(vec![Value::Array(ids.clone()), Value::Array(vec![]), Value::from(SYNC_LIMIT_KB)]);
         let got = match self.node.link_request(link, "/get", wanted, timeout).await? {
@@ -147,11 +147,23 @@ impl Propagation {
                 Err(err) => tracing::info!(?err, "undecryptable propagated message"),
             }
         }
-        // Purge what we took, so the next sync does not fetch it again.
-        let purge = Value::Array(vec![Value::Nil, Value::Array(haves)]);
-        if let Err(err) = self.node.link_request(link, "/get", purge, timeout).await {
-            tracing::debug!(%err, "purge request failed");
-        }
-        Ok(out)
+        Ok(Fetched { link, messages: out, haves })
     }
+
+    /// Tells the node to drop what was fetched, so the next sync does not fetch it again.
+    pub async fn purge(&self, fetched: Fetched) -> Result<(), PropagationError> {
+        if fetched.haves.is_empty() {
+            return Ok(());
+        }
+        let purge = Value::Array(vec![Value::Nil, Value::Array(fetched.haves)]);
+        self.node.link_request(fetched.link, "/get", purge, Duration::from_secs(60)).await?;
+        Ok(())
+    }
+}
+
+/// What one sync fetched: the messages, and the ids to purge once they are stored.
+pub struct Fetched {
+    link: [u8; 16],
+    pub messages: Vec<Vec<u8>>,
+    haves: Vec<Value>,
 }

@@ -7,7 +7,7 @@ the reference LXMF code, as in cmds_fanout.py."""
 import threading, time
 
 BENCH = {"announcing": None}
-BENCH_MEMBERS = {}   # identity hash hex -> [(time, valid signature)]
+BENCH_MEMBERS = {}   # identity hash hex -> [(time, valid signature, message hash hex)]
 BENCH_LOCK = threading.Lock()
 
 
@@ -15,9 +15,9 @@ def _bench_receiver(ident_hex, dest):
     def on_packet(data, packet):
         try:
             m = LXMF.LXMessage.unpack_from_bytes(dest.hash + data)
-            entry = (time.time(), bool(m.signature_validated))
+            entry = (time.time(), bool(m.signature_validated), m.hash.hex())
         except Exception:
-            entry = (time.time(), False)
+            entry = (time.time(), False, "")
         with BENCH_LOCK:
             BENCH_MEMBERS[ident_hex].append(entry)
     return on_packet
@@ -57,13 +57,23 @@ def cmd_bench_announced(c):
 
 
 def cmd_bench_reached(c):
-    """Waits until every member holds a valid message (or the timeout); reports first-receipt times."""
-    def firsts():
+    """Waits until every member holds `unique` distinct valid messages (or the timeout); reports, per
+    member that got there, the time its `unique`-th distinct message arrived, sorted."""
+    want = c.get("unique", 1)
+
+    def reached_at(got):
+        seen = {}
+        for t, ok, h in got:
+            if ok and h not in seen:
+                seen[h] = t
+        return sorted(seen.values())[want - 1] if len(seen) >= want else None
+
+    def times():
         with BENCH_LOCK:
-            return [min(t for t, ok in got if ok) for got in BENCH_MEMBERS.values() if any(ok for _, ok in got)]
-    wait_for(lambda: len(firsts()) >= len(BENCH_MEMBERS), c.get("timeout", 120), step=0.1)
-    times = sorted(firsts())
+            return [t for t in (reached_at(got) for got in BENCH_MEMBERS.values()) if t is not None]
+    wait_for(lambda: len(times()) >= len(BENCH_MEMBERS), c.get("timeout", 120), step=0.1)
+    done = sorted(times())
     with BENCH_LOCK:
         receipts = sum(len(got) for got in BENCH_MEMBERS.values())
-        invalid = sum(1 for got in BENCH_MEMBERS.values() for _, ok in got if not ok)
-    return {"members": len(BENCH_MEMBERS), "reached": len(times), "times": times, "receipts": receipts, "invalid": invalid}
+        invalid = sum(1 for got in BENCH_MEMBERS.values() for g in got if not g[1])
+    return {"members": len(BENCH_MEMBERS), "reached": len(done), "times": done, "receipts": receipts, "invalid": invalid}
