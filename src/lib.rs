@@ -26,10 +26,12 @@ pub fn init_tracing(cfg: &config::Config) {
         cfg.log.level,
         t = cfg.log.transport_level
     );
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MESHGROUP_LOG")
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MESHGROUP_LOG_FILTER")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
     // Logs go to stderr so stdout stays clean for `--json` output.
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // Colours only on a terminal: log files and journald get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
 }
 
 /// Runs a future on the actix system over a multi-threaded tokio runtime (actors need the former,

@@ -70,7 +70,7 @@ fn sigkill_mid_fanout_loses_nothing_and_duplicates_nothing() -> R {
     let group = server.create_group(&["--name", "Crash Test"])?;
     server.start()?;
     let mut peer = Peer::connect(server.rns_port)?;
-    let members = members_of(&peer.call(json!({"cmd": "members", "n": 40, "pace": 0.3}))?);
+    let members = members_of(&peer.call(json!({"cmd": "members", "n": 40, "pace": 0.6}))?);
     peer.call(json!({"cmd": "router", "as": "poster"}))?;
     let poster = peer.identity("poster")?;
     let mut all = members.clone();
@@ -114,10 +114,10 @@ fn modes_notices_and_pacing_on_the_wire() -> R {
     let group = server.create_group(&["--name", "Modes"])?;
     server.start()?;
     let mut peer = Peer::connect(server.rns_port)?;
-    // Announces are paced like a real network's: a burst on a new interface is held back.
-    let full = members_of(&peer.call(json!({"cmd": "members", "n": 12, "pace": 0.3}))?);
-    let short = members_of(&peer.call(json!({"cmd": "members", "n": 4, "pace": 0.3}))?);
-    let none = members_of(&peer.call(json!({"cmd": "members", "n": 4, "pace": 0.3}))?);
+    // Announces are paced like a real network's (under 2/s): a burst on a new interface is held back.
+    let full = members_of(&peer.call(json!({"cmd": "members", "n": 12, "pace": 0.6}))?);
+    let short = members_of(&peer.call(json!({"cmd": "members", "n": 4, "pace": 0.6}))?);
+    let none = members_of(&peer.call(json!({"cmd": "members", "n": 4, "pace": 0.6}))?);
     peer.call(json!({"cmd": "router", "as": "poster"}))?;
     let poster = peer.identity("poster")?;
     add_members(&server, &group, &full, "full")?;

@@ -188,3 +188,32 @@ fn post_stamps_tickets_and_forgeries() -> R {
     }
     Ok(())
 }
+
+#[test]
+fn members_who_demand_stamps_get_stamped_copies() -> R {
+    let mut server = Server::new()?;
+    server.extra_env.push(("MESHGROUP_LOG_FILTER".into(), "meshgroup=debug,warn".into()));
+    let group = server.create_group(&["--name", "Stamps Out"])?;
+    server.start()?;
+    let lxmf = s(&group, "lxmf_destination_hash");
+    let mut peer = Peer::connect(server.rns_port)?;
+    // carol's stock router announces a cost of 8 and drops anything without a valid stamp.
+    let carol = peer.call(json!({"cmd": "router", "as": "carol", "stamp_cost": 8, "enforce_stamps": true}))?;
+    // The cost travels only in her announce. A burst of announces on a new interface is held
+    // back (as the reference does), so alice's router starts only once carol's announce is in.
+    let heard = format!("dest={} cost=8", s(&carol, "lxmf_hash"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !server.log().contains(&heard) {
+        if std::time::Instant::now() > deadline {
+            return Err("the server never heard carol's announce".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    peer.call(json!({"cmd": "router", "as": "alice"}))?;
+    join(&mut peer, &group, "alice")?;
+    join(&mut peer, &group, "carol")?;
+    assert_eq!(send_text(&mut peer, "alice", &lxmf, "worth the work")?["delivered"], true);
+    let texts = inbox_texts(&mut peer, "carol", 1)?;
+    assert_eq!(texts, vec!["alice: worth the work".to_owned()]);
+    Ok(())
+}

@@ -34,7 +34,7 @@ pub struct FanoutArgs {
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub members: u32,
     /// Timed rounds of the Rust paths (interleaved); each figure is the median of the rounds.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=50))]
     pub rounds: u32,
     /// Skip the Python reference even if its venv exists.
     #[arg(long)]
@@ -78,7 +78,7 @@ fn recipients(n: u32) -> Vec<Recipient> {
     (0..n)
         .map(|_| {
             let m = GroupIdentity::generate();
-            Recipient { identity_hash: m.hash, lxmf_dest: m.destination(LXMF_ASPECT), public_key: m.public_key, ratchet: None }
+            Recipient { identity_hash: m.hash, lxmf_dest: m.destination(LXMF_ASPECT), public_key: m.public_key, ratchet: None, stamp_cost: 0 }
         })
         .collect()
 }
@@ -171,22 +171,28 @@ pub async fn fanout(a: FanoutArgs) -> Result<Output, CliError> {
 
     let mut prepare_t = Vec::new();
     let mut floor_t = Vec::new();
+    // CPU seconds of the whole process beside the wall time: on a shared machine another process
+    // stretches the wall time of whichever path it overlaps, but hardly its CPU time.
+    let mut prepare_cpu = Vec::new();
+    let mut floor_cpu = Vec::new();
     for round in 0..a.rounds {
         // Alternating which goes first spreads any drift in machine load over both.
         for k in 0..2 {
             if (round + k) % 2 == 0 {
                 let jobs = prod_jobs.clone();
-                let t0 = Instant::now();
+                let (c0, t0) = (process_cpu(), Instant::now());
                 let out = on_all_cores(jobs, prod).await;
                 prepare_t.push(t0.elapsed());
+                prepare_cpu.push(process_cpu().saturating_sub(c0));
                 if out.len() != n as usize || out.contains(&0) {
                     return Err(CliError::Failure("production preparation failed for some members".into()));
                 }
             } else {
                 let jobs = floor_jobs.clone();
-                let t0 = Instant::now();
+                let (c0, t0) = (process_cpu(), Instant::now());
                 let out = on_all_cores(jobs, floor_one).await;
                 floor_t.push(t0.elapsed());
+                floor_cpu.push(process_cpu().saturating_sub(c0));
                 if out.len() != n as usize || out.contains(&0) {
                     return Err(CliError::Failure("floor computation failed for some members".into()));
                 }
@@ -195,6 +201,8 @@ pub async fn fanout(a: FanoutArgs) -> Result<Output, CliError> {
     }
     let prepare_s = median(&mut prepare_t);
     let floor_s = median(&mut floor_t);
+    let prepare_cpu_s = median(&mut prepare_cpu);
+    let floor_cpu_s = median(&mut floor_cpu);
 
     let mut notes = vec![format!(
         "Rust: {} round(s), median; {} worker thread(s) (one chunk per core, as the fan-out runs); plaintext {} B",
@@ -202,7 +210,7 @@ pub async fn fanout(a: FanoutArgs) -> Result<Output, CliError> {
         cores(),
         plaintext.len()
     )];
-    let python = if a.no_python { None } else { python_reference(n) };
+    let python = if a.no_python { None } else { python_reference(n, a.rounds.min(3)) };
     let python_s = match &python {
         Some(Ok(v)) => {
             notes.push(format!(
@@ -211,7 +219,7 @@ pub async fn fanout(a: FanoutArgs) -> Result<Output, CliError> {
                 v["lxmf"].as_str().unwrap_or("?"),
                 v["plaintext_len"]
             ));
-            v["seconds"].as_f64()
+            v["seconds"].as_f64().map(|s| (s, v["cpu_seconds"].as_f64()))
         }
         Some(Err(why)) => {
             notes.push(format!("Python reference failed: {why}"));
@@ -222,6 +230,7 @@ pub async fn fanout(a: FanoutArgs) -> Result<Output, CliError> {
             None
         }
     };
+    let (python_s, python_cpu_s) = (python_s.map(|p| p.0), python_s.and_then(|p| p.1));
     let ratio = prepare_s / floor_s;
     let speedup = python_s.map(|py| py / prepare_s);
     let mut j = json!({
@@ -233,6 +242,11 @@ pub async fn fanout(a: FanoutArgs) -> Result<Output, CliError> {
         "speedup_vs_python": speedup.map(round3),
         "cores": cores(),
         "python_cores": python_s.map(|_| 1),
+        "prepare_cpu_s": round4(prepare_cpu_s),
+        "floor_cpu_s": round4(floor_cpu_s),
+        "python_cpu_s": python_cpu_s.map(round4),
+        "cpu_ratio_to_floor": round3(prepare_cpu_s / floor_cpu_s),
+        "cpu_speedup_vs_python": python_cpu_s.map(|py| round3(py / prepare_cpu_s)),
         "build": if cfg!(debug_assertions) { "debug" } else { "release" },
         "notes": notes,
     });
@@ -241,16 +255,23 @@ pub async fn fanout(a: FanoutArgs) -> Result<Output, CliError> {
     }
     let fmt = |x: Option<f64>| x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
     let rows = vec![
-        vec!["production prepare (all cores)".into(), format!("{prepare_s:.3}"), format!("{:.1}", prepare_s / n as f64 * 1e6), format!("{ratio:.2}x floor")],
-        vec!["crypto floor (all cores)".into(), format!("{floor_s:.3}"), format!("{:.1}", floor_s / n as f64 * 1e6), "1.00x floor".into()],
+        vec![
+            "production prepare (all cores)".into(),
+            format!("{prepare_s:.3}"),
+            format!("{prepare_cpu_s:.3}"),
+            format!("{:.1}", prepare_s / n as f64 * 1e6),
+            format!("{ratio:.2}x floor"),
+        ],
+        vec!["crypto floor (all cores)".into(), format!("{floor_s:.3}"), format!("{floor_cpu_s:.3}"), format!("{:.1}", floor_s / n as f64 * 1e6), "1.00x floor".into()],
         vec![
             "python rns/lxmf (1 core)".into(),
             fmt(python_s),
+            fmt(python_cpu_s),
             fmt(python_s.map(|s| s / n as f64 * 1e6)),
             speedup.map(|s| format!("prepare is {s:.2}x faster")).unwrap_or_else(|| "-".into()),
         ],
     ];
-    Ok(Output { json: j, headers: vec!["path", "seconds", "us/member", "ratio"], rows })
+    Ok(Output { json: j, headers: vec!["path", "wall s", "cpu s", "wall us/member", "ratio"], rows })
 }
 
 /// Single-core µs per member of each step, over a sample, to show where the time goes.
@@ -307,19 +328,20 @@ fn breakdown(p: &Post, to: &[Recipient], floor_jobs: &[FloorJob]) -> Value {
     })
 }
 
-/// Runs `benches/python_fanout.py N` with `target/pyenv/bin/python`, found from the working
+/// Runs `benches/python_fanout.py N CONTENT ROUNDS` with `target/pyenv/bin/python`, found from the working
 /// directory or the source tree; `None` when the venv or the script is not there.
-fn python_reference(n: u32) -> Option<Result<Value, String>> {
+fn python_reference(n: u32, rounds: u32) -> Option<Result<Value, String>> {
     let roots = [PathBuf::from("."), PathBuf::from(env!("CARGO_MANIFEST_DIR"))];
     let root = roots.iter().find(|r| r.join("target/pyenv/bin/python").exists() && r.join("benches/python_fanout.py").exists())?;
-    Some(run_python(root, n))
+    Some(run_python(root, n, rounds))
 }
 
-fn run_python(root: &Path, n: u32) -> Result<Value, String> {
+fn run_python(root: &Path, n: u32, rounds: u32) -> Result<Value, String> {
     let out = std::process::Command::new(root.join("target/pyenv/bin/python"))
         .arg(root.join("benches/python_fanout.py"))
         .arg(n.to_string())
         .arg(CONTENT)
+        .arg(rounds.to_string())
         .output()
         .map_err(|e| e.to_string())?;
     if !out.status.success() {
@@ -430,6 +452,20 @@ fn outbox_rows(group_id: i64, message_id: Option<i64>, n: usize) -> Vec<NewOutbo
 
 fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// User + system CPU time of this process so far (`/proc/self/stat`, in USER_HZ = 100 ticks/s,
+/// the fixed Linux ABI value); zero where that file does not exist.
+fn process_cpu() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses and may contain spaces.
+            let rest = s.rsplit_once(')')?.1.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+            Some(rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
 }
 
 fn median(v: &mut [Duration]) -> f64 {

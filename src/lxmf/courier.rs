@@ -25,6 +25,8 @@ pub struct Courier {
     waiters: Mutex<HashMap<[u8; 32], oneshot::Sender<()>>>,
     early: Mutex<HashMap<[u8; 32], Instant>>,
     ratchets: Mutex<HashMap<[u8; 16], [u8; 32]>>,
+    /// Stamp costs members' `lxmf.delivery` destinations announce.
+    stamp_costs: Mutex<HashMap<[u8; 16], u32>>,
     /// Per destination: when we last asked for its path, and how many times so far.
     path_requests: Mutex<HashMap<[u8; 16], (Instant, usize)>>,
 }
@@ -38,6 +40,7 @@ impl Courier {
             waiters: Mutex::default(),
             early: Mutex::default(),
             ratchets: Mutex::default(),
+            stamp_costs: Mutex::default(),
             path_requests: Mutex::default(),
         }
     }
@@ -53,14 +56,28 @@ impl Courier {
         }
     }
 
+    /// Remembers the stamp cost an `lxmf.delivery` announce asks for (none clears it).
+    pub fn note_stamp_cost(&self, dest: [u8; 16], app_data: &[u8]) {
+        let cost = lxmf_core::stamp_cost_from_app_data(Some(app_data)).unwrap_or(0).clamp(0, 254) as u32;
+        tracing::debug!(dest = %hex::encode(dest), cost, "lxmf.delivery announce");
+        if let Ok(mut c) = self.stamp_costs.lock() {
+            if cost == 0 {
+                c.remove(&dest);
+            } else {
+                c.insert(dest, cost);
+            }
+        }
+    }
+
     /// The member's keys: from the node's announces, else from the identities the store has
     /// verified (so a restart does not make members unreachable). Unknown: one path request
     /// (backing off per destination) and `None`, so the caller retries later instead of waiting.
     pub async fn recipient(&self, identity_hash: [u8; 16]) -> Option<Recipient> {
         let lxmf_dest = destination_hash(LXMF_ASPECT, &identity_hash);
         let ratchet = || self.ratchets.lock().ok().and_then(|r| r.get(&lxmf_dest).copied());
+        let stamp_cost = self.stamp_costs.lock().ok().and_then(|c| c.get(&lxmf_dest).copied()).unwrap_or(0);
         if let Some(public_key) = self.node.recall_identity(lxmf_dest).await {
-            return Some(Recipient { identity_hash, lxmf_dest, public_key, ratchet: ratchet() });
+            return Some(Recipient { identity_hash, lxmf_dest, public_key, ratchet: ratchet(), stamp_cost });
         }
         let due = self.path_requests.lock().map(|mut p| {
             let now = Instant::now();
@@ -77,7 +94,7 @@ impl Courier {
         }
         let stored = self.store.known_identity(&hex::encode(identity_hash)).await.ok().flatten()?;
         let public_key = <[u8; 64]>::try_from(stored.as_slice()).ok()?;
-        Some(Recipient { identity_hash, lxmf_dest, public_key, ratchet: ratchet() })
+        Some(Recipient { identity_hash, lxmf_dest, public_key, ratchet: ratchet(), stamp_cost })
     }
 
     /// Waits (bounded) for a member's keys, for one-off replies.
@@ -136,5 +153,14 @@ impl Courier {
         if let Ok(mut w) = self.waiters.lock() {
             w.remove(packet_hash);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn announced_cost_parses() {
+        let ad = crate::wire::lxmf::delivery_announce("carol", 8);
+        assert_eq!(lxmf_core::stamp_cost_from_app_data(Some(&ad)), Some(8));
     }
 }

@@ -26,6 +26,8 @@ pub struct Recipient {
     pub public_key: [u8; 64],
     /// The member's latest announced ratchet, which the reference encrypts to when known.
     pub ratchet: Option<[u8; 32]>,
+    /// The stamp cost the member's `lxmf.delivery` announces; their client drops unstamped mail.
+    pub stamp_cost: u32,
 }
 
 /// What to say.
@@ -56,20 +58,26 @@ pub enum Outgoing {
 }
 
 /// Packs and signs one member's copy: `(packed, message_id)`.
+/// A member who announced a stamp cost gets a 32-byte stamp of that cost (as the reference sends),
+/// mined with a SHA-256 midstate so it costs milliseconds, not seconds.
 pub fn pack_for(group_key: &[u8; 64], group_lxmf: [u8; 16], to: &Recipient, body: &Body) -> Result<(Vec<u8>, [u8; 32]), OutboundError> {
-    pack(
-        &OutgoingMessage {
-            destination: to.lxmf_dest,
-            source: group_lxmf,
-            timestamp: body.timestamp,
-            title: &body.title,
-            content: &body.content,
-            fields: body.fields.clone(),
-            stamp: None,
-        },
-        group_key,
-    )
-    .map_err(|e| OutboundError::Build(e.to_string()))
+    let mut msg = OutgoingMessage {
+        destination: to.lxmf_dest,
+        source: group_lxmf,
+        timestamp: body.timestamp,
+        title: &body.title,
+        content: &body.content,
+        fields: body.fields.clone(),
+        stamp: None,
+    };
+    let (packed, message_id) = pack(&msg, group_key).map_err(|e| OutboundError::Build(e.to_string()))?;
+    if to.stamp_cost == 0 {
+        return Ok((packed, message_id));
+    }
+    let stamp = crate::wire::stamp::generate(&message_id, crate::wire::stamp::MESSAGE_ROUNDS, to.stamp_cost)
+        .ok_or_else(|| OutboundError::Build("no stamp found".into()))?;
+    msg.stamp = Some(&stamp);
+    pack(&msg, group_key).map_err(|e| OutboundError::Build(e.to_string()))
 }
 
 /// A packet when the message fits one, else the packed message for a direct link.
@@ -130,7 +138,7 @@ mod tests {
     fn prepared_message_decrypts_and_verifies() {
         let group = GroupIdentity::generate();
         let member = GroupIdentity::generate();
-        let to = Recipient { identity_hash: member.hash, lxmf_dest: member.destination(LXMF_ASPECT), public_key: member.public_key, ratchet: None };
+        let to = Recipient { identity_hash: member.hash, lxmf_dest: member.destination(LXMF_ASPECT), public_key: member.public_key, ratchet: None, stamp_cost: 0 };
         let body = Body { timestamp: 1.5, title: vec![], content: b"alice: hi".to_vec(), fields: attribution(&[1; 16], "alice", &[2; 32], 7, "message") };
         let p = prepare(&group.private_key, group.destination(LXMF_ASPECT), &to, &body).expect("prepare");
         let again = prepare(&group.private_key, group.destination(LXMF_ASPECT), &to, &body).expect("prepare");
@@ -147,11 +155,28 @@ mod tests {
     }
 
     #[test]
+    fn members_with_a_stamp_cost_get_a_valid_stamp() {
+        let group = GroupIdentity::generate();
+        let member = GroupIdentity::generate();
+        let to = Recipient { identity_hash: member.hash, lxmf_dest: member.destination(LXMF_ASPECT), public_key: member.public_key, ratchet: None, stamp_cost: 6 };
+        let body = Body { timestamp: 1.0, title: vec![], content: b"hi".to_vec(), fields: vec![] };
+        let (packed, id) = pack_for(&group.private_key, group.destination(LXMF_ASPECT), &to, &body).expect("pack");
+        let msg = crate::wire::lxmf::unpack(&packed).expect("unpack");
+        assert_eq!(msg.message_id, id, "the stamp does not change the message id");
+        assert!(msg.signature_valid(&group.public_key));
+        let stamp = msg.stamp.expect("stamped");
+        assert_eq!(stamp.len(), 32);
+        let wb = crate::wire::stamp::workblock(&id, crate::wire::stamp::MESSAGE_ROUNDS);
+        assert!(crate::wire::stamp::value(&wb, &stamp) >= 6);
+    }
+
+    #[test]
     fn oversize_is_refused() {
         let group = GroupIdentity::generate();
         let member = GroupIdentity::generate();
-        let to = Recipient { identity_hash: member.hash, lxmf_dest: member.destination(LXMF_ASPECT), public_key: member.public_key, ratchet: None };
+        let to = Recipient { identity_hash: member.hash, lxmf_dest: member.destination(LXMF_ASPECT), public_key: member.public_key, ratchet: None, stamp_cost: 0 };
         let body = Body { timestamp: 1.0, title: vec![], content: vec![b'x'; 400], fields: vec![] };
         assert!(matches!(prepare(&group.private_key, [0; 16], &to, &body), Err(OutboundError::TooLarge(_))));
     }
 }
+

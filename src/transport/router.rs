@@ -47,6 +47,7 @@ struct LinkState {
 pub async fn run(services: Arc<Services>, mut events: mpsc::Receiver<NodeEvent>) {
     let mut links: HashMap<[u8; 16], LinkState> = HashMap::new();
     let group_name_hash = name_hash(GROUP_ASPECT);
+    let lxmf_name_hash = name_hash(crate::wire::identity::LXMF_ASPECT);
     while let Some(ev) = events.recv().await {
         match ev {
             NodeEvent::LinkEstablished { dest, link_id } => {
@@ -105,6 +106,9 @@ pub async fn run(services: Arc<Services>, mut events: mpsc::Receiver<NodeEvent>)
             NodeEvent::Announce { dest, public_key, name_hash: nh, app_data, ratchet } => {
                 if let Some(r) = ratchet {
                     services.courier.note_ratchet(dest, r);
+                }
+                if nh == lxmf_name_hash {
+                    services.courier.note_stamp_cost(dest, &app_data);
                 }
                 if crate::lxmf::propagation::Propagation::is_pn_announce(&nh) {
                     services.propagation.note_announce(dest, &app_data);

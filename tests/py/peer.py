@@ -41,7 +41,8 @@ def start(port):
                 "  [[meshgroup]]\n    type = TCPClientInterface\n    enabled = yes\n"
                 f"    target_host = 127.0.0.1\n    target_port = {port}\n")
     # Logs go to stderr: stdout carries the JSON replies.
-    RNS.Reticulum(configdir=d, loglevel=RNS.LOG_WARNING, logdest=lambda msg: sys.stderr.write(msg + "\n"))
+    level = int(os.environ.get("MESHGROUP_PEER_LOGLEVEL", RNS.LOG_WARNING))
+    RNS.Reticulum(configdir=d, loglevel=level, logdest=lambda msg: sys.stderr.write(msg + "\n"))
 
 
 def identity(name):
@@ -140,8 +141,10 @@ def cmd_stamp(c):
 def cmd_router(c):
     name = c["as"]
     # A returning user keeps their storage (and with it their ratchet keys): "storage" reuses one.
-    router = LXMF.LXMRouter(storagepath=c.get("storage") or os.path.join(TMP, "lxmf-" + name), enforce_stamps=False)
-    local = router.register_delivery_identity(identity(name), display_name=c.get("display_name", name))
+    router = LXMF.LXMRouter(storagepath=c.get("storage") or os.path.join(TMP, "lxmf-" + name),
+                            enforce_stamps=c.get("enforce_stamps", False))
+    local = router.register_delivery_identity(identity(name), display_name=c.get("display_name", name),
+                                              stamp_cost=c.get("stamp_cost"))
     INBOX[name] = []
 
     def delivered(m):
