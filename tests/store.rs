@@ -199,6 +199,10 @@ async fn events_tickets_announces() -> R {
         let a = s.announce(B).await?.ok_or("announce missing")?;
         assert_eq!((a.app_data.as_slice(), a.hops), (&b"two"[..], 3));
         assert_eq!(s.announces("meshchat.group").await?.len(), 1);
+        s.remember_identity(A, &[5; 64]).await?;
+        s.remember_identity(A, &[6; 64]).await?;
+        assert_eq!(s.known_identity(A).await?, Some(vec![6; 64]), "the latest verified key wins");
+        assert_eq!(s.known_identity(B).await?, None);
     }
     Ok(())
 }

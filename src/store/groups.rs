@@ -21,6 +21,29 @@ pub struct NewGroup {
     pub founder_identity_hash: Option<String>,
 }
 
+impl NewGroup {
+    /// The row to insert, stamped with `now`.
+    pub(super) fn into_active(self, now: i64) -> ActiveModel {
+        ActiveModel {
+            identity_hash: Set(self.identity_hash),
+            identity_private_key: Set(self.identity_private_key),
+            group_dest_hash: Set(self.group_dest_hash),
+            lxmf_dest_hash: Set(self.lxmf_dest_hash),
+            public_name: Set(self.public_name),
+            private_name: Set(self.private_name),
+            visibility: Set(self.visibility),
+            join_stamp_cost: Set(self.join_stamp_cost),
+            post_stamp_cost: Set(self.post_stamp_cost),
+            history_public: Set(self.history_public),
+            listed: Set(self.listed),
+            founder_identity_hash: Set(self.founder_identity_hash),
+            created_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        }
+    }
+}
+
 /// A partial update of a group's settings; `None` leaves a field as it is.
 #[derive(Clone, Debug, Default)]
 pub struct GroupPatch {
@@ -38,24 +61,7 @@ impl Store {
     /// Inserts a group; a clash on any of its hashes is `Conflict`.
     pub async fn create_group(&self, new: NewGroup) -> Result<Group, StoreError> {
         self.timed("create_group", async {
-            let now = now_ms();
-            let am = ActiveModel {
-                identity_hash: Set(new.identity_hash),
-                identity_private_key: Set(new.identity_private_key),
-                group_dest_hash: Set(new.group_dest_hash),
-                lxmf_dest_hash: Set(new.lxmf_dest_hash),
-                public_name: Set(new.public_name),
-                private_name: Set(new.private_name),
-                visibility: Set(new.visibility),
-                join_stamp_cost: Set(new.join_stamp_cost),
-                post_stamp_cost: Set(new.post_stamp_cost),
-                history_public: Set(new.history_public),
-                listed: Set(new.listed),
-                founder_identity_hash: Set(new.founder_identity_hash),
-                created_at: Set(now),
-                updated_at: Set(now),
-                ..Default::default()
-            };
+            let am = new.into_active(now_ms());
             am.insert(&self.db).await.map_err(|e| StoreError::conflict_or_db(e, "group"))
         })
         .await

@@ -148,23 +148,7 @@ impl Store {
             let now = now_ms();
             let tx = self.db.begin().await?;
             for chunk in groups.chunks(500) {
-                let models = chunk.iter().cloned().map(|new| entity::group::ActiveModel {
-                    identity_hash: Set(new.identity_hash),
-                    identity_private_key: Set(new.identity_private_key),
-                    group_dest_hash: Set(new.group_dest_hash),
-                    lxmf_dest_hash: Set(new.lxmf_dest_hash),
-                    public_name: Set(new.public_name),
-                    private_name: Set(new.private_name),
-                    visibility: Set(new.visibility),
-                    join_stamp_cost: Set(new.join_stamp_cost),
-                    post_stamp_cost: Set(new.post_stamp_cost),
-                    history_public: Set(new.history_public),
-                    listed: Set(new.listed),
-                    founder_identity_hash: Set(new.founder_identity_hash),
-                    created_at: Set(now),
-                    updated_at: Set(now),
-                    ..Default::default()
-                });
+                let models = chunk.iter().cloned().map(|new| new.into_active(now));
                 Entity::insert_many(models).exec_without_returning(&tx).await.map_err(|e| StoreError::conflict_or_db(e, "group"))?;
             }
             tx.commit().await?;

@@ -2,7 +2,7 @@
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 
 use super::{JoinRequest, Member, Store, StoreError, now_ms};
-use entity::{group_ban, group_member, join_request};
+use entity::{group_ban, join_request};
 
 impl Store {
     /// Files (or re-files) a pending request; a banned identity is refused.
@@ -103,18 +103,7 @@ impl Store {
             am.decided_by = Set(Some(decided_by.to_owned()));
             am.updated_at = Set(now_ms());
             am.update(&txn).await?;
-            let now = now_ms();
-            let member = group_member::ActiveModel {
-                group_id: Set(group_id),
-                identity_hash: Set(identity_hash.to_owned()),
-                display_name: Set(display_name),
-                permissions: Set(0),
-                notify_mode: Set(notify_mode.to_owned()),
-                created_at: Set(now),
-                updated_at: Set(now),
-                last_seen: Set(now),
-                ..Default::default()
-            }
+            let member = super::members::new_member(group_id, identity_hash, &display_name, 0, notify_mode)
             .insert(&txn)
             .await
             .map_err(|e| StoreError::conflict_or_db(e, "member"))?;

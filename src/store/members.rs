@@ -7,6 +7,22 @@ use sea_orm::{
 use super::{Ban, Member, Store, StoreError, now_ms};
 use entity::{group_ban, group_member, join_request};
 
+/// A membership row, as joining, approval and the operator make it.
+pub(super) fn new_member(group_id: i64, identity_hash: &str, display_name: &str, permissions: i64, notify_mode: &str) -> group_member::ActiveModel {
+    let now = now_ms();
+    group_member::ActiveModel {
+        group_id: Set(group_id),
+        identity_hash: Set(identity_hash.to_owned()),
+        display_name: Set(display_name.to_owned()),
+        permissions: Set(permissions),
+        notify_mode: Set(notify_mode.to_owned()),
+        created_at: Set(now),
+        updated_at: Set(now),
+        last_seen: Set(now),
+        ..Default::default()
+    }
+}
+
 impl Store {
     /// Adds a member; refuses a banned identity (`Banned`) and a second membership (`Conflict`).
     pub async fn add_member(
@@ -27,18 +43,7 @@ impl Store {
             if banned.is_some() {
                 return Err(StoreError::Banned);
             }
-            let now = now_ms();
-            let member = group_member::ActiveModel {
-                group_id: Set(group_id),
-                identity_hash: Set(identity_hash.to_owned()),
-                display_name: Set(display_name.to_owned()),
-                permissions: Set(permissions),
-                notify_mode: Set(notify_mode.to_owned()),
-                created_at: Set(now),
-                updated_at: Set(now),
-                last_seen: Set(now),
-                ..Default::default()
-            }
+            let member = new_member(group_id, identity_hash, display_name, permissions, notify_mode)
             .insert(&txn)
             .await
             .map_err(|e| StoreError::conflict_or_db(e, "member"))?;
