@@ -120,7 +120,8 @@ async fn recover(store: &Store) -> Result<(), StoreError> {
 
 /// What the delivery task caches per group.
 struct GroupKeys {
-    private_key: [u8; 64],
+    /// Built once per group: deriving the signing identity costs about as much as a signature.
+    signer: crate::wire::lxmf::Signer,
     lxmf_dest: [u8; 16],
     name: String,
 }
@@ -180,9 +181,9 @@ impl Delivery {
             return Ok(k.clone());
         }
         let g: Group = self.store.group_by_id(group_id).await?;
-        let private_key = <[u8; 64]>::try_from(g.identity_private_key.as_slice()).map_err(|_| StoreError::NotFound { what: "group key" })?;
+        let signer = crate::wire::lxmf::signer(&g.identity_private_key).map_err(|_| StoreError::NotFound { what: "group key" })?;
         let keys = Arc::new(GroupKeys {
-            private_key,
+            signer,
             lxmf_dest: parse_hash(&g.lxmf_dest_hash).unwrap_or([0; 16]),
             name: g.private_name.clone().unwrap_or(g.public_name.clone()),
         });
@@ -297,7 +298,7 @@ impl Delivery {
             self.mark_sent(&row, attempts, wait.max(300_000)).await;
             let (store, courier) = (self.store.clone(), self.courier.clone());
             tokio::spawn(async move {
-                let result = match pack_for(&keys.private_key, keys.lxmf_dest, &to, &body) {
+                let result = match pack_for(&keys.signer, keys.lxmf_dest, &to, &body) {
                     Ok((packed, _)) => courier.propagation.deposit(&to, &packed).await.map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 };
@@ -423,7 +424,7 @@ fn fair_order(rows: Vec<OutboxRow>) -> Vec<OutboxRow> {
 /// Builds, signs and encrypts on the blocking pool, one chunk per core.
 async fn prepare_all(jobs: Vec<Job>) -> Vec<(Job, Result<Outgoing, OutboundError>)> {
     on_all_cores(jobs, |job: Job| {
-        let result = prepare_any(&job.keys.private_key, job.keys.lxmf_dest, &job.to, &job.body);
+        let result = prepare_any(&job.keys.signer, job.keys.lxmf_dest, &job.to, &job.body);
         (job, result)
     })
     .await
@@ -435,7 +436,7 @@ pub async fn on_all_cores<T, U, F>(items: Vec<T>, f: F) -> Vec<U>
 where
     T: Send + 'static,
     U: Send + 'static,
-    F: Fn(T) -> U + Copy + Send + 'static,
+    F: Fn(T) -> U + Clone + Send + 'static,
 {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let chunk = items.len().div_ceil(cores).max(1);
@@ -443,6 +444,7 @@ where
     let mut items = items.into_iter().peekable();
     while items.peek().is_some() {
         let part: Vec<T> = items.by_ref().take(chunk).collect();
+        let f = f.clone();
         handles.push(tokio::task::spawn_blocking(move || part.into_iter().map(f).collect::<Vec<_>>()));
     }
     let mut out = Vec::new();

@@ -331,8 +331,8 @@ async fn reply(s: &Services, route: &Route, to: [u8; 16], lines: Vec<String>, mu
     }
 }
 
-fn snap_key(snap: &Snapshot) -> Option<[u8; 64]> {
-    <[u8; 64]>::try_from(snap.private_key.as_slice()).ok()
+fn snap_key(snap: &Snapshot) -> Option<crate::wire::lxmf::Signer> {
+    crate::wire::lxmf::signer(&snap.private_key).ok()
 }
 
 /// The sender's public key from an announce the node heard; if none yet, ask the network and wait.

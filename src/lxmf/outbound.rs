@@ -5,7 +5,7 @@
 
 use rmpv::Value;
 
-use crate::wire::lxmf::{CUSTOM_TYPE_GROUP, FIELD_CUSTOM_META, FIELD_CUSTOM_TYPE, FIELD_TICKET, OutgoingMessage, pack};
+use crate::wire::lxmf::{CUSTOM_TYPE_GROUP, FIELD_CUSTOM_META, FIELD_CUSTOM_TYPE, FIELD_TICKET, OutgoingMessage, Signer, pack};
 
 /// RNS `Packet.ENCRYPTED_MDU`: the largest plaintext of one encrypted packet.
 pub const MAX_PLAINTEXT: usize = 383;
@@ -60,7 +60,7 @@ pub enum Outgoing {
 /// Packs and signs one member's copy: `(packed, message_id)`.
 /// A member who announced a stamp cost gets a 32-byte stamp of that cost (as the reference sends),
 /// mined with a SHA-256 midstate so it costs milliseconds, not seconds.
-pub fn pack_for(group_key: &[u8; 64], group_lxmf: [u8; 16], to: &Recipient, body: &Body) -> Result<(Vec<u8>, [u8; 32]), OutboundError> {
+pub fn pack_for(group: &Signer, group_lxmf: [u8; 16], to: &Recipient, body: &Body) -> Result<(Vec<u8>, [u8; 32]), OutboundError> {
     let mut msg = OutgoingMessage {
         destination: to.lxmf_dest,
         source: group_lxmf,
@@ -70,21 +70,21 @@ pub fn pack_for(group_key: &[u8; 64], group_lxmf: [u8; 16], to: &Recipient, body
         fields: body.fields.clone(),
         stamp: None,
     };
-    let (packed, message_id) = pack(&msg, group_key).map_err(|e| OutboundError::Build(e.to_string()))?;
+    let (packed, message_id) = pack(&msg, group).map_err(|e| OutboundError::Build(e.to_string()))?;
     if to.stamp_cost == 0 {
         return Ok((packed, message_id));
     }
     let stamp = crate::wire::stamp::generate(&message_id, crate::wire::stamp::MESSAGE_ROUNDS, to.stamp_cost)
         .ok_or_else(|| OutboundError::Build("no stamp found".into()))?;
     msg.stamp = Some(&stamp);
-    pack(&msg, group_key).map_err(|e| OutboundError::Build(e.to_string()))
+    pack(&msg, group).map_err(|e| OutboundError::Build(e.to_string()))
 }
 
 /// A packet when the message fits one, else the packed message for a direct link.
 /// The same inputs always give the same message id, so a resend after a crash is a duplicate the
 /// member's client drops.
-pub fn prepare_any(group_key: &[u8; 64], group_lxmf: [u8; 16], to: &Recipient, body: &Body) -> Result<Outgoing, OutboundError> {
-    let (packed, message_id) = pack_for(group_key, group_lxmf, to, body)?;
+pub fn prepare_any(group: &Signer, group_lxmf: [u8; 16], to: &Recipient, body: &Body) -> Result<Outgoing, OutboundError> {
+    let (packed, message_id) = pack_for(group, group_lxmf, to, body)?;
     let plaintext = &packed[16..];
     if plaintext.len() > MAX_PLAINTEXT {
         return Ok(Outgoing::Direct { lxmf_dest: to.lxmf_dest, packed, message_id });
@@ -98,8 +98,8 @@ pub fn prepare_any(group_key: &[u8; 64], group_lxmf: [u8; 16], to: &Recipient, b
 }
 
 /// Packs, signs and encrypts one message for one member as a single packet (`packed[16:]`).
-pub fn prepare(group_key: &[u8; 64], group_lxmf: [u8; 16], to: &Recipient, body: &Body) -> Result<Prepared, OutboundError> {
-    match prepare_any(group_key, group_lxmf, to, body)? {
+pub fn prepare(group: &Signer, group_lxmf: [u8; 16], to: &Recipient, body: &Body) -> Result<Prepared, OutboundError> {
+    match prepare_any(group, group_lxmf, to, body)? {
         Outgoing::Packet(p) => Ok(p),
         Outgoing::Direct { packed, .. } => Err(OutboundError::TooLarge(packed.len() - 16)),
     }
@@ -134,14 +134,18 @@ mod tests {
     use super::*;
     use crate::wire::identity::{GroupIdentity, LXMF_ASPECT};
 
+    fn signer(key: &[u8]) -> Signer {
+        crate::wire::lxmf::signer(key).expect("key")
+    }
+
     #[test]
     fn prepared_message_decrypts_and_verifies() {
         let group = GroupIdentity::generate();
         let member = GroupIdentity::generate();
         let to = Recipient { identity_hash: member.hash, lxmf_dest: member.destination(LXMF_ASPECT), public_key: member.public_key, ratchet: None, stamp_cost: 0 };
         let body = Body { timestamp: 1.5, title: vec![], content: b"alice: hi".to_vec(), fields: attribution(&[1; 16], "alice", &[2; 32], 7, "message") };
-        let p = prepare(&group.private_key, group.destination(LXMF_ASPECT), &to, &body).expect("prepare");
-        let again = prepare(&group.private_key, group.destination(LXMF_ASPECT), &to, &body).expect("prepare");
+        let p = prepare(&signer(&group.private_key), group.destination(LXMF_ASPECT), &to, &body).expect("prepare");
+        let again = prepare(&signer(&group.private_key), group.destination(LXMF_ASPECT), &to, &body).expect("prepare");
         assert_eq!(p.message_id, again.message_id, "deterministic id, so resends de-duplicate");
         assert_ne!(p.ciphertext, again.ciphertext, "fresh ephemeral key each time");
         // decrypt as the member would, then unpack and verify as the reference does
@@ -160,7 +164,7 @@ mod tests {
         let member = GroupIdentity::generate();
         let to = Recipient { identity_hash: member.hash, lxmf_dest: member.destination(LXMF_ASPECT), public_key: member.public_key, ratchet: None, stamp_cost: 6 };
         let body = Body { timestamp: 1.0, title: vec![], content: b"hi".to_vec(), fields: vec![] };
-        let (packed, id) = pack_for(&group.private_key, group.destination(LXMF_ASPECT), &to, &body).expect("pack");
+        let (packed, id) = pack_for(&signer(&group.private_key), group.destination(LXMF_ASPECT), &to, &body).expect("pack");
         let msg = crate::wire::lxmf::unpack(&packed).expect("unpack");
         assert_eq!(msg.message_id, id, "the stamp does not change the message id");
         assert!(msg.signature_valid(&group.public_key));
@@ -176,7 +180,7 @@ mod tests {
         let member = GroupIdentity::generate();
         let to = Recipient { identity_hash: member.hash, lxmf_dest: member.destination(LXMF_ASPECT), public_key: member.public_key, ratchet: None, stamp_cost: 0 };
         let body = Body { timestamp: 1.0, title: vec![], content: vec![b'x'; 400], fields: vec![] };
-        assert!(matches!(prepare(&group.private_key, [0; 16], &to, &body), Err(OutboundError::TooLarge(_))));
+        assert!(matches!(prepare(&signer(&group.private_key), [0; 16], &to, &body), Err(OutboundError::TooLarge(_))));
     }
 }
 

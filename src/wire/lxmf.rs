@@ -173,10 +173,17 @@ pub struct OutgoingMessage<'a> {
     pub stamp: Option<&'a [u8]>,
 }
 
+/// The identity that signs: build it once per group (from its 64-byte key) and reuse it, since
+/// deriving it costs about as much as signing.
+pub type Signer = rns_transport::identity::PrivateIdentity;
+
+/// A signer from a Reticulum identity file's 64 bytes.
+pub fn signer(private_key: &[u8]) -> Result<Signer, LxmfError> {
+    Signer::from_private_key_bytes(private_key).map_err(|_| LxmfError::BadShape("signing key"))
+}
+
 /// Packs and signs; returns `(packed, message_id)`.
-pub fn pack(msg: &OutgoingMessage<'_>, signer_private_key: &[u8; 64]) -> Result<(Vec<u8>, [u8; 32]), LxmfError> {
-    let signer = rns_transport::identity::PrivateIdentity::from_private_key_bytes(signer_private_key)
-        .map_err(|_| LxmfError::BadShape("signing key"))?;
+pub fn pack(msg: &OutgoingMessage<'_>, signer: &Signer) -> Result<(Vec<u8>, [u8; 32]), LxmfError> {
     let payload4 = encode(&Value::Array(vec![
         Value::F64(msg.timestamp),
         Value::Binary(msg.title.to_vec()),
@@ -268,7 +275,7 @@ mod tests {
             fields,
             stamp: None,
         };
-        let (packed, id) = pack(&out, &key).expect("pack");
+        let (packed, id) = pack(&out, &signer(&key).expect("key")).expect("pack");
         assert_eq!(packed, hx(&m["packed_hex"]));
         assert_eq!(id.to_vec(), hx(&m["message_id_hex"]));
     }
@@ -303,7 +310,7 @@ mod tests {
 
     #[test]
     fn empty_fields_pack_as_map() {
-        let key = [1u8; 64];
+        let key = signer(&[1u8; 64]).expect("key");
         let (packed, _) = pack(
             &OutgoingMessage { destination: [2; 16], source: [3; 16], timestamp: 1.0, title: b"", content: b"x", fields: vec![], stamp: None },
             &key,
