@@ -133,7 +133,7 @@ fn tcp_client_reaches_python_peers_through_a_hub() -> R {
     // The peer is on the hub before the server starts, so it hears the start-up announce.
     let mut peer = Peer::connect(hub_port)?;
     server.start()?;
-    let heard = peer.call(json!({"cmd": "recall", "dest": dest, "wait_announce": true, "timeout": 30}))?;
+    let heard = peer.call(json!({"cmd": "recall", "dest": dest, "wait_announce": true, "timeout": 45}))?;
     assert_eq!(s(&heard, "identity_hash"), s(&g, "identity_hash"));
     let ad = pb::GroupAnnounce::decode(hex::decode(s(&heard, "app_data"))?.as_slice())?;
     assert_eq!(ad.name, "Via Hub");
