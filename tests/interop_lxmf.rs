@@ -78,19 +78,25 @@ fn stored_count(server: &Server, group: &Value) -> R<usize> {
 fn strangers_and_banned_members_are_not_stored() -> R {
     let mut server = Server::new()?;
     let group = server.create_group(&["--name", "Closed", "--private"])?;
+    let mut peer = Peer::connect(server.rns_port)?;
+    let admin = peer.identity("admin")?;
+    server.cli(&["member", "add", &group["id"].to_string(), &admin, "--rights", "approve,ban"])?;
     server.start()?;
     let lxmf = s(&group, "lxmf_destination_hash");
-    let mut peer = Peer::connect(server.rns_port)?;
     peer.call(json!({"cmd": "router", "as": "mallory"}))?;
     let mallory = peer.identity("mallory")?;
     let sent = peer.call(json!({"cmd": "send", "as": "mallory", "dest": lxmf, "content": hex::encode("let me in"), "timeout": 12}))?;
     assert_ne!(sent["delivered"], true, "a stranger's post is not acknowledged");
     assert_eq!(stored_count(&server, &group)?, 0);
 
-    // A member who is then banned: their post is refused and counted.
-    let id = group["id"].to_string();
-    server.cli(&["member", "add", &id, &mallory])?;
-    server.cli(&["ban", "add", &id, &mallory, "--reason", "spam"])?;
+    // mallory becomes a member, then an admin bans them (through the API: effective at once).
+    let gdest = s(&group, "group_destination_hash");
+    peer.link("m", &gdest, Some("mallory"))?;
+    peer.request("m", "/api/v1/join", &pb::JoinRequest::default())?.ok::<pb::JoinResponse>()?;
+    peer.link("a", &gdest, Some("admin"))?;
+    let id = hex::decode(&mallory)?;
+    peer.request("a", "/api/v1/join-requests/approve", &pb::DecideJoinRequest { identity_hash: id.clone() })?.ok::<pb::Ack>()?;
+    peer.request("a", "/api/v1/members/ban", &pb::BanRequest { identity_hash: id, reason: "spam".into() })?.ok::<pb::Ack>()?;
     let sent = peer.call(json!({"cmd": "send", "as": "mallory", "dest": lxmf, "content": hex::encode("still here"), "timeout": 12}))?;
     assert_ne!(sent["delivered"], true);
     assert_eq!(stored_count(&server, &group)?, 0);
@@ -124,6 +130,15 @@ fn text_commands_from_a_stock_client() -> R {
     let carol = peer.identity("carol")?;
     let alice = peer.identity("alice")?;
     server.cli(&["member", "add", &group["id"].to_string(), &alice, "--name", "alice", "--rights", "kick"])?;
+    // The running server picks CLI changes up within a second; wait until it counts alice.
+    peer.link("watch", &s(&group, "group_destination_hash"), None)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while peer.request("watch", "/api/v1/info", &pb::InfoRequest {})?.ok::<pb::InfoResponse>()?.member_count < 1 {
+        if std::time::Instant::now() > deadline {
+            return Err("the server never saw alice".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 
     // A stranger joins a public group with /join.
     assert_eq!(send_text(&mut peer, "carol", &lxmf, "/join")?["delivered"], true);
