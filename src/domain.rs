@@ -241,6 +241,8 @@ pub fn authorize(role: Role, action: Action, policy: Policy) -> Result<(), Denie
             ListMembers if public => Ok(()),
             _ => Err(Denied::Forbidden),
         },
+        // A founder who left would orphan the group: hand it over (transfer) or delete it instead.
+        Role::Founder if action == Leave => Err(Denied::Forbidden),
         Role::Founder => Ok(()),
         Role::Member(_) if matches!(action, DeleteGroup | TransferFounder) => Err(Denied::Forbidden),
         Role::Member(rights) => match action.required_right() {

@@ -14,7 +14,7 @@ const ROLES: [&str; 13] =
 const MATRIX: &[(&str, &str, &str)] = &[
     ("info", "YYYYYYYYYYYYY", "YYYYYYYYYYYYY"),
     ("join", "-YYYYYYYYYYFU", "-YYYYYYYYYYFU"),
-    ("leave", "-YYYYYYYYYFFU", "-YYYYYYYYYFFU"),
+    ("leave", "-FYYYYYYYYFFU", "-FYYYYYYYYFFU"),
     ("members", "YYYYYYYYYYYFY", "YYYYYYYYYYFFU"),
     ("join-requests", "YYYFFFFFFFFFU", "YYYFFFFFFFFFU"),
     ("join-requests/approve", "YYYFFFFFFFFFU", "YYYFFFFFFFFFU"),
