@@ -24,27 +24,9 @@ fn raw(hex_hash: &str) -> R<Vec<u8>> {
     Ok(hex::decode(hex_hash)?)
 }
 
-/// Polls `f` until it yields a value or `secs` pass; the last error explains a timeout.
-fn poll<T>(secs: u64, what: &str, mut f: impl FnMut() -> R<Option<T>>) -> R<T> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        match f() {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last = e.to_string(),
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Err(format!("timed out after {secs} s waiting for {what} {last}").into())
-}
-
-/// A Python peer, with RNS's request/response race patched (see `cmd_patch_request_race`):
-/// without it about one run in ten loses a response that the server sent within a millisecond.
-fn connect(port: u16) -> R<Peer> {
-    let mut peer = Peer::connect(port)?;
-    peer.call(json!({"cmd": "patch_request_race"}))?;
-    Ok(peer)
+/// Polls `f` every 100 ms for up to `secs`.
+fn poll<T>(secs: u64, what: &str, f: impl FnMut() -> R<Option<T>>) -> R<T> {
+    common::poll(Duration::from_secs(secs), Duration::from_millis(100), what, f)
 }
 
 fn info(peer: &mut Peer, link: &str) -> R<pb::InfoResponse> {
@@ -111,7 +93,7 @@ fn stranger_joins_public_group_and_reads_history() -> R {
     let mut server = Server::new()?;
     let g = server.create_group(&["--name", "Mesh Commons"])?;
     server.start()?;
-    let mut peer = connect(server.rns_port)?;
+    let mut peer = Peer::connect(server.rns_port)?;
     let dest = s(&g, "group_destination_hash");
     let alice = peer.identity("alice")?;
     let bob = peer.identity("bob")?;
@@ -148,7 +130,7 @@ fn private_group_join_requests_approved_and_rejected() -> R {
     let gid = g["id"].to_string();
     let dest = s(&g, "group_destination_hash");
     server.start()?;
-    let mut peer = connect(server.rns_port)?;
+    let mut peer = Peer::connect(server.rns_port)?;
     // The owner's only act: the first admin, who holds nothing but the approve right.
     first_admin(&server, &mut peer, &gid, &dest, "approve", pb::Rights::Approve as u32)?;
     let carol = peer.identity("carol")?;
@@ -202,7 +184,7 @@ fn admin_kicks_bans_unbans_deletes_and_delegates_kick() -> R {
     let gid = g["id"].to_string();
     let dest = s(&g, "group_destination_hash");
     server.start()?;
-    let mut peer = connect(server.rns_port)?;
+    let mut peer = Peer::connect(server.rns_port)?;
     let admin = first_admin(&server, &mut peer, &gid, &dest, "kick,ban,delete,permissions", (pb::Rights::Kick as u32) | (pb::Rights::Ban as u32) | (pb::Rights::Delete as u32) | (pb::Rights::Permissions as u32))?;
     let [eve, mal, frank, grace] = ["eve", "mal", "frank", "grace"].map(|n| peer.identity(n));
     let (eve, mal, frank, grace) = (eve?, mal?, frank?, grace?);
@@ -292,7 +274,7 @@ fn join_stamp_cost_set_through_the_api_with_python_lxmf_stamps() -> R {
     let gid = g["id"].to_string();
     let dest = s(&g, "group_destination_hash");
     server.start()?;
-    let mut peer = connect(server.rns_port)?;
+    let mut peer = Peer::connect(server.rns_port)?;
     first_admin(&server, &mut peer, &gid, &dest, "settings", pb::Rights::Settings as u32)?;
     peer.call(json!({"cmd": "watch_announces"}))?;
     peer.identity("sam")?;
@@ -345,7 +327,7 @@ fn notification_mode_and_display_name_updates() -> R {
     let gid = g["id"].to_string();
     let dest = s(&g, "group_destination_hash");
     server.start()?;
-    let mut peer = connect(server.rns_port)?;
+    let mut peer = Peer::connect(server.rns_port)?;
     first_admin(&server, &mut peer, &gid, &dest, "rename", pb::Rights::Rename as u32)?;
     peer.call(json!({"cmd": "watch_announces"}))?;
     peer.identity("nina")?;
@@ -415,7 +397,7 @@ fn latest_fifty_of_a_hundred_thousand_messages_over_a_link() -> R {
     let body = |id: i64| format!("message {}", id - base).into_bytes();
 
     server.start()?;
-    let mut peer = connect(server.rns_port)?;
+    let mut peer = Peer::connect(server.rns_port)?;
     peer.identity("reader")?;
     peer.link("r", &dest, Some("reader"))?;
     assert_eq!(join(&mut peer, "r", "reader")?, pb::JoinState::Joined);

@@ -18,24 +18,9 @@ const CREATE: &str = "/api/v1/groups/create";
 const DELETE: &str = "/api/v1/groups/delete";
 const TRANSFER: &str = "/api/v1/groups/transfer";
 
-fn connect(port: u16) -> R<Peer> {
-    let mut peer = Peer::connect(port)?;
-    peer.call(json!({"cmd": "patch_request_race"}))?;
-    Ok(peer)
-}
-
-fn poll<T>(secs: u64, what: &str, mut f: impl FnMut() -> R<Option<T>>) -> R<T> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        match f() {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last = e.to_string(),
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Err(format!("timed out after {secs} s waiting for {what} {last}").into())
+/// Polls `f` every 100 ms for up to `secs`.
+fn poll<T>(secs: u64, what: &str, f: impl FnMut() -> R<Option<T>>) -> R<T> {
+    common::poll(Duration::from_secs(secs), Duration::from_millis(100), what, f)
 }
 
 fn rt() -> R<tokio::runtime::Runtime> {
@@ -132,7 +117,7 @@ fn a_peer_hears_the_server_lists_the_directory_and_links_from_an_entry() -> R {
     }
     server.start()?;
     let dest = server_dest(&server)?;
-    let mut peer = connect(server.rns_port)?;
+    let mut peer = Peer::connect(server.rns_port)?;
 
     // The live announce (not only a path answer), and its app_data.
     peer.call(json!({"cmd": "watch_announces", "aspect": "meshchat.groupserver"}))?;
@@ -186,8 +171,8 @@ fn a_founder_creates_runs_and_deletes_groups() -> R {
     let mut server = Server::new()?;
     server.start()?;
     let dest = server_dest(&server)?;
-    let mut founder = connect(server.rns_port)?;
-    let mut other = connect(server.rns_port)?;
+    let mut founder = Peer::connect(server.rns_port)?;
+    let mut other = Peer::connect(server.rns_port)?;
     let f_id = founder.identity("founder")?;
     let bob = other.identity("bob")?;
     let carol = other.identity("carol")?;
@@ -290,7 +275,7 @@ fn guarded(pairs: &[(&str, &str)], who: &[(&str, Option<&str>)]) -> R<(Server, P
     env(&mut server, pairs);
     server.start()?;
     let dest = server_dest(&server)?;
-    let mut peer = connect(server.rns_port)?;
+    let mut peer = Peer::connect(server.rns_port)?;
     for (name, key) in who {
         match key {
             Some(k) => peer.call(json!({"cmd": "load_identity", "name": name, "private_key": k}))?,
@@ -330,7 +315,7 @@ fn every_creation_guard_holds_with_its_typed_error() -> R {
     server.create_group(&["--name", "Operator's"])?;
     server.start()?;
     let dest = server_dest(&server)?;
-    let mut peer = connect(server.rns_port)?;
+    let mut peer = Peer::connect(server.rns_port)?;
     for who in ["alice", "bob", "carol"] {
         peer.identity(who)?;
         peer.link_server_as(who, &dest, who)?;
@@ -410,7 +395,7 @@ fn a_directory_of_10000_groups_answers_in_one_round_trip() -> R {
     }
     let boot = boot.elapsed().as_secs_f64();
     let dest = server_dest(&server)?;
-    let mut peer = connect(server.rns_port)?;
+    let mut peer = Peer::connect(server.rns_port)?;
     peer.call(json!({"cmd": "link_server", "link": "dir", "dest": dest, "timeout": 60}))?;
 
     let traced = |peer: &mut Peer, q: pb::DirectoryRequest| -> R<(pb::DirectoryResponse, Value, usize)> {

@@ -47,7 +47,7 @@ def cmd_patch_request_race(c):
     """Works around a race in RNS 1.5.7's Link.request: the request packet is sent *before* its
     RequestReceipt joins link.pending_requests, so a response from a fast server on loopback can
     arrive first and is dropped; the request then fails after its timeout. Here a response with no
-    receipt yet is held until the receipt registers. Only peers that ask for it are patched."""
+    receipt yet is held until the receipt registers. peer.py applies it at start; calling it again is a no-op."""
     # `RNS.Link` is the class (RNS re-exports it), so take the module from sys.modules.
     link_module = sys.modules["RNS.Link"]
     Link, Receipt = link_module.Link, link_module.RequestReceipt

@@ -20,31 +20,11 @@ RNS.Link.response_resource_concluded = _recording_response_resource_concluded
 def cmd_request_traced(c):
     """Like `request`, and says whether the response came as a Resource, with the link's MTU/MDU."""
     link = LINKS[c["link"]]
-    done = threading.Event()
-    box = {}
-
-    def ok(r):
-        box["resp"] = r.response
-        done.set()
-
-    def fail(r):
-        box["failed"] = True
-        done.set()
-
-    data = bytes.fromhex(c.get("data", ""))
-    t0 = time.time()
-    receipt = link.request(c["path"], data=data if data else None, response_callback=ok, failed_callback=fail,
-                           timeout=c.get("timeout", 60))
-    if not receipt:
-        raise RuntimeError("request not sent")
-    if not done.wait(c.get("timeout", 60) + 10):
-        raise RuntimeError("no response")
-    if box.get("failed"):
-        raise RuntimeError("request failed")
-    res = RESPONSE_RESOURCES.get(bytes(receipt.request_id))
-    return {"response": bytes(box["resp"]).hex(), "secs": round(time.time() - t0, 3),
-            "via_resource": res is not None and res["status"] == RNS.Resource.COMPLETE,
-            "resource": res or {}, "link_mtu": link.get_mtu(), "link_mdu": link.get_mdu()}
+    out = cmd_request(dict(c, timeout=c.get("timeout", 60)))
+    res = RESPONSE_RESOURCES.get(bytes.fromhex(out["request_id"]))
+    out.update({"via_resource": res is not None and res["status"] == RNS.Resource.COMPLETE,
+                "resource": res or {}, "link_mtu": link.get_mtu(), "link_mdu": link.get_mdu()})
+    return out
 
 
 def cmd_link_status(c):

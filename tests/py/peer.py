@@ -112,14 +112,17 @@ def cmd_request(c):
 
     data = bytes.fromhex(c.get("data", ""))
     t0 = time.time()
-    link.request(c["path"], data=data if data else None, response_callback=ok, failed_callback=fail,
-                 timeout=c.get("timeout", 30))
+    receipt = link.request(c["path"], data=data if data else None, response_callback=ok, failed_callback=fail,
+                           timeout=c.get("timeout", 30))
+    if not receipt:
+        raise RuntimeError("request not sent")
     if not done.wait(c.get("timeout", 30) + 10):
         raise RuntimeError("no response")
     if box.get("failed"):
         raise RuntimeError("request failed")
     resp = box["resp"]
-    return {"response": bytes(resp).hex(), "secs": round(time.time() - t0, 3), "link_status": link.status}
+    return {"response": bytes(resp).hex(), "secs": round(time.time() - t0, 3), "link_status": link.status,
+            "request_id": bytes(receipt.request_id).hex()}
 
 
 def cmd_idle(c):
