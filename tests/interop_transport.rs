@@ -192,7 +192,7 @@ fn shared_instance_scenario(tcp: bool) -> R {
     // it connects after the start-up announce, so it finds the group by a path request.
     let mut peer = Peer::connect(peer_port)?;
     peer.identity("gina")?;
-    let info = link_and_info(&mut peer, "l", &dest, "gina", Duration::from_secs(40))
+    let info = link_and_info(&mut peer, "l", &dest, "gina", Duration::from_secs(90))
         .map_err(|e| format!("{e}\nserver log:\n{}\nrnsd log:\n{}", server.log(), rnsd.log()))?;
     assert_eq!(info.name, "Through rnsd");
     let first = t0.elapsed().as_secs_f64();
@@ -203,7 +203,7 @@ fn shared_instance_scenario(tcp: bool) -> R {
     let restarted = Instant::now();
     let mut peer = Peer::connect(peer_port)?;
     peer.identity("hank")?;
-    let info = link_and_info(&mut peer, "l", &dest, "hank", Duration::from_secs(45))
+    let info = link_and_info(&mut peer, "l", &dest, "hank", Duration::from_secs(90))
         .map_err(|e| format!("{e}\nserver log:\n{}\nrnsd log:\n{}", server.log(), rnsd.log()))?;
     assert_eq!(info.name, "Through rnsd");
     assert!(server.log().contains("re-announcing"), "the server re-announced after reconnecting:\n{}", server.log());
