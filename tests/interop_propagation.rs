@@ -91,8 +91,10 @@ fn posts_left_on_the_node_while_the_server_was_away_arrive() -> R {
     })
     .map_err(|e| format!("{e}\nserver log:\n{}", server.log()))?;
     assert_eq!(got, vec!["left on the node".to_owned()]);
-    let metrics = server.metrics()?;
-    assert!(metrics.contains("method=\"propagated\",outcome=\"accepted\""), "counted as propagated");
+    // The counter moves just after the commit that made the post visible: poll, don't race it.
+    poll(Duration::from_secs(10), Duration::from_millis(100), "counted as propagated", || {
+        Ok(server.metrics()?.contains("method=\"propagated\",outcome=\"accepted\"").then_some(()))
+    })?;
     Ok(())
 }
 
