@@ -106,12 +106,40 @@ fn strangers_and_banned_members_are_not_stored() -> R {
     Ok(())
 }
 
-fn inbox_texts(peer: &mut Peer, name: &str, count: usize) -> R<Vec<String>> {
-    let inbox = peer.call(json!({"cmd": "inbox", "as": name, "count": count, "timeout": 20}))?;
-    Ok(inbox["messages"]
+fn texts(inbox: &Value) -> Vec<String> {
+    inbox["messages"]
         .as_array()
         .map(|a| a.iter().map(|m| String::from_utf8_lossy(&hex::decode(s(m, "content")).unwrap_or_default()).into_owned()).collect())
-        .unwrap_or_default())
+        .unwrap_or_default()
+}
+
+fn inbox_texts(peer: &mut Peer, name: &str, count: usize) -> R<Vec<String>> {
+    Ok(texts(&peer.call(json!({"cmd": "inbox", "as": name, "count": count, "timeout": 20}))?))
+}
+
+/// Waits until `name` has received a message holding `needle`; returns every text so far.
+fn await_text(peer: &mut Peer, name: &str, needle: &str) -> R<Vec<String>> {
+    await_text_after(peer, name, needle, 0)
+}
+
+/// Like [`await_text`], looking only at the messages from index `after` on.
+fn await_text_after(peer: &mut Peer, name: &str, needle: &str, after: usize) -> R<Vec<String>> {
+    let all = texts(&peer.call(json!({"cmd": "inbox", "as": name, "contains": needle, "after": after, "timeout": 30}))?);
+    if all.iter().skip(after).any(|t| t.contains(needle)) { Ok(all) } else { Err(format!("{name} never got {needle:?}: {all:?}").into()) }
+}
+
+/// The running server picks CLI changes up within a second; waits until it counts `name` a member.
+fn wait_member(peer: &mut Peer, group: &Value, name: &str) -> R {
+    let link = format!("watch-{name}");
+    peer.link(&link, &s(group, "group_destination_hash"), Some(name))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !peer.request(&link, "/api/v1/info", &pb::InfoRequest {})?.ok::<pb::InfoResponse>()?.is_member {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("the server never saw {name} join").into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(())
 }
 
 fn send_text(peer: &mut Peer, who: &str, dest: &str, text: &str) -> R<Value> {
@@ -130,15 +158,7 @@ fn text_commands_from_a_stock_client() -> R {
     let carol = peer.identity("carol")?;
     let alice = peer.identity("alice")?;
     server.cli(&["member", "add", &group["id"].to_string(), &alice, "--name", "alice", "--rights", "kick"])?;
-    // The running server picks CLI changes up within a second; wait until it counts alice.
-    peer.link("watch", &s(&group, "group_destination_hash"), None)?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while peer.request("watch", "/api/v1/info", &pb::InfoRequest {})?.ok::<pb::InfoResponse>()?.member_count < 1 {
-        if std::time::Instant::now() > deadline {
-            return Err("the server never saw alice".into());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_member(&mut peer, &group, "alice")?;
 
     // A stranger joins a public group with /join.
     assert_eq!(send_text(&mut peer, "carol", &lxmf, "/join")?["delivered"], true);
@@ -164,6 +184,57 @@ fn text_commands_from_a_stock_client() -> R {
     assert_eq!(send_text(&mut peer, "alice", &lxmf, &format!("/ban {carol} spam"))?["delivered"], true);
     let texts = inbox_texts(&mut peer, "alice", 2)?;
     assert!(texts.iter().any(|t| t.contains("Refused")), "{texts:?}");
+    Ok(())
+}
+
+#[test]
+fn admin_text_commands_on_a_private_group() -> R {
+    let mut server = Server::new()?;
+    let group = server.create_group(&["--name", "Back Room", "--private"])?;
+    server.start()?;
+    let lxmf = s(&group, "lxmf_destination_hash");
+    let mut peer = Peer::connect(server.rns_port)?;
+    peer.call(json!({"cmd": "router", "as": "carol"}))?;
+    peer.call(json!({"cmd": "router", "as": "alice"}))?;
+    let carol = peer.identity("carol")?;
+    let alice = peer.identity("alice")?;
+    server.cli(&["member", "add", &group["id"].to_string(), &alice, "--name", "alice", "--rights", "approve,ban,delete"])?;
+    wait_member(&mut peer, &group, "alice")?;
+
+    assert_eq!(send_text(&mut peer, "carol", &lxmf, "/help")?["delivered"], true);
+    await_text(&mut peer, "carol", "/approve ID")?;
+    // A private group takes a request, which an admin approves by text.
+    assert_eq!(send_text(&mut peer, "carol", &lxmf, "/join")?["delivered"], true);
+    await_text(&mut peer, "carol", "Join request sent")?;
+    assert_eq!(send_text(&mut peer, "alice", &lxmf, &format!("/approve {carol}"))?["delivered"], true);
+    await_text(&mut peer, "alice", &format!("Approved {carol}"))?;
+    assert_eq!(send_text(&mut peer, "carol", &lxmf, "/members")?["delivered"], true);
+    let members = await_text(&mut peer, "carol", "2 members:")?;
+    assert!(members.iter().any(|t| t.contains(&format!("alice <{alice}> [approve,ban,delete]"))), "{members:?}");
+
+    // carol posts; alice finds its id in /history and deletes it; the history shows the tombstone.
+    assert_eq!(send_text(&mut peer, "carol", &lxmf, "regrettable")?["delivered"], true);
+    assert_eq!(send_text(&mut peer, "alice", &lxmf, "/history 5")?["delivered"], true);
+    let history = await_text(&mut peer, "alice", ": regrettable")?;
+    let line = history.iter().flat_map(|t| t.lines()).find(|l| l.starts_with('#') && l.ends_with(": regrettable")).ok_or("no history line")?;
+    let id = line[1..].split(' ').next().ok_or("no id")?.to_owned();
+    assert_eq!(send_text(&mut peer, "alice", &lxmf, &format!("/delete {id}"))?["delivered"], true);
+    await_text(&mut peer, "alice", &format!("Deleted message #{id}"))?;
+    assert_eq!(send_text(&mut peer, "carol", &lxmf, "/history 5")?["delivered"], true);
+    await_text(&mut peer, "carol", &format!("#{id} (deleted)"))?;
+
+    // carol leaves; alice bans and then unbans her, and carol may ask to join again.
+    assert_eq!(send_text(&mut peer, "carol", &lxmf, "/leave")?["delivered"], true);
+    await_text(&mut peer, "carol", "You left the group")?;
+    assert!(!server.cli(&["member", "list", &group["id"].to_string()])?.to_string().contains(&carol));
+    assert_eq!(send_text(&mut peer, "alice", &lxmf, &format!("/ban {carol} spam"))?["delivered"], true);
+    await_text(&mut peer, "alice", &format!("Banned {carol}"))?;
+    assert!(server.cli(&["ban", "list", &group["id"].to_string()])?.to_string().contains("spam"));
+    assert_eq!(send_text(&mut peer, "alice", &lxmf, &format!("/unban {carol}"))?["delivered"], true);
+    await_text(&mut peer, "alice", &format!("Unbanned {carol}"))?;
+    let seen = inbox_texts(&mut peer, "carol", 0)?.len();
+    assert_eq!(send_text(&mut peer, "carol", &lxmf, "/join")?["delivered"], true);
+    await_text_after(&mut peer, "carol", "Join request sent", seen)?;
     Ok(())
 }
 

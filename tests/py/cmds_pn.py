@@ -13,7 +13,15 @@ def cmd_identity_set(c):
 def cmd_use_pn(c):
     router, local = ROUTERS[c["as"]]
     pn = bytes.fromhex(c["pn"])
-    recall(pn, 20)
+    # The router reads the node's stamp cost from its announce data and gives a propagated send up
+    # at once without it, so wait until that data is known (lxmd announces ~10 s after it starts).
+    known = lambda: LXMF.LXMF.pn_announce_data_is_valid(RNS.Identity.recall_app_data(pn))
+    end = time.time() + c.get("timeout", 60)
+    while not known():
+        if time.time() >= end:
+            raise RuntimeError("no propagation node announce data heard")
+        RNS.Transport.request_path(pn)
+        wait_for(known, min(2, max(0.1, end - time.time())))
     router.set_outbound_propagation_node(pn)
     return {}
 

@@ -194,7 +194,14 @@ def cmd_send(c):
 def cmd_inbox(c):
     name = c["as"]
     want = c.get("count", 1)
-    wait_for(lambda: len(INBOX[name]) >= want, c.get("timeout", 30))
+    # "contains": wait instead for a message, from index "after" on, whose text holds this string
+    # (when how many other messages arrive first is not the point).
+    needle, after = c.get("contains", "").encode(), c.get("after", 0)
+    if needle:
+        ready = lambda: any(needle in bytes.fromhex(m["content"]) for m in INBOX[name][after:])
+    else:
+        ready = lambda: len(INBOX[name]) >= want
+    wait_for(ready, c.get("timeout", 30))
     with LOCK:
         return {"messages": list(INBOX[name])}
 
