@@ -171,6 +171,12 @@ async fn outbox_batch_due_and_states() -> R {
         let now = meshgroup::store::now_ms();
         let due = s.due_outbox(now + 1, 10).await?;
         assert_eq!(due.len(), 10);
+        // Every column comes back as written (PostgreSQL takes the batch another way than SQLite).
+        let first = &due[0];
+        assert_eq!((first.group_id, first.member_identity_hash.as_str(), first.kind.as_str()), (g.id, "0".repeat(32).as_str(), "message"));
+        assert_eq!((first.message_id, first.event_id, first.mode.as_str(), first.state.as_str()), (Some(id), None, "full", "pending"));
+        assert_eq!((first.attempts, first.last_error.as_deref()), (0, None));
+        assert!(first.next_attempt_at <= now && first.created_at == first.next_attempt_at);
         s.update_outbox(due[0].id, "delivered", 1, now, None).await?;
         s.update_outbox(due[1].id, "pending", 1, now + 60_000, Some("timeout".into())).await?;
         let due_again = s.due_outbox(now + 1, 2000).await?;
