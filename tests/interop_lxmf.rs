@@ -146,10 +146,20 @@ fn send_text(peer: &mut Peer, who: &str, dest: &str, text: &str) -> R<Value> {
     peer.call(json!({"cmd": "send", "as": who, "dest": dest, "content": hex::encode(text), "timeout": 20}))
 }
 
-#[test]
-fn text_commands_from_a_stock_client() -> R {
+/// A started group and two stock clients on one peer: carol, a stranger, and alice, a member with
+/// `rights` (added with the CLI and seen by the running server).
+struct Cast {
+    server: Server,
+    group: Value,
+    lxmf: String,
+    peer: Peer,
+    carol: String,
+    alice: String,
+}
+
+fn cast(create: &[&str], rights: &str) -> R<Cast> {
     let mut server = Server::new()?;
-    let group = server.create_group(&["--name", "Commands"])?;
+    let group = server.create_group(create)?;
     server.start()?;
     let lxmf = s(&group, "lxmf_destination_hash");
     let mut peer = Peer::connect(server.rns_port)?;
@@ -157,8 +167,14 @@ fn text_commands_from_a_stock_client() -> R {
     peer.call(json!({"cmd": "router", "as": "alice"}))?;
     let carol = peer.identity("carol")?;
     let alice = peer.identity("alice")?;
-    server.cli(&["member", "add", &group["id"].to_string(), &alice, "--name", "alice", "--rights", "kick"])?;
+    server.cli(&["member", "add", &group["id"].to_string(), &alice, "--name", "alice", "--rights", rights])?;
     wait_member(&mut peer, &group, "alice")?;
+    Ok(Cast { server, group, lxmf, peer, carol, alice })
+}
+
+#[test]
+fn text_commands_from_a_stock_client() -> R {
+    let Cast { server, group, lxmf, mut peer, carol, alice: _ } = cast(&["--name", "Commands"], "kick")?;
 
     // A stranger joins a public group with /join.
     assert_eq!(send_text(&mut peer, "carol", &lxmf, "/join")?["delivered"], true);
@@ -189,17 +205,7 @@ fn text_commands_from_a_stock_client() -> R {
 
 #[test]
 fn admin_text_commands_on_a_private_group() -> R {
-    let mut server = Server::new()?;
-    let group = server.create_group(&["--name", "Back Room", "--private"])?;
-    server.start()?;
-    let lxmf = s(&group, "lxmf_destination_hash");
-    let mut peer = Peer::connect(server.rns_port)?;
-    peer.call(json!({"cmd": "router", "as": "carol"}))?;
-    peer.call(json!({"cmd": "router", "as": "alice"}))?;
-    let carol = peer.identity("carol")?;
-    let alice = peer.identity("alice")?;
-    server.cli(&["member", "add", &group["id"].to_string(), &alice, "--name", "alice", "--rights", "approve,ban,delete"])?;
-    wait_member(&mut peer, &group, "alice")?;
+    let Cast { server, group, lxmf, mut peer, carol, alice } = cast(&["--name", "Back Room", "--private"], "approve,ban,delete")?;
 
     assert_eq!(send_text(&mut peer, "carol", &lxmf, "/help")?["delivered"], true);
     await_text(&mut peer, "carol", "/approve ID")?;
