@@ -1,8 +1,8 @@
 //! The operator CLI: `serve`, and commands over groups, members, bans, join requests and identities.
 //!
-//! Every command prints a readable table, or one JSON document with `--json`. Mutations go through
-//! [`GroupCore`], the same code a running server's group actors use; the server notices the change
-//! within a second (it polls `groups.updated_at`, which each mutation bumps).
+//! Every command prints a readable table, or one JSON document with `--json`. A change to a group
+//! goes to the running server's group actor through the admin socket ([`crate::admin`]); with no
+//! server running it goes to the store through [`GroupCore`], the code those actors run.
 
 use std::path::PathBuf;
 
@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::domain::Rights;
-use crate::group::{Caller, CreateGroup, GroupCore, GroupError, Settings};
+use crate::admin::Sent;
+use crate::group::{Caller, CreateGroup, GroupCore, GroupError, Op, Settings};
 use crate::store::{Group, GroupPatch, Store, StoreError};
 use crate::wire::identity::parse_hash;
 
@@ -191,6 +192,15 @@ impl From<GroupError> for CliError {
     }
 }
 
+impl From<crate::admin::AdminError> for CliError {
+    fn from(e: crate::admin::AdminError) -> Self {
+        match e {
+            crate::admin::AdminError::Refused(m) => CliError::Input(m),
+            other => CliError::Failure(other.to_string()),
+        }
+    }
+}
+
 impl From<StoreError> for CliError {
     fn from(e: StoreError) -> Self {
         CliError::from(GroupError::from(e))
@@ -242,13 +252,14 @@ pub async fn run_command(cfg: &Config, cmd: Command) -> Result<Output, CliError>
         other => other,
     };
     let store = Store::open(&cfg.database_url()).await.map_err(|e| CliError::Failure(e.to_string()))?;
+    let ctx = Ctx { store, socket: cfg.admin_socket() };
     match cmd {
         Command::Serve(_) => Err(CliError::Input("serve is not a store command".into())),
-        Command::Group(c) => group_cmd(&store, c).await,
-        Command::Member(c) => member_cmd(&store, c).await,
-        Command::Ban(c) => ban_cmd(&store, c).await,
-        Command::JoinRequests(c) => join_cmd(&store, c).await,
-        Command::Identity(c) => identity_cmd(&store, c).await,
+        Command::Group(c) => group_cmd(&ctx, c).await,
+        Command::Member(c) => member_cmd(&ctx, c).await,
+        Command::Ban(c) => ban_cmd(&ctx, c).await,
+        Command::JoinRequests(c) => join_cmd(&ctx, c).await,
+        Command::Identity(c) => identity_cmd(&ctx.store, c).await,
         Command::Bench(_) => Err(CliError::Input("bench is not a store command".into())),
     }
 }
@@ -275,10 +286,28 @@ async fn core(store: &Store, key: &str) -> Result<GroupCore, CliError> {
     Ok(GroupCore::load(store.clone(), find_group(store, key).await?).await?)
 }
 
-/// Tells a running server that this group changed (it polls `updated_at`).
-async fn touch(store: &Store, group_id: i64) -> Result<(), CliError> {
-    store.update_group(group_id, GroupPatch::default()).await?;
-    Ok(())
+/// Where a group command works: the store, and the admin socket of a server that may run on it.
+struct Ctx {
+    store: Store,
+    socket: PathBuf,
+}
+
+impl Ctx {
+    /// Applies an operation as the owner: through the running server's group actor when one
+    /// listens on the admin socket, else to the store through the same [`GroupCore`] (a server
+    /// started later reads the store and schedules the notices left unsent).
+    async fn owner_op(&self, group: &str, op: Op) -> Result<Group, CliError> {
+        let g = find_group(&self.store, group).await?;
+        if let Sent::NoServer(op) = crate::admin::send(&self.socket, g.id, op).await? {
+            let deleting = matches!(op, Op::DeleteGroup);
+            GroupCore::load(self.store.clone(), g.clone()).await?.apply(&Caller::Owner, op).await?;
+            if !deleting {
+                // A server that could not bind the socket still notices a newer `updated_at`.
+                self.store.update_group(g.id, GroupPatch::default()).await?;
+            }
+        }
+        Ok(g)
+    }
 }
 
 pub fn group_json(g: &Group, members: u64) -> Value {
@@ -305,7 +334,8 @@ fn ts(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default()
 }
 
-async fn group_cmd(store: &Store, c: GroupCmd) -> Result<Output, CliError> {
+async fn group_cmd(ctx: &Ctx, c: GroupCmd) -> Result<Output, CliError> {
+    let store = &ctx.store;
     match c {
         GroupCmd::Create(a) => {
             let g = crate::group::create_group(store, create_args(a, None)).await?;
@@ -346,46 +376,33 @@ async fn group_cmd(store: &Store, c: GroupCmd) -> Result<Output, CliError> {
             Ok(Output { json, headers: vec!["field", "value"], rows })
         }
         GroupCmd::Update(a) => {
-            let mut core = core(store, &a.group).await?;
-            let owner = Caller::Owner;
             if a.name.is_some() || a.private_name.is_some() {
-                core.rename(&owner, a.name.as_deref(), a.private_name.as_deref()).await?;
+                ctx.owner_op(&a.group, Op::Rename { public_name: a.name, private_name: a.private_name }).await?;
             }
             let visibility = match (a.private, a.public) {
                 (true, _) => Some(crate::domain::Visibility::Private),
                 (_, true) => Some(crate::domain::Visibility::Public),
                 _ => None,
             };
-            core.update_settings(
-                &owner,
-                Settings {
-                    visibility,
-                    join_stamp_cost: a.join_stamp_cost,
-                    post_stamp_cost: a.post_stamp_cost,
-                    history_public: a.history_public,
-                    listed: a.listed,
-                },
-            )
-            .await?;
-            if a.clear_founder
-                && let Some(founder) = core.group().founder_identity_hash.clone()
-            {
-                // Taking the group back means the former founder keeps no rights: they stay a plain member.
-                store.update_group(core.group().id, GroupPatch { founder_identity_hash: Some(None), ..Default::default() }).await?;
-                core.reload().await?;
-                if core.is_member(&founder) {
-                    core.set_permissions(&owner, &founder, Rights::NONE).await?;
-                    // A running server may have reloaded between the two writes; bump again.
-                    touch(store, core.group().id).await?;
-                }
+            let settings = Settings {
+                visibility,
+                join_stamp_cost: a.join_stamp_cost,
+                post_stamp_cost: a.post_stamp_cost,
+                history_public: a.history_public,
+                listed: a.listed,
+            };
+            if !settings.is_empty() {
+                ctx.owner_op(&a.group, Op::UpdateSettings(settings)).await?;
             }
-            let g = store.group_by_id(core.group().id).await?;
+            if a.clear_founder {
+                ctx.owner_op(&a.group, Op::ClearFounder).await?;
+            }
+            let g = find_group(store, &a.group).await?;
             let n = store.count_members(g.id).await?;
             Ok(Output::message(group_json(&g, n), format!("updated group {}", g.id)))
         }
         GroupCmd::Delete { group } => {
-            let g = find_group(store, &group).await?;
-            store.delete_group(g.id).await?;
+            let g = ctx.owner_op(&group, Op::DeleteGroup).await?;
             Ok(Output::message(json!({"deleted": g.id}), format!("deleted group {} ({})", g.id, g.public_name)))
         }
     }
@@ -417,11 +434,11 @@ fn group_created(g: &Group) -> Output {
     }
 }
 
-async fn member_cmd(store: &Store, c: MemberCmd) -> Result<Output, CliError> {
+async fn member_cmd(ctx: &Ctx, c: MemberCmd) -> Result<Output, CliError> {
     let owner = Caller::Owner;
     match c {
         MemberCmd::List { group } => {
-            let core = core(store, &group).await?;
+            let core = core(&ctx.store, &group).await?;
             let members = core.members(&owner, 0, u64::MAX >> 1).await?;
             let json = members
                 .iter()
@@ -435,47 +452,37 @@ async fn member_cmd(store: &Store, c: MemberCmd) -> Result<Output, CliError> {
         }
         MemberCmd::Add { group, identity, name, rights } => {
             let (identity, rights) = (identity_arg(&identity)?, rights_arg(&rights)?);
-            let mut core = core(store, &group).await?;
-            core.add_member(&owner, &identity, &name, rights).await?;
-            touch(store, core.group().id).await?;
+            ctx.owner_op(&group, Op::AddMember { identity: identity.clone(), display_name: name, rights }).await?;
             Ok(Output::message(json!({"added": identity}), format!("added {identity}")))
         }
         MemberCmd::Remove { group, identity } => {
             let identity = identity_arg(&identity)?;
-            let mut core = core(store, &group).await?;
-            core.kick(&owner, &identity).await?;
-            touch(store, core.group().id).await?;
+            ctx.owner_op(&group, Op::Kick { identity: identity.clone() }).await?;
             Ok(Output::message(json!({"removed": identity}), format!("removed {identity}")))
         }
         MemberCmd::SetPermissions { group, identity, rights } => {
             let (identity, rights) = (identity_arg(&identity)?, rights_arg(&rights)?);
-            let mut core = core(store, &group).await?;
-            core.set_permissions(&owner, &identity, rights).await?;
-            touch(store, core.group().id).await?;
+            ctx.owner_op(&group, Op::SetPermissions { identity: identity.clone(), rights }).await?;
             Ok(Output::message(json!({"identity": identity, "rights": rights.names()}), format!("{identity}: {}", rights.names().join(","))))
         }
     }
 }
 
-async fn ban_cmd(store: &Store, c: BanCmd) -> Result<Output, CliError> {
+async fn ban_cmd(ctx: &Ctx, c: BanCmd) -> Result<Output, CliError> {
     let owner = Caller::Owner;
     match c {
         BanCmd::Add { group, identity, reason } => {
             let identity = identity_arg(&identity)?;
-            let mut core = core(store, &group).await?;
-            core.ban(&owner, &identity, &reason).await?;
-            touch(store, core.group().id).await?;
+            ctx.owner_op(&group, Op::Ban { identity: identity.clone(), reason: reason.clone() }).await?;
             Ok(Output::message(json!({"banned": identity, "reason": reason}), format!("banned {identity}")))
         }
         BanCmd::Remove { group, identity } => {
             let identity = identity_arg(&identity)?;
-            let mut core = core(store, &group).await?;
-            core.unban(&owner, &identity).await?;
-            touch(store, core.group().id).await?;
+            ctx.owner_op(&group, Op::Unban { identity: identity.clone() }).await?;
             Ok(Output::message(json!({"unbanned": identity}), format!("unbanned {identity}")))
         }
         BanCmd::List { group } => {
-            let core = core(store, &group).await?;
+            let core = core(&ctx.store, &group).await?;
             let bans = core.bans(&owner).await?;
             let json = bans.iter().map(|b| json!({"identity_hash": b.identity_hash, "reason": b.reason, "banned_by": b.banned_by, "created_at": b.created_at})).collect();
             let rows = bans.iter().map(|b| vec![b.identity_hash.clone(), b.reason.clone(), b.banned_by.clone(), ts(b.created_at)]).collect();
@@ -484,11 +491,11 @@ async fn ban_cmd(store: &Store, c: BanCmd) -> Result<Output, CliError> {
     }
 }
 
-async fn join_cmd(store: &Store, c: JoinCmd) -> Result<Output, CliError> {
-    let owner = Caller::Owner;
+async fn join_cmd(ctx: &Ctx, c: JoinCmd) -> Result<Output, CliError> {
     match c {
         JoinCmd::List { group } => {
-            let core = core(store, &group).await?;
+            let core = core(&ctx.store, &group).await?;
+            let owner = Caller::Owner;
             let reqs = core.join_requests(&owner).await?;
             let json = reqs.iter().map(|r| json!({"identity_hash": r.identity_hash, "display_name": r.display_name, "note": r.note, "created_at": r.created_at})).collect();
             let rows = reqs.iter().map(|r| vec![r.identity_hash.clone(), r.display_name.clone(), r.note.clone(), ts(r.created_at)]).collect();
@@ -496,16 +503,12 @@ async fn join_cmd(store: &Store, c: JoinCmd) -> Result<Output, CliError> {
         }
         JoinCmd::Approve { group, identity } => {
             let identity = identity_arg(&identity)?;
-            let mut core = core(store, &group).await?;
-            core.approve(&owner, &identity).await?;
-            touch(store, core.group().id).await?;
+            ctx.owner_op(&group, Op::Approve { identity: identity.clone() }).await?;
             Ok(Output::message(json!({"approved": identity}), format!("approved {identity}")))
         }
         JoinCmd::Reject { group, identity } => {
             let identity = identity_arg(&identity)?;
-            let mut core = core(store, &group).await?;
-            core.reject(&owner, &identity).await?;
-            touch(store, core.group().id).await?;
+            ctx.owner_op(&group, Op::Reject { identity: identity.clone() }).await?;
             Ok(Output::message(json!({"rejected": identity}), format!("rejected {identity}")))
         }
     }

@@ -3,10 +3,10 @@
 //! The link API, the LXMF text commands and the operator CLI all ask [`authorize`]; there is no
 //! second rule set.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Delegated rights, stored as a bit set on the membership row.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Rights(pub i64);
 
 impl Rights {
@@ -68,7 +68,7 @@ impl Rights {
 }
 
 /// Public groups: anyone joins. Private groups: an admin approves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Visibility {
     Public,
@@ -93,7 +93,7 @@ impl Visibility {
 }
 
 /// How a member wants new messages: the whole message, a short notice, or nothing (pull only).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NotifyMode {
     Full,

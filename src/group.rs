@@ -72,13 +72,24 @@ pub enum JoinOutcome {
 }
 
 /// A settings change; `None` leaves a setting as it is.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Settings {
     pub visibility: Option<Visibility>,
     pub join_stamp_cost: Option<u32>,
     pub post_stamp_cost: Option<u32>,
     pub history_public: Option<bool>,
     pub listed: Option<bool>,
+}
+
+impl Settings {
+    /// Whether the change leaves every setting as it is.
+    pub fn is_empty(&self) -> bool {
+        self.visibility.is_none()
+            && self.join_stamp_cost.is_none()
+            && self.post_stamp_cost.is_none()
+            && self.history_public.is_none()
+            && self.listed.is_none()
+    }
 }
 
 /// A group with its members and bans in memory, written through to the store.
@@ -429,6 +440,22 @@ impl GroupCore {
         self.event("founder_transferred", caller, target, "").await
     }
 
+    /// Takes the group back from its founder (the operator only); a founder who is a member stays
+    /// one, without rights.
+    pub async fn clear_founder(&mut self, caller: &Caller) -> Result<(), GroupError> {
+        if *caller != Caller::Owner {
+            return Err(GroupError::Forbidden("only the operator takes a group back".into()));
+        }
+        let Some(founder) = self.group.founder_identity_hash.clone() else {
+            return Ok(());
+        };
+        self.group = self.store.update_group(self.group.id, GroupPatch { founder_identity_hash: Some(None), ..Default::default() }).await?;
+        if self.members.contains_key(&founder) {
+            self.set_permissions(caller, &founder, Rights::NONE).await?;
+        }
+        Ok(())
+    }
+
     /// The name a caller may see: the private name only for members and the owner.
     pub fn visible_name(&self, caller: &Caller) -> String {
         let insider = matches!(self.role(caller), Role::Owner | Role::Founder | Role::Member(_));
@@ -518,7 +545,11 @@ pub async fn create_group(store: &Store, c: CreateGroup) -> Result<Group, GroupE
 }
 
 /// Every operation a caller can ask of a group, whatever the entry point (link API, text command, CLI).
-#[derive(Clone, Debug)]
+///
+/// Serializable so the CLI can hand an operation to a running server (see [`crate::admin`]); history
+/// and posts never travel that way.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Op {
     Info,
     /// `stamp_verified` is set by the caller's side after the stamp passed the worker pool.
@@ -528,7 +559,9 @@ pub enum Op {
     JoinRequests,
     Approve { identity: String },
     Reject { identity: String },
+    #[serde(skip)]
     History(HistoryQuery),
+    #[serde(skip)]
     Post(NewMessage),
     DeleteMessage { id: i64 },
     Kick { identity: String },
@@ -541,6 +574,10 @@ pub enum Op {
     SetNotifications(NotifyMode),
     DeleteGroup,
     TransferFounder { identity: String },
+    /// The operator adds a member directly (no request, no stamp).
+    AddMember { identity: String, display_name: String, rights: Rights },
+    /// The operator takes a self-service group back: the founder keeps no rights.
+    ClearFounder,
 }
 
 /// What the caller sees of the group in `/api/v1/info`.
@@ -692,6 +729,14 @@ impl GroupCore {
             }
             Op::TransferFounder { identity } => {
                 self.transfer_founder(caller, &identity).await?;
+                Reply::Done
+            }
+            Op::AddMember { identity, display_name, rights } => {
+                self.add_member(caller, &identity, &display_name, rights).await?;
+                Reply::Done
+            }
+            Op::ClearFounder => {
+                self.clear_founder(caller).await?;
                 Reply::Done
             }
         })

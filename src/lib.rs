@@ -2,6 +2,7 @@
 //!
 //! The binary only parses arguments; everything lives here so integration tests drive the same code.
 
+pub mod admin;
 pub mod api;
 pub mod bench;
 pub mod cli;

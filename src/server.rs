@@ -78,6 +78,11 @@ where
         lxmf: crate::lxmf::Inbound::default(),
     });
     let router = tokio::spawn(crate::transport::router::run(services.clone(), events));
+    let admin_socket = cfg.admin_socket();
+    // Without the socket the CLI still works: it writes the store, and the server follows within a second.
+    let admin = crate::admin::listen(&admin_socket, services.registry.clone(), services.supervisor.clone())
+        .map_err(|err| tracing::warn!(%err, "admin socket unavailable; CLI changes reach this server through the store"))
+        .ok();
     // Every destination is registered now; only then do peers get to ask for paths.
     services.node.open_interfaces(interfaces).await?;
     let _ = interfaces_open_tx.send(());
@@ -85,6 +90,7 @@ where
         tracing::info!(?iface, "reticulum interface up");
     }
     let server_announcer = hosting.spawn_announcer(services.node.clone(), store.clone());
+
     let sampler = tokio::spawn(sample_gauges(store.clone(), started));
     let syncer = tokio::spawn(sync_propagation(services.clone(), cfg.propagation.clone()));
     tracing::info!("meshgroup serving");
@@ -94,6 +100,10 @@ where
     syncer.abort();
     server_announcer.abort();
     router.abort();
+    if let Some(admin) = admin {
+        admin.abort();
+        let _ = std::fs::remove_file(&admin_socket);
+    }
     Ok(())
 }
 

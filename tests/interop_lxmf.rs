@@ -245,6 +245,45 @@ fn admin_text_commands_on_a_private_group() -> R {
 }
 
 #[test]
+fn operator_cli_acts_through_the_running_group_actor() -> R {
+    let Cast { server, group, lxmf, mut peer, carol, alice: _ } = cast(&["--name", "Operated"], "none")?;
+    let id = group["id"].to_string();
+    assert_eq!(send_text(&mut peer, "carol", &lxmf, "/join")?["delivered"], true);
+    await_text(&mut peer, "carol", "Welcome")?;
+
+    // The ban goes through the group actor, so its notice goes out now, not at the next restart.
+    server.cli(&["ban", "add", &id, &carol, "--reason", "spam"])?;
+    let texts = await_text(&mut peer, "alice", "was banned by")?;
+    assert!(texts.iter().any(|t| t.contains("was banned by") && t.ends_with("spam")), "{texts:?}");
+    // So does a rename: the very next request sees it.
+    server.cli(&["group", "update", &id, "--name", "Renamed"])?;
+    let info: pb::InfoResponse = peer.request("watch-alice", "/api/v1/info", &pb::InfoRequest {})?.ok()?;
+    assert_eq!(info.name, "Renamed");
+    // A refused operation comes back with the actor's reason.
+    let refused = server.cli(&["member", "set-permissions", &id, &carol, "kick"]).err().ok_or("granting rights to a non-member passed")?;
+    assert!(refused.to_string().contains("member not found"), "{refused}");
+    let log = server.log();
+    assert!(["op=AddMember {", "op=Ban {", "op=Rename {", "op=SetPermissions {"].iter().all(|op| log.contains(op)), "{log}");
+
+    // Bad input on the socket itself gets an answer and a log line; the server carries on.
+    let ask = |line: &str| -> R<String> {
+        use std::io::{BufRead, Write};
+        let mut sock = std::os::unix::net::UnixStream::connect(server.dir.join("admin.sock"))?;
+        sock.write_all(line.as_bytes())?;
+        let mut answer = String::new();
+        std::io::BufReader::new(sock).read_line(&mut answer)?;
+        Ok(answer)
+    };
+    assert!(ask("{not json\n")?.contains("malformed request"));
+    assert!(ask("{\"group\": 99999, \"op\": \"bans\"}\n")?.contains("not running"));
+    let leave = ask(&format!("{{\"group\": {id}, \"op\": \"leave\"}}\n"))?;
+    assert!(leave.contains("\"error\":\"") && leave.contains("\"failure\":false"), "the owner cannot leave: {leave}");
+    assert!(server.log().contains("admin request refused"));
+    assert_eq!(peer.request("watch-alice", "/api/v1/info", &pb::InfoRequest {})?.ok::<pb::InfoResponse>()?.member_count, 1);
+    Ok(())
+}
+
+#[test]
 fn post_stamps_tickets_and_forgeries() -> R {
     let mut server = Server::new()?;
     let group = server.create_group(&["--name", "Stamped", "--post-stamp-cost", "8"])?;

@@ -35,11 +35,13 @@ def cmd_members(c):
 
 
 def cmd_member_inbox(c):
-    """Waits until every member holds `unique` distinct messages (or the timeout), then reports."""
+    """Waits until every member (or those listed in `members`) holds `unique` distinct messages (or
+    the timeout), then reports."""
     want = c.get("unique", 1)
     def done():
         with MLOCK:
-            return all(len({g[1] for g in m["got"]}) >= want for m in MEMBERS.values())
+            waiting = [MEMBERS[h] for h in c["members"]] if c.get("members") else MEMBERS.values()
+            return all(len({g[1] for g in m["got"]}) >= want for m in waiting)
     wait_for(done, c.get("timeout", 60), step=0.2)
     with MLOCK:
         return {"members": {h: [{"t": g[0], "hash": g[1], "content": g[2], "valid": g[3]} for g in m["got"]]

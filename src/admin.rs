@@ -1,0 +1,169 @@
+//! The admin socket: CLI commands that change a group reach a running server's group actor through
+//! it, so they take the same path as a change made over the network (the rules, the actor's
+//! memory, notices to members, announces).
+//!
+//! A Unix socket in the data directory, mode 0600: whoever may open it may open the database too,
+//! so every request acts as the group's owner. One JSON line in, one JSON line out.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use actix::Addr;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::actors::group::Call;
+use crate::actors::supervisor::{AnnounceSoon, Refresh, Registry, Supervisor};
+use crate::group::{Caller, GroupError, Op};
+
+/// A request line longer than this is refused: no operation needs more.
+const MAX_REQUEST: u64 = 64 * 1024;
+/// How long the CLI waits for the server's answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One operation on one group, applied as the owner.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AdminRequest {
+    pub group: i64,
+    pub op: Op,
+}
+
+/// The answer to an [`AdminRequest`]: no `error` means done.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct AdminResponse {
+    pub error: Option<String>,
+    /// The server failed (its store, a stopped actor), as opposed to refusing the request.
+    pub failure: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("admin socket {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("another server already listens on {0}")]
+    InUse(PathBuf),
+    /// The server refused the operation (the rules, bad input).
+    #[error("{0}")]
+    Refused(String),
+    /// The server could not carry the operation out.
+    #[error("the server failed: {0}")]
+    Failed(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AdminError + '_ {
+    move |source| AdminError::Io { path: path.to_owned(), source }
+}
+
+/// Binds the socket (replacing a stale one) and serves it until the task is aborted.
+pub fn listen(path: &Path, registry: Registry, supervisor: Addr<Supervisor>) -> Result<tokio::task::JoinHandle<()>, AdminError> {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(AdminError::InUse(path.to_owned()));
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(path)(e)),
+        _ => {}
+    }
+    let listener = UnixListener::bind(path).map_err(io(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io(path))?;
+    tracing::info!(socket = %path.display(), "admin socket listening");
+    Ok(tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((conn, _)) => {
+                    tokio::spawn(serve_one(conn, registry.clone(), supervisor.clone()));
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "admin socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }))
+}
+
+async fn serve_one(conn: UnixStream, registry: Registry, supervisor: Addr<Supervisor>) {
+    let (read, mut write) = conn.into_split();
+    let mut line = String::new();
+    let answer = match BufReader::new(read.take(MAX_REQUEST)).read_line(&mut line).await {
+        Err(err) => refused(format!("unreadable request: {err}")),
+        Ok(_) => match serde_json::from_str::<AdminRequest>(&line) {
+            Err(err) => refused(format!("malformed request: {err}")),
+            Ok(req) => apply(req, &registry, &supervisor).await,
+        },
+    };
+    let mut out = serde_json::to_vec(&answer).unwrap_or_default();
+    out.push(b'\n');
+    if let Err(err) = write.write_all(&out).await {
+        tracing::info!(%err, "admin client went away before the answer");
+    }
+}
+
+fn refused(error: String) -> AdminResponse {
+    tracing::info!(%error, "admin request refused");
+    AdminResponse { error: Some(error), failure: false }
+}
+
+async fn apply(req: AdminRequest, registry: &Registry, supervisor: &Addr<Supervisor>) -> AdminResponse {
+    let route = registry.read().ok().and_then(|r| r.values().find(|route| route.group_id == req.group).cloned());
+    let Some(route) = route else {
+        return AdminResponse { error: Some(format!("group {} is not running on this server", req.group)), failure: true };
+    };
+    tracing::info!(group = req.group, op = ?req.op, "admin request");
+    let announce = matches!(req.op, Op::Rename { .. } | Op::UpdateSettings(_) | Op::ClearFounder);
+    let deleting = matches!(req.op, Op::DeleteGroup);
+    match route.addr.send(Call { caller: Caller::Owner, op: req.op }).await {
+        Ok(Ok(_)) => {
+            if announce {
+                supervisor.do_send(AnnounceSoon(req.group));
+            }
+            if deleting {
+                let _ = supervisor.send(Refresh(req.group)).await;
+            }
+            AdminResponse::default()
+        }
+        Ok(Err(GroupError::Store(err))) => {
+            tracing::error!(%err, group = req.group, "store failure on an admin request");
+            AdminResponse { error: Some(GroupError::Store(err).to_string()), failure: true }
+        }
+        Ok(Err(err)) => refused(err.to_string()),
+        Err(err) => AdminResponse { error: Some(format!("group actor unavailable: {err}")), failure: true },
+    }
+}
+
+/// What [`send`] did.
+#[derive(Debug)]
+pub enum Sent {
+    /// A running server applied the operation.
+    ByServer,
+    /// No server listens: the operation comes back for the caller to apply to the store.
+    NoServer(Op),
+}
+
+/// Hands `op` on `group` to the server listening on `path`, if there is one.
+pub async fn send(path: &Path, group: i64, op: Op) -> Result<Sent, AdminError> {
+    let conn = match UnixStream::connect(path).await {
+        Ok(c) => c,
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => return Ok(Sent::NoServer(op)),
+        Err(e) => return Err(io(path)(e)),
+    };
+    let (read, mut write) = conn.into_split();
+    let mut line = serde_json::to_vec(&AdminRequest { group, op }).map_err(|e| AdminError::Failed(e.to_string()))?;
+    line.push(b'\n');
+    write.write_all(&line).await.map_err(io(path))?;
+    let mut answer = String::new();
+    tokio::time::timeout(ANSWER_TIMEOUT, BufReader::new(read).read_line(&mut answer))
+        .await
+        .map_err(|_| AdminError::Failed("no answer from the server".into()))?
+        .map_err(io(path))?;
+    let answer: AdminResponse = serde_json::from_str(&answer).map_err(|e| AdminError::Failed(format!("malformed answer: {e}")))?;
+    match answer.error {
+        None => Ok(Sent::ByServer),
+        Some(e) if answer.failure => Err(AdminError::Failed(e)),
+        Some(e) => Err(AdminError::Refused(e)),
+    }
+}
