@@ -58,6 +58,13 @@ impl TokenBucket {
     }
 }
 
+/// The time to the next whole second of the wall clock, plus a margin for the clock reads between
+/// here and the crate stamping the announce.
+fn until_next_second() -> Duration {
+    let into = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_millis()).unwrap_or(0);
+    Duration::from_millis(u64::from(1000 - into) + 50)
+}
+
 /// When each group announces next: every `interval` plus up to `jitter × interval` of random delay,
 /// never faster than the global budget allows.
 #[derive(Debug)]
@@ -91,9 +98,18 @@ impl AnnounceSchedule {
         self.queue.push(Reverse((at, self.generation, group)));
     }
 
-    /// Announce soon, e.g. a new group or a changed name or stamp cost.
+    /// Announce a new group now.
     pub fn announce_now(&mut self, group: i64) {
         self.schedule_at(group, Instant::now());
+    }
+
+    /// Announce a change (name, visibility, stamp cost) at the start of the next wall-clock second.
+    /// A Reticulum peer replaces the announce it holds only with one emitted in a later whole second
+    /// (the emission time in the random blob has one-second resolution), so a change announced in
+    /// the second of the announce or path response a peer has just heard would be ignored by that
+    /// peer until the next periodic announce.
+    pub fn announce_change(&mut self, group: i64) {
+        self.schedule_at(group, Instant::now() + until_next_second());
     }
 
     pub fn remove(&mut self, group: i64) {

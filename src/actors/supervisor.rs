@@ -48,7 +48,7 @@ pub fn lookup(registry: &Registry, dest: &[u8; 16]) -> Option<Route> {
 pub enum AnnounceCmd {
     /// Start announcing a group, soon.
     Add(i64, Addr<GroupActor>),
-    /// A group's name, visibility or costs changed: announce it soon.
+    /// A group's name, visibility or costs changed: announce it soon (within a second).
     Now(i64),
     Remove(i64),
 }
@@ -269,7 +269,7 @@ async fn announcer(mut schedule: AnnounceSchedule, mut rx: mpsc::UnboundedReceiv
                     actors.insert(id, addr);
                     schedule.announce_now(id);
                 }
-                Some(AnnounceCmd::Now(id)) => schedule.announce_now(id),
+                Some(AnnounceCmd::Now(id)) => schedule.announce_change(id),
                 Some(AnnounceCmd::Remove(id)) => {
                     schedule.remove(id);
                     actors.remove(&id);

@@ -13,7 +13,12 @@ def cmd_send_forged(c):
     m = LXMF.LXMessage(dest, local, bytes.fromhex(c["content"]), b"", desired_method=LXMF.LXMessage.OPPORTUNISTIC)
     m.pack()
     payload = msgpack.unpackb(m.packed[96:])[:4]
-    payload.append(os.urandom(32))
+    # A random stamp has value 0 half the time: take such a one, which no cost accepts.
+    wb = LXStamper.stamp_workblock(m.hash)
+    stamp = os.urandom(32)
+    while LXStamper.stamp_value(wb, stamp) > 0:
+        stamp = os.urandom(32)
+    payload.append(stamp)
     packed = m.packed[:96] + msgpack.packb(payload)
     receipt = RNS.Packet(dest, packed[16:]).send()
     ok = wait_for(lambda: receipt.status == RNS.PacketReceipt.DELIVERED, c.get("timeout", 10))
