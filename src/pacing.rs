@@ -190,6 +190,21 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_change_goes_out_in_the_next_whole_second() {
+        let mut s = AnnounceSchedule::new(Duration::from_secs(3600), 0.0, 1000.0);
+        let t0 = Instant::now();
+        s.announce_change(1);
+        s.announce_change(1);
+        assert_eq!(s.next().await.0, 1);
+        let waited = t0.elapsed();
+        assert!(waited >= Duration::from_millis(50) && waited <= Duration::from_millis(1050), "waited {waited:?}");
+        // The two requests made one announce: the next is the periodic one.
+        let t1 = Instant::now();
+        s.next().await;
+        assert!(t1.elapsed() >= Duration::from_secs(3600));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn interval_and_jitter_bound_the_next_announce() {
         let mut s = AnnounceSchedule::new(Duration::from_secs(100), 0.5, 1000.0);
         s.announce_now(1);
