@@ -14,8 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::actors::group::Call;
-use crate::actors::supervisor::{AnnounceSoon, Refresh, Registry, Supervisor};
+use crate::actors::supervisor::{Registry, Supervisor, run_op};
 use crate::group::{Caller, GroupError, Op};
 
 /// A request line longer than this is refused: no operation needs more.
@@ -114,18 +113,8 @@ async fn apply(req: AdminRequest, registry: &Registry, supervisor: &Addr<Supervi
         return AdminResponse { error: Some(format!("group {} is not running on this server", req.group)), failure: true };
     };
     tracing::info!(group = req.group, op = ?req.op, "admin request");
-    let announce = matches!(req.op, Op::Rename { .. } | Op::UpdateSettings(_) | Op::ClearFounder);
-    let deleting = matches!(req.op, Op::DeleteGroup);
-    match route.addr.send(Call { caller: Caller::Owner, op: req.op }).await {
-        Ok(Ok(_)) => {
-            if announce {
-                supervisor.do_send(AnnounceSoon(req.group));
-            }
-            if deleting {
-                let _ = supervisor.send(Refresh(req.group)).await;
-            }
-            AdminResponse::default()
-        }
+    match run_op(supervisor, &route, Caller::Owner, req.op).await {
+        Ok(Ok(_)) => AdminResponse::default(),
         Ok(Err(GroupError::Store(err))) => {
             tracing::error!(%err, group = req.group, "store failure on an admin request");
             AdminResponse { error: Some(GroupError::Store(err).to_string()), failure: true }

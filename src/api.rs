@@ -76,8 +76,13 @@ impl Endpoint {
 
     /// RNS requests carry `TH(path)`, not the path.
     pub fn from_path_hash(hash: &[u8]) -> Option<Endpoint> {
-        Self::ALL.iter().find(|(_, p)| truncated_hash(p.as_bytes()) == hash).map(|(e, _)| *e)
+        lookup_path(Self::ALL, hash).map(|(e, _)| e)
     }
+}
+
+/// The entry of a path table whose path hashes to `hash` (an RNS request's `TH(path)`).
+pub fn lookup_path<T: Copy>(table: &'static [(T, &'static str)], hash: &[u8]) -> Option<(T, &'static str)> {
+    table.iter().find(|(_, p)| truncated_hash(p.as_bytes()) == hash).copied()
 }
 
 /// An API failure as the caller sees it.

@@ -507,7 +507,7 @@ pub struct CreateGroup {
 
 /// Creates a group with its own Reticulum identity and, for a founder, their membership with every right.
 pub async fn create_group(store: &Store, c: CreateGroup) -> Result<Group, GroupError> {
-    use crate::wire::identity::{GROUP_ASPECT, GroupIdentity, LXMF_ASPECT};
+    use crate::wire::identity::GroupIdentity;
     for cost in [c.join_stamp_cost, c.post_stamp_cost] {
         if !crate::domain::valid_stamp_cost(cost.into()) {
             return Err(GroupError::InvalidArgument(format!("stamp cost {cost} outside 0-254")));
@@ -521,18 +521,12 @@ pub async fn create_group(store: &Store, c: CreateGroup) -> Result<Group, GroupE
     };
     let group = store
         .create_group(crate::store::NewGroup {
-            identity_hash: hex::encode(id.hash),
-            identity_private_key: id.private_key.to_vec(),
-            group_dest_hash: hex::encode(id.destination(GROUP_ASPECT)),
-            lxmf_dest_hash: hex::encode(id.destination(LXMF_ASPECT)),
-            public_name: name,
             private_name,
             visibility: if c.private { "private" } else { "public" }.to_owned(),
             join_stamp_cost: c.join_stamp_cost as i32,
             post_stamp_cost: c.post_stamp_cost as i32,
-            history_public: true,
-            listed: false,
             founder_identity_hash: c.founder.clone(),
+            ..group_row(&id, name)
         })
         .await?;
     if let Some(founder) = c.founder {
@@ -542,6 +536,25 @@ pub async fn create_group(store: &Store, c: CreateGroup) -> Result<Group, GroupE
         store.insert_event(group.id, "created", "owner", "", "").await?;
     }
     Ok(group)
+}
+
+/// The row for a group with this identity: public, free to join and post, history public.
+pub fn group_row(id: &crate::wire::identity::GroupIdentity, public_name: String) -> crate::store::NewGroup {
+    use crate::wire::identity::{GROUP_ASPECT, LXMF_ASPECT};
+    crate::store::NewGroup {
+        identity_hash: hex::encode(id.hash),
+        identity_private_key: id.private_key.to_vec(),
+        group_dest_hash: hex::encode(id.destination(GROUP_ASPECT)),
+        lxmf_dest_hash: hex::encode(id.destination(LXMF_ASPECT)),
+        public_name,
+        private_name: None,
+        visibility: "public".into(),
+        join_stamp_cost: 0,
+        post_stamp_cost: 0,
+        history_public: true,
+        listed: false,
+        founder_identity_hash: None,
+    }
 }
 
 /// Every operation a caller can ask of a group, whatever the entry point (link API, text command, CLI).

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use prost::Message as _;
 
-use crate::actors::group::Call;
-use crate::actors::supervisor::{DestKind, Refresh, lookup};
+use crate::actors::supervisor::{DestKind, Refresh, lookup, run_op};
 use crate::api::{ApiError, decode, hash16};
 use crate::config::{CreationPolicy, HostingConfig};
 use crate::group::{Caller, CreateGroup, GroupError, Op, create_group};
@@ -60,13 +59,13 @@ impl Path {
     ];
 
     pub fn from_path_hash(hash: &[u8]) -> Option<Path> {
-        Self::ALL.iter().find(|(_, p)| crate::wire::identity::truncated_hash(p.as_bytes()) == hash).map(|(e, _)| *e)
+        crate::api::lookup_path(Self::ALL, hash).map(|(p, _)| p)
     }
 }
 
 /// The metrics label of a request to the server destination.
 pub fn path_label(path_hash: &[u8]) -> &'static str {
-    Path::from_path_hash(path_hash).and_then(|p| Path::ALL.iter().find(|(e, _)| *e == p)).map(|(_, s)| *s).unwrap_or("unknown")
+    crate::api::lookup_path(Path::ALL, path_hash).map_or("unknown", |(_, s)| s)
 }
 
 /// The registered server destination and the creation guards' state.
@@ -177,15 +176,11 @@ async fn on_group(s: &Services, caller: Caller, group_dest: &[u8], op: Op) -> Re
     let route = lookup(&s.registry, &dest)
         .filter(|r| r.kind == DestKind::Api)
         .ok_or_else(|| ApiError::new(pb::ErrorCode::NotFound, "no such group on this server"))?;
-    let deleting = matches!(op, Op::DeleteGroup);
-    let reply = route.addr.send(Call { caller, op }).await.map_err(|err| {
+    let reply = run_op(&s.supervisor, &route, caller, op).await.map_err(|err| {
         tracing::error!(%err, group = route.group_id, "group actor unavailable");
         ApiError::new(pb::ErrorCode::Internal, "group temporarily unavailable")
     })?;
     reply.map_err(ApiError::from)?;
-    if deleting {
-        let _ = s.supervisor.send(Refresh(route.group_id)).await;
-    }
     Ok(pb::Ack {}.encode_to_vec())
 }
 

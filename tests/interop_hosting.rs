@@ -357,23 +357,7 @@ fn every_creation_guard_holds_with_its_typed_error() -> R {
 fn seed(server: &Server, n: usize) -> R<f64> {
     let started = Instant::now();
     let groups: Vec<meshgroup::store::NewGroup> = (0..n)
-        .map(|i| {
-            let id = meshgroup::wire::identity::GroupIdentity::generate();
-            meshgroup::store::NewGroup {
-                identity_hash: hex::encode(id.hash),
-                identity_private_key: id.private_key.to_vec(),
-                group_dest_hash: hex::encode(id.destination("meshchat.group")),
-                lxmf_dest_hash: hex::encode(id.destination("lxmf.delivery")),
-                public_name: format!("Group {i:05}"),
-                private_name: None,
-                visibility: "public".into(),
-                join_stamp_cost: 0,
-                post_stamp_cost: 0,
-                history_public: true,
-                listed: false,
-                founder_identity_hash: None,
-            }
-        })
+        .map(|i| meshgroup::group::group_row(&meshgroup::wire::identity::GroupIdentity::generate(), format!("Group {i:05}")))
         .collect();
     rt()?.block_on(async {
         let store = meshgroup::store::Store::open(&server.db_url).await?;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::{Mutex, mpsc};
 
-use super::group::{GetSnapshot, GroupActor, Reload, Snapshot, snapshot};
-use crate::group::GroupCore;
+use super::group::{Call, GetSnapshot, GroupActor, Reload, Snapshot, snapshot};
+use crate::group::{Caller, GroupCore, GroupError, Op, Reply};
 use crate::pacing::AnnounceSchedule;
 use crate::store::{Group, Store};
 use crate::transport::node::Node;
@@ -239,6 +239,24 @@ impl Handler<Refresh> for Supervisor {
             }
         })
     }
+}
+
+/// Runs an operation on a group's actor, then what the supervisor must do after it succeeded:
+/// announce a new name or new settings soon, or stop a deleted group (its destinations are gone
+/// before the caller hears back). Every entry point that changes groups goes through here.
+pub async fn run_op(supervisor: &Addr<Supervisor>, route: &Route, caller: Caller, op: Op) -> Result<Result<Reply, GroupError>, MailboxError> {
+    let announce = matches!(op, Op::Rename { .. } | Op::UpdateSettings(_));
+    let deleting = matches!(op, Op::DeleteGroup);
+    let reply = route.addr.send(Call { caller, op }).await?;
+    if reply.is_ok() {
+        if announce {
+            supervisor.do_send(AnnounceSoon(route.group_id));
+        }
+        if deleting {
+            let _ = supervisor.send(Refresh(route.group_id)).await;
+        }
+    }
+    Ok(reply)
 }
 
 /// Asks for an announce of a group soon (after a rename or settings change through the API).

@@ -61,6 +61,21 @@ struct Post {
     body: Body,
 }
 
+impl Post {
+    /// The post as the group sends it to one member's `lxmf.delivery` destination, unstamped.
+    fn to(&self, destination: [u8; 16]) -> OutgoingMessage<'_> {
+        OutgoingMessage {
+            destination,
+            source: self.group_lxmf,
+            timestamp: self.body.timestamp,
+            title: &self.body.title,
+            content: &self.body.content,
+            fields: self.body.fields.clone(),
+            stamp: None,
+        }
+    }
+}
+
 /// A chat-sized post as the fan-out relays it: "name: text" with the attribution fields.
 fn post() -> Post {
     let group = GroupIdentity::generate();
@@ -130,15 +145,7 @@ pub async fn fanout(a: FanoutArgs) -> Result<Output, CliError> {
     // production signs (destination ‖ source ‖ payload ‖ message id).
     let first = to.first().ok_or_else(|| CliError::Input("--members must be at least 1".into()))?;
     let (packed, message_id) = pack(
-        &OutgoingMessage {
-            destination: first.lxmf_dest,
-            source: p.group_lxmf,
-            timestamp: p.body.timestamp,
-            title: &p.body.title,
-            content: &p.body.content,
-            fields: p.body.fields.clone(),
-            stamp: None,
-        },
+        &p.to(first.lxmf_dest),
         &crate::wire::lxmf::signer(&p.group.private_key).map_err(|e| CliError::Failure(e.to_string()))?,
     )
     .map_err(|e| CliError::Failure(e.to_string()))?;
@@ -292,16 +299,7 @@ fn breakdown(p: &Post, to: &[Recipient], floor_jobs: &[FloorJob]) -> Value {
     // Production builds the signer once per group (the load above is what that saves per member).
     let Ok(signer) = crate::wire::lxmf::signer(&key) else { return Value::Null };
     let packed = time(&mut |i| {
-        let m = OutgoingMessage {
-            destination: to[i].lxmf_dest,
-            source: p.group_lxmf,
-            timestamp: p.body.timestamp,
-            title: &p.body.title,
-            content: &p.body.content,
-            fields: p.body.fields.clone(),
-            stamp: None,
-        };
-        std::hint::black_box(pack(&m, &signer).is_ok());
+        std::hint::black_box(pack(&p.to(to[i].lxmf_dest), &signer).is_ok());
     });
     let plaintext = floor_jobs.first().map(|j| j.plaintext.clone()).unwrap_or_default();
     let encrypt = time(&mut |i| {

@@ -10,7 +10,7 @@ use actix::Addr;
 use tokio::sync::mpsc;
 
 use crate::actors::group::Call;
-use crate::actors::supervisor::{AnnounceSoon, DestKind, Refresh, Registry, Route, Supervisor, lookup};
+use crate::actors::supervisor::{DestKind, Registry, Route, Supervisor, lookup, run_op};
 use crate::api::{ApiError, DecodeContext, Endpoint, decode_request, encode_reply, error_response, ok_response};
 use crate::group::{Caller, GroupError, Op};
 use crate::stamps::StampPool;
@@ -165,7 +165,7 @@ async fn handle(s: &Services, dest: [u8; 16], caller: Caller, endpoint: Option<E
     if let (Op::Join { stamp_verified, .. }, Some((challenge, stamp))) = (&mut op, decoded.join_stamp) {
         *stamp_verified = check_join_stamp(s, &route, &caller, &challenge, stamp).await?;
     }
-    let reply = route.addr.send(Call { caller: caller.clone(), op }).await;
+    let reply = run_op(&s.supervisor, &route, caller.clone(), op).await;
     let reply = match reply {
         Ok(r) => r,
         Err(err) => {
@@ -174,16 +174,7 @@ async fn handle(s: &Services, dest: [u8; 16], caller: Caller, endpoint: Option<E
         }
     };
     match reply {
-        Ok(r) => {
-            if matches!(endpoint, Endpoint::DisplayName | Endpoint::Settings) {
-                s.supervisor.do_send(AnnounceSoon(route.group_id));
-            }
-            if endpoint == Endpoint::DeleteGroup {
-                // Stop the actor and drop the destinations before the founder hears back.
-                let _ = s.supervisor.send(Refresh(route.group_id)).await;
-            }
-            Ok(encode_reply(r))
-        }
+        Ok(r) => Ok(encode_reply(r)),
         Err(GroupError::StampRequired { cost }) => Err(stamp_required(&route, &caller, cost, "this group requires a join stamp")),
         Err(GroupError::Store(err)) => {
             tracing::error!(%err, group = route.group_id, path = endpoint.path(), "store failure");

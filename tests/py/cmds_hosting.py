@@ -1,6 +1,6 @@
 """Peer commands for tests/interop_hosting.rs: the server destination (`meshchat.groupserver`), and
 linking to a group from a directory entry alone. Loaded by peer.py, so RNS, IDS, LINKS, identity,
-recall and wait_for are peer.py's."""
+recall, wait_for, establish and link_to are peer.py's."""
 
 
 def cmd_load_identity(c):
@@ -9,27 +9,9 @@ def cmd_load_identity(c):
     return {"identity_hash": IDS[c["name"]].hash.hex()}
 
 
-def _establish(dest, c):
-    up = threading.Event()
-    link = RNS.Link(dest, established_callback=lambda l: up.set())
-    if not up.wait(c.get("timeout", 20)):
-        link.teardown()
-        raise RuntimeError("link not established")
-    if c.get("as"):
-        link.identify(identity(c["as"]))
-    LINKS[c["link"]] = link
-    return link
-
-
 def cmd_link_server(c):
     """Links to a hosting server's `meshchat.groupserver` destination (identity by path request)."""
-    dest_hash = bytes.fromhex(c["dest"])
-    ident = recall(dest_hash, c.get("timeout", 20))
-    if not ident:
-        raise RuntimeError("no identity for the server destination")
-    dest = RNS.Destination(ident, RNS.Destination.OUT, RNS.Destination.SINGLE, "meshchat", "groupserver")
-    link = _establish(dest, c)
-    return {"link_id": link.link_id.hex()}
+    return link_to(c, "groupserver")
 
 
 def cmd_link_from_entry(c):
@@ -44,7 +26,7 @@ def cmd_link_from_entry(c):
     if dest.hash != dest_hash:
         raise RuntimeError(f"the entry's key gives {dest.hash.hex()}, not {dest_hash.hex()}")
     t0 = time.time()
-    link = _establish(dest, c)
+    link = establish(dest, c)
     return {"link_id": link.link_id.hex(), "known_before": known_before, "path_before": path_before,
             "secs": round(time.time() - t0, 3)}
 

@@ -81,20 +81,30 @@ def cmd_recall(c):
     return {"identity_hash": ident.hash.hex(), "app_data": ad.hex() if ad else ""}
 
 
-def cmd_link(c):
-    dest_hash = bytes.fromhex(c["dest"])
-    ident = recall(dest_hash, c.get("timeout", 20))
-    if not ident:
-        raise RuntimeError("no identity for destination")
-    dest = RNS.Destination(ident, RNS.Destination.OUT, RNS.Destination.SINGLE, "meshchat", "group")
+def establish(dest, c):
+    """Opens link c["link"] to `dest`, identified as c["as"] when given."""
     up = threading.Event()
     link = RNS.Link(dest, established_callback=lambda l: up.set())
     if not up.wait(c.get("timeout", 20)):
+        link.teardown()
         raise RuntimeError("link not established")
     if c.get("as"):
         link.identify(identity(c["as"]))
     LINKS[c["link"]] = link
-    return {"link_id": link.link_id.hex()}
+    return link
+
+
+def link_to(c, *aspects):
+    """Recalls c["dest"] (asking for its path) and links to it as a `meshchat` destination."""
+    ident = recall(bytes.fromhex(c["dest"]), c.get("timeout", 20))
+    if not ident:
+        raise RuntimeError("no identity for destination")
+    dest = RNS.Destination(ident, RNS.Destination.OUT, RNS.Destination.SINGLE, "meshchat", *aspects)
+    return {"link_id": establish(dest, c).link_id.hex()}
+
+
+def cmd_link(c):
+    return link_to(c, "group")
 
 
 def cmd_request(c):
