@@ -264,6 +264,7 @@ pub fn decode_request(ep: Endpoint, body: &[u8], ctx: &DecodeContext<'_>) -> Res
                 before_id: (r.before_id > 0).then_some(r.before_id),
                 after_id: (r.after_id > 0).then_some(r.after_id),
                 order,
+                events_after: r.include_events.then_some(r.events_after_id.max(0)),
             }))
         }
         Endpoint::Send => {
@@ -336,7 +337,12 @@ pub fn decode_request(ep: Endpoint, body: &[u8], ctx: &DecodeContext<'_>) -> Res
         }
         Endpoint::Notifications => {
             let r: pb::NotificationsUpdate = decode(body)?;
-            plain(Op::SetNotifications(notify_mode(r.mode)?))
+            // The empty message (mode left out, no digest choice) means NOTIFY_FULL, as before.
+            let mode = match (r.mode, r.digest) {
+                (None, Some(_)) => None,
+                (mode, _) => Some(notify_mode(mode.unwrap_or_default())?),
+            };
+            plain(Op::SetNotifications { mode, digest: r.digest })
         }
         // On the group's own destination the group is implied; a named one is ignored.
         Endpoint::DeleteGroup => decode::<pb::DeleteGroupRequest>(body).and_then(|_| plain(Op::DeleteGroup)),
@@ -373,6 +379,7 @@ pub fn info_message(v: &InfoView) -> pb::InfoResponse {
             Some(NotifyMode::None) => pb::NotifyMode::NotifyNone,
             _ => pb::NotifyMode::NotifyFull,
         } as i32,
+        digest: v.digest,
     }
 }
 
@@ -414,8 +421,12 @@ pub fn encode_reply(reply: Reply) -> Vec<u8> {
                 .collect(),
         }
         .encode_to_vec(),
-        Reply::History(rows) => pb::MessagesResponse {
-            messages: rows
+        Reply::History { messages, events } => pb::MessagesResponse {
+            events: events
+                .into_iter()
+                .map(|e| pb::GroupEvent { id: e.id, kind: e.kind, actor: e.actor, subject: e.subject, detail: e.detail, created_at: e.created_at })
+                .collect(),
+            messages: messages
                 .into_iter()
                 .map(|(m, name)| pb::GroupMessage {
                     id: m.id,
@@ -513,7 +524,7 @@ mod tests {
     #[test]
     fn decode_examples() {
         let caller = Caller::Identity("aa".repeat(16));
-        let body = pb::MessagesRequest { limit: 5000, before_id: 10, after_id: 0, order: 1 }.encode_to_vec();
+        let body = pb::MessagesRequest { limit: 5000, before_id: 10, after_id: 0, order: 1, ..Default::default() }.encode_to_vec();
         match decode_request(Endpoint::Messages, &body, &ctx(&caller)).map(|d| d.op) {
             Ok(Op::History(q)) => assert_eq!((q.limit, q.before_id, q.order), (200, Some(10), Order::OldestFirst)),
             other => panic!("{other:?}"),

@@ -36,8 +36,24 @@ pub struct Config {
     pub log: LogConfig,
     pub limits: LimitsConfig,
     pub fanout: FanoutConfig,
+    pub notices: NoticesConfig,
     pub hosting: HostingConfig,
     pub propagation: PropagationConfig,
+}
+
+/// What members are told of group events, and how often.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NoticesConfig {
+    /// Seconds between two membership digests of one group (to members who opted in) and two
+    /// join-request digests (to approvers). Joins and leaves are never pushed one by one.
+    pub digest_interval_secs: u64,
+}
+
+impl Default for NoticesConfig {
+    fn default() -> Self {
+        NoticesConfig { digest_interval_secs: 3600 }
+    }
 }
 
 /// The propagation node used for unreachable members and for collecting posts left for groups.
@@ -213,6 +229,7 @@ impl Default for Config {
             log: LogConfig::default(),
             limits: LimitsConfig::default(),
             fanout: FanoutConfig::default(),
+            notices: NoticesConfig::default(),
             hosting: HostingConfig::default(),
             propagation: PropagationConfig::default(),
         }

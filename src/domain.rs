@@ -67,6 +67,44 @@ impl Rights {
     }
 }
 
+/// The order in which the outbox spends send capacity: every post copy before any direct notice,
+/// every direct notice before any digest. Stored on each outbox row, so the order survives a restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DeliveryClass {
+    /// A member's copy of a post (full or short).
+    Post = 0,
+    /// A notice for one person: the subject of a kick or ban, approvers of pending join requests.
+    Direct = 1,
+    /// The periodic membership digest for members who opted in.
+    Digest = 2,
+}
+
+impl DeliveryClass {
+    pub const ALL: [DeliveryClass; 3] = [DeliveryClass::Post, DeliveryClass::Direct, DeliveryClass::Digest];
+
+    pub fn as_i16(self) -> i16 {
+        self as i16
+    }
+
+    /// Reads a stored class; an unknown value sorts last.
+    pub fn from_i16(v: i16) -> Self {
+        match v {
+            0 => DeliveryClass::Post,
+            1 => DeliveryClass::Direct,
+            _ => DeliveryClass::Digest,
+        }
+    }
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            DeliveryClass::Post => "post",
+            DeliveryClass::Direct => "direct",
+            DeliveryClass::Digest => "digest",
+        }
+    }
+}
+
 /// Public groups: anyone joins. Private groups: an admin approves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -5,8 +5,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::domain::{Action, Denied, NotifyMode, Policy, Rights, Role, Visibility, authorize, may_change_rights};
-use crate::store::{Ban, Group, GroupPatch, HistoryQuery, InsertOutcome, JoinRequest, Member, Message, NewMessage, Store, StoreError};
+use crate::domain::{Action, DeliveryClass, Denied, NotifyMode, Policy, Rights, Role, Visibility, authorize, may_change_rights};
+use crate::store::{Ban, Event, Group, GroupPatch, HistoryQuery, InsertOutcome, JoinRequest, Member, Message, NewMessage, Store, StoreError};
 
 /// Who is calling: the operator, an identified peer (identity hash, hex), or an unidentified link.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,6 +102,11 @@ pub struct GroupCore {
     fanout: Vec<FanoutJob>,
     /// Set once the group is deleted: the actor lingers until the supervisor stops it.
     deleted: bool,
+    /// The last event the digests have covered; later ones go into the next digest.
+    digest_cursor: i64,
+    /// Whether an event worth a digest happened since the last one (true after a load, which
+    /// cannot know what happened before a restart without asking the store once).
+    digest_due: bool,
 }
 
 /// Deliveries owed after an operation: a new post, or a notice of a group event.
@@ -110,19 +115,89 @@ pub struct FanoutJob {
     pub group_id: i64,
     pub message_id: Option<i64>,
     pub event_id: Option<i64>,
+    pub class: DeliveryClass,
     /// Who receives it and how; members who chose `none` are left out of posts.
     pub recipients: Vec<(String, NotifyMode)>,
 }
 
-/// Events that members are told about as system notices.
-pub const NOTICE_KINDS: &[&str] = &["joined", "left", "kicked", "banned", "message_deleted", "renamed"];
+/// Who is pushed a notice of an event. Every other event stays in the group's history only.
+///
+/// The rule: the work one event causes does not grow with the group. A membership change is
+/// never pushed per event (N joins would cost N²/2 messages); it goes into the periodic digest,
+/// which members opt in to and which costs one message per subscriber per interval, however
+/// many events it covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Audience {
+    /// The one identity the event is about: a kicked or banned member, a decided join request.
+    Subject,
+    /// Members who opted in to the digest.
+    DigestSubscribers,
+    /// Holders of the approve right (and the founder): pending join requests.
+    Approvers,
+}
+
+/// Event kinds of the digests themselves (stored like any event, so a restart can resume them).
+pub const DIGEST_KIND: &str = "digest";
+pub const REQUESTS_KIND: &str = "requests_pending";
+
+/// Who hears of an event of this kind, and in which delivery class; `None`: nobody is pushed it.
+pub fn notice_audience(kind: &str, detail: &str) -> Option<(Audience, DeliveryClass)> {
+    match kind {
+        "kicked" | "banned" | "join_rejected" => Some((Audience::Subject, DeliveryClass::Direct)),
+        "joined" if detail == "approved" => Some((Audience::Subject, DeliveryClass::Direct)),
+        DIGEST_KIND => Some((Audience::DigestSubscribers, DeliveryClass::Digest)),
+        REQUESTS_KIND => Some((Audience::Approvers, DeliveryClass::Direct)),
+        _ => None,
+    }
+}
+
+/// The recipients of a notice, from the group's members; the same code serves the live group and
+/// start-up recovery.
+pub fn audience_members<'a>(audience: Audience, subject: &str, founder: Option<&str>, members: impl Iterator<Item = &'a Member>) -> Vec<(String, NotifyMode)> {
+    match audience {
+        Audience::Subject if subject.is_empty() => Vec::new(),
+        Audience::Subject => vec![(subject.to_owned(), NotifyMode::Full)],
+        Audience::DigestSubscribers => members.filter(|m| m.digest).map(|m| (m.identity_hash.clone(), NotifyMode::Full)).collect(),
+        Audience::Approvers => members
+            .filter(|m| Rights(m.permissions).contains(Rights::APPROVE) || founder == Some(m.identity_hash.as_str()))
+            .map(|m| (m.identity_hash.clone(), NotifyMode::Full))
+            .collect(),
+    }
+}
+
+/// Event kinds a digest counts.
+const DIGEST_COUNTED: &[&str] = &["joined", "left", "kicked", "banned", "renamed", "join_requested"];
+
+/// The digest line for the counted events since `since` (Unix ms), or `None` when nothing to say.
+pub fn digest_text(counts: &HashMap<String, u64>, name: &str, since: i64) -> Option<String> {
+    let n = |k: &str| counts.get(k).copied().unwrap_or(0);
+    let mut parts = Vec::new();
+    if n("joined") > 0 {
+        parts.push(format!("{} joined", n("joined")));
+    }
+    if n("left") > 0 {
+        parts.push(format!("{} left", n("left")));
+    }
+    if n("kicked") + n("banned") > 0 {
+        parts.push(format!("{} removed", n("kicked") + n("banned")));
+    }
+    if n("renamed") > 0 {
+        parts.push(format!("the group is now called {name}"));
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    let at = chrono::DateTime::from_timestamp_millis(since).map(|t| t.format("%H:%M UTC").to_string()).unwrap_or_default();
+    Some(format!("{} since {at}", parts.join(", ")))
+}
 
 impl GroupCore {
     /// Loads a group's members and bans.
     pub async fn load(store: Store, group: Group) -> Result<Self, GroupError> {
         let members = store.all_members(group.id).await?.into_iter().map(|m| (m.identity_hash.clone(), m)).collect();
         let bans = store.bans(group.id).await?.into_iter().map(|b| b.identity_hash).collect();
-        Ok(GroupCore { store, group, members, bans, fanout: Vec::new(), deleted: false })
+        let digest_cursor = store.digest_cursor(group.id, &[DIGEST_KIND]).await?;
+        Ok(GroupCore { store, group, members, bans, fanout: Vec::new(), deleted: false, digest_cursor, digest_due: true })
     }
 
     /// Re-reads everything from the store (after a change made elsewhere, e.g. by the CLI).
@@ -187,24 +262,49 @@ impl GroupCore {
         Ok(role)
     }
 
-    /// Records an event; the ones members hear about become a fan-out job. The subject of a kick
-    /// or ban hears about it too, although no longer a member.
+    /// Records an event. Only the [`notice_audience`] of its kind is pushed anything, at once;
+    /// membership changes wait for the digest.
     async fn event(&mut self, kind: &'static str, caller: &Caller, subject: &str, detail: &str) -> Result<(), GroupError> {
-        let ev = self.store.insert_event(self.group.id, kind, caller.label(), subject, detail).await?;
+        let notice = notice_audience(kind, detail);
+        let ev = self.store.insert_event(self.group.id, kind, caller.label(), subject, detail, notice.is_some()).await?;
         crate::metrics::group_action(kind, self.group.id);
-        if NOTICE_KINDS.contains(&kind) {
-            let mut recipients: Vec<(String, NotifyMode)> = self
-                .members
-                .values()
-                .filter(|m| m.identity_hash != caller.label() && m.identity_hash != subject)
-                .map(|m| (m.identity_hash.clone(), NotifyMode::parse(&m.notify_mode).unwrap_or(NotifyMode::Full)))
-                .filter(|(_, mode)| *mode != NotifyMode::None)
-                .collect();
-            if matches!(kind, "kicked" | "banned") && !subject.is_empty() {
-                recipients.push((subject.to_owned(), NotifyMode::Full));
-            }
-            self.fanout.push(FanoutJob { group_id: self.group.id, message_id: None, event_id: Some(ev.id), recipients });
+        if DIGEST_COUNTED.contains(&kind) {
+            self.digest_due = true;
         }
+        if let Some((audience, class)) = notice {
+            let founder = self.group.founder_identity_hash.as_deref();
+            let recipients = audience_members(audience, subject, founder, self.members.values());
+            self.fanout.push(FanoutJob { group_id: self.group.id, message_id: None, event_id: Some(ev.id), class, recipients });
+        }
+        Ok(())
+    }
+
+    /// Sends the digests owed since the last one: to subscribers, one line on the membership
+    /// changes; to approvers, one line on new join requests. Called once per digest interval, so
+    /// a group sends at most one digest per subscriber per interval, whatever happened.
+    pub async fn digest(&mut self) -> Result<(), GroupError> {
+        if !self.digest_due || self.deleted {
+            return Ok(());
+        }
+        let (counts, last) = self.store.event_counts_since(self.group.id, self.digest_cursor).await?;
+        self.digest_due = false;
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let since = self.store.event_time(self.digest_cursor).await?.unwrap_or(self.group.created_at);
+        let name = self.visible_name(&Caller::Owner);
+        if let Some(text) = digest_text(&counts, &name, since) {
+            crate::metrics::digest_sent("members");
+            self.event(DIGEST_KIND, &Caller::Owner, &last.to_string(), &text).await?;
+        }
+        let requests = counts.get("join_requested").copied().unwrap_or(0);
+        if requests > 0 {
+            let pending = self.store.join_requests(self.group.id, "pending").await?.len();
+            let text = format!("{requests} new join request{} ({pending} pending): send /requests", if requests == 1 { "" } else { "s" });
+            crate::metrics::digest_sent("join_requests");
+            self.event(REQUESTS_KIND, &Caller::Owner, "", &text).await?;
+        }
+        self.digest_cursor = last;
         Ok(())
     }
 
@@ -318,10 +418,17 @@ impl GroupCore {
         Ok(m)
     }
 
-    pub async fn set_notify_mode(&mut self, caller: &Caller, mode: NotifyMode) -> Result<Member, GroupError> {
+    /// The caller's notification choices: how posts reach them, and whether they get the digest.
+    pub async fn set_notifications(&mut self, caller: &Caller, mode: Option<NotifyMode>, digest: Option<bool>) -> Result<Member, GroupError> {
         self.check(caller, Action::SetNotifications)?;
         let who = Self::identity_of(caller)?.to_owned();
-        let m = self.store.update_member(self.group.id, &who, None, Some(mode.as_str()), None).await?;
+        let mut m = self.members.get(&who).cloned().ok_or_else(|| GroupError::NotFound("member".into()))?;
+        if let Some(mode) = mode {
+            m = self.store.update_member(self.group.id, &who, None, Some(mode.as_str()), None).await?;
+        }
+        if let Some(on) = digest {
+            m = self.store.set_member_digest(self.group.id, &who, on).await?;
+        }
         self.members.insert(who, m.clone());
         Ok(m)
     }
@@ -363,7 +470,7 @@ impl GroupCore {
         if let InsertOutcome::Inserted(id) = out {
             crate::metrics::group_action("post", self.group.id);
             let recipients = self.recipients(&sender).into_iter().filter(|(_, mode)| *mode != NotifyMode::None).collect();
-            self.fanout.push(FanoutJob { group_id: self.group.id, message_id: Some(id), event_id: None, recipients });
+            self.fanout.push(FanoutJob { group_id: self.group.id, message_id: Some(id), event_id: None, class: DeliveryClass::Post, recipients });
         }
         Ok(out)
     }
@@ -531,9 +638,9 @@ pub async fn create_group(store: &Store, c: CreateGroup) -> Result<Group, GroupE
         .await?;
     if let Some(founder) = c.founder {
         store.add_member(group.id, &founder, "founder", Rights::ALL.0, NotifyMode::Full.as_str()).await?;
-        store.insert_event(group.id, "created", &founder, &founder, "").await?;
+        store.insert_event(group.id, "created", &founder, &founder, "", false).await?;
     } else {
-        store.insert_event(group.id, "created", "owner", "", "").await?;
+        store.insert_event(group.id, "created", "owner", "", "", false).await?;
     }
     Ok(group)
 }
@@ -584,7 +691,8 @@ pub enum Op {
     SetPermissions { identity: String, rights: Rights },
     Rename { public_name: Option<String>, private_name: Option<String> },
     UpdateSettings(Settings),
-    SetNotifications(NotifyMode),
+    /// How posts reach the caller, and whether they get the membership digest; `None` keeps it.
+    SetNotifications { mode: Option<NotifyMode>, digest: Option<bool> },
     DeleteGroup,
     TransferFounder { identity: String },
     /// The operator adds a member directly (no request, no stamp).
@@ -607,6 +715,8 @@ pub struct InfoView {
     pub banned: bool,
     pub rights: Rights,
     pub notify_mode: Option<NotifyMode>,
+    /// Whether the caller receives the membership digest.
+    pub digest: bool,
     pub lxmf_dest_hash: String,
 }
 
@@ -618,8 +728,9 @@ pub enum Reply {
     Joined(JoinOutcome),
     Members { members: Vec<Member>, total: u64 },
     JoinRequests(Vec<JoinRequest>),
-    /// History with each sender's current display name (empty for former members).
-    History(Vec<(Message, String)>),
+    /// History with each sender's current display name (empty for former members), and the
+    /// group's events when asked for.
+    History { messages: Vec<(Message, String)>, events: Vec<Event> },
     Posted(InsertOutcome),
     Bans(Vec<Ban>),
 }
@@ -644,6 +755,7 @@ impl GroupCore {
                 _ => member.map(|m| Rights(m.permissions)).unwrap_or(Rights::NONE),
             },
             notify_mode: member.and_then(|m| NotifyMode::parse(&m.notify_mode)),
+            digest: member.is_some_and(|m| m.digest),
             lxmf_dest_hash: self.group.lxmf_dest_hash.clone(),
         }
     }
@@ -692,15 +804,21 @@ impl GroupCore {
                 Reply::Done
             }
             Op::History(q) => {
+                let events_after = q.events_after;
+                let limit = q.limit;
                 let rows = self.history(caller, q).await?;
-                Reply::History(
-                    rows.into_iter()
-                        .map(|m| {
-                            let name = self.members.get(&m.sender_identity_hash).map(|s| s.display_name.clone()).unwrap_or_default();
-                            (m, name)
-                        })
-                        .collect(),
-                )
+                let events = match events_after {
+                    Some(after) => self.store.events_after(self.group.id, after, limit).await?,
+                    None => Vec::new(),
+                };
+                let messages = rows
+                    .into_iter()
+                    .map(|m| {
+                        let name = self.members.get(&m.sender_identity_hash).map(|s| s.display_name.clone()).unwrap_or_default();
+                        (m, name)
+                    })
+                    .collect();
+                Reply::History { messages, events }
             }
             Op::Post(msg) => Reply::Posted(self.post(caller, msg).await?),
             Op::DeleteMessage { id } => {
@@ -732,8 +850,8 @@ impl GroupCore {
                 self.update_settings(caller, s).await?;
                 Reply::Done
             }
-            Op::SetNotifications(mode) => {
-                self.set_notify_mode(caller, mode).await?;
+            Op::SetNotifications { mode, digest } => {
+                self.set_notifications(caller, mode, digest).await?;
                 Reply::Done
             }
             Op::DeleteGroup => {

@@ -69,6 +69,8 @@ pub const DELIVERIES: &str = "meshgroup_deliveries_total";
 pub const DELIVERY_SECONDS: &str = "meshgroup_delivery_latency_seconds";
 pub const FANOUT_PREPARE_SECONDS: &str = "meshgroup_fanout_prepare_duration_seconds";
 pub const PACING_WAITS: &str = "meshgroup_pacing_waits_total";
+pub const DIGESTS: &str = "meshgroup_digests_total";
+pub const SEND_BACKPRESSURE: &str = "meshgroup_send_backpressure_total";
 pub const PROPAGATION_SYNCS: &str = "meshgroup_propagation_syncs_total";
 pub const GROUPS_CREATED: &str = "meshgroup_groups_created_total";
 pub const DIRECTORY_REQUESTS: &str = "meshgroup_directory_requests_total";
@@ -96,11 +98,13 @@ pub const CATALOGUE: &[MetricDef] = &[
     MetricDef { name: LXMF_RECEIVED, kind: Kind::Counter, labels: &["method", "outcome"], help: "Inbound LXMF messages by method and outcome." },
     MetricDef { name: LXMF_SENT, kind: Kind::Counter, labels: &["method", "outcome"], help: "Outbound LXMF messages by method and outcome." },
     MetricDef { name: TICKETS_ISSUED, kind: Kind::Counter, labels: &[], help: "LXMF tickets handed to members." },
-    MetricDef { name: OUTBOX_DEPTH, kind: Kind::Gauge, labels: &["state"], help: "Outbox rows by state." },
+    MetricDef { name: OUTBOX_DEPTH, kind: Kind::Gauge, labels: &["state", "class"], help: "Outbox rows by state and delivery class (post, direct, digest)." },
     MetricDef { name: DELIVERIES, kind: Kind::Counter, labels: &["mode", "method", "outcome"], help: "Fan-out deliveries by mode, method and outcome." },
     MetricDef { name: DELIVERY_SECONDS, kind: Kind::Histogram, labels: &["mode"], help: "Time from a post being stored to its delivery being confirmed." },
     MetricDef { name: FANOUT_PREPARE_SECONDS, kind: Kind::Histogram, labels: &[], help: "Time to build, sign and encrypt one batch of fan-out messages." },
     MetricDef { name: PACING_WAITS, kind: Kind::Counter, labels: &[], help: "Times the fan-out waited for a pacing token." },
+    MetricDef { name: DIGESTS, kind: Kind::Counter, labels: &["kind"], help: "Digests a group produced, one per interval at most: members (membership changes, to subscribers) or join_requests (to approvers)." },
+    MetricDef { name: SEND_BACKPRESSURE, kind: Kind::Counter, labels: &[], help: "Sends an interface refused for a full queue and that were tried again after a pause." },
     MetricDef { name: PROPAGATION_SYNCS, kind: Kind::Counter, labels: &["outcome"], help: "Syncs of group inboxes on the propagation node by outcome (ok, failed)." },
     MetricDef { name: GROUPS_CREATED, kind: Kind::Counter, labels: &["outcome"], help: "Self-service group creations by outcome (created, refused_policy, refused_quota, stamp_missing, stamp_invalid, rate_limited)." },
     MetricDef { name: DIRECTORY_REQUESTS, kind: Kind::Counter, labels: &[], help: "Requests for the server's group directory." },
@@ -230,6 +234,16 @@ pub fn pacing_wait() {
     counter!(PACING_WAITS).increment(1);
 }
 
+/// One digest produced by a group (`members` or `join_requests`).
+pub fn digest_sent(kind: &'static str) {
+    counter!(DIGESTS, "kind" => kind).increment(1);
+}
+
+/// One send refused for a full interface queue, to be tried again.
+pub fn send_backpressure() {
+    counter!(SEND_BACKPRESSURE).increment(1);
+}
+
 pub fn ticket_issued() {
     counter!(TICKETS_ISSUED).increment(1);
 }
@@ -244,13 +258,15 @@ pub fn links_open(n: usize) {
 }
 
 /// Gauges sampled on a timer rather than on every event.
-pub fn sample_totals(groups: u64, members: u64, messages: u64, outbox: &[(String, i64)], started: std::time::Instant) {
+pub fn sample_totals(groups: u64, members: u64, messages: u64, outbox: &[(String, crate::domain::DeliveryClass, i64)], started: std::time::Instant) {
     gauge!(GROUPS_HOSTED).set(groups as f64);
     gauge!(MEMBERS).set(members as f64);
     gauge!(MESSAGES_STORED).set(messages as f64);
     for state in ["pending", "sent", "delivered", "propagated", "expired"] {
-        let n = outbox.iter().find(|(s, _)| s == state).map(|(_, n)| *n).unwrap_or(0);
-        gauge!(OUTBOX_DEPTH, "state" => state).set(n as f64);
+        for class in crate::domain::DeliveryClass::ALL {
+            let n: i64 = outbox.iter().filter(|(s, c, _)| s == state && *c == class).map(|(_, _, n)| *n).sum();
+            gauge!(OUTBOX_DEPTH, "state" => state, "class" => class.label()).set(n as f64);
+        }
     }
     gauge!(UPTIME_SECONDS).set(started.elapsed().as_secs_f64());
     if let Some(rss) = resident_memory_bytes() {

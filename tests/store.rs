@@ -1,5 +1,6 @@
 //! Store tests: every table, on SQLite and (when MESHGROUP_TEST_DATABASE_URL is set) PostgreSQL.
 
+use meshgroup::domain::DeliveryClass;
 use meshgroup::group::{CreateGroup, create_group};
 use meshgroup::store::testing::stores;
 use meshgroup::store::{
@@ -165,6 +166,7 @@ async fn outbox_batch_due_and_states() -> R {
                 message_id: Some(id),
                 event_id: None,
                 mode: "full",
+                class: DeliveryClass::Post,
             })
             .collect();
         assert_eq!(s.insert_outbox_batch(rows).await?, 1200);
@@ -182,7 +184,9 @@ async fn outbox_batch_due_and_states() -> R {
         let due_again = s.due_outbox(now + 1, 2000).await?;
         assert_eq!(due_again.len(), 1198);
         let depth = s.outbox_depth().await?;
-        assert!(depth.contains(&("pending".to_owned(), 1199)) && depth.contains(&("delivered".to_owned(), 1)), "{depth:?}");
+        let post = DeliveryClass::Post;
+        assert!(depth.contains(&("pending".to_owned(), post, 1199)) && depth.contains(&("delivered".to_owned(), post, 1)), "{depth:?}");
+        assert_eq!(first.class, post.as_i16());
     }
     Ok(())
 }
@@ -192,8 +196,8 @@ async fn events_tickets_announces() -> R {
     for t in stores().await? {
         let s = &t.store;
         let g = group(s, "g").await?;
-        s.insert_event(g.id, "kicked", "owner", A, "").await?;
-        let ev = s.events(g.id, 10).await?;
+        s.insert_event(g.id, "kicked", "owner", A, "", true).await?;
+        let ev = s.events_after(g.id, 0, 10).await?;
         assert_eq!(ev[0].kind, "kicked");
         assert_eq!(ev[1].kind, "created");
         let now = meshgroup::store::now_ms();
@@ -224,7 +228,7 @@ async fn deleting_a_group_removes_its_rows() -> R {
             s.ban(gid, B, "r", "owner").await?;
             s.file_join_request(gid, "cccccccccccccccccccccccccccccccc", "c", "").await?;
             let mid = s.insert_message(msg(gid, "h", A)).await?.id();
-            s.insert_outbox_batch(vec![NewOutboxRow { group_id: gid, member_identity_hash: A.into(), kind: "message", message_id: Some(mid), event_id: None, mode: "full" }]).await?;
+            s.insert_outbox_batch(vec![NewOutboxRow { group_id: gid, member_identity_hash: A.into(), kind: "message", message_id: Some(mid), event_id: None, mode: "full", class: DeliveryClass::Post }]).await?;
             s.insert_ticket(gid, A, vec![1; 16], i64::MAX).await?;
         }
         s.delete_group(g.id).await?;
@@ -232,12 +236,76 @@ async fn deleting_a_group_removes_its_rows() -> R {
         assert!(s.member(g.id, A).await?.is_none());
         assert!(s.bans(g.id).await?.is_empty());
         assert!(s.join_requests(g.id, "pending").await?.is_empty());
-        assert!(s.events(g.id, 10).await?.is_empty());
+        assert!(s.events_after(g.id, 0, 10).await?.is_empty());
         assert!(s.history(g.id, HistoryQuery { limit: 10, ..Default::default() }).await?.is_empty());
         assert!(s.valid_tickets(g.id, A, 0).await?.is_empty());
-        assert_eq!(s.outbox_depth().await?, vec![("pending".to_owned(), 1)], "only the kept group's row");
+        assert_eq!(s.outbox_depth().await?, vec![("pending".to_owned(), DeliveryClass::Post, 1)], "only the kept group's row");
         assert_eq!(s.count_members(keep.id).await?, 1);
         assert!(matches!(s.delete_group(g.id).await, Err(StoreError::NotFound { .. })));
+    }
+    Ok(())
+}
+
+fn row(group_id: i64, member: &str, message_id: Option<i64>, class: DeliveryClass) -> NewOutboxRow {
+    NewOutboxRow { group_id, member_identity_hash: member.into(), kind: "message", message_id, event_id: None, mode: "full", class }
+}
+
+#[tokio::test]
+async fn due_outbox_puts_posts_first_and_groups_take_turns() -> R {
+    for t in stores().await? {
+        let s = &t.store;
+        let (busy, quiet) = (group(s, "busy").await?, group(s, "quiet").await?);
+        // The busy group queued a digest and a notice, then a large post; the quiet group posts last.
+        s.insert_outbox_batch(vec![row(busy.id, A, None, DeliveryClass::Digest), row(busy.id, B, None, DeliveryClass::Direct)]).await?;
+        let bulk = s.insert_message(msg(busy.id, "bulk", A)).await?.id();
+        s.insert_outbox_batch((0..50).map(|i| row(busy.id, &format!("{i:032x}"), Some(bulk), DeliveryClass::Post)).collect()).await?;
+        let new = s.insert_message(msg(quiet.id, "new", A)).await?.id();
+        s.insert_outbox_batch((0..3).map(|i| row(quiet.id, &format!("{:032x}", 100 + i), Some(new), DeliveryClass::Post)).collect()).await?;
+        let due = s.due_outbox(meshgroup::store::now_ms() + 1, 8).await?;
+        let groups: Vec<i64> = due.iter().map(|r| r.group_id).collect();
+        assert_eq!(groups, vec![busy.id, quiet.id, busy.id, quiet.id, busy.id, quiet.id, busy.id, busy.id], "{}: the quiet group's post is not behind the bulk", s.backend());
+        assert!(due.iter().all(|r| r.class == DeliveryClass::Post.as_i16()));
+        let all = s.due_outbox(meshgroup::store::now_ms() + 1, 1000).await?;
+        let classes: Vec<i16> = all.iter().map(|r| r.class).collect();
+        assert_eq!(classes[classes.len() - 2..], [DeliveryClass::Direct.as_i16(), DeliveryClass::Digest.as_i16()], "notices after posts, digests last");
+        let busy_ids: Vec<i64> = all.iter().filter(|r| r.group_id == busy.id && r.class == 0).map(|r| r.id).collect();
+        assert!(busy_ids.windows(2).all(|w| w[0] < w[1]), "each group's rows stay in order");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn scheduling_a_fanout_twice_writes_its_rows_once() -> R {
+    for t in stores().await? {
+        let s = &t.store;
+        let g = group(s, "g").await?;
+        let id = s.insert_message(msg(g.id, "h", A)).await?.id();
+        let rows = || vec![row(g.id, B, Some(id), DeliveryClass::Post)];
+        assert_eq!(s.schedule_fanout(rows(), Some(id), None).await?, 1);
+        assert_eq!(s.schedule_fanout(rows(), Some(id), None).await?, 0, "{}: already scheduled", s.backend());
+        assert_eq!(s.due_outbox(meshgroup::store::now_ms() + 1, 10).await?.len(), 1);
+        assert!(s.unfanned(10).await?.0.is_empty());
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn event_counts_and_digest_cursor() -> R {
+    for t in stores().await? {
+        let s = &t.store;
+        let g = group(s, "g").await?;
+        let start = s.digest_cursor(g.id, &["digest"]).await?;
+        assert!(start > 0, "a group without digests starts after its newest event (its creation)");
+        for _ in 0..3 {
+            s.insert_event(g.id, "joined", A, A, "", false).await?;
+        }
+        s.insert_event(g.id, "left", A, A, "", false).await?;
+        let (counts, last) = s.event_counts_since(g.id, start).await?;
+        assert_eq!((counts.get("joined"), counts.get("left"), counts.get("created")), (Some(&3), Some(&1), None), "{}", s.backend());
+        let digest = s.insert_event(g.id, "digest", "owner", &last.to_string(), "3 joined", true).await?;
+        assert_eq!(s.digest_cursor(g.id, &["digest"]).await?, digest.id);
+        assert_eq!(s.unfanned(10).await?.1.len(), 1, "only the event that owes a notice waits for its fan-out");
+        assert!(s.event_counts_since(g.id, digest.id).await?.0.is_empty());
     }
     Ok(())
 }

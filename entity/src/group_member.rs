@@ -16,6 +16,8 @@ pub struct Model {
     pub created_at: i64,
     pub updated_at: i64,
     pub last_seen: i64,
+    /// Opted in to the periodic digest of membership changes (off by default).
+    pub digest: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

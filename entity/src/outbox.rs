@@ -21,6 +21,8 @@ pub struct Model {
     pub last_error: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Delivery class: 0 post copies, 1 direct notices, 2 digests; lower goes first.
+    pub class: i16,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -5,6 +5,7 @@ mod m20261126_000001_initial;
 mod m20261126_000002_fanout_flags;
 mod m20261126_000003_known_identities;
 mod m20261126_000004_server;
+mod m20261201_000005_delivery_classes;
 
 /// Applies every migration in order; sea-orm records what already ran.
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000002_fanout_flags::Migration),
             Box::new(m20261126_000003_known_identities::Migration),
             Box::new(m20261126_000004_server::Migration),
+            Box::new(m20261201_000005_delivery_classes::Migration),
         ]
     }
 }

@@ -7,7 +7,7 @@
 //! arrives. A row sent but never confirmed becomes due again, so a crash resends it; the resent
 //! message is byte-identical in its id, and LXMF clients drop a message id they already have.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,13 +16,16 @@ use rmpv::Value;
 use tokio::sync::Notify;
 
 use crate::config::FanoutConfig;
-use crate::domain::NotifyMode;
-use crate::group::FanoutJob;
+use crate::domain::{DeliveryClass, NotifyMode};
+use crate::group::{FanoutJob, audience_members, notice_audience};
 use crate::lxmf::courier::Courier;
 use crate::lxmf::outbound::{Body, OutboundError, Outgoing, Recipient, attribution, pack_for, prepare_any};
 use crate::pacing::TokenBucket;
 use crate::store::{Group, NewOutboxRow, OutboxRow, Store, StoreError, now_ms};
 use crate::wire::identity::parse_hash;
+
+/// How often the delivery task looks for posts and notices whose hand-off never happened.
+const RECOVERY_EVERY: Duration = Duration::from_secs(30);
 
 /// The shared fan-out actor.
 pub struct FanoutActor {
@@ -60,14 +63,18 @@ impl Handler<Enqueue> for FanoutActor {
     fn handle(&mut self, msg: Enqueue, _ctx: &mut Self::Context) -> Self::Result {
         let (store, wake) = (self.store.clone(), self.wake.clone());
         Box::pin(async move {
-            let n = schedule(&store, msg.0).await?;
+            let (group, message, event) = (msg.0.group_id, msg.0.message_id, msg.0.event_id);
+            let n = schedule(&store, msg.0).await.inspect_err(|err| {
+                tracing::warn!(%err, group, ?message, ?event, "cannot schedule a fan-out; recovery retries it");
+            })?;
             wake.notify_one();
             Ok(n)
         })
     }
 }
 
-async fn schedule(store: &Store, job: FanoutJob) -> Result<u64, StoreError> {
+/// Writes a job's outbox rows (members in mode `none` left out) in one transaction; idempotent.
+pub async fn schedule(store: &Store, job: FanoutJob) -> Result<u64, StoreError> {
     let kind = if job.message_id.is_some() { "message" } else { "notice" };
     let rows = job
         .recipients
@@ -80,12 +87,15 @@ async fn schedule(store: &Store, job: FanoutJob) -> Result<u64, StoreError> {
             message_id: job.message_id,
             event_id: job.event_id,
             mode: if mode == NotifyMode::Short { "short" } else { "full" },
+            class: job.class,
         })
         .collect();
     store.schedule_fanout(rows, job.message_id, job.event_id).await
 }
 
-/// Re-schedules posts and notices that were stored but never scheduled.
+/// Re-schedules posts and notices that were stored but never scheduled: a crash between the
+/// commit and the hand-off, or a hand-off that failed. Runs at start-up and then periodically;
+/// scheduling is idempotent, so an item handed off meanwhile is not scheduled twice.
 async fn recover(store: &Store) -> Result<(), StoreError> {
     loop {
         let (messages, events) = store.unfanned(200).await?;
@@ -100,20 +110,19 @@ async fn recover(store: &Store) -> Result<(), StoreError> {
                 .map(|x| (x.identity_hash, NotifyMode::parse(&x.notify_mode).unwrap_or(NotifyMode::Full)))
                 .collect();
             tracing::info!(message = m.id, "scheduling a fan-out interrupted by a restart");
-            schedule(store, FanoutJob { group_id: m.group_id, message_id: Some(m.id), event_id: None, recipients }).await?;
+            let job = FanoutJob { group_id: m.group_id, message_id: Some(m.id), event_id: None, class: DeliveryClass::Post, recipients };
+            schedule(store, job).await?;
         }
         for e in events {
-            let recipients = if crate::group::NOTICE_KINDS.contains(&e.kind.as_str()) {
-                store
-                    .all_members(e.group_id)
-                    .await?
-                    .into_iter()
-                    .map(|x| (x.identity_hash, NotifyMode::parse(&x.notify_mode).unwrap_or(NotifyMode::Full)))
-                    .collect()
-            } else {
-                Vec::new()
+            let (recipients, class) = match notice_audience(&e.kind, &e.detail) {
+                Some((audience, class)) => {
+                    let members = store.all_members(e.group_id).await?;
+                    let founder = store.group_by_id(e.group_id).await.ok().and_then(|g| g.founder_identity_hash);
+                    (audience_members(audience, &e.subject, founder.as_deref(), members.iter()), class)
+                }
+                None => (Vec::new(), DeliveryClass::Direct),
             };
-            schedule(store, FanoutJob { group_id: e.group_id, message_id: None, event_id: Some(e.id), recipients }).await?;
+            schedule(store, FanoutJob { group_id: e.group_id, message_id: None, event_id: Some(e.id), class, recipients }).await?;
         }
     }
 }
@@ -145,7 +154,14 @@ struct Job {
 impl Delivery {
     async fn run(mut self) {
         let mut bucket = (self.cfg.rate_per_sec > 0.0).then(|| TokenBucket::new(self.cfg.rate_per_sec, self.cfg.burst));
+        let mut last_recovery = Instant::now();
         loop {
+            if last_recovery.elapsed() >= RECOVERY_EVERY {
+                last_recovery = Instant::now();
+                if let Err(err) = recover(&self.store).await {
+                    tracing::warn!(%err, "fan-out recovery failed; trying again later");
+                }
+            }
             let rows = match self.store.due_outbox(now_ms(), self.cfg.batch).await {
                 Ok(r) => r,
                 Err(err) => {
@@ -161,7 +177,7 @@ impl Delivery {
                 }
                 continue;
             }
-            let jobs = self.jobs(fair_order(rows)).await;
+            let jobs = self.jobs(rows).await;
             let started = Instant::now();
             let prepared = prepare_all(jobs).await;
             crate::metrics::fanout_prepare(started.elapsed());
@@ -218,7 +234,7 @@ impl Delivery {
                     continue;
                 }
             };
-            let Some(to) = self.courier.recipient(member).await else {
+            let Some(to) = self.courier.recipient(member, row.attempts > 0).await else {
                 held.insert(row.member_identity_hash.clone());
                 let wait = 5_000 + rand::random::<u64>() % 10_000;
                 self.retry(&row, row.attempts, wait as i64, "path unknown").await;
@@ -276,7 +292,7 @@ impl Delivery {
             let e = self.store.event(eid).await?;
             let actor = self.display_name(row.group_id, &e.actor, names).await;
             let subject = self.display_name(row.group_id, &e.subject, names).await;
-            let text = notice_text(&e.kind, &actor, &subject, &e.detail);
+            let text = notice_text(&e.kind, &actor, &e.detail);
             let subject_bytes = hex::decode(&e.subject).unwrap_or_default();
             Ok(Body {
                 timestamp: e.created_at as f64 / 1000.0,
@@ -400,27 +416,6 @@ fn backoff_ms(attempts: i32, cap_secs: u64) -> i64 {
     capped + (rand::random::<u64>() % (capped as u64 / 4 + 1)) as i64
 }
 
-/// Round-robin across groups, keeping each group's (and so each member's) rows in id order:
-/// one busy group cannot starve the others.
-fn fair_order(rows: Vec<OutboxRow>) -> Vec<OutboxRow> {
-    let mut queues: Vec<(i64, VecDeque<OutboxRow>)> = Vec::new();
-    for row in rows {
-        match queues.iter_mut().find(|(g, _)| *g == row.group_id) {
-            Some((_, q)) => q.push_back(row),
-            None => queues.push((row.group_id, VecDeque::from([row]))),
-        }
-    }
-    let mut out = Vec::new();
-    while queues.iter().any(|(_, q)| !q.is_empty()) {
-        for (_, q) in queues.iter_mut() {
-            if let Some(r) = q.pop_front() {
-                out.push(r);
-            }
-        }
-    }
-    out
-}
-
 /// Builds, signs and encrypts on the blocking pool, one chunk per core.
 async fn prepare_all(jobs: Vec<Job>) -> Vec<(Job, Result<Outgoing, OutboundError>)> {
     on_all_cores(jobs, |job: Job| {
@@ -476,47 +471,21 @@ pub fn short_line(group: &str, sender: &str, content: &[u8], id: i64) -> String 
     format!("[{group}] {sender}: {preview} (#{id}, /history to read)")
 }
 
-/// How a group event reads in a stock client.
-pub fn notice_text(kind: &str, actor: &str, subject: &str, detail: &str) -> String {
+/// How a notice reads in a stock client. Only the person an event is about is told of it
+/// directly, so it speaks to them; digests carry their own text.
+pub fn notice_text(kind: &str, actor: &str, detail: &str) -> String {
     match kind {
-        "joined" => format!("{subject} joined"),
-        "left" => format!("{subject} left"),
-        "kicked" => format!("{subject} was removed by {actor}"),
-        "banned" => format!("{subject} was banned by {actor}: {detail}"),
-        "message_deleted" => format!("message #{subject} was deleted by {actor}"),
-        "renamed" => format!("the group is now called {detail}"),
-        other => format!("{other} {subject}"),
+        "kicked" => format!("You were removed from the group by {actor}. You may join again with /join."),
+        "banned" => format!("You were banned from the group by {actor}: {detail}"),
+        "joined" => "Your join request was approved: you're in. Send /help for the commands.".to_owned(),
+        "join_rejected" => "Your join request was declined.".to_owned(),
+        _ => detail.to_owned(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn row(id: i64, group: i64, member: &str) -> OutboxRow {
-        OutboxRow {
-            id,
-            group_id: group,
-            member_identity_hash: member.into(),
-            kind: "message".into(),
-            message_id: Some(id),
-            event_id: None,
-            mode: "full".into(),
-            state: "pending".into(),
-            attempts: 0,
-            next_attempt_at: 0,
-            last_error: None,
-            created_at: 0,
-            updated_at: 0,
-        }
-    }
-
-    #[test]
-    fn fair_order_interleaves_groups_and_keeps_order() {
-        let rows = vec![row(1, 1, "a"), row(2, 1, "a"), row(3, 1, "b"), row(4, 2, "c"), row(5, 1, "a")];
-        let ids: Vec<i64> = fair_order(rows).iter().map(|r| r.id).collect();
-        assert_eq!(ids, vec![1, 4, 2, 3, 5]);
-    }
 
     #[test]
     fn backoff_grows_to_the_cap() {

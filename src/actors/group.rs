@@ -1,12 +1,13 @@
 //! One actor per hosted group: owns the group's [`GroupCore`] and serialises every operation on it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::Mutex;
 
 use super::fanout::Enqueue;
-use crate::group::{Caller, GroupCore, GroupError, Op, Reply};
+use crate::group::{Caller, FanoutJob, GroupCore, GroupError, Op, Reply};
 
 /// The group's actor. The core sits behind an async mutex so that one operation at a time runs
 /// even though handlers are futures; the store is the source of truth, so a restart just reloads.
@@ -14,21 +15,46 @@ pub struct GroupActor {
     core: Arc<Mutex<GroupCore>>,
     id: i64,
     fanout: Option<Recipient<Enqueue>>,
+    digest_every: Duration,
 }
 
 impl GroupActor {
-    /// `fanout` receives the deliveries each operation produces (none in tools without a network).
-    pub fn new(core: GroupCore, fanout: Option<Recipient<Enqueue>>) -> Self {
+    /// `fanout` receives the deliveries each operation produces (none in tools without a network);
+    /// the group's digests go out every `digest_every`.
+    pub fn new(core: GroupCore, fanout: Option<Recipient<Enqueue>>, digest_every: Duration) -> Self {
         let id = core.group().id;
-        GroupActor { core: Arc::new(Mutex::new(core)), id, fanout }
+        GroupActor { core: Arc::new(Mutex::new(core)), id, fanout, digest_every }
+    }
+}
+
+/// Hands an operation's deliveries to the fan-out without waiting for them: the caller's proof or
+/// response goes out right after the commit. A hand-off that fails leaves the item unscheduled in
+/// the store, and the fan-out's periodic recovery schedules it.
+fn hand_off(fanout: &Option<Recipient<Enqueue>>, jobs: Vec<FanoutJob>) {
+    let Some(f) = fanout else { return };
+    for job in jobs {
+        f.do_send(Enqueue(job));
     }
 }
 
 impl Actor for GroupActor {
     type Context = Context<Self>;
 
-    fn started(&mut self, _ctx: &mut Self::Context) {
+    fn started(&mut self, ctx: &mut Self::Context) {
         tracing::debug!(group = self.id, "group actor started");
+        ctx.run_interval(self.digest_every, |act, ctx| {
+            let (core, fanout) = (act.core.clone(), act.fanout.clone());
+            ctx.spawn(
+                async move {
+                    let mut core = core.lock().await;
+                    if let Err(err) = core.digest().await {
+                        tracing::warn!(%err, group = core.group().id, "digest failed; it follows at the next interval");
+                    }
+                    hand_off(&fanout, core.take_fanout());
+                }
+                .into_actor(act),
+            );
+        });
     }
 }
 
@@ -64,17 +90,7 @@ impl Handler<Call> for GroupActor {
         Box::pin(async move {
             let mut core = core.lock().await;
             let out = core.apply(&msg.caller, msg.op).await;
-            let jobs = core.take_fanout();
-            drop(core);
-            if let Some(f) = fanout {
-                for job in jobs {
-                    // Scheduling writes the outbox; a failure leaves the item marked unfanned,
-                    // and start-up recovery schedules it.
-                    if let Err(err) = f.send(Enqueue(job)).await.unwrap_or(Ok(0)) {
-                        tracing::error!(%err, "cannot schedule a fan-out");
-                    }
-                }
-            }
+            hand_off(&fanout, core.take_fanout());
             out
         })
     }

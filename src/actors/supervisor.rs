@@ -67,6 +67,8 @@ struct State {
     registry: Registry,
     groups: HashMap<i64, Entry>,
     announce: mpsc::UnboundedSender<AnnounceCmd>,
+    /// How often each group sends its digests.
+    digest_every: Duration,
 }
 
 /// The supervisor actor.
@@ -83,10 +85,19 @@ impl Supervisor {
         registry: Registry,
         fanout: Recipient<super::fanout::Enqueue>,
         cfg: &crate::config::ReticulumConfig,
+        notices: &crate::config::NoticesConfig,
         interfaces_open: tokio::sync::oneshot::Receiver<()>,
     ) -> Result<Addr<Supervisor>, crate::store::StoreError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let state = Arc::new(Mutex::new(State { store: store.clone(), node: node.clone(), fanout, registry: registry.clone(), groups: HashMap::new(), announce: tx }));
+        let state = Arc::new(Mutex::new(State {
+            store: store.clone(),
+            node: node.clone(),
+            fanout,
+            registry: registry.clone(),
+            groups: HashMap::new(),
+            announce: tx,
+            digest_every: Duration::from_secs(notices.digest_interval_secs.max(1)),
+        }));
         {
             let mut st = state.lock().await;
             for g in store.list_groups().await? {
@@ -124,8 +135,8 @@ impl State {
         };
         let snap = snapshot(&core);
         // On a restart actix keeps this actor value and calls `restarting`, which reloads it.
-        let fanout = self.fanout.clone();
-        let addr = actix::Supervisor::start(move |_| GroupActor::new(core, Some(fanout)));
+        let (fanout, digest_every) = (self.fanout.clone(), self.digest_every);
+        let addr = actix::Supervisor::start(move |_| GroupActor::new(core, Some(fanout), digest_every));
         let Ok(private_key) = <[u8; 64]>::try_from(key.as_slice()) else {
             tracing::error!(group = id, "stored identity key is not 64 bytes; group not served");
             return;

@@ -446,7 +446,7 @@ async fn seeded(store: &Store) -> Result<(i64, i64), CliError> {
 
 fn outbox_rows(group_id: i64, message_id: Option<i64>, n: usize) -> Vec<NewOutboxRow> {
     (0..n)
-        .map(|i| NewOutboxRow { group_id, member_identity_hash: format!("{:032x}", 0x1000_0000 + i), kind: "message", message_id, event_id: None, mode: "full" })
+        .map(|i| NewOutboxRow { group_id, member_identity_hash: format!("{:032x}", 0x1000_0000 + i), kind: "message", message_id, event_id: None, mode: "full", class: crate::domain::DeliveryClass::Post })
         .collect()
 }
 

@@ -116,7 +116,9 @@ async fn measure(mut groups: Vec<Sized>, a: &HistoryArgs) -> Result<Vec<Row>, Cl
         // A wrong page would make every figure meaningless, so check it once before timing.
         let expect = a.page.min(g.size);
         match g.core.apply(&g.caller, op()).await? {
-            Reply::History(r) if r.len() as u64 == expect => g.response_bytes = crate::api::encode_reply(Reply::History(r)).len(),
+            Reply::History { messages, events } if messages.len() as u64 == expect => {
+                g.response_bytes = crate::api::encode_reply(Reply::History { messages, events }).len()
+            }
             _ => return Err(CliError::Failure(format!("{}: the latest page of {} messages is not {expect} rows", g.t.store.backend(), g.size))),
         }
         for _ in 0..(a.iterations / 10).clamp(1, 50) {

@@ -18,6 +18,10 @@ pub enum Command {
     Members,
     History(u64),
     Notify(NotifyMode),
+    /// `/notify digest on|off`: the periodic membership digest.
+    Digest(bool),
+    /// Pending join requests (approvers).
+    Requests,
     Kick(String),
     Ban(String, String),
     Unban(String),
@@ -25,8 +29,8 @@ pub enum Command {
     Delete(i64),
 }
 
-pub const HELP: &str = "Commands: /join, /leave, /members, /history [N], /notify full|short|off. \
-Admins: /kick ID, /ban ID reason, /unban ID, /approve ID, /delete MSG_ID. ID = identity hash.";
+pub const HELP: &str = "Commands: /join, /leave, /members, /history [N], /notify full|short|off, /notify digest on|off. \
+Admins: /requests, /approve ID, /kick ID, /ban ID reason, /unban ID, /delete MSG_ID. ID = identity hash.";
 
 fn identity(arg: Option<&str>) -> Result<String, String> {
     arg.and_then(parse_hash).map(hex::encode).ok_or_else(|| "give a 32-character identity hash".to_owned())
@@ -48,10 +52,18 @@ pub fn parse(text: &str) -> Option<Result<Command, String>> {
             Some(Ok(n)) if n > 0 => Ok(Command::History(n.min(MAX_HISTORY))),
             Some(_) => Err("usage: /history [N]".into()),
         },
-        "notify" => match words.next().and_then(NotifyMode::parse) {
-            Some(m) => Ok(Command::Notify(m)),
-            None => Err("usage: /notify full|short|off".into()),
-        },
+        "notify" => {
+            const USAGE: &str = "usage: /notify full|short|off, or /notify digest on|off";
+            let first = words.next().map(str::to_ascii_lowercase);
+            let second = words.next().map(str::to_ascii_lowercase);
+            match (first.as_deref(), second.as_deref()) {
+                (Some("digest"), Some("on")) => Ok(Command::Digest(true)),
+                (Some("digest"), Some("off")) => Ok(Command::Digest(false)),
+                (Some(m), None) => NotifyMode::parse(m).map(Command::Notify).ok_or_else(|| USAGE.to_owned()),
+                _ => Err(USAGE.into()),
+            }
+        }
+        "requests" => Ok(Command::Requests),
         "kick" => identity(words.next()).map(Command::Kick),
         "ban" => {
             let who = identity(words.next());
@@ -81,7 +93,9 @@ impl Command {
             Command::Leave => Op::Leave,
             Command::Members => Op::Members { offset: 0, limit: 30 },
             Command::History(n) => Op::History(HistoryQuery { limit: *n, order: Order::OldestFirst, ..Default::default() }),
-            Command::Notify(m) => Op::SetNotifications(*m),
+            Command::Notify(m) => Op::SetNotifications { mode: Some(*m), digest: None },
+            Command::Digest(on) => Op::SetNotifications { mode: None, digest: Some(*on) },
+            Command::Requests => Op::JoinRequests,
             Command::Kick(id) => Op::Kick { identity: id.clone() },
             Command::Ban(id, reason) => Op::Ban { identity: id.clone(), reason: reason.clone() },
             Command::Unban(id) => Op::Unban { identity: id.clone() },
@@ -108,8 +122,8 @@ pub fn render(cmd: &Command, reply: &Reply) -> Vec<String> {
             lines.extend(members.iter().map(member_line));
             lines
         }
-        (Command::History(_), Reply::History(rows)) if rows.is_empty() => vec!["No messages yet.".into()],
-        (Command::History(_), Reply::History(rows)) => rows
+        (Command::History(_), Reply::History { messages, .. }) if messages.is_empty() => vec!["No messages yet.".into()],
+        (Command::History(_), Reply::History { messages, .. }) => messages
             .iter()
             .map(|(m, name)| {
                 if m.deleted_at.is_some() {
@@ -121,6 +135,13 @@ pub fn render(cmd: &Command, reply: &Reply) -> Vec<String> {
             })
             .collect(),
         (Command::Notify(m), _) => vec![format!("Notifications: {}.", m.as_str())],
+        (Command::Digest(on), _) => vec![format!("Membership digest: {}.", if *on { "on" } else { "off" })],
+        (Command::Requests, Reply::JoinRequests(rs)) if rs.is_empty() => vec!["No pending join requests.".into()],
+        (Command::Requests, Reply::JoinRequests(rs)) => {
+            let mut lines = vec![format!("{} pending (send /approve ID):", rs.len())];
+            lines.extend(rs.iter().map(|r| format!("{} <{}> {}", r.display_name, r.identity_hash, r.note)));
+            lines
+        }
         (Command::Kick(id), _) => vec![format!("Removed {id}.")],
         (Command::Ban(id, _), _) => vec![format!("Banned {id}.")],
         (Command::Unban(id), _) => vec![format!("Unbanned {id}.")],

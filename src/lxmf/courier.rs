@@ -16,6 +16,9 @@ const EARLY_PROOF_TTL: Duration = Duration::from_secs(120);
 /// many messages wait for it.
 const PATH_REQUEST_BACKOFF: [Duration; 4] = [Duration::from_secs(5), Duration::from_secs(10), Duration::from_secs(20), Duration::from_secs(30)];
 
+/// The first pause after an interface refused a packet for a full queue; it doubles up to 8×.
+const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(25);
+
 /// Shared by replies and the fan-out.
 pub struct Courier {
     node: Node,
@@ -70,15 +73,30 @@ impl Courier {
     }
 
     /// The member's keys: from the node's announces, else from the identities the store has
-    /// verified (so a restart does not make members unreachable). Unknown: one path request
-    /// (backing off per destination) and `None`, so the caller retries later instead of waiting.
-    pub async fn recipient(&self, identity_hash: [u8; 16]) -> Option<Recipient> {
+    /// verified (so a restart does not make members unreachable).
+    ///
+    /// Like the reference LXMF router, the first send to a member whose keys we hold goes out
+    /// without a path: RNS then sends it on every outgoing interface, and a member who joined
+    /// over a link is reachable that way. Only a retry (`retry`), or a member we hold no keys
+    /// for, asks the network for a path, backing off per destination; with no keys this returns
+    /// `None`, so the caller tries again later instead of waiting.
+    pub async fn recipient(&self, identity_hash: [u8; 16], retry: bool) -> Option<Recipient> {
         let lxmf_dest = destination_hash(LXMF_ASPECT, &identity_hash);
         let ratchet = || self.ratchets.lock().ok().and_then(|r| r.get(&lxmf_dest).copied());
         let stamp_cost = self.stamp_costs.lock().ok().and_then(|c| c.get(&lxmf_dest).copied()).unwrap_or(0);
         if let Some(public_key) = self.node.recall_identity(lxmf_dest).await {
             return Some(Recipient { identity_hash, lxmf_dest, public_key, ratchet: ratchet(), stamp_cost });
         }
+        let stored = self.store.known_identity(&hex::encode(identity_hash)).await.ok().flatten();
+        let public_key = stored.and_then(|k| <[u8; 64]>::try_from(k.as_slice()).ok());
+        if public_key.is_none() || retry {
+            self.ask_path(lxmf_dest).await;
+        }
+        Some(Recipient { identity_hash, lxmf_dest, public_key: public_key?, ratchet: ratchet(), stamp_cost })
+    }
+
+    /// One path request for a destination, unless one went out within its back-off.
+    async fn ask_path(&self, lxmf_dest: [u8; 16]) {
         let due = self.path_requests.lock().map(|mut p| {
             let now = Instant::now();
             let (last, n) = p.get(&lxmf_dest).copied().unwrap_or((now - Duration::from_secs(3600), 0));
@@ -92,16 +110,13 @@ impl Courier {
         if due.unwrap_or(false) {
             let _ = self.node.request_path(lxmf_dest).await;
         }
-        let stored = self.store.known_identity(&hex::encode(identity_hash)).await.ok().flatten()?;
-        let public_key = <[u8; 64]>::try_from(stored.as_slice()).ok()?;
-        Some(Recipient { identity_hash, lxmf_dest, public_key, ratchet: ratchet(), stamp_cost })
     }
 
     /// Waits (bounded) for a member's keys, for one-off replies.
     pub async fn recipient_within(&self, identity_hash: [u8; 16], wait: Duration) -> Option<Recipient> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            if let Some(r) = self.recipient(identity_hash).await {
+            if let Some(r) = self.recipient(identity_hash, false).await {
                 return Some(r);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -112,8 +127,22 @@ impl Courier {
     }
 
     /// Sends a prepared message; the receiver resolves when its delivery proof arrives.
+    ///
+    /// An interface whose send queue is full drops a broadcast at once (the crate does not wait
+    /// for room); that is back-pressure, not a lost member, so the send is tried again after a
+    /// short pause, a few times, before it counts as failed.
     pub async fn send(&self, p: &Prepared) -> Result<([u8; 32], oneshot::Receiver<()>), NodeError> {
-        let hash = self.node.send_prepared(p.lxmf_dest, &p.public_key, ("lxmf", "delivery"), &p.ciphertext).await?;
+        let mut pause = QUEUE_FULL_PAUSE;
+        let hash = loop {
+            match self.node.send_prepared(p.lxmf_dest, &p.public_key, ("lxmf", "delivery"), &p.ciphertext).await {
+                Err(NodeError::NotSent(_)) if pause <= QUEUE_FULL_PAUSE * 8 => {
+                    crate::metrics::send_backpressure();
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                other => break other?,
+            }
+        };
         let (tx, rx) = oneshot::channel();
         let early = self.early.lock().ok().and_then(|mut e| e.remove(&hash)).is_some();
         if early {

@@ -85,7 +85,7 @@ impl Inbound {
     }
 
     /// Messages collected from a propagation node (nobody waits for a proof).
-    pub async fn propagated(&self, s: &Services, dest: [u8; 16], packed: Vec<u8>) -> bool {
+    pub async fn propagated(&self, s: &Arc<Services>, dest: [u8; 16], packed: Vec<u8>) -> bool {
         receive(s, dest, &packed, Method::Propagated).await
     }
 
@@ -112,7 +112,7 @@ struct Sender {
 
 /// Validates, authorises and stores (or executes) one inbound message; returns whether it may be
 /// proven.
-async fn receive(s: &Services, dest: [u8; 16], packed: &[u8], method: Method) -> bool {
+async fn receive(s: &Arc<Services>, dest: [u8; 16], packed: &[u8], method: Method) -> bool {
     let group = lookup(&s.registry, &dest).map(|r| r.group_id);
     let outcome = |o: &'static str| crate::metrics::lxmf_received(method.label(), o, group);
     let Some(route) = lookup(&s.registry, &dest).filter(|r| r.kind == DestKind::Lxmf) else {
@@ -215,7 +215,9 @@ async fn receive(s: &Services, dest: [u8; 16], packed: &[u8], method: Method) ->
         }
     };
     if accepted && worked {
-        issue_ticket(s, &route, &sender).await;
+        // The ticket reply waits for nothing the sender's proof depends on.
+        let s = s.clone();
+        tokio::spawn(async move { issue_ticket(&s, &route, &sender).await });
     }
     accepted
 }

@@ -143,6 +143,23 @@ impl Store {
         .await
     }
 
+    /// Opts a member in to or out of the membership digest.
+    pub async fn set_member_digest(&self, group_id: i64, identity_hash: &str, on: bool) -> Result<Member, StoreError> {
+        self.timed("set_member_digest", async {
+            let current = group_member::Entity::find()
+                .filter(group_member::Column::GroupId.eq(group_id))
+                .filter(group_member::Column::IdentityHash.eq(identity_hash))
+                .one(&self.db)
+                .await?
+                .ok_or(StoreError::NotFound { what: "member" })?;
+            let mut am: group_member::ActiveModel = current.into();
+            am.digest = Set(on);
+            am.updated_at = Set(now_ms());
+            Ok(am.update(&self.db).await?)
+        })
+        .await
+    }
+
     /// Bans an identity: in one transaction the membership and any join request go, the ban is recorded.
     pub async fn ban(&self, group_id: i64, identity_hash: &str, reason: &str, banned_by: &str) -> Result<Ban, StoreError> {
         self.timed("ban", async {

@@ -46,6 +46,9 @@ pub struct HistoryQuery {
     pub before_id: Option<i64>,
     pub after_id: Option<i64>,
     pub order: Order,
+    /// Also the group's events with an id above this (newest first, at most `limit`); the
+    /// message query ignores it.
+    pub events_after: Option<i64>,
 }
 
 impl Store {

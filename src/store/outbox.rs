@@ -5,6 +5,7 @@ use sea_orm::{
 };
 
 use super::{OutboxRow, Store, StoreError, now_ms};
+use crate::domain::DeliveryClass;
 use entity::outbox::{ActiveModel, Column, Entity};
 
 /// Rows per INSERT statement: keeps SQLite under its bound-parameter limit.
@@ -19,6 +20,7 @@ pub struct NewOutboxRow {
     pub message_id: Option<i64>,
     pub event_id: Option<i64>,
     pub mode: &'static str,
+    pub class: DeliveryClass,
 }
 
 /// Multi-row INSERTs of at most [`INSERT_CHUNK`] rows, for SQLite.
@@ -35,6 +37,7 @@ async fn insert_chunked(txn: &DatabaseTransaction, rows: Vec<NewOutboxRow>, now:
                 message_id: Set(r.message_id),
                 event_id: Set(r.event_id),
                 mode: Set(r.mode.to_owned()),
+                class: Set(r.class.as_i16()),
                 state: Set("pending".to_owned()),
                 attempts: Set(0),
                 next_attempt_at: Set(now),
@@ -54,12 +57,12 @@ async fn insert_chunked(txn: &DatabaseTransaction, rows: Vec<NewOutboxRow>, now:
 async fn insert_pg(txn: &DatabaseTransaction, rows: &[NewOutboxRow], now: i64) -> Result<(), StoreError> {
     let batch: Vec<serde_json::Value> = rows
         .iter()
-        .map(|r| serde_json::json!({"g": r.group_id, "m": r.member_identity_hash, "k": r.kind, "mi": r.message_id, "ei": r.event_id, "mo": r.mode}))
+        .map(|r| serde_json::json!({"g": r.group_id, "m": r.member_identity_hash, "k": r.kind, "mi": r.message_id, "ei": r.event_id, "mo": r.mode, "c": r.class.as_i16()}))
         .collect();
-    let sql = "INSERT INTO outbox (group_id, member_identity_hash, kind, message_id, event_id, mode, state, attempts, \
+    let sql = "INSERT INTO outbox (group_id, member_identity_hash, kind, message_id, event_id, mode, class, state, attempts, \
                next_attempt_at, created_at, updated_at) \
-               SELECT g, m, k, mi, ei, mo, 'pending', 0, $2, $2, $2 \
-               FROM json_to_recordset($1::json) AS t(g bigint, m text, k text, mi bigint, ei bigint, mo text)";
+               SELECT g, m, k, mi, ei, mo, c, 'pending', 0, $2, $2, $2 \
+               FROM json_to_recordset($1::json) AS t(g bigint, m text, k text, mi bigint, ei bigint, mo text, c smallint)";
     let values = [serde_json::Value::Array(batch).to_string().into(), now.into()];
     txn.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values)).await?;
     Ok(())
@@ -73,29 +76,39 @@ impl Store {
 
     /// Writes a fan-out's rows and marks its message or event as fanned out, in one transaction,
     /// so after a crash exactly the unscheduled items are found again (see [`Store::unfanned`]).
+    /// Idempotent: an item already marked is left alone and `Ok(0)` returned, so the periodic
+    /// recovery and a late hand-off can never write a second set of rows for one post.
     pub async fn schedule_fanout(&self, rows: Vec<NewOutboxRow>, message_id: Option<i64>, event_id: Option<i64>) -> Result<u64, StoreError> {
         self.timed("schedule_fanout", async {
             let now = now_ms();
             let total = rows.len() as u64;
             let txn = self.db.begin().await?;
+            if let Some(id) = message_id {
+                let marked = entity::group_message::Entity::update_many()
+                    .col_expr(entity::group_message::Column::FannedOut, sea_orm::sea_query::Expr::value(true))
+                    .filter(entity::group_message::Column::Id.eq(id))
+                    .filter(entity::group_message::Column::FannedOut.eq(false))
+                    .exec(&txn)
+                    .await?;
+                if marked.rows_affected == 0 {
+                    return Ok(0);
+                }
+            }
+            if let Some(id) = event_id {
+                let marked = entity::group_event::Entity::update_many()
+                    .col_expr(entity::group_event::Column::FannedOut, sea_orm::sea_query::Expr::value(true))
+                    .filter(entity::group_event::Column::Id.eq(id))
+                    .filter(entity::group_event::Column::FannedOut.eq(false))
+                    .exec(&txn)
+                    .await?;
+                if marked.rows_affected == 0 {
+                    return Ok(0);
+                }
+            }
             if self.db.get_database_backend() == DbBackend::Postgres {
                 insert_pg(&txn, &rows, now).await?;
             } else {
                 insert_chunked(&txn, rows, now).await?;
-            }
-            if let Some(id) = message_id {
-                entity::group_message::Entity::update_many()
-                    .col_expr(entity::group_message::Column::FannedOut, sea_orm::sea_query::Expr::value(true))
-                    .filter(entity::group_message::Column::Id.eq(id))
-                    .exec(&txn)
-                    .await?;
-            }
-            if let Some(id) = event_id {
-                entity::group_event::Entity::update_many()
-                    .col_expr(entity::group_event::Column::FannedOut, sea_orm::sea_query::Expr::value(true))
-                    .filter(entity::group_event::Column::Id.eq(id))
-                    .exec(&txn)
-                    .await?;
             }
             txn.commit().await?;
             Ok(total)
@@ -103,17 +116,21 @@ impl Store {
         .await
     }
 
-    /// Rows whose time has come, oldest first (so each member gets messages in order): pending
-    /// ones, and sent ones whose proof did not arrive in time (which makes a crash mid-send a retry).
+    /// Rows whose time has come: pending ones, and sent ones whose proof did not arrive in time
+    /// (which makes a crash mid-send a retry). Every post copy comes before any direct notice and
+    /// every notice before any digest; within a class the groups take turns (row 1 of each group,
+    /// then row 2 of each, ...), and each group's rows, so each member's, stay in id order. So a
+    /// new post is never behind notices, nor behind another group's bulk.
     pub async fn due_outbox(&self, now: i64, limit: u64) -> Result<Vec<OutboxRow>, StoreError> {
         self.timed("due_outbox", async {
-            Ok(Entity::find()
-                .filter(Column::State.is_in(["pending", "sent"]))
-                .filter(Column::NextAttemptAt.lte(now))
-                .order_by_asc(Column::Id)
-                .limit(limit)
-                .all(&self.db)
-                .await?)
+            let sql = "SELECT id, group_id, member_identity_hash, kind, message_id, event_id, mode, state, attempts, \
+                       next_attempt_at, last_error, created_at, updated_at, class FROM ( \
+                       SELECT o.*, ROW_NUMBER() OVER (PARTITION BY o.class, o.group_id ORDER BY o.id) AS turn \
+                       FROM outbox o WHERE o.state IN ('pending', 'sent') AND o.next_attempt_at <= $1) t \
+                       ORDER BY class, turn, group_id LIMIT $2";
+            let backend = self.db.get_database_backend();
+            let stmt = Statement::from_sql_and_values(backend, sql, [now.into(), (limit.min(i64::MAX as u64) as i64).into()]);
+            Ok(Entity::find().from_raw_sql(stmt).all(&self.db).await?)
         })
         .await
     }
@@ -177,17 +194,20 @@ impl Store {
         .await
     }
 
-    /// Row counts per state, for the outbox-depth gauge.
-    pub async fn outbox_depth(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    /// Row counts per state and class, for the outbox-depth gauge.
+    pub async fn outbox_depth(&self) -> Result<Vec<(String, DeliveryClass, i64)>, StoreError> {
         self.timed("outbox_depth", async {
-            Ok(Entity::find()
+            let rows = Entity::find()
                 .select_only()
                 .column(Column::State)
+                .column(Column::Class)
                 .column_as(Column::Id.count(), "n")
                 .group_by(Column::State)
-                .into_tuple::<(String, i64)>()
+                .group_by(Column::Class)
+                .into_tuple::<(String, i16, i64)>()
                 .all(&self.db)
-                .await?)
+                .await?;
+            Ok(rows.into_iter().map(|(s, c, n)| (s, DeliveryClass::from_i16(c), n)).collect())
         })
         .await
     }
