@@ -41,8 +41,9 @@ pub enum GroupError {
     StampRequired { cost: u32 },
     #[error("too many requests, try again later")]
     RateLimited,
+    /// Shared, because one failed commit fails every post of a batch with the same cause.
     #[error("storage failure")]
-    Store(#[source] StoreError),
+    Store(#[source] std::sync::Arc<StoreError>),
 }
 
 impl From<StoreError> for GroupError {
@@ -51,7 +52,7 @@ impl From<StoreError> for GroupError {
             StoreError::NotFound { what } => GroupError::NotFound(what.into()),
             StoreError::Banned => GroupError::Forbidden("identity is banned from this group".into()),
             StoreError::Conflict { what } => GroupError::InvalidArgument(format!("{what} already exists")),
-            other => GroupError::Store(other),
+            other => GroupError::Store(std::sync::Arc::new(other)),
         }
     }
 }
@@ -211,6 +212,11 @@ impl GroupCore {
 
     pub fn group(&self) -> &Group {
         &self.group
+    }
+
+    /// Whether the group was deleted (its actor lingers until the supervisor stops it).
+    pub fn is_deleted(&self) -> bool {
+        self.deleted
     }
 
     pub fn member_count(&self) -> usize {
@@ -464,15 +470,58 @@ impl GroupCore {
 
     /// Stores a member's post; it is committed before this returns.
     pub async fn post(&mut self, caller: &Caller, msg: NewMessage) -> Result<InsertOutcome, GroupError> {
-        self.check(caller, Action::Post)?;
-        let sender = msg.sender_identity_hash.clone();
-        let out = self.store.insert_message(msg).await?;
-        if let InsertOutcome::Inserted(id) = out {
-            crate::metrics::group_action("post", self.group.id);
-            let recipients = self.recipients(&sender).into_iter().filter(|(_, mode)| *mode != NotifyMode::None).collect();
-            self.fanout.push(FanoutJob { group_id: self.group.id, message_id: Some(id), event_id: None, class: DeliveryClass::Post, recipients });
+        self.post_many(vec![(caller.clone(), msg)]).await.pop().unwrap_or(Err(GroupError::NotFound("post".into())))
+    }
+
+    /// Stores the posts that pass the rules in one commit, in order; each gets its own outcome.
+    /// Every stored post is committed before this returns, and owes one fan-out job.
+    pub async fn post_many(&mut self, posts: Vec<(Caller, NewMessage)>) -> Vec<Result<InsertOutcome, GroupError>> {
+        let mut outcomes: Vec<Option<Result<InsertOutcome, GroupError>>> = Vec::with_capacity(posts.len());
+        let mut allowed = Vec::new();
+        let mut senders = Vec::new();
+        for (caller, msg) in posts {
+            match self.check(&caller, Action::Post) {
+                Ok(_) => {
+                    outcomes.push(None);
+                    senders.push(msg.sender_identity_hash.clone());
+                    allowed.push(msg);
+                }
+                Err(e) => outcomes.push(Some(Err(e))),
+            }
         }
-        Ok(out)
+        let stored = match self.store.insert_message_batch(allowed).await {
+            Ok(s) => s,
+            Err(e) => {
+                // One failed commit fails every post in it; none is half-stored.
+                let err = GroupError::from(e);
+                return outcomes
+                    .into_iter()
+                    .map(|o| {
+                        o.unwrap_or_else(|| {
+                            Err(match &err {
+                                GroupError::Store(cause) => GroupError::Store(cause.clone()),
+                                other => GroupError::InvalidArgument(other.to_string()),
+                            })
+                        })
+                    })
+                    .collect();
+            }
+        };
+        let mut stored = stored.into_iter().zip(senders);
+        outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| {
+                    let (out, sender) = stored.next().ok_or_else(|| GroupError::NotFound("post".into()))?;
+                    if let InsertOutcome::Inserted(id) = out {
+                        crate::metrics::group_action("post", self.group.id);
+                        let recipients = self.recipients(&sender).into_iter().filter(|(_, mode)| *mode != NotifyMode::None).collect();
+                        self.fanout.push(FanoutJob { group_id: self.group.id, message_id: Some(id), event_id: None, class: DeliveryClass::Post, recipients });
+                    }
+                    Ok(out)
+                })
+            })
+            .collect()
     }
 
     /// Deletes a message: one's own with membership, anyone's with the delete right.

@@ -71,6 +71,7 @@ pub const FANOUT_PREPARE_SECONDS: &str = "meshgroup_fanout_prepare_duration_seco
 pub const PACING_WAITS: &str = "meshgroup_pacing_waits_total";
 pub const DIGESTS: &str = "meshgroup_digests_total";
 pub const SEND_BACKPRESSURE: &str = "meshgroup_send_backpressure_total";
+pub const POSTS_REFUSED: &str = "meshgroup_posts_refused_total";
 pub const PROPAGATION_SYNCS: &str = "meshgroup_propagation_syncs_total";
 pub const GROUPS_CREATED: &str = "meshgroup_groups_created_total";
 pub const DIRECTORY_REQUESTS: &str = "meshgroup_directory_requests_total";
@@ -104,6 +105,7 @@ pub const CATALOGUE: &[MetricDef] = &[
     MetricDef { name: FANOUT_PREPARE_SECONDS, kind: Kind::Histogram, labels: &[], help: "Time to build, sign and encrypt one batch of fan-out messages." },
     MetricDef { name: PACING_WAITS, kind: Kind::Counter, labels: &[], help: "Times the fan-out waited for a pacing token." },
     MetricDef { name: DIGESTS, kind: Kind::Counter, labels: &["kind"], help: "Digests a group produced, one per interval at most: members (membership changes, to subscribers) or join_requests (to approvers)." },
+    MetricDef { name: POSTS_REFUSED, kind: Kind::Counter, labels: &["reason"], help: "Posts refused before the rules ran: queue_full (the group's commit queue was full)." },
     MetricDef { name: SEND_BACKPRESSURE, kind: Kind::Counter, labels: &[], help: "Sends an interface refused for a full queue and that were tried again after a pause." },
     MetricDef { name: PROPAGATION_SYNCS, kind: Kind::Counter, labels: &["outcome"], help: "Syncs of group inboxes on the propagation node by outcome (ok, failed)." },
     MetricDef { name: GROUPS_CREATED, kind: Kind::Counter, labels: &["outcome"], help: "Self-service group creations by outcome (created, refused_policy, refused_quota, stamp_missing, stamp_invalid, rate_limited)." },
@@ -237,6 +239,11 @@ pub fn pacing_wait() {
 /// One digest produced by a group (`members` or `join_requests`).
 pub fn digest_sent(kind: &'static str) {
     counter!(DIGESTS, "kind" => kind).increment(1);
+}
+
+/// One post refused before the rules ran.
+pub fn posts_refused(reason: &'static str) {
+    counter!(POSTS_REFUSED, "reason" => reason).increment(1);
 }
 
 /// One send refused for a full interface queue, to be tried again.

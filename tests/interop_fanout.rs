@@ -5,7 +5,9 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 
-use common::{Peer, R, Server, s};
+use std::time::Duration;
+
+use common::{Peer, R, Server, poll, s};
 use meshgroup::wire::proto as pb;
 use serde_json::{Value, json};
 
@@ -170,17 +172,74 @@ fn modes_notices_and_pacing_on_the_wire() -> R {
         }
     }
 
-    // The operator adds an admin (the CLI acts through the running group actor, so the members
-    // hear of it), and the admin's kick reaches the kicked member and the others, as a notice.
+    // The operator adds an admin (no one is pushed the arrival), and the admin's kick reaches the
+    // kicked member alone, as a notice; the others hear of nothing but posts.
     let kicked = full[0].clone();
     server.cli(&["member", "add", &group["id"].to_string(), &peer.identity("admin")?, "--rights", "kick"])?;
     peer.link("admin", &s(&group, "group_destination_hash"), Some("admin"))?;
     peer.request("admin", "/api/v1/members/kick", &pb::KickRequest { identity_hash: hex::decode(&kicked)? })?.ok::<pb::Ack>()?;
-    let told: Vec<&String> = full.iter().chain(&short).collect();
-    let inbox = peer.call(json!({"cmd": "member_inbox", "unique": 3, "members": told, "timeout": 40}))?;
+    let inbox = peer.call(json!({"cmd": "member_inbox", "unique": 2, "members": [&kicked], "timeout": 40}))?;
     let got = receipts(&inbox);
-    for m in told {
-        assert_eq!(got[m].0.len(), 3, "{m} got the post, the admin's arrival and the kick notice");
+    assert_eq!(got[&kicked].0.len(), 2, "the kicked member got the post and the kick notice");
+    for m in full.iter().chain(&short).filter(|m| **m != kicked) {
+        assert_eq!(got[m].0.len(), 1, "{m} got the post only");
     }
+    Ok(())
+}
+
+/// The life of a large group: 300 members join over the link API (8 links at a time), as
+/// clients do, without announcing their `lxmf.delivery` at all. No join is pushed to anyone; the
+/// post after the wave reaches every member at once (the server sends without a path to members
+/// it knows from link identify); the digest reaches only the members who opted in; a kicked
+/// member is told once.
+#[test]
+fn a_join_wave_pushes_nothing_and_the_next_post_reaches_everyone() -> R {
+    const N: usize = 300;
+    let mut server = Server::new()?;
+    server.extra_env = vec![("MESHGROUP_NOTICES__DIGEST_INTERVAL_SECS".into(), "3".into())];
+    let group = server.create_group(&["--name", "Wave"])?;
+    server.start()?;
+    let mut peer = Peer::connect(server.rns_port)?;
+    let members = members_of(&peer.call(json!({"cmd": "bench_members", "n": N, "announce": false}))?);
+    let subscribers: Vec<String> = members[..5].to_vec();
+    let joined = peer.call(json!({"cmd": "bench_join", "dest": s(&group, "group_destination_hash"), "concurrency": 8, "digest": subscribers}))?;
+    assert_eq!((joined["joined"].as_u64(), joined["failed"].as_u64()), (Some(N as u64), Some(0)), "{joined}");
+    peer.call(json!({"cmd": "router", "as": "poster"}))?;
+    let gid = group["id"].to_string();
+    server.cli(&["member", "add", &gid, &peer.identity("poster")?, "--name", "poster"])?;
+
+    let lxmf = s(&group, "lxmf_destination_hash");
+    assert_eq!(peer.call(json!({"cmd": "send", "as": "poster", "dest": lxmf, "content": hex::encode("after the wave")}))?["delivered"], true);
+    let reached = peer.call(json!({"cmd": "bench_reached", "unique": 1, "timeout": 60}))?;
+    assert_eq!(reached["reached"].as_u64(), Some(N as u64), "every member has the post");
+
+    let kicked = members[N - 1].clone();
+    server.cli(&["member", "remove", &gid, &kicked])?;
+    // Two digest intervals: the kick goes into the subscribers' next digest.
+    let inbox = poll(Duration::from_secs(30), Duration::from_millis(500), "the kick notice and a digest after it", || {
+        let v = peer.call(json!({"cmd": "bench_inbox"}))?;
+        let texts = |m: &str| v["members"][m].as_array().cloned().unwrap_or_default();
+        let told = texts(&kicked).iter().any(|t| t.as_str().is_some_and(|t| t.contains("You were removed")));
+        let digested = subscribers.iter().all(|m| texts(m).iter().any(|t| t.as_str().is_some_and(|t| t.contains("1 removed"))));
+        Ok((told && digested).then_some(v))
+    })?;
+    let texts = |m: &str| -> Vec<String> { inbox["members"][m].as_array().cloned().unwrap_or_default().iter().filter_map(|t| t.as_str().map(str::to_owned)).collect() };
+    for m in &members[5..N - 1] {
+        assert_eq!(texts(m), vec!["poster: after the wave".to_owned()], "{m} got the post and nothing else");
+    }
+    let kicked_got = texts(&kicked);
+    assert_eq!(kicked_got.iter().filter(|t| t.contains("You were removed")).count(), 1, "told once: {kicked_got:?}");
+    assert_eq!(kicked_got.len(), 2, "the post and the notice: {kicked_got:?}");
+    let wave_secs = joined["secs"].as_f64().unwrap_or(0.0);
+    for m in &subscribers {
+        let got = texts(m);
+        let digests: Vec<&String> = got.iter().filter(|t| t.starts_with("[Wave] ")).collect();
+        assert_eq!(digests.len() + 1, got.len(), "{m}: the post plus digests only: {got:?}");
+        assert!(digests.iter().any(|t| t.contains(" joined")), "{m}: the wave is in a digest: {got:?}");
+        // At most one digest per interval: the wave, the time to the post, the kick.
+        assert!((digests.len() as f64) <= wave_secs / 3.0 + 6.0, "{m}: {} digests for a {wave_secs}s wave", digests.len());
+    }
+    let metrics = server.metrics()?;
+    assert!(metrics.contains("meshgroup_digests_total{kind=\"members\"}"), "digests are counted");
     Ok(())
 }

@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::fanout::Enqueue;
 use crate::group::{Caller, FanoutJob, GroupCore, GroupError, Op, Reply};
+use crate::store::{InsertOutcome, NewMessage};
 
 /// The group's actor. The core sits behind an async mutex so that one operation at a time runs
 /// even though handlers are futures; the store is the source of truth, so a restart just reloads.
@@ -16,6 +17,21 @@ pub struct GroupActor {
     id: i64,
     fanout: Option<Recipient<Enqueue>>,
     digest_every: Duration,
+    /// Posts wait here for the group commit; the committer task drains them in batches.
+    posts: mpsc::Sender<PendingPost>,
+    committer: Option<mpsc::Receiver<PendingPost>>,
+}
+
+/// Posts waiting for the group commit at most; beyond it a post is refused as rate limited.
+const POST_QUEUE: usize = 1024;
+/// Posts in one commit at most.
+const POST_BATCH: usize = 256;
+
+/// One post waiting for its commit, and who waits for the outcome.
+struct PendingPost {
+    caller: Caller,
+    msg: NewMessage,
+    done: oneshot::Sender<Result<InsertOutcome, GroupError>>,
 }
 
 impl GroupActor {
@@ -23,7 +39,42 @@ impl GroupActor {
     /// the group's digests go out every `digest_every`.
     pub fn new(core: GroupCore, fanout: Option<Recipient<Enqueue>>, digest_every: Duration) -> Self {
         let id = core.group().id;
-        GroupActor { core: Arc::new(Mutex::new(core)), id, fanout, digest_every }
+        let (posts, committer) = mpsc::channel(POST_QUEUE);
+        GroupActor { core: Arc::new(Mutex::new(core)), id, fanout, digest_every, posts, committer: Some(committer) }
+    }
+
+    /// Queues a post for the group commit and waits for its outcome.
+    fn post(&self, caller: Caller, msg: NewMessage) -> impl std::future::Future<Output = Result<InsertOutcome, GroupError>> + use<> {
+        let (done, outcome) = oneshot::channel();
+        let queued = self.posts.try_send(PendingPost { caller, msg, done });
+        async move {
+            if queued.is_err() {
+                crate::metrics::posts_refused("queue_full");
+                return Err(GroupError::RateLimited);
+            }
+            outcome.await.unwrap_or(Err(GroupError::RateLimited))
+        }
+    }
+}
+
+/// Commits posts in batches: whatever queued while the previous commit ran goes into the next,
+/// so a burst costs a few commits instead of one per post, and a lone post waits for nobody.
+async fn commit_posts(core: Arc<Mutex<GroupCore>>, fanout: Option<Recipient<Enqueue>>, mut rx: mpsc::Receiver<PendingPost>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < POST_BATCH
+            && let Ok(p) = rx.try_recv()
+        {
+            batch.push(p);
+        }
+        let (posts, waiters): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| ((p.caller, p.msg), p.done)).unzip();
+        let mut core = core.lock().await;
+        let outcomes = if core.is_deleted() { posts.iter().map(|_| Err(GroupError::NotFound("group".into()))).collect() } else { core.post_many(posts).await };
+        hand_off(&fanout, core.take_fanout());
+        drop(core);
+        for (done, outcome) in waiters.into_iter().zip(outcomes) {
+            let _ = done.send(outcome);
+        }
     }
 }
 
@@ -42,6 +93,10 @@ impl Actor for GroupActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         tracing::debug!(group = self.id, "group actor started");
+        // The committer outlives a restart of the actor (it holds the core, not the context).
+        if let Some(rx) = self.committer.take() {
+            tokio::spawn(commit_posts(self.core.clone(), self.fanout.clone(), rx));
+        }
         ctx.run_interval(self.digest_every, |act, ctx| {
             let (core, fanout) = (act.core.clone(), act.fanout.clone());
             ctx.spawn(
@@ -86,6 +141,10 @@ impl Handler<Call> for GroupActor {
     type Result = ResponseFuture<Result<Reply, GroupError>>;
 
     fn handle(&mut self, msg: Call, _ctx: &mut Self::Context) -> Self::Result {
+        if let Op::Post(post) = msg.op {
+            let outcome = self.post(msg.caller, post);
+            return Box::pin(async move { outcome.await.map(Reply::Posted) });
+        }
         let (core, fanout) = (self.core.clone(), self.fanout.clone());
         Box::pin(async move {
             let mut core = core.lock().await;

@@ -420,7 +420,7 @@ pub async fn outbox(a: OutboxArgs) -> Result<Output, CliError> {
     })
 }
 
-async fn fresh(backend: Option<&str>) -> Result<crate::store::testing::TestStore, CliError> {
+pub(super) async fn fresh(backend: Option<&str>) -> Result<crate::store::testing::TestStore, CliError> {
     Ok(match backend {
         None => crate::store::testing::sqlite().await?,
         Some(url) => crate::store::testing::postgres(url).await?,
@@ -450,13 +450,13 @@ fn outbox_rows(group_id: i64, message_id: Option<i64>, n: usize) -> Vec<NewOutbo
         .collect()
 }
 
-fn cores() -> usize {
+pub(super) fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 /// User + system CPU time of this process so far (`/proc/self/stat`, in USER_HZ = 100 ticks/s,
 /// the fixed Linux ABI value); zero where that file does not exist.
-fn process_cpu() -> Duration {
+pub(super) fn process_cpu() -> Duration {
     let ticks = std::fs::read_to_string("/proc/self/stat")
         .ok()
         .and_then(|s| {
@@ -468,16 +468,16 @@ fn process_cpu() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-fn median(v: &mut [Duration]) -> f64 {
+pub(super) fn median(v: &mut [Duration]) -> f64 {
     v.sort_unstable();
     v.get(v.len() / 2).map(|d| d.as_secs_f64()).unwrap_or(f64::NAN)
 }
 
-fn round2(x: f64) -> f64 {
+pub(super) fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-fn round3(x: f64) -> f64 {
+pub(super) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 

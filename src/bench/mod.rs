@@ -5,6 +5,7 @@
 
 pub mod fanout;
 pub mod history;
+pub mod inbound;
 
 use clap::Subcommand;
 
@@ -18,6 +19,8 @@ pub enum BenchCmd {
     Fanout(fanout::FanoutArgs),
     /// Writing N outbox rows in one transaction against one transaction per row.
     Outbox(fanout::OutboxArgs),
+    /// Accepted posts per second through the inbound path (decrypt, verify, rules, commit, proof) against its crypto floor.
+    Inbound(inbound::InboundArgs),
 }
 
 /// Runs one bench.
@@ -26,5 +29,6 @@ pub async fn run(cmd: BenchCmd) -> Result<Output, CliError> {
         BenchCmd::History(a) => history::run(a).await,
         BenchCmd::Fanout(a) => fanout::fanout(a).await,
         BenchCmd::Outbox(a) => fanout::outbox(a).await,
+        BenchCmd::Inbound(a) => inbound::inbound(a).await,
     }
 }

@@ -54,37 +54,52 @@ pub struct HistoryQuery {
 impl Store {
     /// Commits the message before returning, so an acknowledgement sent afterwards is never a lie.
     pub async fn insert_message(&self, new: NewMessage) -> Result<InsertOutcome, StoreError> {
-        self.timed("insert_message", async {
-            let group_id = new.group_id;
-            let hash = new.message_hash.clone();
-            let am = ActiveModel {
-                group_id: Set(new.group_id),
-                message_hash: Set(new.message_hash),
-                sender_identity_hash: Set(new.sender_identity_hash),
-                timestamp: Set(new.timestamp),
-                title: Set(new.title),
-                content: Set(new.content),
-                fields: Set(new.fields),
-                received_at: Set(now_ms()),
-                deleted_at: Set(None),
-                deleted_by: Set(None),
-                fanned_out: Set(false),
-                ..Default::default()
-            };
-            let inserted = Entity::insert(am)
-                .on_conflict(OnConflict::columns([Column::GroupId, Column::MessageHash]).do_nothing().to_owned())
-                .exec_without_returning(&self.db)
-                .await?;
-            let id = Entity::find()
-                .select_only()
-                .column(Column::Id)
-                .filter(Column::GroupId.eq(group_id))
-                .filter(Column::MessageHash.eq(hash))
-                .into_tuple::<i64>()
-                .one(&self.db)
-                .await?
-                .ok_or(StoreError::NotFound { what: "message" })?;
-            Ok(if inserted == 1 { InsertOutcome::Inserted(id) } else { InsertOutcome::Duplicate(id) })
+        let mut out = self.insert_message_batch(vec![new]).await?;
+        out.pop().ok_or(StoreError::NotFound { what: "message" })
+    }
+
+    /// Stores posts in one transaction (a group commit: one commit, however many posts arrived
+    /// together) and returns, in order, each one's id, or the id it already had (a retry). Every
+    /// post is committed before this returns.
+    pub async fn insert_message_batch(&self, rows: Vec<NewMessage>) -> Result<Vec<InsertOutcome>, StoreError> {
+        self.timed("insert_message_batch", async {
+            let now = now_ms();
+            let txn = self.begin_write().await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for new in rows {
+                let group_id = new.group_id;
+                let hash = new.message_hash.clone();
+                let am = ActiveModel {
+                    group_id: Set(new.group_id),
+                    message_hash: Set(new.message_hash),
+                    sender_identity_hash: Set(new.sender_identity_hash),
+                    timestamp: Set(new.timestamp),
+                    title: Set(new.title),
+                    content: Set(new.content),
+                    fields: Set(new.fields),
+                    received_at: Set(now),
+                    deleted_at: Set(None),
+                    deleted_by: Set(None),
+                    fanned_out: Set(false),
+                    ..Default::default()
+                };
+                let inserted = Entity::insert(am)
+                    .on_conflict(OnConflict::columns([Column::GroupId, Column::MessageHash]).do_nothing().to_owned())
+                    .exec_without_returning(&txn)
+                    .await?;
+                let id = Entity::find()
+                    .select_only()
+                    .column(Column::Id)
+                    .filter(Column::GroupId.eq(group_id))
+                    .filter(Column::MessageHash.eq(hash))
+                    .into_tuple::<i64>()
+                    .one(&txn)
+                    .await?
+                    .ok_or(StoreError::NotFound { what: "message" })?;
+                out.push(if inserted == 1 { InsertOutcome::Inserted(id) } else { InsertOutcome::Duplicate(id) });
+            }
+            txn.commit().await?;
+            Ok(out)
         })
         .await
     }

@@ -7,7 +7,8 @@ the reference LXMF code, as in cmds_fanout.py."""
 import threading, time
 
 BENCH = {"announcing": None}
-BENCH_MEMBERS = {}   # identity hash hex -> [(time, valid signature, message hash hex)]
+BENCH_MEMBERS = {}   # identity hash hex -> [(time, valid signature, message hash hex, content)]
+BENCH_IDS = {}       # identity hash hex -> RNS.Identity
 BENCH_LOCK = threading.Lock()
 
 
@@ -15,9 +16,9 @@ def _bench_receiver(ident_hex, dest):
     def on_packet(data, packet):
         try:
             m = LXMF.LXMessage.unpack_from_bytes(dest.hash + data)
-            entry = (time.time(), bool(m.signature_validated), m.hash.hex())
+            entry = (time.time(), bool(m.signature_validated), m.hash.hex(), m.content.decode("utf-8", "replace"))
         except Exception:
-            entry = (time.time(), False, "")
+            entry = (time.time(), False, "", "")
         with BENCH_LOCK:
             BENCH_MEMBERS[ident_hex].append(entry)
     return on_packet
@@ -34,6 +35,7 @@ def cmd_bench_members(c):
         dest.set_proof_strategy(RNS.Destination.PROVE_ALL)
         h = ident.hash.hex()
         BENCH_MEMBERS[h] = []
+        BENCH_IDS[h] = ident
         dest.set_packet_callback(_bench_receiver(h, dest))
         hashes.append(h)
         dests.append(dest)
@@ -43,9 +45,10 @@ def cmd_bench_members(c):
             d.announce()
             time.sleep(c.get("pace", 0.05))
 
-    t = threading.Thread(target=announce_all, daemon=True)
-    t.start()
-    BENCH["announcing"] = t
+    if c.get("announce", True):
+        t = threading.Thread(target=announce_all, daemon=True)
+        t.start()
+        BENCH["announcing"] = t
     return {"members": hashes}
 
 
@@ -63,7 +66,7 @@ def cmd_bench_reached(c):
 
     def reached_at(got):
         seen = {}
-        for t, ok, h in got:
+        for t, ok, h, _ in got:
             if ok and h not in seen:
                 seen[h] = t
         return sorted(seen.values())[want - 1] if len(seen) >= want else None
@@ -77,3 +80,72 @@ def cmd_bench_reached(c):
         receipts = sum(len(got) for got in BENCH_MEMBERS.values())
         invalid = sum(1 for got in BENCH_MEMBERS.values() for g in got if not g[1])
     return {"members": len(BENCH_MEMBERS), "reached": len(done), "times": done, "receipts": receipts, "invalid": invalid}
+
+
+def _pb_string(field, text):
+    raw = text.encode()
+    return bytes([field << 3 | 2, len(raw)]) + raw
+
+
+def cmd_bench_join(c):
+    """Every bench member joins the group over the link API, as a client would: a link to the
+    group's meshchat.group destination, identify, /api/v1/join (and, for the members listed in
+    `digest`, /api/v1/notifications/update with digest on), teardown; `concurrency` members at a
+    time. Reports how many joined and how long the wave took."""
+    ident = recall(bytes.fromhex(c["dest"]), c.get("timeout", 30))
+    if not ident:
+        raise RuntimeError("no identity for the group")
+    gdest = RNS.Destination(ident, RNS.Destination.OUT, RNS.Destination.SINGLE, "meshchat", "group")
+    todo = list(c.get("members") or BENCH_IDS.keys())
+    digest = set(c.get("digest", []))
+    stats = {"joined": 0, "failed": 0}
+    lock = threading.Lock()
+
+    def request(link, path, data):
+        done, box = threading.Event(), {}
+        link.request(path, data=data, response_callback=lambda r: (box.update(r=r.response), done.set()),
+                     failed_callback=lambda r: done.set(), timeout=30)
+        done.wait(40)
+        return box.get("r")
+
+    def join_one(h):
+        up = threading.Event()
+        link = RNS.Link(gdest, established_callback=lambda l: up.set())
+        try:
+            if not up.wait(30):
+                return False
+            link.identify(BENCH_IDS[h])
+            resp = request(link, "/api/v1/join", _pb_string(1, "m" + h[:6]))
+            # A Response whose first field (error) is set failed; an ok one starts with the payload.
+            if resp is None or bytes(resp)[:1] == b"\x0a":
+                return False
+            if h in digest and request(link, "/api/v1/notifications/update", b"\x10\x01") is None:
+                return False
+            return True
+        finally:
+            link.teardown()
+
+    def worker():
+        while True:
+            with lock:
+                if not todo:
+                    return
+                h = todo.pop()
+            ok = join_one(h)
+            with lock:
+                stats["joined" if ok else "failed"] += 1
+
+    t0 = time.time()
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(c.get("concurrency", 8))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(c.get("timeout_total", 600))
+    return {"joined": stats["joined"], "failed": stats["failed"], "secs": round(time.time() - t0, 2)}
+
+
+def cmd_bench_inbox(c):
+    """The texts each bench member received, in order (for the members listed, or all)."""
+    with BENCH_LOCK:
+        keys = c.get("members") or list(BENCH_MEMBERS.keys())
+        return {"members": {h: [g[3] for g in BENCH_MEMBERS[h]] for h in keys}}
