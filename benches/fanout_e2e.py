@@ -8,6 +8,12 @@ time until the last member holds it, plus the server's CPU time and peak RSS (Vm
 follows once the first has reached everyone: by then the server knows every member's keys, so it
 shows the fan-out without path discovery (after announces at 20/s, above the 3.5/s burst limit of
 a new interface, most members are learnt by path request during the first). Prints one JSON line. Everything it starts is stopped before it exits; the wrapper bounds it with `timeout`.
+
+With E2E_JOIN=1 the members join as clients do instead: each joins the public group over the link
+API (a link to meshchat.group, identify, /api/v1/join), 8 links at a time, while their announces go
+out (E2E_ANNOUNCE=0 skips those: the server then knows them from link identify only), and the
+report adds the join wave's time and the messages members received during it (the notice storm a
+join wave used to cause).
 """
 import json
 import os
@@ -157,11 +163,19 @@ def main():
                 time.sleep(0.05)
         peer = Peer(rns_port)
         t_setup = time.time()
-        members = peer.call(cmd="bench_members", n=n, pace=pace)["members"]
-        # Added through the CLI while the announces go out; each add bumps the group, which a
-        # running server reloads within a second.
-        for i, m in enumerate(members):
-            cli("member", "add", gid, m, "--name", f"m{i}")
+        join = os.environ.get("E2E_JOIN") == "1"
+        announce = os.environ.get("E2E_ANNOUNCE", "1") == "1"
+        members = peer.call(cmd="bench_members", n=n, pace=pace, announce=announce)["members"]
+        wave = None
+        if join:
+            # As clients join: over the link API, 8 at a time, while the announces go out.
+            cpu0 = proc_status(server.pid)["cpu_s"]
+            wave = peer.call(cmd="bench_join", dest=group["group_destination_hash"], concurrency=8, timeout_total=left(200))
+            wave["server_cpu_s"] = round(proc_status(server.pid)["cpu_s"] - cpu0, 3)
+        else:
+            # Added through the CLI while the announces go out.
+            for i, m in enumerate(members):
+                cli("member", "add", gid, m, "--name", f"m{i}")
         peer.call(cmd="router", **{"as": "poster"})
         poster = peer.call(cmd="identity", name="poster")["identity_hash"]
         cli("member", "add", gid, poster, "--name", "poster")
@@ -171,6 +185,9 @@ def main():
         # Let the last announces be processed and the last member add be picked up.
         time.sleep(3)
         before = proc_status(server.pid)
+        if wave is not None:
+            got = peer.call(cmd="bench_inbox")["members"]
+            wave["messages_to_members_during_wave"] = sum(len(v) for v in got.values())
 
         first = post(peer, group, server.pid, 1, b"one post to everyone", 150)
         # The same again once the server knows every member: the fan-out itself, without discovery.
@@ -178,7 +195,10 @@ def main():
         counters = metrics(metrics_port)
         result = {
             "members": n,
+            "join_wave": wave,
+            "announced": announce,
             "first_post": first,
+            "server_cpu_ms_per_member_first_post": round(first["server_cpu_s"] / n * 1000, 4),
             "second_post": second,
             "server_peak_rss_mib": second.get("server_peak_rss_mib", first["server_peak_rss_mib"]),
             "server_peak_rss_before_posts_mib": round(before["VmHWM"], 1),

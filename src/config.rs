@@ -10,7 +10,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// Top-level keys of [`Config`], the only ones taken from the environment.
-const SECTIONS: &[&str] = &["data_dir", "database", "metrics", "reticulum", "log", "limits", "fanout", "hosting", "propagation"];
+const SECTIONS: &[&str] = &["data_dir", "database", "metrics", "reticulum", "log", "limits", "fanout", "notices", "hosting", "propagation"];
 
 /// The file read when no `--config` is given, if it exists.
 pub const DEFAULT_CONFIG_PATH: &str = "config/meshgroup.toml";

@@ -205,8 +205,11 @@ impl GroupCore {
     pub async fn reload(&mut self) -> Result<(), GroupError> {
         let group = self.store.group_by_id(self.group.id).await?;
         let pending = std::mem::take(&mut self.fanout);
+        let cursor = self.digest_cursor;
         *self = GroupCore::load(self.store.clone(), group).await?;
         self.fanout = pending;
+        // The digest resumes where it was, not after the events that made this reload.
+        self.digest_cursor = cursor;
         Ok(())
     }
 
@@ -300,6 +303,7 @@ impl GroupCore {
         let since = self.store.event_time(self.digest_cursor).await?.unwrap_or(self.group.created_at);
         let name = self.visible_name(&Caller::Owner);
         if let Some(text) = digest_text(&counts, &name, since) {
+            tracing::info!(group = self.group.id, %text, "membership digest");
             crate::metrics::digest_sent("members");
             self.event(DIGEST_KIND, &Caller::Owner, &last.to_string(), &text).await?;
         }

@@ -222,7 +222,8 @@ fn a_join_wave_pushes_nothing_and_the_next_post_reaches_everyone() -> R {
         let told = texts(&kicked).iter().any(|t| t.as_str().is_some_and(|t| t.contains("You were removed")));
         let digested = subscribers.iter().all(|m| texts(m).iter().any(|t| t.as_str().is_some_and(|t| t.contains("1 removed"))));
         Ok((told && digested).then_some(v))
-    })?;
+    })
+    .inspect_err(|_| eprintln!("{}", server.log()))?;
     let texts = |m: &str| -> Vec<String> { inbox["members"][m].as_array().cloned().unwrap_or_default().iter().filter_map(|t| t.as_str().map(str::to_owned)).collect() };
     for m in &members[5..N - 1] {
         assert_eq!(texts(m), vec!["poster: after the wave".to_owned()], "{m} got the post and nothing else");

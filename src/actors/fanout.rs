@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use rmpv::Value;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 use crate::config::FanoutConfig;
 use crate::domain::{DeliveryClass, NotifyMode};
@@ -37,7 +37,9 @@ impl FanoutActor {
     /// Starts the actor and its delivery task; first repairs fan-outs a crash left unscheduled.
     pub fn start(store: Store, courier: Arc<Courier>, cfg: FanoutConfig) -> Addr<FanoutActor> {
         let wake = Arc::new(Notify::new());
-        let delivery = Delivery { store: store.clone(), courier, cfg, wake: wake.clone(), groups: HashMap::new() };
+        let (confirmed, rx) = mpsc::channel(CONFIRM_QUEUE);
+        tokio::spawn(confirmer(store.clone(), rx));
+        let delivery = Delivery { store: store.clone(), confirmed, courier, cfg, wake: wake.clone(), groups: HashMap::new() };
         tokio::spawn(async move {
             if let Err(err) = recover(&delivery.store).await {
                 tracing::error!(%err, "fan-out recovery failed");
@@ -137,10 +139,20 @@ struct GroupKeys {
 
 struct Delivery {
     store: Store,
+    /// Rows whose proofs arrived, for the confirmer.
+    confirmed: mpsc::Sender<Confirmed>,
     courier: Arc<Courier>,
     cfg: FanoutConfig,
     wake: Arc<Notify>,
     groups: HashMap<i64, Arc<GroupKeys>>,
+}
+
+/// What one scheduling round looks up once, however many of its rows need it: a post's row
+/// and the display names (a post to 10,000 members reads its message once, not 10,000 times).
+#[derive(Default)]
+struct BatchCache {
+    names: HashMap<(i64, String), String>,
+    messages: HashMap<i64, Arc<crate::store::Message>>,
 }
 
 /// One row ready for the crypto pool.
@@ -181,6 +193,7 @@ impl Delivery {
             let started = Instant::now();
             let prepared = prepare_all(jobs).await;
             crate::metrics::fanout_prepare(started.elapsed());
+            self.mark_packets_sent(&prepared).await;
             for (job, result) in prepared {
                 if let Some(b) = bucket.as_mut()
                     && b.take().await
@@ -212,7 +225,7 @@ impl Delivery {
         let mut out = Vec::with_capacity(rows.len());
         // A member whose earlier row waits also waits with the later ones: order per member holds.
         let mut held: HashSet<String> = HashSet::new();
-        let mut names: HashMap<(i64, String), String> = HashMap::new();
+        let mut cache = BatchCache::default();
         let now = now_ms();
         for row in rows {
             if held.contains(&row.member_identity_hash) {
@@ -241,7 +254,7 @@ impl Delivery {
                 crate::metrics::delivery(&row.mode, "opportunistic", "no_path", row.group_id);
                 continue;
             };
-            match self.body(&row, &keys, &mut names).await {
+            match self.body(&row, &keys, &mut cache).await {
                 Ok(body) => out.push(Job { row, keys, to, body }),
                 Err(err) => {
                     tracing::debug!(%err, row = row.id, "nothing to deliver");
@@ -265,9 +278,17 @@ impl Delivery {
         name
     }
 
-    async fn body(&self, row: &OutboxRow, keys: &GroupKeys, names: &mut HashMap<(i64, String), String>) -> Result<Body, StoreError> {
+    async fn body(&self, row: &OutboxRow, keys: &GroupKeys, cache: &mut BatchCache) -> Result<Body, StoreError> {
         if let Some(mid) = row.message_id {
-            let m = self.store.message(row.group_id, mid).await?;
+            let m = match cache.messages.get(&mid) {
+                Some(m) => m.clone(),
+                None => {
+                    let m = Arc::new(self.store.message(row.group_id, mid).await?);
+                    cache.messages.insert(mid, m.clone());
+                    m
+                }
+            };
+            let names = &mut cache.names;
             if m.deleted_at.is_some() {
                 return Err(StoreError::NotFound { what: "message (deleted)" });
             }
@@ -289,6 +310,7 @@ impl Delivery {
             fields.extend(attribution(&sender, &name, &hash, m.id, "message"));
             Ok(Body { timestamp, title: m.title.clone(), content, fields })
         } else if let Some(eid) = row.event_id {
+            let names = &mut cache.names;
             let e = self.store.event(eid).await?;
             let actor = self.display_name(row.group_id, &e.actor, names).await;
             let subject = self.display_name(row.group_id, &e.subject, names).await;
@@ -305,11 +327,38 @@ impl Delivery {
         }
     }
 
+    /// How long a row sent on its `attempts`-th attempt waits for its proof before it is due again.
+    fn proof_wait_ms(&self, attempts: i32) -> i64 {
+        (self.cfg.proof_timeout_secs as i64) * 1000 + backoff_ms(attempts, self.cfg.retry_cap_secs)
+    }
+
+    /// Whether a row has failed often enough to go to the propagation node instead.
+    fn to_propagation(&self, row: &OutboxRow) -> bool {
+        row.attempts >= self.cfg.max_attempts && self.courier.propagation.target().is_some()
+    }
+
+    /// Marks every copy of the round that goes as a packet sent, in one write per attempt count,
+    /// before the first goes out (one statement, not one per member; a fast proof then cannot be
+    /// overwritten by its own mark).
+    async fn mark_packets_sent(&self, prepared: &[(Job, Result<Outgoing, OutboundError>)]) {
+        let mut by_attempts: HashMap<i32, Vec<i64>> = HashMap::new();
+        for (job, result) in prepared {
+            if matches!(result, Ok(Outgoing::Packet(_))) && !self.to_propagation(&job.row) {
+                by_attempts.entry(job.row.attempts + 1).or_default().push(job.row.id);
+            }
+        }
+        for (attempts, ids) in by_attempts {
+            if let Err(err) = self.store.mark_outbox_sent(&ids, attempts, now_ms() + self.proof_wait_ms(attempts)).await {
+                tracing::warn!(%err, rows = ids.len(), "cannot record sends");
+            }
+        }
+    }
+
     async fn send(&self, job: Job, prepared: Result<Outgoing, OutboundError>) {
         let Job { row, keys, to, body } = job;
         let attempts = row.attempts + 1;
-        let wait = (self.cfg.proof_timeout_secs as i64) * 1000 + backoff_ms(attempts, self.cfg.retry_cap_secs);
-        if row.attempts >= self.cfg.max_attempts && self.courier.propagation.target().is_some() {
+        let wait = self.proof_wait_ms(attempts);
+        if self.to_propagation(&row) {
             // Unreachable for long enough: leave the copy on the propagation node for the member.
             self.mark_sent(&row, attempts, wait.max(300_000)).await;
             let (store, courier) = (self.store.clone(), self.courier.clone());
@@ -346,14 +395,13 @@ impl Delivery {
             }
             Ok(Outgoing::Packet(p)) => match self.courier.send(&p).await {
                 Ok((hash, proof)) => {
-                    self.mark_sent(&row, attempts, wait).await;
-                    let (store, courier, timeout) = (self.store.clone(), self.courier.clone(), Duration::from_secs(self.cfg.proof_timeout_secs));
+                    let (confirmed, courier, timeout) = (self.confirmed.clone(), self.courier.clone(), Duration::from_secs(self.cfg.proof_timeout_secs));
                     tokio::spawn(async move {
                         let proven = matches!(tokio::time::timeout(timeout, proof).await, Ok(Ok(())));
                         if !proven {
                             courier.forget(&hash);
                         }
-                        confirm(&store, &row, attempts, "opportunistic", proven).await;
+                        confirm(&confirmed, row, "opportunistic", proven).await;
                     });
                 }
                 Err(err) => {
@@ -365,13 +413,13 @@ impl Delivery {
             Ok(Outgoing::Direct { lxmf_dest, packed, .. }) => {
                 // A link plus a Resource takes round trips: it runs on its own, the row waits as sent.
                 self.mark_sent(&row, attempts, wait.max(180_000)).await;
-                let (store, courier) = (self.store.clone(), self.courier.clone());
+                let (confirmed, courier) = (self.confirmed.clone(), self.courier.clone());
                 tokio::spawn(async move {
                     let result = courier.send_direct(lxmf_dest, packed).await;
                     if let Err(err) = &result {
                         tracing::debug!(%err, row = row.id, "direct delivery failed");
                     }
-                    confirm(&store, &row, attempts, "direct", result.is_ok()).await;
+                    confirm(&confirmed, row, "direct", result.is_ok()).await;
                 });
             }
         }
@@ -396,17 +444,51 @@ impl Delivery {
     }
 }
 
-/// Marks a row delivered once its proof came; otherwise it stays sent and becomes due again.
-async fn confirm(store: &Store, row: &OutboxRow, attempts: i32, method: &'static str, proven: bool) {
+/// A row whose proof came, on its way to the one write that records a batch of them.
+struct Confirmed {
+    row: OutboxRow,
+    method: &'static str,
+}
+
+/// Proofs waiting for their write at most; a full queue makes the proof waiters wait.
+const CONFIRM_QUEUE: usize = 4096;
+/// Rows marked delivered in one statement at most.
+const CONFIRM_BATCH: usize = 512;
+
+/// Records a row's outcome: a proven row goes to the confirmer; an unproven one stays sent and
+/// becomes due again.
+async fn confirm(confirmed: &mpsc::Sender<Confirmed>, row: OutboxRow, method: &'static str, proven: bool) {
     if !proven {
         crate::metrics::delivery(&row.mode, method, "timeout", row.group_id);
         return;
     }
-    if let Err(err) = store.update_outbox(row.id, "delivered", attempts, now_ms(), None).await {
-        tracing::warn!(%err, "cannot mark a delivery");
+    if confirmed.send(Confirmed { row, method }).await.is_err() {
+        tracing::warn!("the confirmer stopped; a delivered row stays sent and is sent again");
     }
-    crate::metrics::delivery(&row.mode, method, "delivered", row.group_id);
-    crate::metrics::delivery_latency(&row.mode, (now_ms() - row.created_at).max(0) as f64 / 1000.0, row.group_id);
+}
+
+/// Writes delivered rows in batches: whatever proofs arrived while the last write ran go into the
+/// next, so 10,000 proofs cost a few statements, not 10,000.
+async fn confirmer(store: Store, mut rx: mpsc::Receiver<Confirmed>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < CONFIRM_BATCH
+            && let Ok(c) = rx.try_recv()
+        {
+            batch.push(c);
+        }
+        let ids: Vec<i64> = batch.iter().map(|c| c.row.id).collect();
+        if let Err(err) = store.mark_outbox_delivered(&ids).await {
+            // The rows stay sent and go out again; members drop the copy by its message id.
+            tracing::warn!(%err, rows = ids.len(), "cannot mark deliveries");
+            continue;
+        }
+        let now = now_ms();
+        for c in batch {
+            crate::metrics::delivery(&c.row.mode, c.method, "delivered", c.row.group_id);
+            crate::metrics::delivery_latency(&c.row.mode, (now - c.row.created_at).max(0) as f64 / 1000.0, c.row.group_id);
+        }
+    }
 }
 
 /// Exponential backoff with jitter: 10 s, 20 s, 40 s, ... up to `cap_secs`.

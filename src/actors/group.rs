@@ -97,6 +97,7 @@ impl Actor for GroupActor {
         if let Some(rx) = self.committer.take() {
             tokio::spawn(commit_posts(self.core.clone(), self.fanout.clone(), rx));
         }
+        tracing::debug!(group = self.id, every = ?self.digest_every, "digest schedule");
         ctx.run_interval(self.digest_every, |act, ctx| {
             let (core, fanout) = (act.core.clone(), act.fanout.clone());
             ctx.spawn(
@@ -216,5 +217,36 @@ pub fn snapshot(core: &GroupCore) -> Snapshot {
         lxmf_name: core.announced_name().to_owned(),
         post_stamp_cost: post,
         join_stamp_cost: join,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::{CreateGroup, create_group};
+
+    #[test]
+    fn the_digest_tick_runs_on_its_own() {
+        let run = async {
+            let t = crate::store::testing::sqlite().await.expect("store");
+            let g = create_group(&t.store, CreateGroup { name: "tick".into(), ..Default::default() }).await.expect("group");
+            let core = GroupCore::load(t.store.clone(), g.clone()).await.expect("core");
+            let addr = GroupActor::new(core, None, Duration::from_millis(100)).start();
+            let alice = Caller::Identity("a".repeat(32));
+            addr.send(Call { caller: alice.clone(), op: Op::Join { display_name: "alice".into(), note: String::new(), stamp_verified: false } })
+                .await
+                .expect("mailbox")
+                .expect("join");
+            addr.send(Call { caller: alice, op: Op::SetNotifications { mode: None, digest: Some(true) } }).await.expect("mailbox").expect("digest on");
+            for _ in 0..50 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let events = t.store.events_after(g.id, 0, 10).await.expect("events");
+                if events.iter().any(|e| e.kind == crate::group::DIGEST_KIND) {
+                    return;
+                }
+            }
+            panic!("no digest within 2.5 s");
+        };
+        crate::block_on(run).expect("system");
     }
 }

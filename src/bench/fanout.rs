@@ -238,6 +238,7 @@ pub async fn fanout(a: FanoutArgs) -> Result<Output, CliError> {
         }
     };
     let (python_s, python_cpu_s) = (python_s.map(|p| p.0), python_s.and_then(|p| p.1));
+    let proof_verify_us = proof_verify_us(&signer);
     let ratio = prepare_s / floor_s;
     let speedup = python_s.map(|py| py / prepare_s);
     let mut j = json!({
@@ -253,6 +254,10 @@ pub async fn fanout(a: FanoutArgs) -> Result<Output, CliError> {
         "floor_cpu_s": round4(floor_cpu_s),
         "python_cpu_s": python_cpu_s.map(round4),
         "cpu_ratio_to_floor": round3(prepare_cpu_s / floor_cpu_s),
+        // Per member a post also costs checking the member's delivery proof (an Ed25519 verify):
+        // with the floor's CPU per member, the per-member crypto floor of the whole delivery.
+        "proof_verify_us": round2(proof_verify_us),
+        "delivery_floor_cpu_us_per_member": round2(floor_cpu_s / f64::from(n) * 1e6 + proof_verify_us),
         "cpu_speedup_vs_python": python_cpu_s.map(|py| round3(py / prepare_cpu_s)),
         "build": if cfg!(debug_assertions) { "debug" } else { "release" },
         "notes": notes,
@@ -279,6 +284,19 @@ pub async fn fanout(a: FanoutArgs) -> Result<Output, CliError> {
         ],
     ];
     Ok(Output { json: j, headers: vec!["path", "wall s", "cpu s", "wall us/member", "ratio"], rows })
+}
+
+/// Single-core µs to check one delivery proof (Ed25519 over a packet hash), as the transport does
+/// for every member's proof.
+fn proof_verify_us(signer: &rns_transport::identity::PrivateIdentity) -> f64 {
+    const SAMPLE: u32 = 2000;
+    let public = signer.as_identity();
+    let hash = [0x5au8; 32];
+    let signature = signer.sign(&hash);
+    let t0 = Instant::now();
+    let ok = (0..SAMPLE).filter(|_| public.verify(std::hint::black_box(&hash), &signature).is_ok()).count();
+    std::hint::black_box(ok);
+    t0.elapsed().as_secs_f64() * 1e6 / f64::from(SAMPLE)
 }
 
 /// Single-core µs per member of each step, over a sample, to show where the time goes.

@@ -1,6 +1,7 @@
 //! Queries on `outbox`: batched fill, the due scan, and state transitions of the fan-out.
+use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QueryOrder,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Set, Statement, TransactionTrait,
 };
 
@@ -135,7 +136,7 @@ impl Store {
         .await
     }
 
-    /// Moves a row to a new state, recording the attempt and when to try again.
+    /// Moves a row to a new state, recording the attempt and when to try again (one statement).
     pub async fn update_outbox(
         &self,
         id: i64,
@@ -145,14 +146,60 @@ impl Store {
         last_error: Option<String>,
     ) -> Result<(), StoreError> {
         self.timed("update_outbox", async {
-            let row = Entity::find_by_id(id).one(&self.db).await?.ok_or(StoreError::NotFound { what: "outbox row" })?;
-            let mut am: ActiveModel = row.into();
-            am.state = Set(state.to_owned());
-            am.attempts = Set(attempts);
-            am.next_attempt_at = Set(next_attempt_at);
-            am.last_error = Set(last_error);
-            am.updated_at = Set(now_ms());
-            am.update(&self.db).await?;
+            let done = Entity::update_many()
+                .col_expr(Column::State, Expr::value(state))
+                .col_expr(Column::Attempts, Expr::value(attempts))
+                .col_expr(Column::NextAttemptAt, Expr::value(next_attempt_at))
+                .col_expr(Column::LastError, Expr::value(last_error))
+                .col_expr(Column::UpdatedAt, Expr::value(now_ms()))
+                .filter(Column::Id.eq(id))
+                .exec(&self.db)
+                .await?;
+            if done.rows_affected == 0 {
+                return Err(StoreError::NotFound { what: "outbox row" });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Marks rows about to be sent as sent, all in one statement, before any of them goes: a
+    /// proof that comes back fast then finds its row sent, and its `delivered` is never
+    /// overwritten. A row already delivered is left alone.
+    pub async fn mark_outbox_sent(&self, ids: &[i64], attempts: i32, next_attempt_at: i64) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.timed("mark_outbox_sent", async {
+            Entity::update_many()
+                .col_expr(Column::State, Expr::value("sent"))
+                .col_expr(Column::Attempts, Expr::value(attempts))
+                .col_expr(Column::NextAttemptAt, Expr::value(next_attempt_at))
+                .col_expr(Column::LastError, Expr::value(Option::<String>::None))
+                .col_expr(Column::UpdatedAt, Expr::value(now_ms()))
+                .filter(Column::Id.is_in(ids.iter().copied()))
+                .filter(Column::State.is_in(["pending", "sent"]))
+                .exec(&self.db)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Marks rows whose proofs arrived as delivered, in one statement.
+    pub async fn mark_outbox_delivered(&self, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.timed("mark_outbox_delivered", async {
+            let now = now_ms();
+            Entity::update_many()
+                .col_expr(Column::State, Expr::value("delivered"))
+                .col_expr(Column::NextAttemptAt, Expr::value(now))
+                .col_expr(Column::UpdatedAt, Expr::value(now))
+                .filter(Column::Id.is_in(ids.iter().copied()))
+                .exec(&self.db)
+                .await?;
             Ok(())
         })
         .await
