@@ -189,9 +189,18 @@ def main():
             got = peer.call(cmd="bench_inbox")["members"]
             wave["messages_to_members_during_wave"] = sum(len(v) for v in got.values())
 
+        # E2E_PERF=FILE: a CPU profile of the server during the two posts only (perf record).
+        perf = None
+        if os.environ.get("E2E_PERF"):
+            perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "4000", "-g", "-p", str(server.pid), "-o", os.environ["E2E_PERF"]],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1)
         first = post(peer, group, server.pid, 1, b"one post to everyone", 150)
         # The same again once the server knows every member: the fan-out itself, without discovery.
         second = post(peer, group, server.pid, 2, b"and a second one", 60)
+        if perf is not None:
+            perf.send_signal(signal.SIGINT)
+            perf.wait(timeout=30)
         counters = metrics(metrics_port)
         result = {
             "members": n,
