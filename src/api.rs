@@ -141,12 +141,7 @@ pub fn ok_response(payload: Vec<u8>) -> Vec<u8> {
 /// Encodes a failure envelope.
 pub fn error_response(err: &ApiError) -> Vec<u8> {
     pb::Response {
-        error: Some(pb::Error {
-            code: err.code as i32,
-            message: err.message.clone(),
-            stamp_cost: err.stamp_cost,
-            challenge: err.challenge.clone(),
-        }),
+        error: Some(pb::Error { code: err.code as i32, message: err.message.clone(), stamp_cost: err.stamp_cost, challenge: err.challenge.clone() }),
         payload: Vec::new(),
     }
     .encode_to_vec()
@@ -454,12 +449,7 @@ pub fn encode_reply(reply: Reply) -> Vec<u8> {
         Reply::Bans(bans) => pb::BansResponse {
             bans: bans
                 .into_iter()
-                .map(|b| pb::BanEntry {
-                    identity_hash: hash_bytes(&b.identity_hash),
-                    reason: b.reason,
-                    banned_by: b.banned_by,
-                    banned_at: b.created_at,
-                })
+                .map(|b| pb::BanEntry { identity_hash: hash_bytes(&b.identity_hash), reason: b.reason, banned_by: b.banned_by, banned_at: b.created_at })
                 .collect(),
         }
         .encode_to_vec(),
@@ -532,10 +522,7 @@ mod tests {
         let kick = pb::KickRequest { identity_hash: vec![1; 15] }.encode_to_vec();
         assert_eq!(decode_request(Endpoint::Kick, &kick, &ctx(&caller)).map(|_| ()).unwrap_err().code, pb::ErrorCode::InvalidArgument);
         let send = pb::SendMessageRequest { content: b"hi".to_vec(), ..Default::default() }.encode_to_vec();
-        assert_eq!(
-            decode_request(Endpoint::Send, &send, &ctx(&Caller::Anonymous)).map(|_| ()).unwrap_err().code,
-            pb::ErrorCode::Unauthenticated
-        );
+        assert_eq!(decode_request(Endpoint::Send, &send, &ctx(&Caller::Anonymous)).map(|_| ()).unwrap_err().code, pb::ErrorCode::Unauthenticated);
         let settings = pb::SettingsUpdate { post_stamp_cost: Some(300), ..Default::default() }.encode_to_vec();
         assert!(decode_request(Endpoint::Settings, &settings, &ctx(&caller)).is_err());
     }

@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 
+use crate::admin::Sent;
 use crate::config::Config;
 use crate::domain::Rights;
-use crate::admin::Sent;
 use crate::group::{Caller, CreateGroup, GroupCore, GroupError, Op, Settings};
 use crate::store::{Group, GroupPatch, Store, StoreError};
 use crate::wire::identity::parse_hash;
@@ -65,9 +65,13 @@ pub enum GroupCmd {
     /// Create a group with a fresh Reticulum identity; prints its hashes.
     Create(CreateArgs),
     List,
-    Show { group: String },
+    Show {
+        group: String,
+    },
     Update(UpdateArgs),
-    Delete { group: String },
+    Delete {
+        group: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -114,7 +118,9 @@ pub struct UpdateArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum MemberCmd {
-    List { group: String },
+    List {
+        group: String,
+    },
     Add {
         group: String,
         identity: String,
@@ -124,9 +130,16 @@ pub enum MemberCmd {
         #[arg(long, default_value = "none")]
         rights: String,
     },
-    Remove { group: String, identity: String },
+    Remove {
+        group: String,
+        identity: String,
+    },
     /// Replace a member's delegated rights (`approve,kick,ban,delete,rename,settings,permissions`, `all`, `none`).
-    SetPermissions { group: String, identity: String, rights: String },
+    SetPermissions {
+        group: String,
+        identity: String,
+        rights: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -137,8 +150,13 @@ pub enum BanCmd {
         #[arg(long)]
         reason: String,
     },
-    Remove { group: String, identity: String },
-    List { group: String },
+    Remove {
+        group: String,
+        identity: String,
+    },
+    List {
+        group: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -232,9 +250,8 @@ impl Output {
                 widths[i] = widths[i].max(cell.chars().count());
             }
         }
-        let line = |cells: Vec<String>| {
-            cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect::<Vec<_>>().join("  ").trim_end().to_owned()
-        };
+        let line =
+            |cells: Vec<String>| cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect::<Vec<_>>().join("  ").trim_end().to_owned();
         let mut out = Vec::new();
         if !self.headers.is_empty() {
             out.push(line(self.headers.iter().map(|h| h.to_uppercase()).collect()));
@@ -369,10 +386,8 @@ async fn group_cmd(ctx: &Ctx, c: GroupCmd) -> Result<Output, CliError> {
             let g = find_group(store, &group).await?;
             let n = store.count_members(g.id).await?;
             let json = group_json(&g, n);
-            let rows = json
-                .as_object()
-                .map(|o| o.iter().map(|(k, v)| vec![k.clone(), v.to_string().trim_matches('"').to_owned()]).collect())
-                .unwrap_or_default();
+            let rows =
+                json.as_object().map(|o| o.iter().map(|(k, v)| vec![k.clone(), v.to_string().trim_matches('"').to_owned()]).collect()).unwrap_or_default();
             Ok(Output { json, headers: vec!["field", "value"], rows })
         }
         GroupCmd::Update(a) => {
@@ -446,7 +461,9 @@ async fn member_cmd(ctx: &Ctx, c: MemberCmd) -> Result<Output, CliError> {
                 .collect();
             let rows = members
                 .iter()
-                .map(|m| vec![m.identity_hash.clone(), m.display_name.clone(), Rights(m.permissions).names().join(","), m.notify_mode.clone(), ts(m.created_at)])
+                .map(|m| {
+                    vec![m.identity_hash.clone(), m.display_name.clone(), Rights(m.permissions).names().join(","), m.notify_mode.clone(), ts(m.created_at)]
+                })
                 .collect();
             Ok(Output { json: Value::Array(json), headers: vec!["identity", "name", "rights", "notify", "joined"], rows })
         }
@@ -484,7 +501,10 @@ async fn ban_cmd(ctx: &Ctx, c: BanCmd) -> Result<Output, CliError> {
         BanCmd::List { group } => {
             let core = core(&ctx.store, &group).await?;
             let bans = core.bans(&owner).await?;
-            let json = bans.iter().map(|b| json!({"identity_hash": b.identity_hash, "reason": b.reason, "banned_by": b.banned_by, "created_at": b.created_at})).collect();
+            let json = bans
+                .iter()
+                .map(|b| json!({"identity_hash": b.identity_hash, "reason": b.reason, "banned_by": b.banned_by, "created_at": b.created_at}))
+                .collect();
             let rows = bans.iter().map(|b| vec![b.identity_hash.clone(), b.reason.clone(), b.banned_by.clone(), ts(b.created_at)]).collect();
             Ok(Output { json: Value::Array(json), headers: vec!["identity", "reason", "by", "since"], rows })
         }
@@ -497,7 +517,10 @@ async fn join_cmd(ctx: &Ctx, c: JoinCmd) -> Result<Output, CliError> {
             let core = core(&ctx.store, &group).await?;
             let owner = Caller::Owner;
             let reqs = core.join_requests(&owner).await?;
-            let json = reqs.iter().map(|r| json!({"identity_hash": r.identity_hash, "display_name": r.display_name, "note": r.note, "created_at": r.created_at})).collect();
+            let json = reqs
+                .iter()
+                .map(|r| json!({"identity_hash": r.identity_hash, "display_name": r.display_name, "note": r.note, "created_at": r.created_at}))
+                .collect();
             let rows = reqs.iter().map(|r| vec![r.identity_hash.clone(), r.display_name.clone(), r.note.clone(), ts(r.created_at)]).collect();
             Ok(Output { json: Value::Array(json), headers: vec!["identity", "name", "note", "requested"], rows })
         }
@@ -518,8 +541,7 @@ async fn identity_cmd(store: &Store, c: IdentityCmd) -> Result<Output, CliError>
     match c {
         IdentityCmd::Export { group, out } => {
             let g = find_group(store, &group).await?;
-            write_private_file(&out, &g.identity_private_key)
-                .map_err(|e| CliError::Failure(format!("cannot write {}: {e}", out.display())))?;
+            write_private_file(&out, &g.identity_private_key).map_err(|e| CliError::Failure(format!("cannot write {}: {e}", out.display())))?;
             Ok(Output::message(json!({"exported": g.identity_hash, "file": out}), format!("wrote {}", out.display())))
         }
         IdentityCmd::Import { file, create } => {

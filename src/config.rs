@@ -327,22 +327,14 @@ impl Config {
 
     /// The database URL, defaulting to a SQLite file in the data directory.
     pub fn database_url(&self) -> String {
-        if self.database.url.is_empty() {
-            format!("sqlite://{}?mode=rwc", self.data_dir.join("meshgroup.db").display())
-        } else {
-            self.database.url.clone()
-        }
+        if self.database.url.is_empty() { format!("sqlite://{}?mode=rwc", self.data_dir.join("meshgroup.db").display()) } else { self.database.url.clone() }
     }
 
     pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
         if self.metrics.listen.is_empty() {
             return Ok(None);
         }
-        self.metrics
-            .listen
-            .parse()
-            .map(Some)
-            .map_err(|_| ConfigError::Invalid(format!("metrics.listen: not an address: {}", self.metrics.listen)))
+        self.metrics.listen.parse().map(Some).map_err(|_| ConfigError::Invalid(format!("metrics.listen: not an address: {}", self.metrics.listen)))
     }
 
     /// The admin socket through which CLI commands reach a running server.
@@ -360,10 +352,7 @@ mod tests {
     fn default_toml_matches_struct() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml");
         let text = std::fs::read_to_string(path).expect("config/default.toml");
-        let from_file: Config = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::string(&text))
-            .extract()
-            .expect("default.toml parses");
+        let from_file: Config = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(&text)).extract().expect("default.toml parses");
         assert_eq!(from_file, Config::default());
         let defaults = toml_keys(&serde_json::to_value(Config::default()).expect("json"), "");
         for key in defaults {
@@ -411,10 +400,7 @@ mod tests {
             [[reticulum.interfaces]]
             type = "shared_instance"
         "#;
-        let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::string(text))
-            .extract()
-            .expect("parses");
+        let cfg: Config = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)).extract().expect("parses");
         assert_eq!(cfg.reticulum.interfaces.len(), 2);
         assert!(matches!(&cfg.reticulum.interfaces[1], InterfaceConfig::SharedInstance { instance_name, .. } if instance_name == "default"));
     }

@@ -85,11 +85,7 @@ pub struct Settings {
 impl Settings {
     /// Whether the change leaves every setting as it is.
     pub fn is_empty(&self) -> bool {
-        self.visibility.is_none()
-            && self.join_stamp_cost.is_none()
-            && self.post_stamp_cost.is_none()
-            && self.history_public.is_none()
-            && self.listed.is_none()
+        self.visibility.is_none() && self.join_stamp_cost.is_none() && self.post_stamp_cost.is_none() && self.history_public.is_none() && self.listed.is_none()
     }
 }
 
@@ -555,9 +551,7 @@ impl GroupCore {
         self.check(caller, Action::UpdateSettings)?;
         let cost = |c: Option<u32>| -> Result<Option<i32>, GroupError> {
             match c {
-                Some(c) if !crate::domain::valid_stamp_cost(c.into()) => {
-                    Err(GroupError::InvalidArgument(format!("stamp cost {c} outside 0-254")))
-                }
+                Some(c) if !crate::domain::valid_stamp_cost(c.into()) => Err(GroupError::InvalidArgument(format!("stamp cost {c} outside 0-254"))),
                 Some(c) => Ok(Some(c as i32)),
                 None => Ok(None),
             }
@@ -726,30 +720,65 @@ pub fn group_row(id: &crate::wire::identity::GroupIdentity, public_name: String)
 pub enum Op {
     Info,
     /// `stamp_verified` is set by the caller's side after the stamp passed the worker pool.
-    Join { display_name: String, note: String, stamp_verified: bool },
+    Join {
+        display_name: String,
+        note: String,
+        stamp_verified: bool,
+    },
     Leave,
-    Members { offset: u64, limit: u64 },
+    Members {
+        offset: u64,
+        limit: u64,
+    },
     JoinRequests,
-    Approve { identity: String },
-    Reject { identity: String },
+    Approve {
+        identity: String,
+    },
+    Reject {
+        identity: String,
+    },
     #[serde(skip)]
     History(HistoryQuery),
     #[serde(skip)]
     Post(NewMessage),
-    DeleteMessage { id: i64 },
-    Kick { identity: String },
-    Ban { identity: String, reason: String },
-    Unban { identity: String },
+    DeleteMessage {
+        id: i64,
+    },
+    Kick {
+        identity: String,
+    },
+    Ban {
+        identity: String,
+        reason: String,
+    },
+    Unban {
+        identity: String,
+    },
     Bans,
-    SetPermissions { identity: String, rights: Rights },
-    Rename { public_name: Option<String>, private_name: Option<String> },
+    SetPermissions {
+        identity: String,
+        rights: Rights,
+    },
+    Rename {
+        public_name: Option<String>,
+        private_name: Option<String>,
+    },
     UpdateSettings(Settings),
     /// How posts reach the caller, and whether they get the membership digest; `None` keeps it.
-    SetNotifications { mode: Option<NotifyMode>, digest: Option<bool> },
+    SetNotifications {
+        mode: Option<NotifyMode>,
+        digest: Option<bool>,
+    },
     DeleteGroup,
-    TransferFounder { identity: String },
+    TransferFounder {
+        identity: String,
+    },
     /// The operator adds a member directly (no request, no stamp).
-    AddMember { identity: String, display_name: String, rights: Rights },
+    AddMember {
+        identity: String,
+        display_name: String,
+        rights: Rights,
+    },
     /// The operator takes a self-service group back: the founder keeps no rights.
     ClearFounder,
 }
@@ -779,11 +808,17 @@ pub enum Reply {
     Done,
     Info(InfoView),
     Joined(JoinOutcome),
-    Members { members: Vec<Member>, total: u64 },
+    Members {
+        members: Vec<Member>,
+        total: u64,
+    },
     JoinRequests(Vec<JoinRequest>),
     /// History with each sender's current display name (empty for former members), and the
     /// group's events when asked for.
-    History { messages: Vec<(Message, String)>, events: Vec<Event> },
+    History {
+        messages: Vec<(Message, String)>,
+        events: Vec<Event>,
+    },
     Posted(InsertOutcome),
     Bans(Vec<Ban>),
 }

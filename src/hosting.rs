@@ -77,6 +77,9 @@ pub struct Hosting {
     /// Creation times per identity within the last hour. The lock also serialises creations, so
     /// two concurrent requests cannot both pass a quota with one slot left.
     creations: tokio::sync::Mutex<HashMap<String, VecDeque<Instant>>>,
+    /// The last public-group count read from the store: an announce made during a database fault
+    /// carries it rather than a false zero.
+    public_groups: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Hosting {
@@ -96,12 +99,22 @@ impl Hosting {
         let dest = node.register_destination(&id.private_key, SERVER_APP, SERVER_ASPECTS).await?;
         tracing::info!(server = %hex::encode(dest), identity = %hex::encode(id.hash), "hosting service destination registered");
         let allow = cfg.allow_list.iter().filter_map(|h| crate::wire::identity::parse_hash(h)).map(hex::encode).collect();
-        Ok(Arc::new(Hosting { dest, cfg, allow, challenge: ChallengeKey::for_group(&key), creations: Default::default() }))
+        Ok(Arc::new(Hosting { dest, cfg, allow, challenge: ChallengeKey::for_group(&key), creations: Default::default(), public_groups: Default::default() }))
     }
 
     /// The announce app_data: a `ServerAnnounce`.
     pub async fn announce_data(&self, store: &Store) -> Vec<u8> {
-        let public_groups = store.count_public_groups().await.unwrap_or(0);
+        use std::sync::atomic::Ordering;
+        let public_groups = match store.count_public_groups().await {
+            Ok(n) => {
+                self.public_groups.store(n, Ordering::Relaxed);
+                n
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot count public groups; announcing the last count");
+                self.public_groups.load(Ordering::Relaxed)
+            }
+        };
         pb::ServerAnnounce {
             name: self.cfg.name.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -173,9 +186,8 @@ async fn on_group(s: &Services, caller: Caller, group_dest: &[u8], op: Op) -> Re
         return Err(GroupError::Unauthenticated.into());
     }
     let dest: [u8; 16] = group_dest.try_into().map_err(|_| ApiError::invalid("group_destination must be a 16-byte destination hash"))?;
-    let route = lookup(&s.registry, &dest)
-        .filter(|r| r.kind == DestKind::Api)
-        .ok_or_else(|| ApiError::new(pb::ErrorCode::NotFound, "no such group on this server"))?;
+    let route =
+        lookup(&s.registry, &dest).filter(|r| r.kind == DestKind::Api).ok_or_else(|| ApiError::new(pb::ErrorCode::NotFound, "no such group on this server"))?;
     let reply = run_op(&s.supervisor, &route, caller, op).await.map_err(|err| {
         tracing::error!(%err, group = route.group_id, "group actor unavailable");
         ApiError::new(pb::ErrorCode::Internal, "group temporarily unavailable")

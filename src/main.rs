@@ -16,8 +16,7 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let cfg = meshgroup::config::Config::load(cli.config.as_deref())
-        .map_err(|e| CliError::Input(e.to_string()))?;
+    let cfg = meshgroup::config::Config::load(cli.config.as_deref()).map_err(|e| CliError::Input(e.to_string()))?;
     meshgroup::init_tracing(&cfg);
     match cli.command {
         Command::Serve(args) => {

@@ -88,12 +88,27 @@ pub const CATALOGUE: &[MetricDef] = &[
     MetricDef { name: RESIDENT_MEMORY_BYTES, kind: Kind::Gauge, labels: &[], help: "Resident memory of the server process." },
     MetricDef { name: LINKS_OPEN, kind: Kind::Gauge, labels: &[], help: "Inbound links currently open to group destinations." },
     MetricDef { name: REQUESTS, kind: Kind::Counter, labels: &["path", "outcome"], help: "Link API requests by path and outcome (ok or an error code)." },
-    MetricDef { name: REQUEST_SECONDS, kind: Kind::Histogram, labels: &["path"], help: "Time from a request's arrival to its response being handed to the transport." },
+    MetricDef {
+        name: REQUEST_SECONDS,
+        kind: Kind::Histogram,
+        labels: &["path"],
+        help: "Time from a request's arrival to its response being handed to the transport.",
+    },
     MetricDef { name: ANNOUNCES_SENT, kind: Kind::Counter, labels: &["aspect"], help: "Announces sent." },
     MetricDef { name: ANNOUNCES_DEFERRED, kind: Kind::Counter, labels: &[], help: "Announces that waited for the global announce budget." },
     MetricDef { name: TRANSPORT_EVENTS_LOST, kind: Kind::Counter, labels: &["channel"], help: "Transport events lost because a crate channel lagged." },
-    MetricDef { name: GROUP_ACTIONS, kind: Kind::Counter, labels: &["action"], help: "Membership and moderation actions (join, leave, kick, ban, unban, delete, approve, reject, ...)." },
-    MetricDef { name: STAMPS_CHECKED, kind: Kind::Counter, labels: &["purpose", "outcome"], help: "Stamp checks by purpose (join, post) and outcome (valid, invalid, missing, ticket, busy)." },
+    MetricDef {
+        name: GROUP_ACTIONS,
+        kind: Kind::Counter,
+        labels: &["action"],
+        help: "Membership and moderation actions (join, leave, kick, ban, unban, delete, approve, reject, ...).",
+    },
+    MetricDef {
+        name: STAMPS_CHECKED,
+        kind: Kind::Counter,
+        labels: &["purpose", "outcome"],
+        help: "Stamp checks by purpose (join, post) and outcome (valid, invalid, missing, ticket, busy).",
+    },
     MetricDef { name: STAMP_SECONDS, kind: Kind::Histogram, labels: &[], help: "Time to validate one stamp (workblock and hash)." },
     MetricDef { name: STAMP_POOL_QUEUE, kind: Kind::Gauge, labels: &[], help: "Stamp validations waiting for or holding a worker." },
     MetricDef { name: LXMF_RECEIVED, kind: Kind::Counter, labels: &["method", "outcome"], help: "Inbound LXMF messages by method and outcome." },
@@ -104,11 +119,36 @@ pub const CATALOGUE: &[MetricDef] = &[
     MetricDef { name: DELIVERY_SECONDS, kind: Kind::Histogram, labels: &["mode"], help: "Time from a post being stored to its delivery being confirmed." },
     MetricDef { name: FANOUT_PREPARE_SECONDS, kind: Kind::Histogram, labels: &[], help: "Time to build, sign and encrypt one batch of fan-out messages." },
     MetricDef { name: PACING_WAITS, kind: Kind::Counter, labels: &[], help: "Times the fan-out waited for a pacing token." },
-    MetricDef { name: DIGESTS, kind: Kind::Counter, labels: &["kind"], help: "Digests a group produced, one per interval at most: members (membership changes, to subscribers) or join_requests (to approvers)." },
-    MetricDef { name: POSTS_REFUSED, kind: Kind::Counter, labels: &["reason"], help: "Posts refused before the rules ran: queue_full (the group's commit queue was full)." },
-    MetricDef { name: SEND_BACKPRESSURE, kind: Kind::Counter, labels: &[], help: "Sends an interface refused for a full queue and that were tried again after a pause." },
-    MetricDef { name: PROPAGATION_SYNCS, kind: Kind::Counter, labels: &["outcome"], help: "Syncs of group inboxes on the propagation node by outcome (ok, failed)." },
-    MetricDef { name: GROUPS_CREATED, kind: Kind::Counter, labels: &["outcome"], help: "Self-service group creations by outcome (created, refused_policy, refused_quota, stamp_missing, stamp_invalid, rate_limited)." },
+    MetricDef {
+        name: DIGESTS,
+        kind: Kind::Counter,
+        labels: &["kind"],
+        help: "Digests a group produced, one per interval at most: members (membership changes, to subscribers) or join_requests (to approvers).",
+    },
+    MetricDef {
+        name: POSTS_REFUSED,
+        kind: Kind::Counter,
+        labels: &["reason"],
+        help: "Posts refused before the rules ran: queue_full (the group's commit queue was full).",
+    },
+    MetricDef {
+        name: SEND_BACKPRESSURE,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Sends an interface refused for a full queue and that were tried again after a pause.",
+    },
+    MetricDef {
+        name: PROPAGATION_SYNCS,
+        kind: Kind::Counter,
+        labels: &["outcome"],
+        help: "Syncs of group inboxes on the propagation node by outcome (ok, failed).",
+    },
+    MetricDef {
+        name: GROUPS_CREATED,
+        kind: Kind::Counter,
+        labels: &["outcome"],
+        help: "Self-service group creations by outcome (created, refused_policy, refused_quota, stamp_missing, stamp_invalid, rate_limited).",
+    },
     MetricDef { name: DIRECTORY_REQUESTS, kind: Kind::Counter, labels: &[], help: "Requests for the server's group directory." },
     MetricDef { name: GROUPS_PER_FOUNDER, kind: Kind::Histogram, labels: &[], help: "Groups the founder holds, recorded at each self-service creation." },
 ];
@@ -128,10 +168,7 @@ pub fn install(addr: SocketAddr) -> Result<(), MetricsError> {
         .set_buckets(&buckets)
         .map_err(|e| MetricsError::Listen { addr, message: e.to_string() })?
         // A count of groups, not a duration.
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full(GROUPS_PER_FOUNDER.into()),
-            &[1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0],
-        )
+        .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Full(GROUPS_PER_FOUNDER.into()), &[1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0])
         .map_err(|e| MetricsError::Listen { addr, message: e.to_string() })?
         .install()
         .map_err(|e| MetricsError::Listen { addr, message: e.to_string() })?;

@@ -38,12 +38,9 @@ where
         tracing::info!(%addr, "metrics endpoint listening");
     }
     if demo && store.count_groups().await? == 0 {
-        let g = crate::group::create_group(
-            &store,
-            crate::group::CreateGroup { name: DEMO_GROUP_NAME.into(), ..Default::default() },
-        )
-        .await
-        .map_err(|e| ServerError::Demo(e.to_string()))?;
+        let g = crate::group::create_group(&store, crate::group::CreateGroup { name: DEMO_GROUP_NAME.into(), ..Default::default() })
+            .await
+            .map_err(|e| ServerError::Demo(e.to_string()))?;
         println!("demo group created: name={:?} identity=<{}>", g.public_name, g.identity_hash);
         println!("  meshchat.group <{}>", g.group_dest_hash);
         println!("  lxmf.delivery  <{}>", g.lxmf_dest_hash);
@@ -61,9 +58,16 @@ where
     let propagation = std::sync::Arc::new(crate::lxmf::propagation::Propagation::new(node.clone(), pn));
     let courier = std::sync::Arc::new(crate::lxmf::courier::Courier::new(node.clone(), store.clone(), propagation.clone()));
     let fanout = crate::actors::fanout::FanoutActor::start(store.clone(), courier.clone(), cfg.fanout.clone());
-    let supervisor =
-        crate::actors::supervisor::Supervisor::start(store.clone(), node.clone(), registry.clone(), fanout.recipient(), &cfg.reticulum, &cfg.notices, interfaces_open_rx)
-            .await?;
+    let supervisor = crate::actors::supervisor::Supervisor::start(
+        store.clone(),
+        node.clone(),
+        registry.clone(),
+        fanout.recipient(),
+        &cfg.reticulum,
+        &cfg.notices,
+        interfaces_open_rx,
+    )
+    .await?;
     // The server destination too is registered before any interface opens.
     let hosting = crate::hosting::Hosting::start(&store, &node, cfg.hosting.clone()).await?;
     let services = std::sync::Arc::new(crate::transport::router::Services {
@@ -160,12 +164,7 @@ async fn sample_gauges(store: Store, started: Instant) {
     loop {
         tick.tick().await;
         let sample = async {
-            Ok::<_, StoreError>((
-                store.count_groups().await?,
-                store.count_all_members().await?,
-                store.count_messages().await?,
-                store.outbox_depth().await?,
-            ))
+            Ok::<_, StoreError>((store.count_groups().await?, store.count_all_members().await?, store.count_messages().await?, store.outbox_depth().await?))
         };
         match sample.await {
             Ok((g, m, msgs, outbox)) => crate::metrics::sample_totals(g, m, msgs, &outbox, started),

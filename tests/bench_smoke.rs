@@ -5,9 +5,7 @@ use std::process::Command;
 
 #[test]
 fn bench_fanout_prints_its_keys() -> Result<(), Box<dyn std::error::Error>> {
-    let out = Command::new(env!("CARGO_BIN_EXE_meshgroup"))
-        .args(["bench", "fanout", "--members", "20", "--rounds", "1", "--no-python", "--json"])
-        .output()?;
+    let out = Command::new(env!("CARGO_BIN_EXE_meshgroup")).args(["bench", "fanout", "--members", "20", "--rounds", "1", "--no-python", "--json"]).output()?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     for key in ["members", "prepare_s", "floor_s", "python_s", "ratio_to_floor", "speedup_vs_python", "cores"] {

@@ -146,7 +146,13 @@ fn modes_notices_and_pacing_on_the_wire() -> R {
         .map(|m| {
             m.iter()
                 .map(|(h, got)| {
-                    let texts = got.as_array().cloned().unwrap_or_default().iter().map(|g| String::from_utf8_lossy(&hex::decode(s(g, "content")).unwrap_or_default()).into_owned()).collect();
+                    let texts = got
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|g| String::from_utf8_lossy(&hex::decode(s(g, "content")).unwrap_or_default()).into_owned())
+                        .collect();
                     (h.clone(), texts)
                 })
                 .collect()
@@ -224,7 +230,8 @@ fn a_join_wave_pushes_nothing_and_the_next_post_reaches_everyone() -> R {
         Ok((told && digested).then_some(v))
     })
     .inspect_err(|_| eprintln!("{}", server.log()))?;
-    let texts = |m: &str| -> Vec<String> { inbox["members"][m].as_array().cloned().unwrap_or_default().iter().filter_map(|t| t.as_str().map(str::to_owned)).collect() };
+    let texts =
+        |m: &str| -> Vec<String> { inbox["members"][m].as_array().cloned().unwrap_or_default().iter().filter_map(|t| t.as_str().map(str::to_owned)).collect() };
     for m in &members[5..N - 1] {
         assert_eq!(texts(m), vec!["poster: after the wave".to_owned()], "{m} got the post and nothing else");
     }

@@ -185,7 +185,14 @@ fn admin_kicks_bans_unbans_deletes_and_delegates_kick() -> R {
     let dest = s(&g, "group_destination_hash");
     server.start()?;
     let mut peer = Peer::connect(server.rns_port)?;
-    let admin = first_admin(&server, &mut peer, &gid, &dest, "kick,ban,delete,permissions", (pb::Rights::Kick as u32) | (pb::Rights::Ban as u32) | (pb::Rights::Delete as u32) | (pb::Rights::Permissions as u32))?;
+    let admin = first_admin(
+        &server,
+        &mut peer,
+        &gid,
+        &dest,
+        "kick,ban,delete,permissions",
+        (pb::Rights::Kick as u32) | (pb::Rights::Ban as u32) | (pb::Rights::Delete as u32) | (pb::Rights::Permissions as u32),
+    )?;
     let [eve, mal, frank, grace] = ["eve", "mal", "frank", "grace"].map(|n| peer.identity(n));
     let (eve, mal, frank, grace) = (eve?, mal?, frank?, grace?);
 
@@ -214,7 +221,10 @@ fn admin_kicks_bans_unbans_deletes_and_delegates_kick() -> R {
     assert_eq!(code(&mut peer, "mal", MESSAGES, &pb::MessagesRequest::default())?, Some(pb::ErrorCode::Forbidden));
     let bans: pb::BansResponse = peer.request("admin", "/api/v1/bans", &pb::BansRequest {})?.ok()?;
     assert_eq!(bans.bans.len(), 1);
-    assert_eq!((bans.bans[0].identity_hash.clone(), bans.bans[0].reason.as_str(), bans.bans[0].banned_by.as_str()), (raw(&mal)?, "flooding the channel", admin.as_str()));
+    assert_eq!(
+        (bans.bans[0].identity_hash.clone(), bans.bans[0].reason.as_str(), bans.bans[0].banned_by.as_str()),
+        (raw(&mal)?, "flooding the channel", admin.as_str())
+    );
 
     // Delete: the spam comes back as a tombstone, the rest untouched.
     peer.request("admin", "/api/v1/messages/delete", &pb::DeleteMessageRequest { id: spam })?.ok::<pb::Ack>()?;

@@ -94,7 +94,12 @@ fn metric(text: &str, series: &str) -> f64 {
 fn heard_live(peer: &mut Peer, dest: &str) -> R<Vec<u8>> {
     poll(30, "a live announce", || {
         let v = peer.call(json!({"cmd": "heard", "dest": dest, "since": 0, "timeout": 2}))?;
-        Ok(v["announces"].as_array().into_iter().flatten().find(|a| a["path_response"] == json!(false)).map(|a| a["app_data"].as_str().unwrap_or_default().to_owned()))
+        Ok(v["announces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["path_response"] == json!(false))
+            .map(|a| a["app_data"].as_str().unwrap_or_default().to_owned()))
     })
     .and_then(|h| Ok(hex::decode(h)?))
 }
@@ -356,9 +361,8 @@ fn every_creation_guard_holds_with_its_typed_error() -> R {
 /// Seeds `n` public groups straight into the store (one transaction), before the server starts.
 fn seed(server: &Server, n: usize) -> R<f64> {
     let started = Instant::now();
-    let groups: Vec<meshgroup::store::NewGroup> = (0..n)
-        .map(|i| meshgroup::group::group_row(&meshgroup::wire::identity::GroupIdentity::generate(), format!("Group {i:05}")))
-        .collect();
+    let groups: Vec<meshgroup::store::NewGroup> =
+        (0..n).map(|i| meshgroup::group::group_row(&meshgroup::wire::identity::GroupIdentity::generate(), format!("Group {i:05}"))).collect();
     rt()?.block_on(async {
         let store = meshgroup::store::Store::open(&server.db_url).await?;
         store.insert_groups(groups).await?;

@@ -10,9 +10,8 @@ use serde_json::{Value, json};
 /// Joins `name` to the group over the link API (so membership is immediate).
 fn join(peer: &mut Peer, group: &Value, name: &str) -> R {
     peer.link(&format!("join-{name}"), &s(group, "group_destination_hash"), Some(name))?;
-    let r: pb::JoinResponse = peer
-        .request(&format!("join-{name}"), "/api/v1/join", &pb::JoinRequest { display_name: name.into(), ..Default::default() })?
-        .ok()?;
+    let r: pb::JoinResponse =
+        peer.request(&format!("join-{name}"), "/api/v1/join", &pb::JoinRequest { display_name: name.into(), ..Default::default() })?.ok()?;
     assert_eq!(r.state, pb::JoinState::Joined as i32);
     Ok(())
 }
@@ -315,7 +314,12 @@ fn post_stamps_tickets_and_forgeries() -> R {
     let stored = history(&mut peer, "join-alice")?;
     assert_eq!(stored.iter().map(|m| String::from_utf8_lossy(&m.content).into_owned()).collect::<Vec<_>>(), vec!["paid by ticket", "worked for this"]);
     let metrics = server.metrics()?;
-    for needle in ["purpose=\"post\",outcome=\"valid\"", "purpose=\"post\",outcome=\"ticket\"", "purpose=\"post\",outcome=\"invalid\"", "meshgroup_tickets_issued_total 1"] {
+    for needle in [
+        "purpose=\"post\",outcome=\"valid\"",
+        "purpose=\"post\",outcome=\"ticket\"",
+        "purpose=\"post\",outcome=\"invalid\"",
+        "meshgroup_tickets_issued_total 1",
+    ] {
         assert!(metrics.contains(needle), "metrics lack {needle}");
     }
     Ok(())

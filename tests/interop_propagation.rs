@@ -79,7 +79,8 @@ fn posts_left_on_the_node_while_the_server_was_away_arrive() -> R {
     peer.call(json!({"cmd": "recall", "dest": lxmf, "timeout": 30}))?;
     server.stop();
     peer.call(json!({"cmd": "use_pn", "as": "alice", "pn": pn}))?;
-    let sent = peer.call(json!({"cmd": "send", "as": "alice", "dest": lxmf, "content": hex::encode("left on the node"), "method": "propagated", "timeout": 90}))?;
+    let sent =
+        peer.call(json!({"cmd": "send", "as": "alice", "dest": lxmf, "content": hex::encode("left on the node"), "method": "propagated", "timeout": 90}))?;
     // SENT (4) is what the reference reports once the propagation node holds the message.
     assert_eq!(sent["state"], 4, "deposited on the node: {sent}\nlxmd log:\n{}", lxmd.log());
     assert!(history_contents(&server, &group)?.is_empty());
@@ -141,7 +142,10 @@ fn an_offline_member_gets_their_copy_from_the_node() -> R {
     assert_eq!(synced["complete"], true, "{synced}");
     let inbox = back.call(json!({"cmd": "inbox", "as": "bob", "count": 1, "timeout": 20}))?;
     let _ = std::fs::remove_dir_all(&bob_storage);
-    let texts: Vec<String> = inbox["messages"].as_array().map(|a| a.iter().map(|m| String::from_utf8_lossy(&hex::decode(s(m, "content")).unwrap_or_default()).into_owned()).collect()).unwrap_or_default();
+    let texts: Vec<String> = inbox["messages"]
+        .as_array()
+        .map(|a| a.iter().map(|m| String::from_utf8_lossy(&hex::decode(s(m, "content")).unwrap_or_default()).into_owned()).collect())
+        .unwrap_or_default();
     let i = texts.iter().position(|t| t.ends_with(": while you were out")).ok_or(format!("bob's messages from the node: {texts:?}"))?;
     let msg = &inbox["messages"][i];
     assert_eq!(s(msg, "source"), lxmf);

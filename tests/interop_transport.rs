@@ -152,8 +152,7 @@ fn tcp_client_reaches_python_peers_through_a_hub() -> R {
     wait_port(hub_port, Duration::from_secs(20))?;
     let mut late = Peer::connect(hub_port)?;
     late.identity("frank")?;
-    let info = link_and_info(&mut late, "l", &dest, "frank", Duration::from_secs(45))
-        .map_err(|e| format!("{e}\nserver log:\n{}", server.log()))?;
+    let info = link_and_info(&mut late, "l", &dest, "frank", Duration::from_secs(45)).map_err(|e| format!("{e}\nserver log:\n{}", server.log()))?;
     assert_eq!(info.name, "Via Hub");
     assert!(server.log().contains("re-announcing"), "the server re-announced after reconnecting:\n{}", server.log());
     eprintln!("tcp_client via hub: reachable in {first:.1} s; again after a hub restart at {:.1} s", t0.elapsed().as_secs_f64());

@@ -27,12 +27,7 @@ fn files_with_ext(dir: &str, ext: &str) -> Result<Vec<PathBuf>, Box<dyn Error>> 
     let mut out = Vec::new();
     for entry in fs::read_dir(root().join(dir))? {
         let path = entry?.path();
-        if path.is_file()
-            && path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.ends_with(ext))
-        {
+        if path.is_file() && path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(ext)) {
             out.push(path);
         }
     }
@@ -48,8 +43,7 @@ fn dashboards() -> Result<Vec<(PathBuf, Value)>, Box<dyn Error>> {
         .into_iter()
         .map(|p| {
             let text = fs::read_to_string(&p)?;
-            let json: Value =
-                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+            let json: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
             Ok((p, json))
         })
         .collect()
@@ -75,10 +69,7 @@ fn metric_names(text: &str) -> Vec<String> {
     let mut rest = text;
     let mut prev: Option<char> = None;
     while let Some(i) = rest.find(PREFIX) {
-        let before = rest[..i]
-            .chars()
-            .next_back()
-            .or(if i == 0 { prev } else { None });
+        let before = rest[..i].chars().next_back().or(if i == 0 { prev } else { None });
         let tail = &rest[i + PREFIX.len()..];
         let len = tail.find(|c: char| !is_name_char(c)).unwrap_or(tail.len());
         let bounded = !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -130,9 +121,7 @@ fn catalogued(name: &str) -> Option<&'static MetricDef> {
 fn check_series_name(name: &str) -> Result<(), String> {
     if let Some(m) = catalogued(name) {
         return match m.kind {
-            Kind::Histogram => Err(format!(
-                "{name} is a histogram; query {name}_bucket, _sum or _count"
-            )),
+            Kind::Histogram => Err(format!("{name} is a histogram; query {name}_bucket, _sum or _count")),
             _ => Ok(()),
         };
     }
@@ -140,9 +129,7 @@ fn check_series_name(name: &str) -> Result<(), String> {
         if let Some(base) = name.strip_suffix(suffix) {
             return match catalogued(base) {
                 Some(m) if m.kind == Kind::Histogram => Ok(()),
-                Some(_) => Err(format!(
-                    "{name}: {base} is not a histogram, it has no {suffix} series"
-                )),
+                Some(_) => Err(format!("{name}: {base} is not a histogram, it has no {suffix} series")),
                 None => Err(format!("{name}: {base} is not in CATALOGUE")),
             };
         }
@@ -151,16 +138,7 @@ fn check_series_name(name: &str) -> Result<(), String> {
 }
 
 fn finish(problems: Vec<String>) -> TestResult {
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} problem(s):\n  {}",
-            problems.len(),
-            problems.join("\n  ")
-        )
-        .into())
-    }
+    if problems.is_empty() { Ok(()) } else { Err(format!("{} problem(s):\n  {}", problems.len(), problems.join("\n  ")).into()) }
 }
 
 fn short(p: &Path) -> String {
@@ -185,11 +163,7 @@ fn panels(dashboard: &Value) -> Vec<&Value> {
 }
 
 fn templating(dashboard: &Value) -> Vec<&Value> {
-    dashboard
-        .pointer("/templating/list")
-        .and_then(Value::as_array)
-        .map(|l| l.iter().collect())
-        .unwrap_or_default()
+    dashboard.pointer("/templating/list").and_then(Value::as_array).map(|l| l.iter().collect()).unwrap_or_default()
 }
 
 fn check_datasource(where_: &str, ds: Option<&Value>, problems: &mut Vec<String>) {
@@ -201,22 +175,14 @@ fn check_datasource(where_: &str, ds: Option<&Value>, problems: &mut Vec<String>
 }
 
 fn is_stable_uid(uid: &str) -> bool {
-    !uid.is_empty()
-        && uid
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    !uid.is_empty() && uid.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// The PromQL text a dashboard queries: target exprs and query-variable definitions.
 fn dashboard_queries(dashboard: &Value) -> Vec<String> {
     let mut out = Vec::new();
     for p in panels(dashboard) {
-        for t in p
-            .get("targets")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for t in p.get("targets").and_then(Value::as_array).into_iter().flatten() {
             if let Some(e) = t.get("expr").and_then(Value::as_str) {
                 out.push(e.to_owned());
             }
@@ -254,30 +220,18 @@ fn dashboards_are_provisionable() -> TestResult {
             other => problems.push(format!("{f}: uid must match ^[a-z0-9-]+$, got {other:?}")),
         }
         if d.get("__inputs").is_some() {
-            problems.push(format!(
-                "{f}: __inputs is only resolved on UI import; use the DS_PROMETHEUS variable"
-            ));
+            problems.push(format!("{f}: __inputs is only resolved on UI import; use the DS_PROMETHEUS variable"));
         }
         let vars = templating(&d);
-        let ds_var = vars
-            .iter()
-            .find(|v| v.get("name").and_then(Value::as_str) == Some("DS_PROMETHEUS"));
+        let ds_var = vars.iter().find(|v| v.get("name").and_then(Value::as_str) == Some("DS_PROMETHEUS"));
         match ds_var {
-            Some(v)
-                if v.get("type").and_then(Value::as_str) == Some("datasource")
-                    && v.get("query").and_then(Value::as_str) == Some("prometheus") => {}
-            other => problems.push(format!(
-                "{f}: needs a templating variable DS_PROMETHEUS of type datasource, query prometheus; got {other:?}"
-            )),
+            Some(v) if v.get("type").and_then(Value::as_str) == Some("datasource") && v.get("query").and_then(Value::as_str) == Some("prometheus") => {}
+            other => problems.push(format!("{f}: needs a templating variable DS_PROMETHEUS of type datasource, query prometheus; got {other:?}")),
         }
         for v in &vars {
             if v.get("type").and_then(Value::as_str) == Some("query") {
                 let name = v.get("name").and_then(Value::as_str).unwrap_or("?");
-                check_datasource(
-                    &format!("{f}: variable {name}"),
-                    v.get("datasource"),
-                    &mut problems,
-                );
+                check_datasource(&format!("{f}: variable {name}"), v.get("datasource"), &mut problems);
             }
         }
         let all = panels(&d);
@@ -286,27 +240,11 @@ fn dashboards_are_provisionable() -> TestResult {
         }
         for p in all {
             let title = p.get("title").and_then(Value::as_str).unwrap_or("?");
-            check_datasource(
-                &format!("{f}: panel {title:?}"),
-                p.get("datasource"),
-                &mut problems,
-            );
-            for t in p
-                .get("targets")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            check_datasource(&format!("{f}: panel {title:?}"), p.get("datasource"), &mut problems);
+            for t in p.get("targets").and_then(Value::as_array).into_iter().flatten() {
                 let r = t.get("refId").and_then(Value::as_str).unwrap_or("?");
-                check_datasource(
-                    &format!("{f}: panel {title:?} target {r}"),
-                    t.get("datasource"),
-                    &mut problems,
-                );
-                if t.get("expr")
-                    .and_then(Value::as_str)
-                    .is_none_or(|e| e.trim().is_empty())
-                {
+                check_datasource(&format!("{f}: panel {title:?} target {r}"), t.get("datasource"), &mut problems);
+                if t.get("expr").and_then(Value::as_str).is_none_or(|e| e.trim().is_empty()) {
                     problems.push(format!("{f}: panel {title:?} target {r} has no expr"));
                 }
             }
@@ -327,38 +265,23 @@ fn group_dashboard_filters_by_group() -> TestResult {
     for (path, d) in dashboards()? {
         let f = short(&path);
         let vars = templating(&d);
-        let Some(group) = vars
-            .iter()
-            .find(|v| v.get("name").and_then(Value::as_str) == Some("group"))
-        else {
+        let Some(group) = vars.iter().find(|v| v.get("name").and_then(Value::as_str) == Some("group")) else {
             continue;
         };
         found = true;
-        let query = group.get("query").and_then(|q| {
-            q.as_str()
-                .or_else(|| q.get("query").and_then(Value::as_str))
-        });
+        let query = group.get("query").and_then(|q| q.as_str().or_else(|| q.get("query").and_then(Value::as_str)));
         if query != Some("label_values(meshgroup_requests_total, group)") {
             problems.push(format!("{f}: group variable query is {query:?}"));
         }
         let desc = d.get("description").and_then(Value::as_str).unwrap_or("");
         if !desc.contains("metrics.per_group = true") {
-            problems.push(format!(
-                "{f}: description must say it needs metrics.per_group = true"
-            ));
+            problems.push(format!("{f}: description must say it needs metrics.per_group = true"));
         }
         for p in panels(&d) {
-            for t in p
-                .get("targets")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for t in p.get("targets").and_then(Value::as_array).into_iter().flatten() {
                 let expr = t.get("expr").and_then(Value::as_str).unwrap_or("");
                 if !expr.contains("group=\"$group\"") {
-                    problems.push(format!(
-                        "{f}: expr does not filter group=\"$group\": {expr}"
-                    ));
+                    problems.push(format!("{f}: expr does not filter group=\"$group\": {expr}"));
                 }
             }
         }
@@ -408,10 +331,7 @@ fn dashboards_and_alerts_use_only_catalogued_metrics() -> TestResult {
     }
     // The overview shows every catalogued metric.
     for m in CATALOGUE {
-        let shown = used.contains(m.name)
-            || HISTOGRAM_SUFFIXES
-                .iter()
-                .any(|s| used.contains(&format!("{}{s}", m.name)));
+        let shown = used.contains(m.name) || HISTOGRAM_SUFFIXES.iter().any(|s| used.contains(&format!("{}{s}", m.name)));
         if !shown {
             problems.push(format!("{} is on no dashboard", m.name));
         }
@@ -452,43 +372,29 @@ fn catalogue_follows_naming_rules() -> TestResult {
         if !seen.insert(n) {
             problems.push(format!("{n} is catalogued twice"));
         }
-        if !n.starts_with(PREFIX)
-            || !n[PREFIX.len()..].chars().all(is_name_char)
-            || n.len() == PREFIX.len()
-        {
+        if !n.starts_with(PREFIX) || !n[PREFIX.len()..].chars().all(is_name_char) || n.len() == PREFIX.len() {
             problems.push(format!("{n}: names are meshgroup_ followed by [a-z0-9_]"));
         }
         match m.kind {
-            Kind::Counter if !n.ends_with("_total") => {
-                problems.push(format!("{n}: counters end with _total"))
-            }
-            Kind::Gauge | Kind::Histogram if n.ends_with("_total") => {
-                problems.push(format!("{n}: only counters end with _total"))
-            }
+            Kind::Counter if !n.ends_with("_total") => problems.push(format!("{n}: counters end with _total")),
+            Kind::Gauge | Kind::Histogram if n.ends_with("_total") => problems.push(format!("{n}: only counters end with _total")),
             _ => {}
         }
         let help = m.help.to_ascii_lowercase();
-        let is_duration = n.contains("duration")
-            || n.contains("latency")
-            || help.starts_with("time ")
-            || help.starts_with("duration ")
-            || help.contains("seconds");
+        let is_duration =
+            n.contains("duration") || n.contains("latency") || help.starts_with("time ") || help.starts_with("duration ") || help.contains("seconds");
         if m.kind == Kind::Histogram && is_duration && !n.ends_with("_seconds") {
             problems.push(format!("{n}: duration histograms end with _seconds"));
         }
         if HISTOGRAM_SUFFIXES.iter().any(|s| n.ends_with(s)) {
-            problems.push(format!(
-                "{n}: clashes with the exporter's histogram suffixes"
-            ));
+            problems.push(format!("{n}: clashes with the exporter's histogram suffixes"));
         }
         if m.help.trim().is_empty() {
             problems.push(format!("{n}: help text is empty"));
         }
         for l in m.labels {
             if FORBIDDEN_LABELS.contains(l) {
-                problems.push(format!(
-                    "{n}: label {l:?} would label by member; never allowed"
-                ));
+                problems.push(format!("{n}: label {l:?} would label by member; never allowed"));
             }
             if *l == "le" || *l == "quantile" || l.starts_with("__") {
                 problems.push(format!("{n}: label {l:?} is reserved"));
@@ -521,10 +427,7 @@ fn metrics_doc_covers_the_catalogue() -> TestResult {
             }
         }
     }
-    for phrase in [
-        "metrics.per_group = true",
-        "Pointing Prometheus and Grafana at meshgroup in three steps",
-    ] {
+    for phrase in ["metrics.per_group = true", "Pointing Prometheus and Grafana at meshgroup in three steps"] {
         if !doc.contains(phrase) {
             problems.push(format!("docs/metrics.md does not contain {phrase:?}"));
         }
@@ -534,20 +437,12 @@ fn metrics_doc_covers_the_catalogue() -> TestResult {
 
 #[test]
 fn scanner_finds_bounded_names() {
-    let found = metric_names(
-        "rate(meshgroup_a_total[5m]) / x_meshgroup_b + meshgroup_c_bucket{le=\"1\"} meshgroup_ meshgroup_d",
-    );
-    assert_eq!(
-        found,
-        ["meshgroup_a_total", "meshgroup_c_bucket", "meshgroup_d"]
-    );
+    let found = metric_names("rate(meshgroup_a_total[5m]) / x_meshgroup_b + meshgroup_c_bucket{le=\"1\"} meshgroup_ meshgroup_d");
+    assert_eq!(found, ["meshgroup_a_total", "meshgroup_c_bucket", "meshgroup_d"]);
     assert!(check_series_name("meshgroup_db_query_duration_seconds_bucket").is_ok());
     assert!(check_series_name("meshgroup_db_query_duration_seconds").is_err());
     assert!(check_series_name("meshgroup_requests_total_count").is_err());
     assert!(check_series_name("meshgroup_nonexistent_total").is_err());
     let yaml = "rules:\n  - alert: A\n    expr: up == 0\n  - alert: B\n    expr: |\n      rate(meshgroup_x_total[5m])\n        > 0\n    for: 5m\n";
-    assert_eq!(
-        yaml_exprs(yaml),
-        ["up == 0", "rate(meshgroup_x_total[5m])\n> 0"]
-    );
+    assert_eq!(yaml_exprs(yaml), ["up == 0", "rate(meshgroup_x_total[5m])\n> 0"]);
 }

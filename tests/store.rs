@@ -3,9 +3,7 @@
 use meshgroup::domain::DeliveryClass;
 use meshgroup::group::{CreateGroup, create_group};
 use meshgroup::store::testing::stores;
-use meshgroup::store::{
-    GroupPatch, HistoryQuery, InsertOutcome, NewMessage, NewOutboxRow, Order, Store, StoreError,
-};
+use meshgroup::store::{GroupPatch, HistoryQuery, InsertOutcome, NewMessage, NewOutboxRow, Order, Store, StoreError};
 
 type R = Result<(), Box<dyn std::error::Error>>;
 
@@ -228,7 +226,16 @@ async fn deleting_a_group_removes_its_rows() -> R {
             s.ban(gid, B, "r", "owner").await?;
             s.file_join_request(gid, "cccccccccccccccccccccccccccccccc", "c", "").await?;
             let mid = s.insert_message(msg(gid, "h", A)).await?.id();
-            s.insert_outbox_batch(vec![NewOutboxRow { group_id: gid, member_identity_hash: A.into(), kind: "message", message_id: Some(mid), event_id: None, mode: "full", class: DeliveryClass::Post }]).await?;
+            s.insert_outbox_batch(vec![NewOutboxRow {
+                group_id: gid,
+                member_identity_hash: A.into(),
+                kind: "message",
+                message_id: Some(mid),
+                event_id: None,
+                mode: "full",
+                class: DeliveryClass::Post,
+            }])
+            .await?;
             s.insert_ticket(gid, A, vec![1; 16], i64::MAX).await?;
         }
         s.delete_group(g.id).await?;
@@ -263,7 +270,12 @@ async fn due_outbox_puts_posts_first_and_groups_take_turns() -> R {
         s.insert_outbox_batch((0..3).map(|i| row(quiet.id, &format!("{:032x}", 100 + i), Some(new), DeliveryClass::Post)).collect()).await?;
         let due = s.due_outbox(meshgroup::store::now_ms() + 1, 8).await?;
         let groups: Vec<i64> = due.iter().map(|r| r.group_id).collect();
-        assert_eq!(groups, vec![busy.id, quiet.id, busy.id, quiet.id, busy.id, quiet.id, busy.id, busy.id], "{}: the quiet group's post is not behind the bulk", s.backend());
+        assert_eq!(
+            groups,
+            vec![busy.id, quiet.id, busy.id, quiet.id, busy.id, quiet.id, busy.id, busy.id],
+            "{}: the quiet group's post is not behind the bulk",
+            s.backend()
+        );
         assert!(due.iter().all(|r| r.class == DeliveryClass::Post.as_i16()));
         let all = s.due_outbox(meshgroup::store::now_ms() + 1, 1000).await?;
         let classes: Vec<i16> = all.iter().map(|r| r.class).collect();

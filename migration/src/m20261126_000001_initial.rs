@@ -136,12 +136,7 @@ enum Announces {
 
 /// A `group_id` column that disappears with its group.
 fn group_fk(table: impl IntoIden + 'static, name: &str) -> ForeignKeyCreateStatement {
-    ForeignKey::create()
-        .name(name)
-        .from(table, Alias::new("group_id"))
-        .to(Groups::Table, Groups::Id)
-        .on_delete(ForeignKeyAction::Cascade)
-        .to_owned()
+    ForeignKey::create().name(name).from(table, Alias::new("group_id")).to(Groups::Table, Groups::Id).on_delete(ForeignKeyAction::Cascade).to_owned()
 }
 
 #[async_trait::async_trait]
@@ -213,13 +208,7 @@ impl MigrationTrait for Migration {
         )
         .await?;
         m.create_index(
-            Index::create()
-                .name("ux_bans_group_identity")
-                .table(GroupBans::Table)
-                .col(GroupBans::GroupId)
-                .col(GroupBans::IdentityHash)
-                .unique()
-                .to_owned(),
+            Index::create().name("ux_bans_group_identity").table(GroupBans::Table).col(GroupBans::GroupId).col(GroupBans::IdentityHash).unique().to_owned(),
         )
         .await?;
 
@@ -281,15 +270,8 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(
-            Index::create()
-                .name("ix_messages_group_id")
-                .table(GroupMessages::Table)
-                .col(GroupMessages::GroupId)
-                .col(GroupMessages::Id)
-                .to_owned(),
-        )
-        .await?;
+        m.create_index(Index::create().name("ix_messages_group_id").table(GroupMessages::Table).col(GroupMessages::GroupId).col(GroupMessages::Id).to_owned())
+            .await?;
 
         m.create_table(
             Table::create()
@@ -306,15 +288,7 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(
-            Index::create()
-                .name("ix_events_group_id")
-                .table(GroupEvents::Table)
-                .col(GroupEvents::GroupId)
-                .col(GroupEvents::Id)
-                .to_owned(),
-        )
-        .await?;
+        m.create_index(Index::create().name("ix_events_group_id").table(GroupEvents::Table).col(GroupEvents::GroupId).col(GroupEvents::Id).to_owned()).await?;
 
         m.create_table(
             Table::create()
@@ -338,15 +312,7 @@ impl MigrationTrait for Migration {
         )
         .await?;
         // The fan-out's "what is due now" scan.
-        m.create_index(
-            Index::create()
-                .name("ix_outbox_due")
-                .table(Outbox::Table)
-                .col(Outbox::State)
-                .col(Outbox::NextAttemptAt)
-                .to_owned(),
-        )
-        .await?;
+        m.create_index(Index::create().name("ix_outbox_due").table(Outbox::Table).col(Outbox::State).col(Outbox::NextAttemptAt).to_owned()).await?;
 
         m.create_table(
             Table::create()
@@ -362,15 +328,8 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(
-            Index::create()
-                .name("ix_tickets_group_identity")
-                .table(Tickets::Table)
-                .col(Tickets::GroupId)
-                .col(Tickets::IdentityHash)
-                .to_owned(),
-        )
-        .await?;
+        m.create_index(Index::create().name("ix_tickets_group_identity").table(Tickets::Table).col(Tickets::GroupId).col(Tickets::IdentityHash).to_owned())
+            .await?;
 
         m.create_table(
             Table::create()

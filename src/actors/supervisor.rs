@@ -107,11 +107,7 @@ impl Supervisor {
         }
         // A group's turn sends two announces (meshchat.group and lxmf.delivery), and the budget
         // is in announces, so groups get half of it.
-        let schedule = AnnounceSchedule::new(
-            Duration::from_secs(cfg.announce_interval_secs.max(1)),
-            cfg.announce_jitter,
-            cfg.announce_budget_per_sec / 2.0,
-        );
+        let schedule = AnnounceSchedule::new(Duration::from_secs(cfg.announce_interval_secs.max(1)), cfg.announce_jitter, cfg.announce_budget_per_sec / 2.0);
         tokio::spawn(async move {
             // An announce sent before any interface exists reaches nobody.
             let _ = interfaces_open.await;
@@ -152,7 +148,10 @@ impl State {
         let challenge = ChallengeKey::for_group(&key);
         if let Ok(mut reg) = self.registry.write() {
             for (dest, kind) in [(snap.group_dest, DestKind::Api), (snap.lxmf_dest, DestKind::Lxmf)] {
-                reg.insert(dest, Route { group_id: id, kind, addr: addr.clone(), group_dest: snap.group_dest, lxmf_dest: snap.lxmf_dest, challenge: challenge.clone() });
+                reg.insert(
+                    dest,
+                    Route { group_id: id, kind, addr: addr.clone(), group_dest: snap.group_dest, lxmf_dest: snap.lxmf_dest, challenge: challenge.clone() },
+                );
             }
         }
         let _ = self.announce.send(AnnounceCmd::Add(id, addr.clone()));
@@ -190,8 +189,10 @@ impl State {
                 }
                 Some(e) if e.updated_at != updated_at => {
                     e.updated_at = updated_at;
-                    if let Err(err) = e.addr.send(Reload).await.unwrap_or(Ok(())) {
-                        tracing::warn!(group = id, %err, "reload failed");
+                    match e.addr.send(Reload).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(err)) => tracing::warn!(group = id, %err, "reload failed"),
+                        Err(err) => tracing::error!(group = id, %err, "group actor unavailable; reload not delivered"),
                     }
                     let _ = self.announce.send(AnnounceCmd::Now(id));
                 }

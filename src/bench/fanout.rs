@@ -144,11 +144,8 @@ pub async fn fanout(a: FanoutArgs) -> Result<Output, CliError> {
     // The floor encrypts the very plaintext production encrypts and signs a message of the length
     // production signs (destination ‖ source ‖ payload ‖ message id).
     let first = to.first().ok_or_else(|| CliError::Input("--members must be at least 1".into()))?;
-    let (packed, message_id) = pack(
-        &p.to(first.lxmf_dest),
-        &crate::wire::lxmf::signer(&p.group.private_key).map_err(|e| CliError::Failure(e.to_string()))?,
-    )
-    .map_err(|e| CliError::Failure(e.to_string()))?;
+    let (packed, message_id) = pack(&p.to(first.lxmf_dest), &crate::wire::lxmf::signer(&p.group.private_key).map_err(|e| CliError::Failure(e.to_string()))?)
+        .map_err(|e| CliError::Failure(e.to_string()))?;
     let plaintext = std::sync::Arc::new(packed[16..].to_vec());
     let mut signed = packed[..32].to_vec();
     signed.extend_from_slice(&packed[96..]);
@@ -274,7 +271,13 @@ pub async fn fanout(a: FanoutArgs) -> Result<Output, CliError> {
             format!("{:.1}", prepare_s / n as f64 * 1e6),
             format!("{ratio:.2}x floor"),
         ],
-        vec!["crypto floor (all cores)".into(), format!("{floor_s:.3}"), format!("{floor_cpu_s:.3}"), format!("{:.1}", floor_s / n as f64 * 1e6), "1.00x floor".into()],
+        vec![
+            "crypto floor (all cores)".into(),
+            format!("{floor_s:.3}"),
+            format!("{floor_cpu_s:.3}"),
+            format!("{:.1}", floor_s / n as f64 * 1e6),
+            "1.00x floor".into(),
+        ],
         vec![
             "python rns/lxmf (1 core)".into(),
             fmt(python_s),
@@ -464,7 +467,15 @@ async fn seeded(store: &Store) -> Result<(i64, i64), CliError> {
 
 fn outbox_rows(group_id: i64, message_id: Option<i64>, n: usize) -> Vec<NewOutboxRow> {
     (0..n)
-        .map(|i| NewOutboxRow { group_id, member_identity_hash: format!("{:032x}", 0x1000_0000 + i), kind: "message", message_id, event_id: None, mode: "full", class: crate::domain::DeliveryClass::Post })
+        .map(|i| NewOutboxRow {
+            group_id,
+            member_identity_hash: format!("{:032x}", 0x1000_0000 + i),
+            kind: "message",
+            message_id,
+            event_id: None,
+            mode: "full",
+            class: crate::domain::DeliveryClass::Post,
+        })
         .collect()
 }
 

@@ -241,7 +241,14 @@ async fn check_post_stamp(s: &Services, route: &Route, sender: &Sender, msg: &Lx
         crate::metrics::stamp_checked("post", "missing", route.group_id);
         return StampVerdict::Refused("stamp_missing");
     };
-    let tickets = s.store.valid_tickets(route.group_id, &sender.hex, now_ms()).await.unwrap_or_default();
+    // A store fault is not "no tickets": the member would be asked for proof of work they need not do.
+    let tickets = match s.store.valid_tickets(route.group_id, &sender.hex, now_ms()).await {
+        Ok(t) => t,
+        Err(err) => {
+            tracing::warn!(%err, group = route.group_id, "cannot read tickets; post refused for now");
+            return StampVerdict::Refused("store_error");
+        }
+    };
     if tickets.iter().any(|t| lxmf_core::stamp::ticket_stamp(&t.ticket, &msg.message_id) == stamp) {
         crate::metrics::stamp_checked("post", "ticket", route.group_id);
         return StampVerdict::Ticket;
@@ -265,7 +272,13 @@ async fn check_post_stamp(s: &Services, route: &Route, sender: &Sender, msg: &Lx
 /// Hands the member a ticket (unless one with plenty of time left exists), as LXMF does natively.
 async fn issue_ticket(s: &Services, route: &Route, sender: &Sender) {
     let now = now_ms();
-    let held = s.store.valid_tickets(route.group_id, &sender.hex, now).await.unwrap_or_default();
+    let held = match s.store.valid_tickets(route.group_id, &sender.hex, now).await {
+        Ok(h) => h,
+        Err(err) => {
+            tracing::warn!(%err, group = route.group_id, "cannot read tickets; none issued this time");
+            return;
+        }
+    };
     if held.iter().any(|t| t.expires_at - now > TICKET_RENEW_MS) {
         return;
     }
@@ -287,7 +300,10 @@ async fn run_command(s: &Services, route: &Route, sender: &Sender, msg: &LxmfMes
         Ok(cmd) => {
             // A join through LXMF pays the join cost with the message's own stamp.
             let mut stamp_ok = info.join_stamp_cost == 0;
-            if !stamp_ok && cmd == commands::Command::Join && let Some(stamp) = msg.stamp.clone() {
+            if !stamp_ok
+                && cmd == commands::Command::Join
+                && let Some(stamp) = msg.stamp.clone()
+            {
                 stamp_ok = matches!(s.stamps.value(msg.message_id.to_vec(), MESSAGE_ROUNDS, stamp).await, Ok(v) if v >= info.join_stamp_cost);
             }
             let name = sender.hex.get(..8).unwrap_or_default().to_owned();

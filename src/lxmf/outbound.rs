@@ -142,7 +142,8 @@ mod tests {
     fn prepared_message_decrypts_and_verifies() {
         let group = GroupIdentity::generate();
         let member = GroupIdentity::generate();
-        let to = Recipient { identity_hash: member.hash, lxmf_dest: member.destination(LXMF_ASPECT), public_key: member.public_key, ratchet: None, stamp_cost: 0 };
+        let to =
+            Recipient { identity_hash: member.hash, lxmf_dest: member.destination(LXMF_ASPECT), public_key: member.public_key, ratchet: None, stamp_cost: 0 };
         let body = Body { timestamp: 1.5, title: vec![], content: b"alice: hi".to_vec(), fields: attribution(&[1; 16], "alice", &[2; 32], 7, "message") };
         let p = prepare(&signer(&group.private_key), group.destination(LXMF_ASPECT), &to, &body).expect("prepare");
         let again = prepare(&signer(&group.private_key), group.destination(LXMF_ASPECT), &to, &body).expect("prepare");
@@ -162,7 +163,8 @@ mod tests {
     fn members_with_a_stamp_cost_get_a_valid_stamp() {
         let group = GroupIdentity::generate();
         let member = GroupIdentity::generate();
-        let to = Recipient { identity_hash: member.hash, lxmf_dest: member.destination(LXMF_ASPECT), public_key: member.public_key, ratchet: None, stamp_cost: 6 };
+        let to =
+            Recipient { identity_hash: member.hash, lxmf_dest: member.destination(LXMF_ASPECT), public_key: member.public_key, ratchet: None, stamp_cost: 6 };
         let body = Body { timestamp: 1.0, title: vec![], content: b"hi".to_vec(), fields: vec![] };
         let (packed, id) = pack_for(&signer(&group.private_key), group.destination(LXMF_ASPECT), &to, &body).expect("pack");
         let msg = crate::wire::lxmf::unpack(&packed).expect("unpack");
@@ -178,9 +180,9 @@ mod tests {
     fn oversize_is_refused() {
         let group = GroupIdentity::generate();
         let member = GroupIdentity::generate();
-        let to = Recipient { identity_hash: member.hash, lxmf_dest: member.destination(LXMF_ASPECT), public_key: member.public_key, ratchet: None, stamp_cost: 0 };
+        let to =
+            Recipient { identity_hash: member.hash, lxmf_dest: member.destination(LXMF_ASPECT), public_key: member.public_key, ratchet: None, stamp_cost: 0 };
         let body = Body { timestamp: 1.0, title: vec![], content: vec![b'x'; 400], fields: vec![] };
         assert!(matches!(prepare(&signer(&group.private_key), [0; 16], &to, &body), Err(OutboundError::TooLarge(_))));
     }
 }
-

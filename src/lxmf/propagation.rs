@@ -89,8 +89,7 @@ impl Propagation {
             let mut lxmf_data = lxmf_dest.to_vec();
             lxmf_data.extend_from_slice(&ct);
             let transient_id: [u8; 32] = Sha256::digest(&lxmf_data).into();
-            let stamp = crate::wire::stamp::generate(&transient_id, PN_ROUNDS, cost)
-                .ok_or_else(|| PropagationError::Build("no stamp found".into()))?;
+            let stamp = crate::wire::stamp::generate(&transient_id, PN_ROUNDS, cost).ok_or_else(|| PropagationError::Build("no stamp found".into()))?;
             lxmf_data.extend_from_slice(&stamp);
             let mut out = Vec::new();
             let container = Value::Array(vec![Value::F64(crate::store::now_ms() as f64 / 1000.0), Value::Array(vec![Value::Binary(lxmf_data)])]);

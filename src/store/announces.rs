@@ -44,20 +44,10 @@ impl Store {
 
     /// Heard destinations of one aspect, most recently heard first.
     pub async fn announces(&self, aspect: &str) -> Result<Vec<Announce>, StoreError> {
-        self.timed("announces", async {
-            Ok(Entity::find()
-                .filter(Column::Aspect.eq(aspect))
-                .order_by_desc(Column::LastHeardAt)
-                .all(&self.db)
-                .await?)
-        })
-        .await
+        self.timed("announces", async { Ok(Entity::find().filter(Column::Aspect.eq(aspect)).order_by_desc(Column::LastHeardAt).all(&self.db).await?) }).await
     }
 
     pub async fn announce(&self, destination_hash: &str) -> Result<Option<Announce>, StoreError> {
-        self.timed("announce", async {
-            Ok(Entity::find().filter(Column::DestinationHash.eq(destination_hash)).one(&self.db).await?)
-        })
-        .await
+        self.timed("announce", async { Ok(Entity::find().filter(Column::DestinationHash.eq(destination_hash)).one(&self.db).await?) }).await
     }
 }

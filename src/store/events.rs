@@ -7,15 +7,7 @@ use super::{Event, Store, StoreError, now_ms};
 use entity::group_event;
 
 impl Store {
-    pub async fn insert_event(
-        &self,
-        group_id: i64,
-        kind: &str,
-        actor: &str,
-        subject: &str,
-        detail: &str,
-        owes_notice: bool,
-    ) -> Result<Event, StoreError> {
+    pub async fn insert_event(&self, group_id: i64, kind: &str, actor: &str, subject: &str, detail: &str, owes_notice: bool) -> Result<Event, StoreError> {
         self.timed("insert_event", async {
             Ok(group_event::ActiveModel {
                 group_id: Set(group_id),

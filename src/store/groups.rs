@@ -69,18 +69,12 @@ impl Store {
 
     /// Every group, oldest first.
     pub async fn list_groups(&self) -> Result<Vec<Group>, StoreError> {
-        self.timed("list_groups", async {
-            Ok(Entity::find().order_by_asc(Column::Id).all(&self.db).await?)
-        })
-        .await
+        self.timed("list_groups", async { Ok(Entity::find().order_by_asc(Column::Id).all(&self.db).await?) }).await
     }
 
     /// Groups changed after `since_ms`, so a running server can pick up CLI edits.
     pub async fn groups_updated_since(&self, since_ms: i64) -> Result<Vec<Group>, StoreError> {
-        self.timed("groups_updated_since", async {
-            Ok(Entity::find().filter(Column::UpdatedAt.gt(since_ms)).all(&self.db).await?)
-        })
-        .await
+        self.timed("groups_updated_since", async { Ok(Entity::find().filter(Column::UpdatedAt.gt(since_ms)).all(&self.db).await?) }).await
     }
 
     /// `(id, updated_at)` of every group: the cheap poll a running server uses to notice changes.
@@ -103,22 +97,14 @@ impl Store {
     }
 
     pub async fn group_by_id(&self, id: i64) -> Result<Group, StoreError> {
-        self.timed("group_by_id", async {
-            Entity::find_by_id(id).one(&self.db).await?.ok_or(StoreError::NotFound { what: "group" })
-        })
-        .await
+        self.timed("group_by_id", async { Entity::find_by_id(id).one(&self.db).await?.ok_or(StoreError::NotFound { what: "group" }) }).await
     }
 
     /// Looks a group up by its identity hash or either destination hash (lowercase hex).
     pub async fn group_by_hash(&self, hash: &str) -> Result<Group, StoreError> {
         self.timed("group_by_hash", async {
             Entity::find()
-                .filter(
-                    Condition::any()
-                        .add(Column::IdentityHash.eq(hash))
-                        .add(Column::GroupDestHash.eq(hash))
-                        .add(Column::LxmfDestHash.eq(hash)),
-                )
+                .filter(Condition::any().add(Column::IdentityHash.eq(hash)).add(Column::GroupDestHash.eq(hash)).add(Column::LxmfDestHash.eq(hash)))
                 .one(&self.db)
                 .await?
                 .ok_or(StoreError::NotFound { what: "group" })

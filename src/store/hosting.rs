@@ -95,9 +95,8 @@ impl Store {
             let total = Entity::find().filter(cond.clone()).count(&self.db).await?;
             // Portable SQL (SQLite and PostgreSQL); both subqueries walk an index on group_id.
             let members = Expr::cust("(SELECT COUNT(*) FROM group_members gm WHERE gm.group_id = groups.id)");
-            let activity = Expr::cust(
-                "COALESCE((SELECT x.received_at FROM group_messages x WHERE x.group_id = groups.id ORDER BY x.id DESC LIMIT 1), groups.created_at)",
-            );
+            let activity =
+                Expr::cust("COALESCE((SELECT x.received_at FROM group_messages x WHERE x.group_id = groups.id ORDER BY x.id DESC LIMIT 1), groups.created_at)");
             let order = match q.sort {
                 DirectorySort::Members => "member_count",
                 DirectorySort::Activity => "last_activity_at",
@@ -136,10 +135,7 @@ impl Store {
 
     /// Groups whose founder is `identity_hash` now (the per-identity quota).
     pub async fn count_groups_founded_by(&self, identity_hash: &str) -> Result<u64, StoreError> {
-        self.timed("count_groups_founded_by", async {
-            Ok(Entity::find().filter(Column::FounderIdentityHash.eq(identity_hash)).count(&self.db).await?)
-        })
-        .await
+        self.timed("count_groups_founded_by", async { Ok(Entity::find().filter(Column::FounderIdentityHash.eq(identity_hash)).count(&self.db).await?) }).await
     }
 
     /// Inserts many groups in one transaction (seeding and benchmarks), without members or events.

@@ -25,9 +25,7 @@ impl Store {
     }
 
     pub async fn known_identity(&self, identity_hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.timed("known_identity", async {
-            Ok(Entity::find().filter(Column::IdentityHash.eq(identity_hash)).one(&self.db).await?.map(|m| m.public_key))
-        })
-        .await
+        self.timed("known_identity", async { Ok(Entity::find().filter(Column::IdentityHash.eq(identity_hash)).one(&self.db).await?.map(|m| m.public_key)) })
+            .await
     }
 }

@@ -6,13 +6,7 @@ use entity::{group_ban, join_request};
 
 impl Store {
     /// Files (or re-files) a pending request; a banned identity is refused.
-    pub async fn file_join_request(
-        &self,
-        group_id: i64,
-        identity_hash: &str,
-        display_name: &str,
-        note: &str,
-    ) -> Result<JoinRequest, StoreError> {
+    pub async fn file_join_request(&self, group_id: i64, identity_hash: &str, display_name: &str, note: &str) -> Result<JoinRequest, StoreError> {
         self.timed("file_join_request", async {
             let txn = self.begin_write().await?;
             if group_ban::Entity::find()
@@ -87,13 +81,7 @@ impl Store {
     }
 
     /// Approves a pending request and adds the member atomically.
-    pub async fn approve_join_request(
-        &self,
-        group_id: i64,
-        identity_hash: &str,
-        decided_by: &str,
-        notify_mode: &str,
-    ) -> Result<Member, StoreError> {
+    pub async fn approve_join_request(&self, group_id: i64, identity_hash: &str, decided_by: &str, notify_mode: &str) -> Result<Member, StoreError> {
         self.timed("approve_join_request", async {
             let txn = self.begin_write().await?;
             let req = pending(&txn, group_id, identity_hash).await?;
@@ -104,9 +92,9 @@ impl Store {
             am.updated_at = Set(now_ms());
             am.update(&txn).await?;
             let member = super::members::new_member(group_id, identity_hash, &display_name, 0, notify_mode)
-            .insert(&txn)
-            .await
-            .map_err(|e| StoreError::conflict_or_db(e, "member"))?;
+                .insert(&txn)
+                .await
+                .map_err(|e| StoreError::conflict_or_db(e, "member"))?;
             txn.commit().await?;
             Ok(member)
         })
@@ -130,11 +118,7 @@ impl Store {
     }
 }
 
-async fn pending<C: sea_orm::ConnectionTrait>(
-    db: &C,
-    group_id: i64,
-    identity_hash: &str,
-) -> Result<JoinRequest, StoreError> {
+async fn pending<C: sea_orm::ConnectionTrait>(db: &C, group_id: i64, identity_hash: &str) -> Result<JoinRequest, StoreError> {
     join_request::Entity::find()
         .filter(join_request::Column::GroupId.eq(group_id))
         .filter(join_request::Column::IdentityHash.eq(identity_hash))

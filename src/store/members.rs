@@ -1,8 +1,5 @@
 //! Queries on `group_members` and `group_bans`: a member is never banned and a banned identity never a member.
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait};
 
 use super::{Ban, Member, Store, StoreError, now_ms};
 use entity::{group_ban, group_member, join_request};
@@ -25,14 +22,7 @@ pub(super) fn new_member(group_id: i64, identity_hash: &str, display_name: &str,
 
 impl Store {
     /// Adds a member; refuses a banned identity (`Banned`) and a second membership (`Conflict`).
-    pub async fn add_member(
-        &self,
-        group_id: i64,
-        identity_hash: &str,
-        display_name: &str,
-        permissions: i64,
-        notify_mode: &str,
-    ) -> Result<Member, StoreError> {
+    pub async fn add_member(&self, group_id: i64, identity_hash: &str, display_name: &str, permissions: i64, notify_mode: &str) -> Result<Member, StoreError> {
         self.timed("add_member", async {
             let txn = self.begin_write().await?;
             let banned = group_ban::Entity::find()
@@ -44,9 +34,9 @@ impl Store {
                 return Err(StoreError::Banned);
             }
             let member = new_member(group_id, identity_hash, display_name, permissions, notify_mode)
-            .insert(&txn)
-            .await
-            .map_err(|e| StoreError::conflict_or_db(e, "member"))?;
+                .insert(&txn)
+                .await
+                .map_err(|e| StoreError::conflict_or_db(e, "member"))?;
             txn.commit().await?;
             Ok(member)
         })
@@ -79,13 +69,7 @@ impl Store {
     }
 
     pub async fn count_members(&self, group_id: i64) -> Result<u64, StoreError> {
-        self.timed("count_members", async {
-            Ok(group_member::Entity::find()
-                .filter(group_member::Column::GroupId.eq(group_id))
-                .count(&self.db)
-                .await?)
-        })
-        .await
+        self.timed("count_members", async { Ok(group_member::Entity::find().filter(group_member::Column::GroupId.eq(group_id)).count(&self.db).await?) }).await
     }
 
     /// Members across all groups, for the `meshgroup_members` gauge.
@@ -208,11 +192,7 @@ impl Store {
 
     pub async fn bans(&self, group_id: i64) -> Result<Vec<Ban>, StoreError> {
         self.timed("bans", async {
-            Ok(group_ban::Entity::find()
-                .filter(group_ban::Column::GroupId.eq(group_id))
-                .order_by_asc(group_ban::Column::Id)
-                .all(&self.db)
-                .await?)
+            Ok(group_ban::Entity::find().filter(group_ban::Column::GroupId.eq(group_id)).order_by_asc(group_ban::Column::Id).all(&self.db).await?)
         })
         .await
     }
@@ -220,11 +200,7 @@ impl Store {
     /// Every member of a group (for loading a group actor's in-memory set).
     pub async fn all_members(&self, group_id: i64) -> Result<Vec<Member>, StoreError> {
         self.timed("all_members", async {
-            Ok(group_member::Entity::find()
-                .filter(group_member::Column::GroupId.eq(group_id))
-                .order_by_asc(group_member::Column::Id)
-                .all(&self.db)
-                .await?)
+            Ok(group_member::Entity::find().filter(group_member::Column::GroupId.eq(group_id)).order_by_asc(group_member::Column::Id).all(&self.db).await?)
         })
         .await
     }

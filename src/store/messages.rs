@@ -148,11 +148,7 @@ impl Store {
 
     pub async fn message(&self, group_id: i64, id: i64) -> Result<Message, StoreError> {
         self.timed("message", async {
-            Entity::find_by_id(id)
-                .filter(Column::GroupId.eq(group_id))
-                .one(&self.db)
-                .await?
-                .ok_or(StoreError::NotFound { what: "message" })
+            Entity::find_by_id(id).filter(Column::GroupId.eq(group_id)).one(&self.db).await?.ok_or(StoreError::NotFound { what: "message" })
         })
         .await
     }
@@ -187,11 +183,7 @@ impl Store {
     /// Turns a message into a tombstone: its body is erased, its id and who deleted it stay.
     pub async fn delete_message(&self, group_id: i64, id: i64, deleted_by: &str) -> Result<Message, StoreError> {
         self.timed("delete_message", async {
-            let msg = Entity::find_by_id(id)
-                .filter(Column::GroupId.eq(group_id))
-                .one(&self.db)
-                .await?
-                .ok_or(StoreError::NotFound { what: "message" })?;
+            let msg = Entity::find_by_id(id).filter(Column::GroupId.eq(group_id)).one(&self.db).await?.ok_or(StoreError::NotFound { what: "message" })?;
             if msg.deleted_at.is_some() {
                 return Ok(msg);
             }

@@ -1,8 +1,7 @@
 //! Queries on `outbox`: batched fill, the due scan, and state transitions of the fan-out.
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, Statement, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, Statement, TransactionTrait,
 };
 
 use super::{OutboxRow, Store, StoreError, now_ms};
@@ -137,14 +136,7 @@ impl Store {
     }
 
     /// Moves a row to a new state, recording the attempt and when to try again (one statement).
-    pub async fn update_outbox(
-        &self,
-        id: i64,
-        state: &str,
-        attempts: i32,
-        next_attempt_at: i64,
-        last_error: Option<String>,
-    ) -> Result<(), StoreError> {
+    pub async fn update_outbox(&self, id: i64, state: &str, attempts: i32, next_attempt_at: i64, last_error: Option<String>) -> Result<(), StoreError> {
         self.timed("update_outbox", async {
             let done = Entity::update_many()
                 .col_expr(Column::State, Expr::value(state))
@@ -227,18 +219,7 @@ impl Store {
     }
 
     pub async fn event(&self, id: i64) -> Result<super::Event, StoreError> {
-        self.timed("event", async {
-            entity::group_event::Entity::find_by_id(id).one(&self.db).await?.ok_or(StoreError::NotFound { what: "event" })
-        })
-        .await
-    }
-
-    /// Every row of one member (tests and diagnostics).
-    pub async fn outbox_for(&self, member: &str) -> Result<Vec<OutboxRow>, StoreError> {
-        self.timed("outbox_for", async {
-            Ok(Entity::find().filter(Column::MemberIdentityHash.eq(member)).order_by_asc(Column::Id).all(&self.db).await?)
-        })
-        .await
+        self.timed("event", async { entity::group_event::Entity::find_by_id(id).one(&self.db).await?.ok_or(StoreError::NotFound { what: "event" }) }).await
     }
 
     /// Row counts per state and class, for the outbox-depth gauge.

@@ -76,8 +76,7 @@ mod tempfile_dir {
     impl Dir {
         pub fn new() -> Result<Self, StoreError> {
             let path = std::env::temp_dir().join(format!("meshgroup-test-{}", hex::encode(rand::random::<[u8; 8]>())));
-            std::fs::create_dir_all(&path)
-                .map_err(|source| StoreError::Io { path: path.display().to_string(), source })?;
+            std::fs::create_dir_all(&path).map_err(|source| StoreError::Io { path: path.display().to_string(), source })?;
             Ok(Dir { path })
         }
     }

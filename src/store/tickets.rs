@@ -5,13 +5,7 @@ use super::{Store, StoreError, Ticket, now_ms};
 use entity::ticket;
 
 impl Store {
-    pub async fn insert_ticket(
-        &self,
-        group_id: i64,
-        identity_hash: &str,
-        ticket_bytes: Vec<u8>,
-        expires_at: i64,
-    ) -> Result<Ticket, StoreError> {
+    pub async fn insert_ticket(&self, group_id: i64, identity_hash: &str, ticket_bytes: Vec<u8>, expires_at: i64) -> Result<Ticket, StoreError> {
         self.timed("insert_ticket", async {
             Ok(ticket::ActiveModel {
                 group_id: Set(group_id),

@@ -22,15 +22,11 @@ use rns_transport::iface::{IfaceRole, InterfaceMode};
 use rns_transport::packet::{Header, Packet, PacketContext, PacketDataBuffer};
 use rns_transport::resource::{ResourceEvent, ResourceEventKind};
 use rns_transport::transport::{
-    AnnounceEvent, DeliveryReceipt, ReceiptHandler, ReceivedData, ReceivedPayloadMode,
-    SendPacketOutcome, Transport, TransportConfig,
+    AnnounceEvent, DeliveryReceipt, ReceiptHandler, ReceivedData, ReceivedPayloadMode, SendPacketOutcome, Transport, TransportConfig,
 };
 use sha2::Digest;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::{Mutex, mpsc};
-
-/// Log filter directives that keep the crate's per-packet INFO lines out of our logs.
-pub const CRATE_LOG_FILTER: &str = "rns_transport=warn,rns_core=warn,lxmf_core=warn";
 
 const EVENT_QUEUE: usize = 8192;
 /// RNS MTU 500 minus header (19) and the announce fields (148, no ratchet). The crate
@@ -190,9 +186,7 @@ impl ReceiptHandler for ProofSink {
 impl Node {
     pub async fn start(cfg: NodeConfig) -> Result<(Node, mpsc::Receiver<NodeEvent>), NodeError> {
         let identity = match cfg.transport_identity {
-            Some(key) => {
-                PrivateIdentity::from_private_key_bytes(&key).map_err(|_| NodeError::InvalidKey)?
-            }
+            Some(key) => PrivateIdentity::from_private_key_bytes(&key).map_err(|_| NodeError::InvalidKey)?,
             None => PrivateIdentity::new_from_rand(OsRng),
         };
         let mut tcfg = TransportConfig::new("meshgroup", &identity, true);
@@ -205,33 +199,11 @@ impl Node {
         let (proved_tx, proved_rx) = mpsc::unbounded_channel();
         let (out_tx, out_rx) = mpsc::channel(EVENT_QUEUE);
 
-        drain(
-            transport.recv_announces().await,
-            "announces",
-            raw_tx.clone(),
-            Raw::Announce,
-        );
-        drain(
-            transport.in_link_events(),
-            "in_links",
-            raw_tx.clone(),
-            Raw::Link,
-        );
-        drain(
-            transport.received_data_events(),
-            "received_data",
-            raw_tx.clone(),
-            Raw::Data,
-        );
-        drain(
-            transport.resource_events(),
-            "resources",
-            raw_tx.clone(),
-            Raw::Resource,
-        );
-        transport
-            .set_receipt_handler(Box::new(ProofSink(raw_tx)))
-            .await;
+        drain(transport.recv_announces().await, "announces", raw_tx.clone(), Raw::Announce);
+        drain(transport.in_link_events(), "in_links", raw_tx.clone(), Raw::Link);
+        drain(transport.received_data_events(), "received_data", raw_tx.clone(), Raw::Data);
+        drain(transport.resource_events(), "resources", raw_tx.clone(), Raw::Resource);
+        transport.set_receipt_handler(Box::new(ProofSink(raw_tx))).await;
 
         let (reconnect_tx, reconnect_rx) = mpsc::channel(16);
         let node = Node {
@@ -246,10 +218,7 @@ impl Node {
         };
         tokio::spawn(pump(raw_rx, proved_rx, out_tx, Arc::downgrade(&node.inner)));
 
-        tokio::spawn(reannounce_on_reconnect(
-            Arc::downgrade(&node.inner),
-            reconnect_rx,
-        ));
+        tokio::spawn(reannounce_on_reconnect(Arc::downgrade(&node.inner), reconnect_rx));
         node.open_interfaces(cfg.interfaces).await?;
         Ok((node, out_rx))
     }
@@ -263,16 +232,11 @@ impl Node {
         Ok(())
     }
 
-    async fn add_interface(
-        &self,
-        iface: InterfaceConfig,
-        reconnect: mpsc::Sender<AddressHash>,
-    ) -> Result<(), NodeError> {
+    async fn add_interface(&self, iface: InterfaceConfig, reconnect: mpsc::Sender<AddressHash>) -> Result<(), NodeError> {
         let manager = self.inner.transport.iface_manager();
         match iface {
             InterfaceConfig::TcpServer { listen } => {
-                let (server, started) =
-                    TcpServer::new(listen.to_string(), manager.clone()).with_startup_result();
+                let (server, started) = TcpServer::new(listen.to_string(), manager.clone()).with_startup_result();
                 manager.lock().await.spawn(server, TcpServer::spawn);
                 let err = |e: String| NodeError::Interface(listen.to_string(), e);
                 match tokio::time::timeout(Duration::from_secs(5), started).await {
@@ -287,10 +251,7 @@ impl Node {
                 manager.lock().await.spawn(client, TcpClient::spawn);
                 Ok(())
             }
-            InterfaceConfig::SharedInstance {
-                instance_name,
-                tcp_port,
-            } => {
+            InterfaceConfig::SharedInstance { instance_name, tcp_port } => {
                 // Marking the interface as a shared-instance link before it starts fixes
                 // hop counting and turns off announce pacing towards rnsd.
                 let prepare = |m: &mut rns_transport::iface::InterfaceManager, a: AddressHash| {
@@ -299,46 +260,24 @@ impl Node {
                 };
                 let (_, activate, cancel) = match tcp_port {
                     Some(port) => {
-                        let c = TcpClient::new(format!("127.0.0.1:{port}"))
-                            .with_reconnect_events(reconnect);
-                        manager.lock().await.try_spawn_deferred_as_with_mode(
-                            c,
-                            TcpClient::spawn,
-                            IfaceRole::Unicast,
-                            InterfaceMode::Full,
-                            prepare,
-                        )?
+                        let c = TcpClient::new(format!("127.0.0.1:{port}")).with_reconnect_events(reconnect);
+                        manager.lock().await.try_spawn_deferred_as_with_mode(c, TcpClient::spawn, IfaceRole::Unicast, InterfaceMode::Full, prepare)?
                     }
                     None => {
                         // The crate adds neither the "rns/" prefix nor the instance name.
                         let ep = LocalUnixEndpoint::abstract_name(format!("rns/{instance_name}"));
                         let c = LocalUnixClient::new_connect(ep).with_reconnect_events(reconnect);
-                        manager.lock().await.try_spawn_deferred_as_with_mode(
-                            c,
-                            LocalUnixClient::spawn,
-                            IfaceRole::Unicast,
-                            InterfaceMode::Full,
-                            prepare,
-                        )?
+                        manager.lock().await.try_spawn_deferred_as_with_mode(c, LocalUnixClient::spawn, IfaceRole::Unicast, InterfaceMode::Full, prepare)?
                     }
                 };
-                self.inner
-                    .transport
-                    .activate_shared_instance_interface(activate, &cancel)
-                    .await?;
+                self.inner.transport.activate_shared_instance_interface(activate, &cancel).await?;
                 Ok(())
             }
         }
     }
 
-    pub async fn register_destination(
-        &self,
-        private_key: &[u8; 64],
-        app: &str,
-        aspects: &str,
-    ) -> Result<[u8; 16], NodeError> {
-        let identity = PrivateIdentity::from_private_key_bytes(private_key)
-            .map_err(|_| NodeError::InvalidKey)?;
+    pub async fn register_destination(&self, private_key: &[u8; 64], app: &str, aspects: &str) -> Result<[u8; 16], NodeError> {
+        let identity = PrivateIdentity::from_private_key_bytes(private_key).map_err(|_| NodeError::InvalidKey)?;
         let mut dest = SingleInputDestination::new(identity, DestinationName::new(app, aspects));
         let hash = addr(&dest.desc.address_hash);
         // PROVE_APP with a callback that declines: the callback is the only place the crate
@@ -351,27 +290,13 @@ impl Node {
             false
         }));
         let dest = self.inner.transport.register_destination(dest).await;
-        self.inner.dests.lock().await.insert(
-            hash,
-            Registered {
-                dest,
-                app_data: None,
-            },
-        );
+        self.inner.dests.lock().await.insert(hash, Registered { dest, app_data: None });
         Ok(hash)
     }
 
     pub async fn deregister_destination(&self, dest: [u8; 16]) -> Result<(), NodeError> {
-        self.inner
-            .dests
-            .lock()
-            .await
-            .remove(&dest)
-            .ok_or(NodeError::UnknownDestination(dest))?;
-        self.inner
-            .transport
-            .deregister_destination(&AddressHash::new(dest))
-            .await;
+        self.inner.dests.lock().await.remove(&dest).ok_or(NodeError::UnknownDestination(dest))?;
+        self.inner.transport.deregister_destination(&AddressHash::new(dest)).await;
         Ok(())
     }
 
@@ -383,85 +308,25 @@ impl Node {
         }
         let handle = {
             let mut dests = self.inner.dests.lock().await;
-            let reg = dests
-                .get_mut(&dest)
-                .ok_or(NodeError::UnknownDestination(dest))?;
+            let reg = dests.get_mut(&dest).ok_or(NodeError::UnknownDestination(dest))?;
             reg.app_data = (!app_data.is_empty()).then(|| app_data.to_vec());
             reg.dest.clone()
         };
         let app = (!app_data.is_empty()).then(|| app_data.to_vec());
         // Path responses are built from this copy, not from the last announce.
-        self.inner
-            .transport
-            .set_destination_announce_app_data(&handle, app.clone())
-            .await;
-        self.inner
-            .transport
-            .send_announce(&handle, app.as_deref())
-            .await;
+        self.inner.transport.set_destination_announce_app_data(&handle, app.clone()).await;
+        self.inner.transport.send_announce(&handle, app.as_deref()).await;
         Ok(())
     }
 
-    pub async fn respond(
-        &self,
-        link_id: [u8; 16],
-        request_id: [u8; 16],
-        response: Vec<u8>,
-    ) -> Result<(), NodeError> {
-        let env = rmpv::Value::Array(vec![
-            rmpv::Value::Binary(request_id.to_vec()),
-            rmpv::Value::Binary(response),
-        ]);
+    pub async fn respond(&self, link_id: [u8; 16], request_id: [u8; 16], response: Vec<u8>) -> Result<(), NodeError> {
+        let env = rmpv::Value::Array(vec![rmpv::Value::Binary(request_id.to_vec()), rmpv::Value::Binary(response)]);
         let mut packed = Vec::new();
-        rmpv::encode::write_value(&mut packed, &env)
-            .map_err(|e| NodeError::Encode(e.to_string()))?;
+        rmpv::encode::write_value(&mut packed, &env).map_err(|e| NodeError::Encode(e.to_string()))?;
         // The crate picks packet or Resource by the link MDU.
-        match self
-            .inner
-            .transport
-            .send_response(
-                &AddressHash::new(link_id),
-                request_id.to_vec(),
-                packed,
-                None,
-            )
-            .await
-        {
-            Err(rns_transport::error::RnsError::InvalidArgument) => {
-                Err(NodeError::UnknownLink(link_id))
-            }
+        match self.inner.transport.send_response(&AddressHash::new(link_id), request_id.to_vec(), packed, None).await {
+            Err(rns_transport::error::RnsError::InvalidArgument) => Err(NodeError::UnknownLink(link_id)),
             other => other.map(|_| ()).map_err(NodeError::from),
-        }
-    }
-
-    pub async fn send_opportunistic(
-        &self,
-        dest: [u8; 16],
-        plaintext: &[u8],
-    ) -> Result<[u8; 32], NodeError> {
-        if plaintext.len() > MAX_OPPORTUNISTIC_PLAINTEXT {
-            return Err(NodeError::TooLarge(
-                plaintext.len(),
-                MAX_OPPORTUNISTIC_PLAINTEXT,
-            ));
-        }
-        let packet = Packet {
-            header: Header::default(),
-            ifac: None,
-            destination: AddressHash::new(dest),
-            transport: None,
-            context: PacketContext::None,
-            data: PacketDataBuffer::new_from_slice(plaintext),
-        };
-        let trace = self.inner.transport.send_packet_with_trace(packet).await;
-        match (trace.outcome, trace.packet_hash) {
-            (SendPacketOutcome::SentDirect | SendPacketOutcome::SentBroadcast, Some(h)) => {
-                Ok(h.to_bytes())
-            }
-            (SendPacketOutcome::DroppedMissingDestinationIdentity, _) => {
-                Err(NodeError::UnknownIdentity(dest))
-            }
-            (outcome, _) => Err(NodeError::NotSent(outcome)),
         }
     }
 
@@ -597,23 +462,12 @@ impl Node {
     }
 
     pub async fn request_path(&self, dest: [u8; 16]) -> Result<(), NodeError> {
-        self.inner
-            .transport
-            .request_path(&AddressHash::new(dest), None, None)
-            .await;
+        self.inner.transport.request_path(&AddressHash::new(dest), None, None).await;
         Ok(())
     }
 
-    pub async fn has_path(&self, dest: [u8; 16]) -> bool {
-        self.inner.transport.has_path(&AddressHash::new(dest)).await
-    }
-
     pub async fn recall_identity(&self, dest: [u8; 16]) -> Option<[u8; 64]> {
-        self.inner
-            .transport
-            .destination_identity(&AddressHash::new(dest))
-            .await
-            .map(|i| public_key(&i))
+        self.inner.transport.destination_identity(&AddressHash::new(dest)).await.map(|i| public_key(&i))
     }
 }
 
@@ -630,12 +484,7 @@ fn public_key(identity: &Identity) -> [u8; 64] {
     out
 }
 
-fn drain<T: Clone + Send + 'static>(
-    mut rx: broadcast::Receiver<T>,
-    channel: &'static str,
-    tx: mpsc::UnboundedSender<Raw>,
-    wrap: fn(T) -> Raw,
-) {
+fn drain<T: Clone + Send + 'static>(mut rx: broadcast::Receiver<T>, channel: &'static str, tx: mpsc::UnboundedSender<Raw>, wrap: fn(T) -> Raw) {
     tokio::spawn(async move {
         loop {
             let raw = match rx.recv().await {
@@ -650,30 +499,15 @@ fn drain<T: Clone + Send + 'static>(
     });
 }
 
-async fn reannounce_on_reconnect(
-    node: std::sync::Weak<Inner>,
-    mut rx: mpsc::Receiver<AddressHash>,
-) {
+async fn reannounce_on_reconnect(node: std::sync::Weak<Inner>, mut rx: mpsc::Receiver<AddressHash>) {
     // A restarted rnsd (or hub) has lost its path table and the crate does not re-announce.
     // Path requests still reach us, but peers that wait for announces would not find us.
     while rx.recv().await.is_some() {
         let Some(inner) = node.upgrade() else { break };
-        let dests: Vec<_> = inner
-            .dests
-            .lock()
-            .await
-            .values()
-            .map(|r| (r.dest.clone(), r.app_data.clone()))
-            .collect();
-        tracing::info!(
-            count = dests.len(),
-            "interface reconnected; re-announcing destinations"
-        );
+        let dests: Vec<_> = inner.dests.lock().await.values().map(|r| (r.dest.clone(), r.app_data.clone())).collect();
+        tracing::info!(count = dests.len(), "interface reconnected; re-announcing destinations");
         for (dest, app_data) in dests {
-            inner
-                .transport
-                .send_announce(&dest, app_data.as_deref())
-                .await;
+            inner.transport.send_announce(&dest, app_data.as_deref()).await;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -707,59 +541,42 @@ async fn pump(
                         links.insert(link_id, dest);
                         Some(NodeEvent::LinkEstablished { dest, link_id })
                     }
-                    LinkEvent::PeerIdentified(id) => Some(NodeEvent::LinkIdentified {
-                        dest,
-                        link_id,
-                        public_key: public_key(&id),
-                        identity_hash: addr(&id.address_hash),
-                    }),
+                    LinkEvent::PeerIdentified(id) => {
+                        Some(NodeEvent::LinkIdentified { dest, link_id, public_key: public_key(&id), identity_hash: addr(&id.address_hash) })
+                    }
                     LinkEvent::Closed => {
                         links.remove(&link_id);
                         Some(NodeEvent::LinkClosed { dest, link_id })
                     }
                     LinkEvent::Data(p) => match (p.context(), p.request_id()) {
-                        (PacketContext::Request, Some(request_id)) => {
-                            request_event(dest, link_id, request_id, p.as_slice())
-                        }
-                        (PacketContext::None, _) => Some(NodeEvent::LinkPacket {
-                            dest,
-                            link_id,
-                            data: p.as_slice().to_vec(),
-                        }),
+                        (PacketContext::Request, Some(request_id)) => request_event(dest, link_id, request_id, p.as_slice()),
+                        (PacketContext::None, _) => Some(NodeEvent::LinkPacket { dest, link_id, data: p.as_slice().to_vec() }),
                         _ => None,
                     },
                 }
             }
             // Link payloads are echoed here with the link id as destination (FullWire); skip them.
-            Raw::Data(d)
-                if d.payload_mode == ReceivedPayloadMode::DestinationStripped
-                    && d.context == Some(PacketContext::None) =>
-            {
+            Raw::Data(d) if d.payload_mode == ReceivedPayloadMode::DestinationStripped && d.context == Some(PacketContext::None) => {
                 let dest = addr(&d.destination);
                 // The proof callback runs right after this event is published, once per packet.
                 let mut packet_hash = None;
-                while let Ok(Some((pd, h))) =
-                    tokio::time::timeout(Duration::from_secs(1), proved.recv()).await
-                {
+                while let Ok(Some((pd, h))) = tokio::time::timeout(Duration::from_secs(1), proved.recv()).await {
                     if pd == dest {
                         packet_hash = Some(h);
                         break;
                     }
                 }
-                Some(NodeEvent::Packet {
-                    dest,
-                    data: d.data.as_slice().to_vec(),
-                    packet_hash,
-                })
+                Some(NodeEvent::Packet { dest, data: d.data.as_slice().to_vec(), packet_hash })
             }
             Raw::Data(_) => None,
-            Raw::Resource(r) if matches!(
-                r.kind,
-                ResourceEventKind::OutboundComplete
-                    | ResourceEventKind::OutboundFailed
-                    | ResourceEventKind::OutboundRejected
-                    | ResourceEventKind::OutboundCancelled
-            ) =>
+            Raw::Resource(r)
+                if matches!(
+                    r.kind,
+                    ResourceEventKind::OutboundComplete
+                        | ResourceEventKind::OutboundFailed
+                        | ResourceEventKind::OutboundRejected
+                        | ResourceEventKind::OutboundCancelled
+                ) =>
             {
                 let done = matches!(r.kind, ResourceEventKind::OutboundComplete);
                 if let Some(inner) = node.upgrade() {
@@ -776,18 +593,11 @@ async fn pump(
                     match links.get(&link_id).copied() {
                         None => None,
                         Some(dest) if c.is_request => {
-                            let rid = c
-                                .request_id
-                                .as_deref()
-                                .and_then(|b| <[u8; 16]>::try_from(b).ok());
+                            let rid = c.request_id.as_deref().and_then(|b| <[u8; 16]>::try_from(b).ok());
                             let rid = rid.unwrap_or_else(|| truncated_hash(&c.data));
                             request_event(dest, link_id, rid, &c.data)
                         }
-                        Some(dest) => Some(NodeEvent::LinkResource {
-                            dest,
-                            link_id,
-                            data: c.data,
-                        }),
+                        Some(dest) => Some(NodeEvent::LinkResource { dest, link_id, data: c.data }),
                     }
                 }
                 _ => None,
@@ -808,12 +618,7 @@ fn truncated_hash(data: &[u8]) -> [u8; 16] {
 }
 
 /// Unpacks `mp([requested_at, path_hash, data])`, the body of an RNS request.
-fn request_event(
-    dest: [u8; 16],
-    link_id: [u8; 16],
-    request_id: [u8; 16],
-    body: &[u8],
-) -> Option<NodeEvent> {
+fn request_event(dest: [u8; 16], link_id: [u8; 16], request_id: [u8; 16], body: &[u8]) -> Option<NodeEvent> {
     let value = rmpv::decode::read_value(&mut &body[..]).ok()?;
     let rmpv::Value::Array(items) = value else {
         return None;
@@ -832,14 +637,7 @@ fn request_event(
             buf
         }
     };
-    Some(NodeEvent::Request {
-        dest,
-        link_id,
-        request_id,
-        path_hash,
-        data,
-        requested_at,
-    })
+    Some(NodeEvent::Request { dest, link_id, request_id, path_hash, data, requested_at })
 }
 
 #[cfg(test)]
@@ -848,20 +646,10 @@ mod tests {
 
     #[test]
     fn request_body_unpacks() {
-        let body = rmpv::Value::Array(vec![
-            rmpv::Value::F64(1.5),
-            rmpv::Value::Binary(vec![7; 16]),
-            rmpv::Value::Binary(vec![1, 2]),
-        ]);
+        let body = rmpv::Value::Array(vec![rmpv::Value::F64(1.5), rmpv::Value::Binary(vec![7; 16]), rmpv::Value::Binary(vec![1, 2])]);
         let mut buf = Vec::new();
         rmpv::encode::write_value(&mut buf, &body).unwrap();
-        let Some(NodeEvent::Request {
-            path_hash,
-            data,
-            requested_at,
-            ..
-        }) = request_event([0; 16], [1; 16], [2; 16], &buf)
-        else {
+        let Some(NodeEvent::Request { path_hash, data, requested_at, .. }) = request_event([0; 16], [1; 16], [2; 16], &buf) else {
             panic!("not a request");
         };
         assert_eq!((path_hash, data, requested_at), ([7; 16], vec![1, 2], 1.5));

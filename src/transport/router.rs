@@ -144,9 +144,8 @@ pub fn remember(store: &Store, identity_hash: String, public_key: [u8; 64]) {
 
 /// Handles one API request: route, decode, check a join stamp off the actor, call the actor.
 async fn handle(s: &Services, dest: [u8; 16], caller: Caller, endpoint: Option<Endpoint>, body: Vec<u8>) -> Result<Vec<u8>, ApiError> {
-    let route = lookup(&s.registry, &dest)
-        .filter(|r| r.kind == DestKind::Api)
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such group on this server"))?;
+    let route =
+        lookup(&s.registry, &dest).filter(|r| r.kind == DestKind::Api).ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such group on this server"))?;
     let endpoint = endpoint.ok_or_else(|| ApiError::new(ErrorCode::NotFound, "unknown path"))?;
     if body.len() > s.limits.max_request_bytes {
         return Err(ApiError::invalid(format!("request of {} bytes is over the limit of {}", body.len(), s.limits.max_request_bytes)));

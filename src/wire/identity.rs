@@ -43,8 +43,7 @@ impl GroupIdentity {
     /// Loads the Reticulum identity file format: `x25519_private(32) ‖ ed25519_seed(32)`.
     pub fn from_private_key(bytes: &[u8]) -> Result<Self, IdentityError> {
         let private_key: [u8; 64] = bytes.try_into().map_err(|_| IdentityError::BadLength(bytes.len()))?;
-        let id = rns_transport::identity::PrivateIdentity::from_private_key_bytes(&private_key)
-            .map_err(|_| IdentityError::Invalid)?;
+        let id = rns_transport::identity::PrivateIdentity::from_private_key_bytes(&private_key).map_err(|_| IdentityError::Invalid)?;
         let public = id.as_identity();
         let mut public_key = [0u8; 64];
         public_key[..32].copy_from_slice(public.public_key_bytes());
@@ -112,8 +111,7 @@ mod tests {
     use super::*;
 
     fn vectors() -> serde_json::Value {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors.json"))
-            .expect("tests/vectors.json");
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors.json")).expect("tests/vectors.json");
         serde_json::from_str(&text).expect("vectors parse")
     }
 

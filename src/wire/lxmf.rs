@@ -311,11 +311,9 @@ mod tests {
     #[test]
     fn empty_fields_pack_as_map() {
         let key = signer(&[1u8; 64]).expect("key");
-        let (packed, _) = pack(
-            &OutgoingMessage { destination: [2; 16], source: [3; 16], timestamp: 1.0, title: b"", content: b"x", fields: vec![], stamp: None },
-            &key,
-        )
-        .expect("pack");
+        let (packed, _) =
+            pack(&OutgoingMessage { destination: [2; 16], source: [3; 16], timestamp: 1.0, title: b"", content: b"x", fields: vec![], stamp: None }, &key)
+                .expect("pack");
         assert_eq!(*packed.last().expect("byte"), 0x80, "fields encoded as {{}}");
     }
 }
@@ -324,11 +322,7 @@ mod tests {
 /// Stock clients read the name and generate stamps of the announced cost by themselves.
 pub fn delivery_announce(display_name: &str, stamp_cost: u32) -> Vec<u8> {
     let cost = if (1..255).contains(&stamp_cost) { Value::from(stamp_cost) } else { Value::Nil };
-    encode(&Value::Array(vec![
-        Value::Binary(display_name.as_bytes().to_vec()),
-        cost,
-        Value::Array(vec![Value::from(0u8)]),
-    ]))
+    encode(&Value::Array(vec![Value::Binary(display_name.as_bytes().to_vec()), cost, Value::Array(vec![Value::from(0u8)])]))
 }
 
 #[cfg(test)]

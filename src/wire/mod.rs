@@ -1,5 +1,5 @@
 //! Pure wire codecs: no I/O, bytes in and typed values out (and back).
 pub mod identity;
+pub mod lxmf;
 pub mod proto;
 pub mod stamp;
-pub mod lxmf;

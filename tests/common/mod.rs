@@ -166,13 +166,8 @@ pub struct Peer {
 impl Peer {
     pub fn connect(port: u16) -> R<Self> {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/peer.py");
-        let mut child = Command::new(python()?)
-            .arg(script)
-            .arg(port.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
+        let mut child =
+            Command::new(python()?).arg(script).arg(port.to_string()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
         let stdin = child.stdin.take().ok_or("stdin")?;
         let stdout = BufReader::new(child.stdout.take().ok_or("stdout")?);
         let mut p = Peer { child, stdin, stdout };
@@ -360,4 +355,3 @@ pub fn tcp_server_iface(port: u16) -> String {
 pub fn unique(tag: &str) -> R<String> {
     Ok(format!("mgit-{tag}-{}-{}", std::process::id(), free_port()?))
 }
-
