@@ -151,26 +151,63 @@ pub fn render(cmd: &Command, reply: &Reply) -> Vec<String> {
     }
 }
 
-/// Packs lines into message bodies of at most `max` bytes each (at most `parts` of them), so a
-/// reply fits single packets on slow links.
-pub fn chunk(lines: &[String], max: usize, parts: usize) -> Vec<String> {
+/// Which lines a reply keeps when they do not all fit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// The first lines (a member list keeps its header).
+    First,
+    /// The last lines (history keeps the newest messages).
+    Last,
+}
+
+/// Room for the "(i/n) " that numbers the parts of a reply.
+const PART_PREFIX: usize = 8;
+
+/// Packs lines into at most `parts` message bodies of at most `max` bytes each, so a reply fits
+/// single packets on slow links. When the lines do not all fit, the ones `keep` names stay and a
+/// line says how many were left out. With more than one part, each starts with a line `(i/n)`: separate
+/// packets can arrive out of order, and a reader can put them back.
+pub fn chunk(lines: &[String], max: usize, parts: usize, keep: Keep) -> Vec<String> {
+    let room = max.saturating_sub(PART_PREFIX).max(16);
+    let clean: Vec<String> = lines.iter().map(|l| truncate_bytes(&l.replace('\r', ""), room)).collect();
+    let n = clean.len();
+    for kept in (0..=n).rev() {
+        let cut = n - kept;
+        let mut all: Vec<String> = match keep {
+            Keep::First => clean[..kept].to_vec(),
+            Keep::Last => clean[cut..].to_vec(),
+        };
+        if cut > 0 {
+            match keep {
+                Keep::First => all.push(format!("… {cut} more not shown")),
+                Keep::Last => all.insert(0, format!("… {cut} older not shown")),
+            }
+        }
+        let packed = pack_lines(&all, room);
+        if packed.len() <= parts {
+            let total = packed.len();
+            return if total <= 1 { packed } else { packed.into_iter().enumerate().map(|(i, p)| format!("({}/{total})\n{p}", i + 1)).collect() };
+        }
+    }
+    Vec::new()
+}
+
+/// Greedy packing of lines (each at most `max` bytes) into bodies of at most `max` bytes.
+fn pack_lines(lines: &[String], max: usize) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut cur = String::new();
     for line in lines {
-        let line: String = line.chars().filter(|c| *c != '\r').collect();
-        let line = truncate_bytes(&line, max);
         if !cur.is_empty() && cur.len() + 1 + line.len() > max {
             out.push(std::mem::take(&mut cur));
         }
         if !cur.is_empty() {
             cur.push('\n');
         }
-        cur.push_str(&line);
+        cur.push_str(line);
     }
     if !cur.is_empty() {
         out.push(cur);
     }
-    out.truncate(parts);
     out
 }
 
@@ -207,8 +244,26 @@ mod tests {
     #[test]
     fn chunks_fit() {
         let lines: Vec<String> = (0..30).map(|i| format!("line {i} {}", "é".repeat(40))).collect();
-        let parts = chunk(&lines, 200, 4);
+        let parts = chunk(&lines, 200, 4, Keep::First);
         assert_eq!(parts.len(), 4);
         assert!(parts.iter().all(|p| p.len() <= 200));
+        assert!(parts[0].starts_with("(1/4)\nline 0 ") && parts[3].ends_with("more not shown"), "{parts:?}");
+    }
+
+    /// Issue 16: a long history kept the oldest chunks and dropped the newest messages silently.
+    #[test]
+    fn a_cut_history_keeps_the_newest_in_order_and_says_so() {
+        let ids: Vec<i64> = (1..=8).chain(17..=24).collect();
+        let lines: Vec<String> = ids.iter().map(|id| format!("#{id} alice: {}", "x".repeat(120))).collect();
+        let parts = chunk(&lines[lines.len() - 10..], 240, 5, Keep::Last);
+        assert!(parts.len() <= 5);
+        let text = parts.join("\n");
+        assert!(text.contains("#24 alice") && text.contains("#23 alice") && text.contains("#22 alice"), "{parts:?}");
+        assert!(parts[0].starts_with("(1/") && parts[0].contains("older not shown"), "{parts:?}");
+        let order: Vec<usize> = ids.iter().filter_map(|id| text.find(&format!("#{id} alice"))).collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "in order: {parts:?}");
+        assert!(parts.iter().all(|p| p.len() <= 240));
+        // One short reply is one unnumbered part.
+        assert_eq!(chunk(&["Done.".to_owned()], 240, 5, Keep::Last), vec!["Done.".to_owned()]);
     }
 }

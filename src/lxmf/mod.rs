@@ -164,7 +164,7 @@ async fn receive(s: &Arc<Services>, dest: [u8; 16], packed: &[u8], method: Metho
                 info.name,
                 if info.visibility == crate::domain::Visibility::Public { "join" } else { "ask the admins to let you in" }
             );
-            reply(s, &route, sender.hash, vec![how], Vec::new()).await;
+            reply(s, &route, sender.hash, vec![how], commands::Keep::First, Vec::new()).await;
         }
         return false;
     }
@@ -290,10 +290,12 @@ async fn issue_ticket(s: &Services, route: &Route, sender: &Sender) {
     }
     crate::metrics::ticket_issued();
     let text = "Here is a ticket: your next posts to this group need no proof of work for 21 days.".to_owned();
-    reply(s, route, sender.hash, vec![text], vec![ticket_field(expires as f64 / 1000.0, &ticket)]).await;
+    reply(s, route, sender.hash, vec![text], commands::Keep::First, vec![ticket_field(expires as f64 / 1000.0, &ticket)]).await;
 }
 
 async fn run_command(s: &Services, route: &Route, sender: &Sender, msg: &LxmfMessage, cmd: Result<commands::Command, String>, info: &InfoView) {
+    // History keeps its newest messages when the reply must be cut; everything else its start.
+    let keep = if matches!(cmd, Ok(commands::Command::History(_))) { commands::Keep::Last } else { commands::Keep::First };
     let lines = match cmd {
         Err(usage) => vec![usage],
         Ok(commands::Command::Help) => vec![commands::HELP.to_owned()],
@@ -320,17 +322,17 @@ async fn run_command(s: &Services, route: &Route, sender: &Sender, msg: &LxmfMes
             }
         }
     };
-    reply(s, route, sender.hash, lines, Vec::new()).await;
+    reply(s, route, sender.hash, lines, keep, Vec::new()).await;
 }
 
 /// Sends a best-effort reply from the group to one identity, split into packet-sized parts.
-async fn reply(s: &Services, route: &Route, to: [u8; 16], lines: Vec<String>, mut extra: Vec<(Value, Value)>) {
+async fn reply(s: &Services, route: &Route, to: [u8; 16], lines: Vec<String>, keep: commands::Keep, mut extra: Vec<(Value, Value)>) {
     let Ok(snap) = route.addr.send(GetSnapshot).await else { return };
     let Some(recipient) = s.courier.recipient_within(to, Duration::from_secs(10)).await else {
         crate::metrics::lxmf_sent("opportunistic", "no_path");
         return;
     };
-    for part in commands::chunk(&lines, REPLY_CHUNK, 5) {
+    for part in commands::chunk(&lines, REPLY_CHUNK, 5, keep) {
         let mut fields = vec![(Value::from(FIELD_CUSTOM_TYPE), Value::from(CUSTOM_TYPE_GROUP))];
         fields.append(&mut extra);
         let body = Body { timestamp: now_ms() as f64 / 1000.0, title: Vec::new(), content: part.into_bytes(), fields };
