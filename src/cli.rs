@@ -29,6 +29,61 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The outcome of reading the command line.
+pub enum Parsed {
+    /// Run this command.
+    Run(Cli),
+    /// Help or version was printed, or the arguments were refused (and said so): exit with this.
+    Exit(i32),
+}
+
+/// Reads the command line. Help and version go to stdout as clap writes them; an argument error is
+/// one line in the form of every other error (`meshgroup: …`, or a JSON object with `--json`),
+/// with exit code 2.
+pub fn parse_args<I, T>(args: I) -> Parsed
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::error::ErrorKind;
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    let json = args.iter().any(|a| a == "--json");
+    match Cli::try_parse_from(&args) {
+        Ok(cli) => Parsed::Run(cli),
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            Parsed::Exit(0)
+        }
+        // `meshgroup` alone, or a command group without its subcommand: the help says what to type.
+        Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand && !json => {
+            let _ = e.print();
+            Parsed::Exit(2)
+        }
+        Err(e) => {
+            let message = match e.kind() {
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => "a subcommand is required".to_owned(),
+                _ => {
+                    let rendered = e.render().to_string();
+                    let first = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+                    first.trim().trim_start_matches("error: ").to_owned()
+                }
+            };
+            report_error(json, &format!("{message} (see --help)"), 2);
+            Parsed::Exit(2)
+        }
+    }
+}
+
+/// Prints an error on stderr: one line `meshgroup: …`, or with `--json` a JSON object
+/// `{"error": …, "code": N}`, so scripts can parse both outcomes.
+pub fn report_error(json: bool, message: &str, code: i32) {
+    if json {
+        eprintln!("{}", serde_json::json!({ "error": message, "code": code }));
+    } else {
+        eprintln!("meshgroup: {message}");
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the server until SIGINT or SIGTERM.

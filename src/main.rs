@@ -1,14 +1,17 @@
 //! The `meshgroup` binary: parses the command line and hands over to the library.
-use clap::Parser;
-use meshgroup::cli::{Cli, CliError, Command};
+use meshgroup::cli::{Cli, CliError, Command, Parsed, parse_args, report_error};
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match parse_args(std::env::args_os()) {
+        Parsed::Run(cli) => cli,
+        Parsed::Exit(code) => std::process::exit(code),
+    };
+    let json = cli.json;
     let code = match run(cli) {
         Ok(()) => 0,
         Err(err) => {
             let code = err.downcast_ref::<CliError>().map(CliError::exit_code).unwrap_or(1);
-            eprintln!("meshgroup: {err:#}");
+            report_error(json, &format!("{err:#}"), code);
             code
         }
     };

@@ -134,3 +134,27 @@ fn db_url_of(admin: &str, db: &meshgroup::store::testing::TestStore) -> String {
     let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
     format!("{base}/{}", db.name.as_deref().unwrap_or("test"))
 }
+
+/// Issue 16: an argument error was three lines in clap's own form; `--json` errors were plain text;
+/// `bench history --help` showed a default its parser refused.
+#[test]
+fn argument_errors_are_one_line_and_json_errors_are_json() -> R {
+    let env = Env::new();
+    let out = env.run(&["group", "create", "--name", "X", "--join-stamp-cost", "300"]);
+    assert_input_error(&out, "300 is not in 0..=254");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("meshgroup: "), "{err}");
+
+    for args in [&["--json", "group", "create", "--name", "X", "--join-stamp-cost", "300"][..], &["--json", "group", "show", "999"][..]] {
+        let out = env.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stderr)?;
+        assert_eq!(v["code"], 2, "{v}");
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+    }
+
+    let help = env.run(&["bench", "history", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("[default: 1000,10000,100000]"));
+    Ok(())
+}

@@ -19,7 +19,7 @@ use crate::store::{HistoryQuery, NewMessage, Store};
 #[derive(Args, Debug)]
 pub struct HistoryArgs {
     /// History sizes to measure; the smallest is the baseline of the ratios.
-    #[arg(long, value_delimiter = ',', default_values_t = [1_000u64, 10_000, 100_000])]
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
     pub sizes: Vec<u64>,
     /// Timed calls per size, after a short warm-up.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
