@@ -283,6 +283,7 @@ pub fn decode_request(ep: Endpoint, body: &[u8], ctx: &DecodeContext<'_>) -> Res
                 group_id: ctx.group_id,
                 message_hash,
                 sender_identity_hash: sender.clone(),
+                sender_display_name: String::new(),
                 timestamp,
                 title: r.title,
                 content: r.content,

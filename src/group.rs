@@ -479,9 +479,13 @@ impl GroupCore {
         let mut outcomes: Vec<Option<Result<InsertOutcome, GroupError>>> = Vec::with_capacity(posts.len());
         let mut allowed = Vec::new();
         let mut senders = Vec::new();
-        for (caller, msg) in posts {
+        for (caller, mut msg) in posts {
             match self.check(&caller, Action::Post) {
                 Ok(_) => {
+                    // History keeps the name a message was posted under, after the sender leaves.
+                    if let Some(m) = self.members.get(&msg.sender_identity_hash) {
+                        msg.sender_display_name = m.display_name.clone();
+                    }
                     outcomes.push(None);
                     senders.push(msg.sender_identity_hash.clone());
                     allowed.push(msg);
@@ -813,8 +817,7 @@ pub enum Reply {
         total: u64,
     },
     JoinRequests(Vec<JoinRequest>),
-    /// History with each sender's current display name (empty for former members), and the
-    /// group's events when asked for.
+    /// History with each sender's display name as they posted, and the group's events when asked for.
     History {
         messages: Vec<(Message, String)>,
         events: Vec<Event>,
@@ -902,7 +905,12 @@ impl GroupCore {
                 let messages = rows
                     .into_iter()
                     .map(|m| {
-                        let name = self.members.get(&m.sender_identity_hash).map(|s| s.display_name.clone()).unwrap_or_default();
+                        let name = if m.sender_display_name.is_empty() {
+                            // Rows stored before names were kept: the current name, if still a member.
+                            self.members.get(&m.sender_identity_hash).map(|s| s.display_name.clone()).unwrap_or_default()
+                        } else {
+                            m.sender_display_name.clone()
+                        };
                         (m, name)
                     })
                     .collect();
@@ -959,5 +967,43 @@ impl GroupCore {
                 Reply::Done
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 16: history lost a sender's display name once they left or were banned.
+    #[tokio::test]
+    async fn history_keeps_the_name_a_message_was_posted_under() {
+        let t = crate::store::testing::sqlite().await.expect("store");
+        let g = create_group(&t.store, CreateGroup { name: "names".into(), ..Default::default() }).await.expect("group");
+        let mut core = GroupCore::load(t.store.clone(), g.clone()).await.expect("core");
+        let (alice, bob) = ("a".repeat(32), "b".repeat(32));
+        for (who, name) in [(&alice, "Alice"), (&bob, "Bob")] {
+            core.join(&Caller::Identity(who.clone()), name, "").await.expect("join");
+        }
+        for (who, hash) in [(&alice, "1"), (&bob, "2")] {
+            let msg = NewMessage {
+                group_id: g.id,
+                message_hash: hash.repeat(64),
+                sender_identity_hash: who.clone(),
+                sender_display_name: String::new(),
+                timestamp: 1.0,
+                title: Vec::new(),
+                content: b"hi".to_vec(),
+                fields: vec![0x80],
+            };
+            core.post(&Caller::Identity(who.clone()), msg).await.expect("post");
+        }
+        core.leave(&Caller::Identity(alice.clone())).await.expect("leave");
+        core.ban(&Caller::Owner, &bob, "spam").await.expect("ban");
+        let Reply::History { messages, .. } = core.apply(&Caller::Owner, Op::History(HistoryQuery { limit: 10, ..Default::default() })).await.expect("history")
+        else {
+            panic!("not history");
+        };
+        let names: Vec<&str> = messages.iter().map(|(_, n)| n.as_str()).collect();
+        assert_eq!(names, vec!["Bob", "Alice"]);
     }
 }

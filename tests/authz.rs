@@ -62,6 +62,7 @@ fn message(group_id: i64, sender: &str, tag: &str) -> NewMessage {
         group_id,
         message_hash: format!("{sender}{tag}"),
         sender_identity_hash: sender.into(),
+        sender_display_name: String::new(),
         timestamp: 1.0,
         title: vec![],
         content: b"hi".to_vec(),

@@ -390,6 +390,7 @@ fn latest_fifty_of_a_hundred_thousand_messages_over_a_link() -> R {
                 group_id,
                 message_hash: format!("{i:064x}"),
                 sender_identity_hash: poster.clone(),
+                sender_display_name: String::new(),
                 timestamp: 1_700_000_000.0 + i as f64,
                 title: Vec::new(),
                 content: format!("message {i}").into_bytes(),

@@ -54,6 +54,7 @@ async fn ten_thousand_joins_push_nothing_and_one_post_schedules_every_member_at_
                     group_id: g.id,
                     message_hash: "ab".repeat(32),
                     sender_identity_hash: format!("{:032x}", 0),
+                    sender_display_name: String::new(),
                     timestamp: 1.0,
                     title: Vec::new(),
                     content: b"hello, everyone".to_vec(),

@@ -16,6 +16,7 @@ fn msg(group_id: i64, hash: &str, sender: &str) -> NewMessage {
         group_id,
         message_hash: hash.into(),
         sender_identity_hash: sender.into(),
+        sender_display_name: String::new(),
         timestamp: 1_700_000_000.5,
         title: b"".to_vec(),
         content: format!("hello {hash}").into_bytes(),

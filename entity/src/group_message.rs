@@ -22,6 +22,8 @@ pub struct Model {
     pub deleted_by: Option<String>,
     /// Whether its outbox rows have been written.
     pub fanned_out: bool,
+    /// The sender's display name when the message was posted (kept after they leave).
+    pub sender_display_name: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -289,6 +289,10 @@ impl Delivery {
                 }
             };
             let names = &mut cache.names;
+            // The name the message was posted under; the lookup only serves rows from before it was kept.
+            if !m.sender_display_name.is_empty() {
+                names.insert((row.group_id, m.sender_identity_hash.clone()), m.sender_display_name.clone());
+            }
             if m.deleted_at.is_some() {
                 return Err(StoreError::NotFound { what: "message (deleted)" });
             }

@@ -456,6 +456,7 @@ async fn seeded(store: &Store) -> Result<(i64, i64), CliError> {
             group_id: group.id,
             message_hash: format!("{:064x}", 1),
             sender_identity_hash: format!("{:032x}", 0xbe00),
+            sender_display_name: String::new(),
             timestamp: 1_764_000_000.0,
             title: Vec::new(),
             content: CONTENT.as_bytes().to_vec(),

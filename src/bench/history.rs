@@ -87,6 +87,7 @@ async fn seeded_group(store: &Store, size: u64) -> Result<(GroupCore, Caller), C
             group_id: group.id,
             message_hash: format!("{i:064x}"),
             sender_identity_hash: sender(i as usize % SENDERS),
+            sender_display_name: String::new(),
             timestamp: 1_700_000_000.0 + i as f64,
             title: Vec::new(),
             content: content.clone(),

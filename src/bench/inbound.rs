@@ -107,6 +107,7 @@ async fn accept(keys: Arc<GroupKeys>, addr: Addr<GroupActor>, group_id: i64, p: 
         group_id,
         message_hash: hex::encode(msg.message_id),
         sender_identity_hash: p.sender.clone(),
+        sender_display_name: String::new(),
         timestamp: msg.timestamp,
         title: msg.title,
         content: msg.content,

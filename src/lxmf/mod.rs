@@ -184,6 +184,7 @@ async fn receive(s: &Arc<Services>, dest: [u8; 16], packed: &[u8], method: Metho
         group_id: route.group_id,
         message_hash: hex::encode(msg.message_id),
         sender_identity_hash: sender.hex.clone(),
+        sender_display_name: String::new(),
         timestamp: msg.timestamp,
         title: msg.title.clone(),
         content: msg.content.clone(),
