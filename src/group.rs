@@ -439,6 +439,19 @@ impl GroupCore {
         Ok(m)
     }
 
+    /// The caller's own display name (a member's setting, like notifications).
+    pub async fn set_member_name(&mut self, caller: &Caller, name: &str) -> Result<Member, GroupError> {
+        self.check(caller, Action::SetNotifications)?;
+        let who = Self::identity_of(caller)?.to_owned();
+        let name = clean_name(name, 64);
+        if name.is_empty() {
+            return Err(GroupError::InvalidArgument("a name cannot be empty".into()));
+        }
+        let m = self.store.update_member(self.group.id, &who, None, None, Some(&name)).await?;
+        self.members.insert(who, m.clone());
+        Ok(m)
+    }
+
     pub async fn join_requests(&self, caller: &Caller) -> Result<Vec<JoinRequest>, GroupError> {
         self.check(caller, Action::ListJoinRequests)?;
         Ok(self.store.join_requests(self.group.id, "pending").await?)
@@ -773,6 +786,10 @@ pub enum Op {
         mode: Option<NotifyMode>,
         digest: Option<bool>,
     },
+    /// The caller's own display name in the group.
+    SetMemberName {
+        name: String,
+    },
     DeleteGroup,
     TransferFounder {
         identity: String,
@@ -948,6 +965,10 @@ impl GroupCore {
             }
             Op::SetNotifications { mode, digest } => {
                 self.set_notifications(caller, mode, digest).await?;
+                Reply::Done
+            }
+            Op::SetMemberName { name } => {
+                self.set_member_name(caller, &name).await?;
                 Reply::Done
             }
             Op::DeleteGroup => {

@@ -175,24 +175,27 @@ fn cast(create: &[&str], rights: &str) -> R<Cast> {
 fn text_commands_from_a_stock_client() -> R {
     let Cast { server, group, lxmf, mut peer, carol, alice: _ } = cast(&["--name", "Commands"], "kick")?;
 
-    // A stranger joins a public group with /join.
+    // A stranger joins a public group with /join, under the name their client announces.
     assert_eq!(send_text(&mut peer, "carol", &lxmf, "/join")?["delivered"], true);
     let texts = inbox_texts(&mut peer, "carol", 1)?;
     assert!(texts[0].contains("Welcome"), "{texts:?}");
+    let listed = server.cli(&["member", "list", &group["id"].to_string()])?.to_string();
+    assert!(listed.contains("\"carol\""), "listed by the announced name: {listed}");
     // alice posts (and carol, a member now, receives it), then carol reads history.
     assert_eq!(send_text(&mut peer, "alice", &lxmf, "first post")?["delivered"], true);
     assert_eq!(send_text(&mut peer, "carol", &lxmf, "/history 5")?["delivered"], true);
     let texts = inbox_texts(&mut peer, "carol", 3)?;
     assert!(texts.iter().any(|t| t.contains("#") && t.contains("first post") && !t.starts_with("alice:")), "history reply: {texts:?}");
+    assert_eq!(send_text(&mut peer, "carol", &lxmf, "/name Carol C")?["delivered"], true);
+    await_text(&mut peer, "carol", "You are now called Carol C")?;
+    assert!(server.cli(&["member", "list", &group["id"].to_string()])?.to_string().contains("Carol C"));
     assert_eq!(send_text(&mut peer, "carol", &lxmf, "/notify off")?["delivered"], true);
-    let texts = inbox_texts(&mut peer, "carol", 4)?;
-    assert!(texts.iter().any(|t| t.contains("Notifications: none")), "{texts:?}");
+    await_text(&mut peer, "carol", "Notifications: none")?;
     // A holder of the kick right kicks with /kick; carol hears of it, and is no longer a member.
     assert_eq!(send_text(&mut peer, "alice", &lxmf, &format!("/kick {carol}"))?["delivered"], true);
     let texts = inbox_texts(&mut peer, "alice", 1)?;
     assert!(texts.iter().any(|t| t.contains("Removed")), "{texts:?}");
-    let texts = inbox_texts(&mut peer, "carol", 5)?;
-    assert!(texts.iter().any(|t| t.contains("You were removed")), "the kicked member is told: {texts:?}");
+    await_text(&mut peer, "carol", "You were removed")?;
     let members = server.cli(&["member", "list", &group["id"].to_string()])?;
     assert!(!members.to_string().contains(&carol));
     // Without the right, /ban is refused.

@@ -22,6 +22,8 @@ pub enum Command {
     Digest(bool),
     /// Pending join requests (approvers).
     Requests,
+    /// `/name NEW NAME`: the member's display name in this group.
+    Name(String),
     Kick(String),
     Ban(String, String),
     Unban(String),
@@ -29,7 +31,7 @@ pub enum Command {
     Delete(i64),
 }
 
-pub const HELP: &str = "Commands: /join, /leave, /members, /history [N], /notify full|short|off, /notify digest on|off. \
+pub const HELP: &str = "Commands: /join, /leave, /members, /history [N], /name NEW NAME, /notify full|short|off, /notify digest on|off. \
 Admins: /requests, /approve ID, /kick ID, /ban ID reason, /unban ID, /delete MSG_ID. ID = identity hash.";
 
 fn identity(arg: Option<&str>) -> Result<String, String> {
@@ -64,6 +66,10 @@ pub fn parse(text: &str) -> Option<Result<Command, String>> {
             }
         }
         "requests" => Ok(Command::Requests),
+        "name" => {
+            let name = crate::group::clean_name(&words.collect::<Vec<_>>().join(" "), 64);
+            if name.is_empty() { Err("usage: /name NEW NAME".into()) } else { Ok(Command::Name(name)) }
+        }
         "kick" => identity(words.next()).map(Command::Kick),
         "ban" => {
             let who = identity(words.next());
@@ -96,6 +102,7 @@ impl Command {
             Command::Notify(m) => Op::SetNotifications { mode: Some(*m), digest: None },
             Command::Digest(on) => Op::SetNotifications { mode: None, digest: Some(*on) },
             Command::Requests => Op::JoinRequests,
+            Command::Name(n) => Op::SetMemberName { name: n.clone() },
             Command::Kick(id) => Op::Kick { identity: id.clone() },
             Command::Ban(id, reason) => Op::Ban { identity: id.clone(), reason: reason.clone() },
             Command::Unban(id) => Op::Unban { identity: id.clone() },
@@ -135,6 +142,7 @@ pub fn render(cmd: &Command, reply: &Reply) -> Vec<String> {
             })
             .collect(),
         (Command::Notify(m), _) => vec![format!("Notifications: {}.", m.as_str())],
+        (Command::Name(n), _) => vec![format!("You are now called {n} in this group.")],
         (Command::Digest(on), _) => vec![format!("Membership digest: {}.", if *on { "on" } else { "off" })],
         (Command::Requests, Reply::JoinRequests(rs)) if rs.is_empty() => vec!["No pending join requests.".into()],
         (Command::Requests, Reply::JoinRequests(rs)) => {

@@ -32,7 +32,12 @@ pub struct Courier {
     stamp_costs: Mutex<HashMap<[u8; 16], u32>>,
     /// Per destination: when we last asked for its path, and how many times so far.
     path_requests: Mutex<HashMap<[u8; 16], (Instant, usize)>>,
+    /// Display names `lxmf.delivery` destinations announce.
+    names: Mutex<HashMap<[u8; 16], String>>,
 }
+
+/// Announced names held at most; past it the map starts again (members re-announce).
+const MAX_NAMES: usize = 50_000;
 
 impl Courier {
     pub fn new(node: Node, store: crate::store::Store, propagation: std::sync::Arc<super::propagation::Propagation>) -> Self {
@@ -45,6 +50,7 @@ impl Courier {
             ratchets: Mutex::default(),
             stamp_costs: Mutex::default(),
             path_requests: Mutex::default(),
+            names: Mutex::default(),
         }
     }
 
@@ -59,8 +65,27 @@ impl Courier {
         }
     }
 
-    /// Remembers the stamp cost an `lxmf.delivery` announce asks for (none clears it).
-    pub fn note_stamp_cost(&self, dest: [u8; 16], app_data: &[u8]) {
+    /// Remembers what an `lxmf.delivery` announce says: the display name (for a `/join` by
+    /// LXMF) and the stamp cost it asks for (none clears it).
+    pub fn note_delivery_announce(&self, dest: [u8; 16], app_data: &[u8]) {
+        let name = lxmf_core::announce::display_name_from_app_data(Some(app_data)).map(|n| crate::group::clean_name(&n, 64)).filter(|n| !n.is_empty());
+        if let (Some(name), Ok(mut names)) = (name, self.names.lock()) {
+            // Bounded: names heard from the whole network, not only members.
+            if names.len() >= MAX_NAMES && !names.contains_key(&dest) {
+                names.clear();
+            }
+            names.insert(dest, name);
+        }
+        self.note_stamp_cost(dest, app_data);
+    }
+
+    /// The display name an identity's `lxmf.delivery` last announced, if heard.
+    pub fn announced_name(&self, identity_hash: [u8; 16]) -> Option<String> {
+        let dest = destination_hash(LXMF_ASPECT, &identity_hash);
+        self.names.lock().ok().and_then(|n| n.get(&dest).cloned())
+    }
+
+    fn note_stamp_cost(&self, dest: [u8; 16], app_data: &[u8]) {
         let cost = lxmf_core::stamp_cost_from_app_data(Some(app_data)).unwrap_or(0).clamp(0, 254) as u32;
         tracing::debug!(dest = %hex::encode(dest), cost, "lxmf.delivery announce");
         if let Ok(mut c) = self.stamp_costs.lock() {

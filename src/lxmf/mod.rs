@@ -309,7 +309,8 @@ async fn run_command(s: &Services, route: &Route, sender: &Sender, msg: &LxmfMes
             {
                 stamp_ok = matches!(s.stamps.value(msg.message_id.to_vec(), MESSAGE_ROUNDS, stamp).await, Ok(v) if v >= info.join_stamp_cost);
             }
-            let name = sender.hex.get(..8).unwrap_or_default().to_owned();
+            // The name the client announces, as stock clients show it; else a hash prefix.
+            let name = s.courier.announced_name(sender.hash).unwrap_or_else(|| sender.hex.get(..8).unwrap_or_default().to_owned());
             match cmd.op(&name, stamp_ok) {
                 None => vec![commands::HELP.to_owned()],
                 Some(op) => match route.addr.send(Call { caller: sender.caller.clone(), op }).await {

@@ -108,7 +108,7 @@ pub async fn run(services: Arc<Services>, mut events: mpsc::Receiver<NodeEvent>)
                     services.courier.note_ratchet(dest, r);
                 }
                 if nh == lxmf_name_hash {
-                    services.courier.note_stamp_cost(dest, &app_data);
+                    services.courier.note_delivery_announce(dest, &app_data);
                 }
                 if crate::lxmf::propagation::Propagation::is_pn_announce(&nh) {
                     services.propagation.note_announce(dest, &app_data);
