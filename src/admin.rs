@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::actors::supervisor::{Registry, Supervisor, run_op};
+use crate::actors::supervisor::{Refresh, Registry, Supervisor, run_op};
 use crate::group::{Caller, GroupError, Op};
 
 /// A request line longer than this is refused: no operation needs more.
@@ -22,11 +22,17 @@ const MAX_REQUEST: u64 = 64 * 1024;
 /// How long the CLI waits for the server's answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One operation on one group, applied as the owner.
+/// One request about one group: start serving it, run an operation on it as the owner, or both.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AdminRequest {
     pub group: i64,
-    pub op: Op,
+    /// The operation to run as the owner; none when the request only starts the group.
+    #[serde(default)]
+    pub op: Option<Op>,
+    /// Start serving the group first: it was just created in the store, and the next command of a
+    /// provisioning script must find it running.
+    #[serde(default)]
+    pub start: bool,
 }
 
 /// The answer to an [`AdminRequest`]: no `error` means done.
@@ -108,12 +114,19 @@ fn refused(error: String) -> AdminResponse {
 }
 
 async fn apply(req: AdminRequest, registry: &Registry, supervisor: &Addr<Supervisor>) -> AdminResponse {
+    if req.start {
+        tracing::info!(group = req.group, "admin request: start the group");
+        if let Err(err) = supervisor.send(Refresh(req.group)).await {
+            return AdminResponse { error: Some(format!("supervisor unavailable: {err}")), failure: true };
+        }
+    }
     let route = registry.read().ok().and_then(|r| r.values().find(|route| route.group_id == req.group).cloned());
     let Some(route) = route else {
         return AdminResponse { error: Some(format!("group {} is not running on this server", req.group)), failure: true };
     };
-    tracing::info!(group = req.group, op = ?req.op, "admin request");
-    match run_op(supervisor, &route, Caller::Owner, req.op).await {
+    let Some(op) = req.op else { return AdminResponse::default() };
+    tracing::info!(group = req.group, ?op, "admin request");
+    match run_op(supervisor, &route, Caller::Owner, op).await {
         Ok(Ok(_)) => AdminResponse::default(),
         Ok(Err(GroupError::Store(err))) => {
             tracing::error!(%err, group = req.group, "store failure on an admin request");
@@ -135,13 +148,28 @@ pub enum Sent {
 
 /// Hands `op` on `group` to the server listening on `path`, if there is one.
 pub async fn send(path: &Path, group: i64, op: Op) -> Result<Sent, AdminError> {
+    let request = AdminRequest { group, op: Some(op), start: false };
+    match exchange(path, &request).await? {
+        true => Ok(Sent::ByServer),
+        false => Ok(Sent::NoServer(request.op.ok_or_else(|| AdminError::Failed("the operation was lost".into()))?)),
+    }
+}
+
+/// Has a running server start serving a group just created in the store, before the caller goes
+/// on; `false` when no server listens (it will read the group when it starts).
+pub async fn start(path: &Path, group: i64) -> Result<bool, AdminError> {
+    exchange(path, &AdminRequest { group, op: None, start: true }).await
+}
+
+/// One request and its answer; `false` when no server listens on `path`.
+async fn exchange(path: &Path, request: &AdminRequest) -> Result<bool, AdminError> {
     let conn = match UnixStream::connect(path).await {
         Ok(c) => c,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => return Ok(Sent::NoServer(op)),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => return Ok(false),
         Err(e) => return Err(io(path)(e)),
     };
     let (read, mut write) = conn.into_split();
-    let mut line = serde_json::to_vec(&AdminRequest { group, op }).map_err(|e| AdminError::Failed(e.to_string()))?;
+    let mut line = serde_json::to_vec(request).map_err(|e| AdminError::Failed(e.to_string()))?;
     line.push(b'\n');
     write.write_all(&line).await.map_err(io(path))?;
     let mut answer = String::new();
@@ -151,7 +179,7 @@ pub async fn send(path: &Path, group: i64, op: Op) -> Result<Sent, AdminError> {
         .map_err(io(path))?;
     let answer: AdminResponse = serde_json::from_str(&answer).map_err(|e| AdminError::Failed(format!("malformed answer: {e}")))?;
     match answer.error {
-        None => Ok(Sent::ByServer),
+        None => Ok(true),
         Some(e) if answer.failure => Err(AdminError::Failed(e)),
         Some(e) => Err(AdminError::Refused(e)),
     }

@@ -411,6 +411,9 @@ async fn group_cmd(ctx: &Ctx, c: GroupCmd) -> Result<Output, CliError> {
     match c {
         GroupCmd::Create(a) => {
             let g = crate::group::create_group(store, create_args(a, None)).await?;
+            // A running server starts the group before this returns, so the next command of a
+            // provisioning script (member add, delete) finds it running.
+            crate::admin::start(&ctx.socket, g.id).await?;
             Ok(group_created(&g))
         }
         GroupCmd::List => {

@@ -268,6 +268,14 @@ fn operator_cli_acts_through_the_running_group_actor() -> R {
     let log = server.log();
     assert!(["op=AddMember {", "op=Ban {", "op=Rename {", "op=SetPermissions {"].iter().all(|op| log.contains(op)), "{log}");
 
+    // Issue 16: a group created while the server runs can be configured, or deleted, at once.
+    for i in 0..3 {
+        let race = server.create_group(&["--name", &format!("Race {i}")])?;
+        let rid = race["id"].to_string();
+        server.cli(&["member", "add", &rid, &format!("{:032x}", 0xabc0 + i)])?;
+        server.cli(&["group", "delete", &rid])?;
+    }
+
     // Bad input on the socket itself gets an answer and a log line; the server carries on.
     let ask = |line: &str| -> R<String> {
         use std::io::{BufRead, Write};
