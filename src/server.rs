@@ -41,9 +41,7 @@ where
         let g = crate::group::create_group(&store, crate::group::CreateGroup { name: DEMO_GROUP_NAME.into(), ..Default::default() })
             .await
             .map_err(|e| ServerError::Demo(e.to_string()))?;
-        println!("demo group created: name={:?} identity=<{}>", g.public_name, g.identity_hash);
-        println!("  meshchat.group <{}>", g.group_dest_hash);
-        println!("  lxmf.delivery  <{}>", g.lxmf_dest_hash);
+        println!("demo group created: {:?} (identity <{}>)", g.public_name, g.identity_hash);
     }
     for g in store.list_groups().await? {
         tracing::info!(id = g.id, name = %g.public_name, group = %g.group_dest_hash, lxmf = %g.lxmf_dest_hash, "hosting group");
@@ -94,6 +92,7 @@ where
     for iface in &cfg.reticulum.interfaces {
         tracing::info!(?iface, "reticulum interface up");
     }
+    println!("{}", first_run_block(&store.list_groups().await?, &cfg.reticulum.interfaces));
     let server_announcer = hosting.spawn_announcer(services.node.clone(), store.clone());
 
     let sampler = tokio::spawn(sample_gauges(store.clone(), started));
@@ -158,6 +157,37 @@ async fn sync_propagation(s: std::sync::Arc<crate::transport::router::Services>,
     }
 }
 
+/// What a person starting the server needs to reach it: each group's name and two hashes, where
+/// the server listens, and how to get in from a stock client or from Python. Printed on stdout at
+/// every start, beside the log on stderr.
+pub fn first_run_block(groups: &[crate::store::Group], interfaces: &[crate::config::InterfaceConfig]) -> String {
+    use crate::config::InterfaceConfig as I;
+    let mut out = String::from("meshgroup is serving");
+    let ifaces: Vec<String> = interfaces
+        .iter()
+        .map(|i| match i {
+            I::TcpServer { listen } => format!("TCP {listen} (Reticulum peers connect here: TCPClientInterface)"),
+            I::TcpClient { target } => format!("TCP client to {target}"),
+            I::SharedInstance { instance_name, .. } => format!("the shared instance of rnsd ({instance_name})"),
+        })
+        .collect();
+    out.push_str(&format!(
+        " {} group{} on {}\n",
+        groups.len(),
+        if groups.len() == 1 { "" } else { "s" },
+        if ifaces.is_empty() { "no interface".to_owned() } else { ifaces.join(", ") }
+    ));
+    for g in groups {
+        out.push_str(&format!("  {} ({})\n", g.public_name, g.visibility));
+        out.push_str(&format!("    lxmf.delivery  <{}>  from Sideband or MeshChat: message this address, send /join\n", g.lxmf_dest_hash));
+        out.push_str(&format!("    meshchat.group <{}>  from Python: RNS.Link to this destination, identify, request /api/v1/info\n", g.group_dest_hash));
+    }
+    if groups.is_empty() {
+        out.push_str("  no groups yet: meshgroup group create --name \"My Group\", or serve --demo\n");
+    }
+    out.trim_end().to_owned()
+}
+
 /// Gauges are sampled on a timer, not updated per event.
 async fn sample_gauges(store: Store, started: Instant) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -187,5 +217,36 @@ pub async fn shutdown_signal() {
             tracing::warn!(%err, "no SIGTERM handler; only SIGINT stops the server");
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_run_block_says_how_to_reach_each_group() {
+        let g = crate::store::Group {
+            id: 1,
+            identity_hash: String::new(),
+            identity_private_key: Vec::new(),
+            group_dest_hash: "a".repeat(32),
+            lxmf_dest_hash: "b".repeat(32),
+            public_name: "Mesh Friends".into(),
+            private_name: None,
+            visibility: "public".into(),
+            join_stamp_cost: 0,
+            post_stamp_cost: 0,
+            history_public: true,
+            listed: false,
+            founder_identity_hash: None,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let block = first_run_block(&[g], &[crate::config::InterfaceConfig::TcpServer { listen: "127.0.0.1:4242".into() }]);
+        assert!(block.starts_with("meshgroup is serving 1 group on TCP 127.0.0.1:4242"), "{block}");
+        assert!(block.contains(&format!("lxmf.delivery  <{}>  from Sideband or MeshChat: message this address, send /join", "b".repeat(32))), "{block}");
+        assert!(block.contains(&format!("meshchat.group <{}>  from Python", "a".repeat(32))), "{block}");
+        assert!(first_run_block(&[], &[]).contains("no groups yet"));
     }
 }
