@@ -458,6 +458,8 @@ struct Confirmed {
 const CONFIRM_QUEUE: usize = 4096;
 /// Rows marked delivered in one statement at most.
 const CONFIRM_BATCH: usize = 512;
+/// How long the confirmer gathers proofs before it writes them.
+const CONFIRM_GATHER: Duration = Duration::from_millis(50);
 
 /// Records a row's outcome: a proven row goes to the confirmer; an unproven one stays sent and
 /// becomes due again.
@@ -476,10 +478,18 @@ async fn confirm(confirmed: &mpsc::Sender<Confirmed>, row: OutboxRow, method: &'
 async fn confirmer(store: Store, mut rx: mpsc::Receiver<Confirmed>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
-        while batch.len() < CONFIRM_BATCH
-            && let Ok(c) = rx.try_recv()
-        {
-            batch.push(c);
+        // Proofs of one post arrive spread over a second or so: a short gather turns hundreds of
+        // one-row commits into a few; the mark only decides what is resent, nobody waits for it.
+        let gather = tokio::time::sleep(CONFIRM_GATHER);
+        tokio::pin!(gather);
+        while batch.len() < CONFIRM_BATCH {
+            tokio::select! {
+                c = rx.recv() => match c {
+                    Some(c) => batch.push(c),
+                    None => break,
+                },
+                _ = &mut gather => break,
+            }
         }
         let ids: Vec<i64> = batch.iter().map(|c| c.row.id).collect();
         if let Err(err) = store.mark_outbox_delivered(&ids).await {

@@ -19,7 +19,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use migration::MigratorTrait;
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, SqlErr};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, SqlErr};
 
 pub use entity::announce::Model as Announce;
 pub use entity::group::Model as Group;
@@ -82,11 +82,16 @@ impl Store {
         if url.starts_with("sqlite:") {
             // SQLite has one writer; a small pool avoids lock churn without serialising reads.
             opts.max_connections(4);
+            // On every connection of the pool, not only the first: `synchronous` is per connection,
+            // and a connection left at FULL syncs the disk on every commit. In WAL mode NORMAL
+            // loses no committed transaction on a crash of the process, only (rarely) the last
+            // ones on a power loss.
+            opts.map_sqlx_sqlite_opts(|o| {
+                use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+                o.journal_mode(SqliteJournalMode::Wal).synchronous(SqliteSynchronous::Normal)
+            });
         }
         let db = Database::connect(opts).await?;
-        if url.starts_with("sqlite:") {
-            db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;").await?;
-        }
         migration::Migrator::up(&db, None).await?;
         Ok(Store { db })
     }
