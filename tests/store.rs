@@ -322,3 +322,20 @@ async fn event_counts_and_digest_cursor() -> R {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_batch_of_posts_is_one_commit_with_each_outcome_in_order() -> R {
+    for t in stores().await? {
+        let s = &t.store;
+        let g = group(s, "g").await?;
+        let before = s.insert_message(msg(g.id, "old", A)).await?;
+        let out = s.insert_message_batch(vec![msg(g.id, "n1", A), msg(g.id, "old", B), msg(g.id, "n2", B), msg(g.id, "n1", A)]).await?;
+        assert!(matches!(out[0], InsertOutcome::Inserted(_)), "{}: {out:?}", s.backend());
+        assert_eq!(out[1], InsertOutcome::Duplicate(before.id()), "stored before");
+        assert!(matches!(out[2], InsertOutcome::Inserted(_)));
+        assert_eq!(out[3], InsertOutcome::Duplicate(out[0].id()), "a retry within the batch");
+        assert_eq!(s.history(g.id, HistoryQuery { limit: 10, ..Default::default() }).await?.len(), 3);
+        assert!(s.insert_message_batch(Vec::new()).await?.is_empty());
+    }
+    Ok(())
+}

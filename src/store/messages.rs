@@ -1,9 +1,13 @@
 //! Queries on `group_messages`: durable insert with de-duplication, history pages, tombstones.
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set};
 
 use super::{Message, Store, StoreError, now_ms};
 use entity::group_message::{ActiveModel, Column, Entity};
+
+/// Rows per multi-row INSERT of a post batch: 13 bound values a row stay far below both backends'
+/// parameter limits.
+const BATCH_CHUNK: usize = 256;
 
 /// A message as accepted from a member, before it has an id.
 #[derive(Clone, Debug)]
@@ -62,16 +66,39 @@ impl Store {
 
     /// Stores posts in one transaction (a group commit: one commit, however many posts arrived
     /// together) and returns, in order, each one's id, or the id it already had (a retry). Every
-    /// post is committed before this returns.
+    /// post is committed before this returns. Three statements per batch, not two per post: the
+    /// hashes already stored, one multi-row insert, and the ids.
     pub async fn insert_message_batch(&self, rows: Vec<NewMessage>) -> Result<Vec<InsertOutcome>, StoreError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
         self.timed("insert_message_batch", async {
             let now = now_ms();
             let txn = self.begin_write().await?;
-            let mut out = Vec::with_capacity(rows.len());
-            for new in rows {
-                let group_id = new.group_id;
-                let hash = new.message_hash.clone();
-                let am = ActiveModel {
+            // One group per batch (a group commits its own posts); grouped anyway, to stay correct.
+            let mut by_group: std::collections::BTreeMap<i64, Vec<String>> = std::collections::BTreeMap::new();
+            for r in &rows {
+                by_group.entry(r.group_id).or_default().push(r.message_hash.clone());
+            }
+            let ids_of = |group: i64, hashes: Vec<String>| {
+                Entity::find()
+                    .select_only()
+                    .column(Column::MessageHash)
+                    .column(Column::Id)
+                    .filter(Column::GroupId.eq(group))
+                    .filter(Column::MessageHash.is_in(hashes))
+                    .into_tuple::<(String, i64)>()
+            };
+            let mut stored_before: std::collections::HashSet<(i64, String)> = std::collections::HashSet::new();
+            for (group, hashes) in &by_group {
+                for (hash, _) in ids_of(*group, hashes.clone()).all(&txn).await? {
+                    stored_before.insert((*group, hash));
+                }
+            }
+            let keys: Vec<(i64, String)> = rows.iter().map(|r| (r.group_id, r.message_hash.clone())).collect();
+            let models: Vec<ActiveModel> = rows
+                .into_iter()
+                .map(|new| ActiveModel {
                     group_id: Set(new.group_id),
                     message_hash: Set(new.message_hash),
                     sender_identity_hash: Set(new.sender_identity_hash),
@@ -85,24 +112,37 @@ impl Store {
                     deleted_by: Set(None),
                     fanned_out: Set(false),
                     ..Default::default()
-                };
-                let inserted = Entity::insert(am)
+                })
+                .collect();
+            let mut models = models.into_iter().peekable();
+            while models.peek().is_some() {
+                let chunk: Vec<ActiveModel> = models.by_ref().take(BATCH_CHUNK).collect();
+                match Entity::insert_many(chunk)
                     .on_conflict(OnConflict::columns([Column::GroupId, Column::MessageHash]).do_nothing().to_owned())
                     .exec_without_returning(&txn)
-                    .await?;
-                let id = Entity::find()
-                    .select_only()
-                    .column(Column::Id)
-                    .filter(Column::GroupId.eq(group_id))
-                    .filter(Column::MessageHash.eq(hash))
-                    .into_tuple::<i64>()
-                    .one(&txn)
-                    .await?
-                    .ok_or(StoreError::NotFound { what: "message" })?;
-                out.push(if inserted == 1 { InsertOutcome::Inserted(id) } else { InsertOutcome::Duplicate(id) });
+                    .await
+                {
+                    Ok(_) | Err(DbErr::RecordNotInserted) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let mut ids: std::collections::HashMap<(i64, String), i64> = std::collections::HashMap::new();
+            for (group, hashes) in by_group {
+                for (hash, id) in ids_of(group, hashes).all(&txn).await? {
+                    ids.insert((group, hash), id);
+                }
             }
             txn.commit().await?;
-            Ok(out)
+            // The first post of a hash in the batch is the insert; a retry in the same batch, or
+            // a hash stored before, is a duplicate.
+            let mut seen = std::collections::HashSet::new();
+            keys.into_iter()
+                .map(|key| {
+                    let id = *ids.get(&key).ok_or(StoreError::NotFound { what: "message" })?;
+                    let fresh = !stored_before.contains(&key) && seen.insert(key);
+                    Ok(if fresh { InsertOutcome::Inserted(id) } else { InsertOutcome::Duplicate(id) })
+                })
+                .collect()
         })
         .await
     }
