@@ -119,14 +119,14 @@ pub struct ServeArgs {
 pub enum GroupCmd {
     /// Create a group with a fresh Reticulum identity; prints its hashes.
     Create(CreateArgs),
+    /// List the hosted groups with their members and hashes.
     List,
-    Show {
-        group: String,
-    },
+    /// Show one group's settings and hashes.
+    Show { group: String },
+    /// Change a group's names, visibility, stamp costs or listing.
     Update(UpdateArgs),
-    Delete {
-        group: String,
-    },
+    /// Delete a group and everything in it.
+    Delete { group: String },
 }
 
 #[derive(Args, Debug)]
@@ -173,9 +173,9 @@ pub struct UpdateArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum MemberCmd {
-    List {
-        group: String,
-    },
+    /// List a group's members with their rights.
+    List { group: String },
+    /// Add a member directly (no request, no stamp).
     Add {
         group: String,
         identity: String,
@@ -185,49 +185,47 @@ pub enum MemberCmd {
         #[arg(long, default_value = "none")]
         rights: String,
     },
-    Remove {
-        group: String,
-        identity: String,
-    },
+    /// Remove a member (they may join again; a ban keeps them out).
+    Remove { group: String, identity: String },
     /// Replace a member's delegated rights (`approve,kick,ban,delete,rename,settings,permissions`, `all`, `none`).
-    SetPermissions {
-        group: String,
-        identity: String,
-        rights: String,
-    },
+    SetPermissions { group: String, identity: String, rights: String },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum BanCmd {
+    /// Ban an identity from a group, with a reason.
     Add {
         group: String,
         identity: String,
         #[arg(long)]
         reason: String,
     },
-    Remove {
-        group: String,
-        identity: String,
-    },
-    List {
-        group: String,
-    },
+    /// Lift a ban.
+    Remove { group: String, identity: String },
+    /// List a group's bans.
+    List { group: String },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum JoinCmd {
+    /// List a private group's pending join requests.
     List { group: String },
+    /// Let a requester in.
     Approve { group: String, identity: String },
+    /// Turn a request down (the requester is told).
     Reject { group: String, identity: String },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum IdentityCmd {
-    /// Write the group's 64-byte Reticulum identity file.
+    /// Write the group's 64-byte Reticulum identity file (mode 0600).
     Export {
         group: String,
         #[arg(long)]
         out: PathBuf,
+        /// Replace an existing file (a group key is not overwritten by accident).
+        #[arg(long)]
+        force: bool,
     },
     /// Host a group under an existing identity file.
     Import {
@@ -597,8 +595,11 @@ async fn join_cmd(ctx: &Ctx, c: JoinCmd) -> Result<Output, CliError> {
 
 async fn identity_cmd(store: &Store, c: IdentityCmd) -> Result<Output, CliError> {
     match c {
-        IdentityCmd::Export { group, out } => {
+        IdentityCmd::Export { group, out, force } => {
             let g = find_group(store, &group).await?;
+            if out.exists() && !force {
+                return Err(CliError::Input(format!("{} exists; pass --force to replace it", out.display())));
+            }
             write_private_file(&out, &g.identity_private_key).map_err(|e| CliError::Failure(format!("cannot write {}: {e}", out.display())))?;
             Ok(Output::message(json!({"exported": g.identity_hash, "file": out}), format!("wrote {}", out.display())))
         }

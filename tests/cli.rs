@@ -158,3 +158,61 @@ fn argument_errors_are_one_line_and_json_errors_are_json() -> R {
     assert!(String::from_utf8_lossy(&help.stdout).contains("[default: 1000,10000,100000]"));
     Ok(())
 }
+
+/// Issue 16: `identity export` overwrote an existing file without asking.
+#[test]
+fn identity_export_refuses_to_overwrite_without_force() -> R {
+    let env = Env::new();
+    let g = env.json(&["group", "create", "--name", "Keys"])?;
+    let id = g["id"].as_i64().ok_or("id")?.to_string();
+    std::fs::create_dir_all(&env.dir)?;
+    let file = env.dir.join("existing.key");
+    std::fs::write(&file, b"precious")?;
+    let path = file.to_string_lossy().into_owned();
+    assert_input_error(&env.run(&["identity", "export", &id, "--out", &path]), "pass --force");
+    assert_eq!(std::fs::read(&file)?, b"precious");
+    assert!(env.run(&["identity", "export", &id, "--out", &path, "--force"]).status.success());
+    assert_eq!(std::fs::read(&file)?.len(), 64);
+    Ok(())
+}
+
+/// Issue 16: every subcommand has a one-line help, and the README's CLI synopsis names every
+/// subcommand and flag that `--help` does (as the config test does for `default.toml`).
+#[test]
+fn the_readme_synopsis_matches_the_help() -> R {
+    use clap::CommandFactory;
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))?;
+    let start = readme.find("### The operator CLI").ok_or("no CLI section")?;
+    let block = &readme[start..];
+    let block = &block[block.find("```sh").ok_or("no synopsis")?..];
+    let block = &block[..block[5..].find("```").ok_or("unterminated synopsis")? + 5];
+    let mut problems = Vec::new();
+    let cli = meshgroup::cli::Cli::command();
+    for top in cli.get_subcommands() {
+        let top_name = top.get_name();
+        if top.get_about().is_none() {
+            problems.push(format!("`{top_name}` has no help line"));
+        }
+        let lines: Vec<&str> =
+            block.lines().filter(|l| l.starts_with(&format!("meshgroup {top_name}")) || (l.starts_with(' ') && !l.trim().is_empty())).collect();
+        let leaves: Vec<&clap::Command> = if top.has_subcommands() { top.get_subcommands().collect() } else { vec![top] };
+        for leaf in leaves {
+            if leaf.get_about().is_none() {
+                problems.push(format!("`{top_name} {}` has no help line", leaf.get_name()));
+            }
+            let named = lines.iter().any(|l| l.split(|c: char| c.is_whitespace() || c == '|').any(|w| w == leaf.get_name()));
+            if !named {
+                problems.push(format!("README synopsis lacks `{top_name} {}`", leaf.get_name()));
+            }
+            for arg in leaf.get_arguments() {
+                if let Some(long) = arg.get_long().filter(|l| !["help", "json", "config"].contains(l)) {
+                    if !lines.iter().any(|l| l.contains(&format!("--{long}"))) {
+                        problems.push(format!("README synopsis lacks `{top_name} {} --{long}`", leaf.get_name()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    Ok(())
+}

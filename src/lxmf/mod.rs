@@ -316,7 +316,11 @@ async fn run_command(s: &Services, route: &Route, sender: &Sender, msg: &LxmfMes
                 Some(op) => match route.addr.send(Call { caller: sender.caller.clone(), op }).await {
                     Ok(Ok(r)) => commands::render(&cmd, &r),
                     Ok(Err(GroupError::StampRequired { cost })) => {
-                        vec![format!("Joining needs a stamp of cost {cost}; send /join from a client that stamps at that cost.")]
+                        // Stock clients stamp only at the announced post cost, so say what does work.
+                        vec![format!(
+                            "Joining this group needs proof of work (a join stamp of cost {cost}), which stock LXMF clients do not make. \
+                             Join with a group-aware client (the link API, /api/v1/join), or ask the group's operator to add you."
+                        )]
                     }
                     Ok(Err(err)) => vec![format!("Refused: {err}")],
                     Err(_) => vec!["The group is busy; try again.".to_owned()],
