@@ -205,10 +205,10 @@ fn the_readme_synopsis_matches_the_help() -> R {
                 problems.push(format!("README synopsis lacks `{top_name} {}`", leaf.get_name()));
             }
             for arg in leaf.get_arguments() {
-                if let Some(long) = arg.get_long().filter(|l| !["help", "json", "config"].contains(l)) {
-                    if !lines.iter().any(|l| l.contains(&format!("--{long}"))) {
-                        problems.push(format!("README synopsis lacks `{top_name} {} --{long}`", leaf.get_name()));
-                    }
+                if let Some(long) = arg.get_long().filter(|l| !["help", "json", "config"].contains(l))
+                    && !lines.iter().any(|l| l.contains(&format!("--{long}")))
+                {
+                    problems.push(format!("README synopsis lacks `{top_name} {} --{long}`", leaf.get_name()));
                 }
             }
         }
