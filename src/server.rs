@@ -93,6 +93,7 @@ where
         tracing::info!(?iface, "reticulum interface up");
     }
     println!("{}", first_run_block(&store.list_groups().await?, &cfg.reticulum.interfaces));
+    quiet_stdout();
     let server_announcer = hosting.spawn_announcer(services.node.clone(), store.clone());
 
     let sampler = tokio::spawn(sample_gauges(store.clone(), started));
@@ -186,6 +187,25 @@ pub fn first_run_block(groups: &[crate::store::Group], interfaces: &[crate::conf
         out.push_str("  no groups yet: meshgroup group create --name \"My Group\", or serve --demo\n");
     }
     out.trim_end().to_owned()
+}
+
+/// Points stdout at /dev/null once the start-up block is out. reticulum-rs prints every link
+/// close on stdout (`link: close /…/`, untimestamped) and logs the same event as a timestamped
+/// warning, so without this each appears twice, interleaved with the log. The log (stderr) is
+/// unaffected.
+fn quiet_stdout() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let _ = std::io::stdout().flush();
+    match std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        Ok(null) => {
+            // SAFETY: dup2 on two open descriptors; fd 1 stays valid (it now refers to /dev/null).
+            if unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) } < 0 {
+                tracing::warn!(err = %std::io::Error::last_os_error(), "cannot quiet stdout; link closes are printed there too");
+            }
+        }
+        Err(err) => tracing::warn!(%err, "cannot open /dev/null; link closes are printed on stdout too"),
+    }
 }
 
 /// Gauges are sampled on a timer, not updated per event.

@@ -249,5 +249,10 @@ fn a_join_wave_pushes_nothing_and_the_next_post_reaches_everyone() -> R {
     }
     let metrics = server.metrics()?;
     assert!(metrics.contains("meshgroup_digests_total{kind=\"members\"}"), "digests are counted");
+    // 300 links came and went: stdout holds the start-up block only, not the crate's copy of
+    // every link close (the log has them, timestamped).
+    let out = server.stdout();
+    assert!(out.starts_with("meshgroup is serving 1 group on TCP") && out.contains("Wave (public)"), "{out}");
+    assert!(!out.contains("close /"), "{}", out.lines().take(5).collect::<Vec<_>>().join("\n"));
     Ok(())
 }

@@ -214,8 +214,13 @@ fn admin_text_commands_on_a_private_group() -> R {
     // A private group takes a request, which an admin approves by text.
     assert_eq!(send_text(&mut peer, "carol", &lxmf, "/join")?["delivered"], true);
     await_text(&mut peer, "carol", "Join request sent")?;
+    assert_eq!(send_text(&mut peer, "alice", &lxmf, "/requests")?["delivered"], true);
+    let pending = await_text(&mut peer, "alice", "1 pending (send /approve ID):")?;
+    assert!(pending.iter().any(|t| t.contains(&format!("<{carol}>"))), "{pending:?}");
     assert_eq!(send_text(&mut peer, "alice", &lxmf, &format!("/approve {carol}"))?["delivered"], true);
     await_text(&mut peer, "alice", &format!("Approved {carol}"))?;
+    // The approved requester is told, once, in the second person.
+    await_text(&mut peer, "carol", "Your join request was approved: you're in.")?;
     assert_eq!(send_text(&mut peer, "carol", &lxmf, "/members")?["delivered"], true);
     let members = await_text(&mut peer, "carol", "2 members:")?;
     assert!(members.iter().any(|t| t.contains(&format!("alice <{alice}> [approve,ban,delete]"))), "{members:?}");

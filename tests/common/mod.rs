@@ -98,7 +98,8 @@ impl Server {
 
     pub fn start(&mut self) -> R {
         let log = std::fs::File::create(self.dir.join("server.log"))?;
-        let child = self.command().arg("serve").stdout(Stdio::null()).stderr(log).spawn()?;
+        let out = std::fs::File::create(self.dir.join("stdout.log"))?;
+        let child = self.command().arg("serve").stdout(out).stderr(log).spawn()?;
         self.child = Some(child);
         let ready_port = if self.interfaces.is_some() { self.metrics_port } else { self.rns_port };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -131,6 +132,11 @@ impl Server {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// What the server printed on stdout (its start-up block, nothing else).
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stdout.log")).unwrap_or_default()
     }
 
     pub fn log(&self) -> String {
