@@ -103,12 +103,7 @@ impl Store {
         display_name: Option<&str>,
     ) -> Result<Member, StoreError> {
         self.timed("update_member", async {
-            let current = group_member::Entity::find()
-                .filter(group_member::Column::GroupId.eq(group_id))
-                .filter(group_member::Column::IdentityHash.eq(identity_hash))
-                .one(&self.db)
-                .await?
-                .ok_or(StoreError::NotFound { what: "member" })?;
+            let current = self.member(group_id, identity_hash).await?.ok_or(StoreError::NotFound { what: "member" })?;
             let mut am: group_member::ActiveModel = current.into();
             if let Some(p) = permissions {
                 am.permissions = Set(p);
@@ -130,12 +125,7 @@ impl Store {
     /// Opts a member in to or out of the membership digest.
     pub async fn set_member_digest(&self, group_id: i64, identity_hash: &str, on: bool) -> Result<Member, StoreError> {
         self.timed("set_member_digest", async {
-            let current = group_member::Entity::find()
-                .filter(group_member::Column::GroupId.eq(group_id))
-                .filter(group_member::Column::IdentityHash.eq(identity_hash))
-                .one(&self.db)
-                .await?
-                .ok_or(StoreError::NotFound { what: "member" })?;
+            let current = self.member(group_id, identity_hash).await?.ok_or(StoreError::NotFound { what: "member" })?;
             let mut am: group_member::ActiveModel = current.into();
             am.digest = Set(on);
             am.updated_at = Set(now_ms());

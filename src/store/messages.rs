@@ -9,6 +9,25 @@ use entity::group_message::{ActiveModel, Column, Entity};
 /// parameter limits.
 const BATCH_CHUNK: usize = 256;
 
+/// The row of a new message, received at `now`.
+fn message_row(new: NewMessage, now: i64, fanned_out: bool) -> ActiveModel {
+    ActiveModel {
+        group_id: Set(new.group_id),
+        message_hash: Set(new.message_hash),
+        sender_identity_hash: Set(new.sender_identity_hash),
+        sender_display_name: Set(new.sender_display_name),
+        timestamp: Set(new.timestamp),
+        title: Set(new.title),
+        content: Set(new.content),
+        fields: Set(new.fields),
+        received_at: Set(now),
+        deleted_at: Set(None),
+        deleted_by: Set(None),
+        fanned_out: Set(fanned_out),
+        ..Default::default()
+    }
+}
+
 /// A message as accepted from a member, before it has an id.
 #[derive(Clone, Debug)]
 pub struct NewMessage {
@@ -96,24 +115,7 @@ impl Store {
                 }
             }
             let keys: Vec<(i64, String)> = rows.iter().map(|r| (r.group_id, r.message_hash.clone())).collect();
-            let models: Vec<ActiveModel> = rows
-                .into_iter()
-                .map(|new| ActiveModel {
-                    group_id: Set(new.group_id),
-                    message_hash: Set(new.message_hash),
-                    sender_identity_hash: Set(new.sender_identity_hash),
-                    sender_display_name: Set(new.sender_display_name),
-                    timestamp: Set(new.timestamp),
-                    title: Set(new.title),
-                    content: Set(new.content),
-                    fields: Set(new.fields),
-                    received_at: Set(now),
-                    deleted_at: Set(None),
-                    deleted_by: Set(None),
-                    fanned_out: Set(false),
-                    ..Default::default()
-                })
-                .collect();
+            let models: Vec<ActiveModel> = rows.into_iter().map(|new| message_row(new, now, false)).collect();
             let mut models = models.into_iter().peekable();
             while models.peek().is_some() {
                 let chunk: Vec<ActiveModel> = models.by_ref().take(BATCH_CHUNK).collect();
@@ -161,23 +163,9 @@ impl Store {
                 let chunk: Vec<ActiveModel> = rows
                     .by_ref()
                     .take(CHUNK)
-                    .map(|new| ActiveModel {
-                        group_id: Set(new.group_id),
-                        message_hash: Set(new.message_hash),
-                        sender_identity_hash: Set(new.sender_identity_hash),
-                        sender_display_name: Set(new.sender_display_name),
-                        timestamp: Set(new.timestamp),
-                        title: Set(new.title),
-                        content: Set(new.content),
-                        fields: Set(new.fields),
-                        received_at: Set(now),
-                        deleted_at: Set(None),
-                        deleted_by: Set(None),
-                        // Seeded or imported history is old news: no member is notified of it,
-                        // and start-up recovery must not take it for unfinished fan-outs.
-                        fanned_out: Set(true),
-                        ..Default::default()
-                    })
+                    // Seeded or imported history is old news: no member is notified of it, and
+                    // start-up recovery must not take it for unfinished fan-outs.
+                    .map(|new| message_row(new, now, true))
                     .collect();
                 stored += Entity::insert_many(chunk)
                     .on_conflict(OnConflict::columns([Column::GroupId, Column::MessageHash]).do_nothing().to_owned())
