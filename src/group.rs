@@ -292,8 +292,8 @@ impl GroupCore {
             return Ok(());
         }
         let (counts, last) = self.store.event_counts_since(self.group.id, self.digest_cursor).await?;
-        self.digest_due = false;
         if counts.is_empty() {
+            self.digest_due = false;
             return Ok(());
         }
         let since = self.store.event_time(self.digest_cursor).await?.unwrap_or(self.group.created_at);
@@ -310,6 +310,8 @@ impl GroupCore {
             crate::metrics::digest_sent("join_requests");
             self.event(REQUESTS_KIND, &Caller::Owner, "", &text).await?;
         }
+        // Only now: a store failure above leaves the digest due, for the next interval.
+        self.digest_due = false;
         self.digest_cursor = last;
         Ok(())
     }

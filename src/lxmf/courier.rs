@@ -155,12 +155,13 @@ impl Courier {
     ///
     /// An interface whose send queue is full drops a broadcast at once (the crate does not wait
     /// for room); that is back-pressure, not a lost member, so the send is tried again after a
-    /// short pause, a few times, before it counts as failed.
+    /// short pause, a few times, before it counts as failed. With no interface at all it fails at
+    /// once.
     pub async fn send(&self, p: &Prepared) -> Result<([u8; 32], oneshot::Receiver<()>), NodeError> {
         let mut pause = QUEUE_FULL_PAUSE;
         let hash = loop {
             match self.node.send_prepared(p.lxmf_dest, &p.public_key, ("lxmf", "delivery"), &p.ciphertext).await {
-                Err(NodeError::NotSent(_)) if pause <= QUEUE_FULL_PAUSE * 8 => {
+                Err(NodeError::QueueFull) if pause <= QUEUE_FULL_PAUSE * 8 => {
                     crate::metrics::send_backpressure();
                     tokio::time::sleep(pause).await;
                     pause *= 2;

@@ -75,6 +75,8 @@ pub enum NodeError {
     UnknownLink([u8; 16]),
     #[error("packet not sent: {0:?}")]
     NotSent(SendPacketOutcome),
+    #[error("every interface's send queue is full")]
+    QueueFull,
     #[error("{0} bytes is over the limit of {1}")]
     TooLarge(usize, usize),
     #[error("msgpack: {0}")]
@@ -378,6 +380,8 @@ impl Node {
             .await?;
         match (trace.outcome, hash) {
             (SendPacketOutcome::SentDirect | SendPacketOutcome::SentBroadcast, Some(h)) => Ok(h),
+            // Interfaces there were, and every one refused: their send queues are full.
+            (_, _) if trace.dispatch.matched_ifaces > 0 => Err(NodeError::QueueFull),
             (outcome, _) => Err(NodeError::NotSent(outcome)),
         }
     }
