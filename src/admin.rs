@@ -61,8 +61,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AdminError + '_ {
     move |source| AdminError::Io { path: path.to_owned(), source }
 }
 
-/// Binds the socket (replacing a stale one) and serves it until the task is aborted.
-pub fn listen(path: &Path, registry: Registry, supervisor: Addr<Supervisor>) -> Result<tokio::task::JoinHandle<()>, AdminError> {
+/// Binds the socket (replacing a stale one) and serves it until shutdown; the socket file goes then.
+pub fn listen(path: &Path, registry: Registry, supervisor: Addr<Supervisor>, life: &crate::lifecycle::Lifecycle) -> Result<(), AdminError> {
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(AdminError::InUse(path.to_owned()));
     }
@@ -76,19 +76,28 @@ pub fn listen(path: &Path, registry: Registry, supervisor: Addr<Supervisor>) -> 
     let listener = UnixListener::bind(path).map_err(io(path))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io(path))?;
     tracing::info!(socket = %path.display(), "admin socket listening");
-    Ok(tokio::spawn(async move {
+    let (path, tasks) = (path.to_owned(), life.clone());
+    // Not restarted: a listener that failed is replaced by the store poll (see the CLI), and the
+    // accept errors it sees are retried in place.
+    life.spawn(async move {
+        let stop = tasks.token();
         loop {
-            match listener.accept().await {
-                Ok((conn, _)) => {
-                    tokio::spawn(serve_one(conn, registry.clone(), supervisor.clone()));
-                }
+            let accepted = tokio::select! {
+                _ = stop.cancelled() => break,
+                a = listener.accept() => a,
+            };
+            match accepted {
+                // One connection carries one short request; each is work shutdown waits for.
+                Ok((conn, _)) => tasks.spawn(serve_one(conn, registry.clone(), supervisor.clone())),
                 Err(err) => {
                     tracing::warn!(%err, "admin socket accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
         }
-    }))
+        let _ = std::fs::remove_file(&path);
+    });
+    Ok(())
 }
 
 async fn serve_one(conn: UnixStream, registry: Registry, supervisor: Addr<Supervisor>) {

@@ -10,7 +10,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// Top-level keys of [`Config`], the only ones taken from the environment.
-const SECTIONS: &[&str] = &["data_dir", "database", "metrics", "reticulum", "log", "limits", "fanout", "notices", "hosting", "propagation"];
+const SECTIONS: &[&str] = &["data_dir", "database", "metrics", "reticulum", "log", "limits", "fanout", "notices", "hosting", "propagation", "shutdown"];
 
 /// The file read when no `--config` is given, if it exists.
 pub const DEFAULT_CONFIG_PATH: &str = "config/meshgroup.toml";
@@ -39,6 +39,7 @@ pub struct Config {
     pub notices: NoticesConfig,
     pub hosting: HostingConfig,
     pub propagation: PropagationConfig,
+    pub shutdown: ShutdownConfig,
 }
 
 /// What members are told of group events, and how often.
@@ -217,6 +218,28 @@ pub struct LimitsConfig {
     pub max_page: u32,
     /// Stamp validations that may run or wait at once; beyond it requests get `rate_limited`.
     pub stamp_pool_capacity: usize,
+    /// Link API requests being handled at once, over all links; beyond it they get `rate_limited`.
+    pub max_inflight_requests: usize,
+    /// Requests one link may have outstanding; beyond it that link's requests get `rate_limited`.
+    pub max_requests_per_link: usize,
+    /// Inbound LXMF messages being handled at once; beyond it opportunistic ones are dropped
+    /// unproven (the sender retries) and direct ones wait.
+    pub max_inflight_packets: usize,
+}
+
+/// How `serve` stops on SIGTERM or SIGINT.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Seconds the server waits for work in progress (requests, posts being stored and proven,
+    /// deliveries waiting for proofs) before it exits.
+    pub grace_secs: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig { grace_secs: 10 }
+    }
 }
 
 impl Default for Config {
@@ -232,6 +255,7 @@ impl Default for Config {
             notices: NoticesConfig::default(),
             hosting: HostingConfig::default(),
             propagation: PropagationConfig::default(),
+            shutdown: ShutdownConfig::default(),
         }
     }
 }
@@ -275,7 +299,15 @@ impl Default for LogConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { max_request_bytes: 64 * 1024, default_page: 20, max_page: 200, stamp_pool_capacity: 64 }
+        LimitsConfig {
+            max_request_bytes: 64 * 1024,
+            default_page: 20,
+            max_page: 200,
+            stamp_pool_capacity: 64,
+            max_inflight_requests: 256,
+            max_requests_per_link: 8,
+            max_inflight_packets: 512,
+        }
     }
 }
 

@@ -130,21 +130,22 @@ impl Hosting {
         .encode_to_vec()
     }
 
-    /// Announces the server destination now and then every `hosting.announce_interval_secs`.
-    /// One announce per interval is outside the group budget: it cannot crowd the groups out.
-    pub fn spawn_announcer(self: &Arc<Self>, node: Node, store: Store) -> tokio::task::JoinHandle<()> {
-        let me = self.clone();
-        tokio::spawn(async move {
-            let every = Duration::from_secs(me.cfg.announce_interval_secs.max(1));
-            loop {
-                let data = me.announce_data(&store).await;
-                match node.announce(me.dest, &data).await {
-                    Ok(()) => crate::metrics::announce_sent(SERVER_ASPECT),
-                    Err(err) => tracing::warn!(%err, "server announce failed"),
-                }
-                tokio::time::sleep(every).await;
+    /// Announces the server destination now and then every `hosting.announce_interval_secs`,
+    /// until `stop`. One announce per interval is outside the group budget: it cannot crowd the
+    /// groups out.
+    pub async fn announce_every_interval(self: Arc<Self>, node: Node, store: Store, stop: tokio_util::sync::CancellationToken) {
+        let every = Duration::from_secs(self.cfg.announce_interval_secs.max(1));
+        loop {
+            let data = self.announce_data(&store).await;
+            match node.announce(self.dest, &data).await {
+                Ok(()) => crate::metrics::announce_sent(SERVER_ASPECT),
+                Err(err) => tracing::warn!(%err, "server announce failed"),
             }
-        })
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
     }
 
     /// Whether `who` created `create_rate_per_hour` groups within the last hour.

@@ -11,6 +11,7 @@ pub mod config;
 pub mod domain;
 pub mod group;
 pub mod hosting;
+pub mod lifecycle;
 pub mod lxmf;
 pub mod metrics;
 pub mod pacing;

@@ -76,6 +76,8 @@ pub const PROPAGATION_SYNCS: &str = "meshgroup_propagation_syncs_total";
 pub const GROUPS_CREATED: &str = "meshgroup_groups_created_total";
 pub const DIRECTORY_REQUESTS: &str = "meshgroup_directory_requests_total";
 pub const GROUPS_PER_FOUNDER: &str = "meshgroup_groups_per_founder";
+pub const TASK_RESTARTS: &str = "meshgroup_task_restarts_total";
+pub const WORK_REFUSED: &str = "meshgroup_work_refused_total";
 
 /// The catalogue. Add a metric here, and only here, before recording it.
 pub const CATALOGUE: &[MetricDef] = &[
@@ -151,6 +153,18 @@ pub const CATALOGUE: &[MetricDef] = &[
     },
     MetricDef { name: DIRECTORY_REQUESTS, kind: Kind::Counter, labels: &[], help: "Requests for the server's group directory." },
     MetricDef { name: GROUPS_PER_FOUNDER, kind: Kind::Histogram, labels: &[], help: "Groups the founder holds, recorded at each self-service creation." },
+    MetricDef {
+        name: TASK_RESTARTS,
+        kind: Kind::Counter,
+        labels: &["task"],
+        help: "Background loops (router, delivery, announcer, ...) that ended or panicked before shutdown and were restarted.",
+    },
+    MetricDef {
+        name: WORK_REFUSED,
+        kind: Kind::Counter,
+        labels: &["kind", "reason"],
+        help: "Inbound work refused at a limit: kind request or packet; reason server_busy, link_busy or shutting_down.",
+    },
 ];
 
 /// Errors starting the exporter.
@@ -193,6 +207,16 @@ fn describe_all() {
             (Kind::Histogram, None) => describe_histogram!(m.name, m.help),
         }
     }
+}
+
+/// A background loop ended before shutdown and is started again.
+pub fn task_restart(task: &'static str) {
+    counter!(TASK_RESTARTS, "task" => task).increment(1);
+}
+
+/// Inbound work refused at a limit instead of queued without bound.
+pub fn work_refused(kind: &'static str, reason: &'static str) {
+    counter!(WORK_REFUSED, "kind" => kind, "reason" => reason).increment(1);
 }
 
 /// Records one store operation.

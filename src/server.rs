@@ -2,6 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::config::Config;
 use crate::store::{Store, StoreError};
 
@@ -47,6 +49,7 @@ where
         tracing::info!(id = g.id, name = %g.public_name, group = %g.group_dest_hash, lxmf = %g.lxmf_dest_hash, "hosting group");
     }
 
+    let life = crate::lifecycle::Lifecycle::new();
     let mut node_cfg = crate::transport::node_config(&cfg)?;
     let interfaces = std::mem::take(&mut node_cfg.interfaces);
     let (node, events) = crate::transport::node::Node::start(node_cfg).await?;
@@ -55,17 +58,10 @@ where
     let pn = crate::wire::identity::parse_hash(&cfg.propagation.node);
     let propagation = std::sync::Arc::new(crate::lxmf::propagation::Propagation::new(node.clone(), pn));
     let courier = std::sync::Arc::new(crate::lxmf::courier::Courier::new(node.clone(), store.clone(), propagation.clone()));
-    let fanout = crate::actors::fanout::FanoutActor::start(store.clone(), courier.clone(), cfg.fanout.clone());
-    let supervisor = crate::actors::supervisor::Supervisor::start(
-        store.clone(),
-        node.clone(),
-        registry.clone(),
-        fanout.recipient(),
-        &cfg.reticulum,
-        &cfg.notices,
-        interfaces_open_rx,
-    )
-    .await?;
+    let fanout = crate::actors::fanout::FanoutActor::start(store.clone(), courier.clone(), cfg.fanout.clone(), &life);
+    let supervisor =
+        crate::actors::supervisor::Supervisor::start(store.clone(), node.clone(), registry.clone(), fanout.recipient(), &cfg, interfaces_open_rx, &life)
+            .await?;
     // The server destination too is registered before any interface opens.
     let hosting = crate::hosting::Hosting::start(&store, &node, cfg.hosting.clone()).await?;
     let services = std::sync::Arc::new(crate::transport::router::Services {
@@ -78,14 +74,29 @@ where
         stamps: crate::stamps::StampPool::new(cfg.limits.stamp_pool_capacity),
         store: store.clone(),
         limits: cfg.limits.clone(),
-        lxmf: crate::lxmf::Inbound::default(),
+        lxmf: crate::lxmf::Inbound::new(cfg.limits.max_inflight_packets),
+        life: life.clone(),
     });
-    let router = tokio::spawn(crate::transport::router::run(services.clone(), events));
+    // The router outlives the drain: proofs for the work in progress come through it. It stops
+    // last; a run that died goes on with the same event queue (its links re-identify).
+    let router_stop = tokio_util::sync::CancellationToken::new();
+    let events = std::sync::Arc::new(tokio::sync::Mutex::new(events));
+    let s = services.clone();
+    life.supervise_until("router", router_stop.clone(), move |stop| {
+        let (s, events) = (s.clone(), events.clone());
+        async move {
+            let mut events = events.lock().await;
+            tokio::select! {
+                _ = crate::transport::router::run(s, &mut events) => {}
+                _ = stop.cancelled() => {}
+            }
+        }
+    });
     let admin_socket = cfg.admin_socket();
     // Without the socket the CLI still works: it writes the store, and the server follows within a second.
-    let admin = crate::admin::listen(&admin_socket, services.registry.clone(), services.supervisor.clone())
-        .map_err(|err| tracing::warn!(%err, "admin socket unavailable; CLI changes reach this server through the store"))
-        .ok();
+    if let Err(err) = crate::admin::listen(&admin_socket, services.registry.clone(), services.supervisor.clone(), &life) {
+        tracing::warn!(%err, "admin socket unavailable; CLI changes reach this server through the store");
+    }
     // Every destination is registered now; only then do peers get to ask for paths.
     services.node.open_interfaces(interfaces).await?;
     let _ = interfaces_open_tx.send(());
@@ -94,31 +105,42 @@ where
     }
     println!("{}", first_run_block(&store.list_groups().await?, &cfg.reticulum.interfaces));
     quiet_stdout();
-    let server_announcer = hosting.spawn_announcer(services.node.clone(), store.clone());
-
-    let sampler = tokio::spawn(sample_gauges(store.clone(), started));
-    let syncer = tokio::spawn(sync_propagation(services.clone(), cfg.propagation.clone()));
+    let (node, st) = (services.node.clone(), store.clone());
+    life.supervise("server_announcer", move |stop| hosting.clone().announce_every_interval(node.clone(), st.clone(), stop));
+    let st = store.clone();
+    life.supervise("sampler", move |stop| sample_gauges(st.clone(), started, stop));
+    let (s, pcfg) = (services.clone(), cfg.propagation.clone());
+    life.supervise("propagation_sync", move |stop| sync_propagation(s.clone(), pcfg.clone(), stop));
     tracing::info!("meshgroup serving");
     shutdown.await;
-    tracing::info!("shutting down");
-    sampler.abort();
-    syncer.abort();
-    server_announcer.abort();
-    router.abort();
-    if let Some(admin) = admin {
-        admin.abort();
-        let _ = std::fs::remove_file(&admin_socket);
+
+    let grace = Duration::from_secs(cfg.shutdown.grace_secs);
+    tracing::info!(grace_secs = grace.as_secs(), "shutting down: new work is refused, work in progress drains");
+    let drained = life.shutdown(grace).await;
+    if drained {
+        tracing::info!("work in progress finished");
+    } else {
+        tracing::warn!(still_running = life.running(), "grace period over; unfinished deliveries stay in the outbox and resume at the next start");
     }
+    router_stop.cancel();
+    // Closing the pool here, inside the runtime, ends every connection in order.
+    if tokio::time::timeout(Duration::from_secs(2), store.close()).await.is_err() {
+        tracing::warn!("the database pool did not close in time");
+    }
+    tracing::info!("stopped");
     Ok(())
 }
 
 /// Collects posts that members left for the groups on the propagation node, a few groups per
 /// round so one server's sync does not hog a shared node or a slow link.
-async fn sync_propagation(s: std::sync::Arc<crate::transport::router::Services>, cfg: crate::config::PropagationConfig) {
+async fn sync_propagation(s: std::sync::Arc<crate::transport::router::Services>, cfg: crate::config::PropagationConfig, stop: CancellationToken) {
     let mut next = 0usize;
     let mut tick = tokio::time::interval(Duration::from_secs(cfg.sync_interval_secs.max(5)));
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
         if s.propagation.target().is_none() {
             continue;
         }
@@ -209,10 +231,13 @@ fn quiet_stdout() {
 }
 
 /// Gauges are sampled on a timer, not updated per event.
-async fn sample_gauges(store: Store, started: Instant) {
+async fn sample_gauges(store: Store, started: Instant, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
         let sample = async {
             Ok::<_, StoreError>((store.count_groups().await?, store.count_all_members().await?, store.count_messages().await?, store.outbox_depth().await?))
         };

@@ -60,8 +60,9 @@ fn receipts(inbox: &Value) -> HashMap<String, (HashSet<String>, usize, Vec<f64>)
     out
 }
 
-#[test]
-fn sigkill_mid_fanout_loses_nothing_and_duplicates_nothing() -> R {
+/// Starts a paced fan-out of one post to 40 members, stops the server with `stop` when about ten
+/// have their copy, starts it again, and checks that every member ends up with exactly one copy.
+fn interrupted_fanout(stop: impl FnOnce(&mut Server) -> R) -> R {
     let mut server = Server::new()?;
     server.extra_env = vec![
         ("MESHGROUP_FANOUT__RATE_PER_SEC".into(), "15".into()),
@@ -83,18 +84,18 @@ fn sigkill_mid_fanout_loses_nothing_and_duplicates_nothing() -> R {
     let lxmf = s(&group, "lxmf_destination_hash");
     let sent = peer.call(json!({"cmd": "send", "as": "poster", "dest": lxmf, "content": hex::encode("one copy each")}))?;
     assert_eq!(sent["delivered"], true);
-    // Kill the server while the paced fan-out (40 members at 15/s) is under way.
+    // Stop the server while the paced fan-out (40 members at 15/s) is under way.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let got = receipts(&peer.call(json!({"cmd": "member_inbox", "unique": 1, "timeout": 0}))?);
         let reached = got.values().filter(|(h, _, _)| !h.is_empty()).count();
         if reached >= 10 || std::time::Instant::now() > deadline {
-            assert!(reached < members.len(), "the kill must land mid-fan-out ({reached} reached)");
+            assert!(reached < members.len(), "the stop must land mid-fan-out ({reached} reached)");
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    server.kill9();
+    stop(&mut server)?;
     server.start()?;
     let inbox = peer.call(json!({"cmd": "member_inbox", "unique": 1, "timeout": 90}))?;
     let got = receipts(&inbox);
@@ -106,6 +107,26 @@ fn sigkill_mid_fanout_loses_nothing_and_duplicates_nothing() -> R {
     }
     eprintln!("every member has exactly one copy; {resent} packet-level resends were de-duplicated by message id");
     Ok(())
+}
+
+#[test]
+fn sigkill_mid_fanout_loses_nothing_and_duplicates_nothing() -> R {
+    interrupted_fanout(|server| {
+        server.kill9();
+        Ok(())
+    })
+}
+
+#[test]
+fn sigterm_mid_fanout_drains_exits_zero_and_the_rest_follows_after_restart() -> R {
+    interrupted_fanout(|server| {
+        let status = server.terminate()?;
+        let log = server.log();
+        assert!(status.success(), "exit status {status}; log:\n{log}");
+        assert!(log.contains("shutting down") && log.contains("stopped"), "no orderly shutdown in the log:\n{log}");
+        assert!(!log.contains("panicked"), "a panic during shutdown:\n{log}");
+        Ok(())
+    })
 }
 
 #[test]

@@ -15,9 +15,12 @@ use actix::prelude::*;
 use rmpv::Value;
 use tokio::sync::{Notify, mpsc};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::config::FanoutConfig;
 use crate::domain::{DeliveryClass, NotifyMode};
 use crate::group::{FanoutJob, audience_members, notice_audience};
+use crate::lifecycle::Lifecycle;
 use crate::lxmf::courier::Courier;
 use crate::lxmf::outbound::{Body, OutboundError, Outgoing, Recipient, attribution, pack_for, prepare_any};
 use crate::pacing::TokenBucket;
@@ -31,22 +34,35 @@ const RECOVERY_EVERY: Duration = Duration::from_secs(30);
 pub struct FanoutActor {
     store: Store,
     wake: Arc<Notify>,
+    life: Lifecycle,
 }
 
 impl FanoutActor {
     /// Starts the actor and its delivery task; first repairs fan-outs a crash left unscheduled.
-    pub fn start(store: Store, courier: Arc<Courier>, cfg: FanoutConfig) -> Addr<FanoutActor> {
+    /// The delivery task stops at shutdown; the confirmer writes the last proofs, then stops.
+    pub fn start(store: Store, courier: Arc<Courier>, cfg: FanoutConfig, life: &Lifecycle) -> Addr<FanoutActor> {
         let wake = Arc::new(Notify::new());
         let (confirmed, rx) = mpsc::channel(CONFIRM_QUEUE);
-        tokio::spawn(confirmer(store.clone(), rx));
-        let delivery = Delivery { store: store.clone(), confirmed, courier, cfg, wake: wake.clone(), groups: HashMap::new() };
-        tokio::spawn(async move {
-            if let Err(err) = recover(&delivery.store).await {
-                tracing::error!(%err, "fan-out recovery failed");
+        life.spawn(confirmer(store.clone(), rx));
+        let (st, w, l) = (store.clone(), wake.clone(), life.clone());
+        life.supervise("delivery", move |token| {
+            let delivery = Delivery {
+                store: st.clone(),
+                confirmed: confirmed.clone(),
+                courier: courier.clone(),
+                cfg: cfg.clone(),
+                wake: w.clone(),
+                groups: HashMap::new(),
+                life: l.clone(),
+            };
+            async move {
+                if let Err(err) = recover(&delivery.store).await {
+                    tracing::error!(%err, "fan-out recovery failed");
+                }
+                delivery.run(token).await;
             }
-            delivery.run().await;
         });
-        FanoutActor { store, wake }.start()
+        FanoutActor { store, wake, life: life.clone() }.start()
     }
 }
 
@@ -64,14 +80,15 @@ impl Handler<Enqueue> for FanoutActor {
 
     fn handle(&mut self, msg: Enqueue, _ctx: &mut Self::Context) -> Self::Result {
         let (store, wake) = (self.store.clone(), self.wake.clone());
-        Box::pin(async move {
+        // Tracked: shutdown waits for a schedule in progress instead of dropping it mid-query.
+        Box::pin(self.life.track(async move {
             let (group, message, event) = (msg.0.group_id, msg.0.message_id, msg.0.event_id);
             let n = schedule(&store, msg.0).await.inspect_err(|err| {
                 tracing::warn!(%err, group, ?message, ?event, "cannot schedule a fan-out; recovery retries it");
             })?;
             wake.notify_one();
             Ok(n)
-        })
+        }))
     }
 }
 
@@ -145,6 +162,8 @@ struct Delivery {
     cfg: FanoutConfig,
     wake: Arc<Notify>,
     groups: HashMap<i64, Arc<GroupKeys>>,
+    /// Proof waits and deposits are work that shutdown waits for.
+    life: Lifecycle,
 }
 
 /// What one scheduling round looks up once, however many of its rows need it: a post's row
@@ -164,10 +183,12 @@ struct Job {
 }
 
 impl Delivery {
-    async fn run(mut self) {
+    /// Delivers due rows until `stop` is cancelled. A round that shutdown interrupts sends
+    /// nothing more; its copies not yet handed to the node go back to the outbox, due at once.
+    async fn run(mut self, stop: CancellationToken) {
         let mut bucket = (self.cfg.rate_per_sec > 0.0).then(|| TokenBucket::new(self.cfg.rate_per_sec, self.cfg.burst));
         let mut last_recovery = Instant::now();
-        loop {
+        while !stop.is_cancelled() {
             if last_recovery.elapsed() >= RECOVERY_EVERY {
                 last_recovery = Instant::now();
                 if let Err(err) = recover(&self.store).await {
@@ -185,6 +206,7 @@ impl Delivery {
             if rows.is_empty() {
                 tokio::select! {
                     _ = self.wake.notified() => {}
+                    _ = stop.cancelled() => {}
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
                 continue;
@@ -194,15 +216,50 @@ impl Delivery {
             let prepared = prepare_all(jobs).await;
             crate::metrics::fanout_prepare(started.elapsed());
             self.mark_packets_sent(&prepared).await;
-            for (job, result) in prepared {
-                if let Some(b) = bucket.as_mut()
-                    && b.take().await
-                {
-                    crate::metrics::pacing_wait();
+            let mut round = prepared.into_iter();
+            for (job, result) in round.by_ref() {
+                if let Some(b) = bucket.as_mut() {
+                    let paced = tokio::select! {
+                        paced = b.take() => paced,
+                        _ = stop.cancelled() => {
+                            self.unsend(std::iter::once((job, result))).await;
+                            break;
+                        }
+                    };
+                    if paced {
+                        crate::metrics::pacing_wait();
+                    }
+                }
+                if stop.is_cancelled() {
+                    self.unsend(std::iter::once((job, result))).await;
+                    break;
                 }
                 self.send(job, result).await;
             }
+            self.unsend(round).await;
         }
+    }
+
+    /// Puts copies that were marked sent but never handed to the node back in the outbox as
+    /// they were before the round, due at once.
+    async fn unsend(&self, rest: impl Iterator<Item = (Job, Result<Outgoing, OutboundError>)>) {
+        let mut by_attempts: HashMap<i32, Vec<i64>> = HashMap::new();
+        for (job, result) in rest {
+            if self.goes_as_packet(&job, &result) {
+                by_attempts.entry(job.row.attempts).or_default().push(job.row.id);
+            }
+        }
+        for (attempts, ids) in by_attempts {
+            tracing::info!(rows = ids.len(), "shutdown: copies not sent go back to the outbox");
+            if let Err(err) = self.store.mark_outbox(&ids, "pending", attempts, now_ms()).await {
+                tracing::warn!(%err, rows = ids.len(), "cannot return copies to the outbox; they are due after their proof wait");
+            }
+        }
+    }
+
+    /// Whether a prepared copy goes as one packet (and so was marked sent before the round).
+    fn goes_as_packet(&self, job: &Job, result: &Result<Outgoing, OutboundError>) -> bool {
+        matches!(result, Ok(Outgoing::Packet(_))) && !self.to_propagation(&job.row)
     }
 
     async fn keys(&mut self, group_id: i64) -> Result<Arc<GroupKeys>, StoreError> {
@@ -347,12 +404,12 @@ impl Delivery {
     async fn mark_packets_sent(&self, prepared: &[(Job, Result<Outgoing, OutboundError>)]) {
         let mut by_attempts: HashMap<i32, Vec<i64>> = HashMap::new();
         for (job, result) in prepared {
-            if matches!(result, Ok(Outgoing::Packet(_))) && !self.to_propagation(&job.row) {
+            if self.goes_as_packet(job, result) {
                 by_attempts.entry(job.row.attempts + 1).or_default().push(job.row.id);
             }
         }
         for (attempts, ids) in by_attempts {
-            if let Err(err) = self.store.mark_outbox_sent(&ids, attempts, now_ms() + self.proof_wait_ms(attempts)).await {
+            if let Err(err) = self.store.mark_outbox(&ids, "sent", attempts, now_ms() + self.proof_wait_ms(attempts)).await {
                 tracing::warn!(%err, rows = ids.len(), "cannot record sends");
             }
         }
@@ -366,7 +423,7 @@ impl Delivery {
             // Unreachable for long enough: leave the copy on the propagation node for the member.
             self.mark_sent(&row, attempts, wait.max(300_000)).await;
             let (store, courier) = (self.store.clone(), self.courier.clone());
-            tokio::spawn(async move {
+            self.life.spawn(async move {
                 let result = match pack_for(&keys.signer, keys.lxmf_dest, &to, &body) {
                     Ok((packed, _)) => courier.propagation.deposit(&to, &packed).await.map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
@@ -400,7 +457,7 @@ impl Delivery {
             Ok(Outgoing::Packet(p)) => match self.courier.send(&p).await {
                 Ok((hash, proof)) => {
                     let (confirmed, courier, timeout) = (self.confirmed.clone(), self.courier.clone(), Duration::from_secs(self.cfg.proof_timeout_secs));
-                    tokio::spawn(async move {
+                    self.life.spawn(async move {
                         let proven = matches!(tokio::time::timeout(timeout, proof).await, Ok(Ok(())));
                         if !proven {
                             courier.forget(&hash);
@@ -418,7 +475,7 @@ impl Delivery {
                 // A link plus a Resource takes round trips: it runs on its own, the row waits as sent.
                 self.mark_sent(&row, attempts, wait.max(180_000)).await;
                 let (confirmed, courier) = (self.confirmed.clone(), self.courier.clone());
-                tokio::spawn(async move {
+                self.life.spawn(async move {
                     let result = courier.send_direct(lxmf_dest, packed).await;
                     if let Err(err) = &result {
                         tracing::debug!(%err, row = row.id, "direct delivery failed");

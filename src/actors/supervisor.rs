@@ -66,7 +66,7 @@ struct State {
     fanout: Recipient<super::fanout::Enqueue>,
     registry: Registry,
     groups: HashMap<i64, Entry>,
-    announce: mpsc::UnboundedSender<AnnounceCmd>,
+    announce: mpsc::Sender<AnnounceCmd>,
     /// How often each group sends its digests.
     digest_every: Duration,
 }
@@ -84,11 +84,12 @@ impl Supervisor {
         node: Node,
         registry: Registry,
         fanout: Recipient<super::fanout::Enqueue>,
-        cfg: &crate::config::ReticulumConfig,
-        notices: &crate::config::NoticesConfig,
+        config: &crate::config::Config,
         interfaces_open: tokio::sync::oneshot::Receiver<()>,
+        life: &crate::lifecycle::Lifecycle,
     ) -> Result<Addr<Supervisor>, crate::store::StoreError> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (cfg, notices) = (&config.reticulum, &config.notices);
+        let (tx, rx) = mpsc::channel(ANNOUNCE_QUEUE);
         let state = Arc::new(Mutex::new(State {
             store: store.clone(),
             node: node.clone(),
@@ -108,11 +109,9 @@ impl Supervisor {
         // A group's turn sends two announces (meshchat.group and lxmf.delivery), and the budget
         // is in announces, so groups get half of it.
         let schedule = AnnounceSchedule::new(Duration::from_secs(cfg.announce_interval_secs.max(1)), cfg.announce_jitter, cfg.announce_budget_per_sec / 2.0);
-        tokio::spawn(async move {
-            // An announce sent before any interface exists reaches nobody.
-            let _ = interfaces_open.await;
-            announcer(schedule, rx, node).await
-        });
+        // The announcer's state outlives a run that panicked: the restarted run goes on with it.
+        let announcer_state = Arc::new(Mutex::new(Announcer { schedule, rx, actors: HashMap::new(), open: Some(interfaces_open) }));
+        life.supervise("announcer", move |stop| announcer(announcer_state.clone(), node.clone(), stop));
         Ok(Supervisor { state, poll: Duration::from_secs(1) }.start())
     }
 }
@@ -154,7 +153,9 @@ impl State {
                 );
             }
         }
-        let _ = self.announce.send(AnnounceCmd::Add(id, addr.clone()));
+        if self.announce.send(AnnounceCmd::Add(id, addr.clone())).await.is_err() {
+            tracing::warn!(group = id, "the announcer stopped; the group is not announced");
+        }
         self.groups.insert(id, Entry { addr, updated_at, group_dest: snap.group_dest, lxmf_dest: snap.lxmf_dest });
     }
 
@@ -167,7 +168,7 @@ impl State {
         for dest in [entry.group_dest, entry.lxmf_dest] {
             let _ = self.node.deregister_destination(dest).await;
         }
-        let _ = self.announce.send(AnnounceCmd::Remove(id));
+        let _ = self.announce.send(AnnounceCmd::Remove(id)).await;
         drop(entry.addr); // the actor stops when its last address is gone
         tracing::info!(group = id, "group stopped");
     }
@@ -194,7 +195,7 @@ impl State {
                         Ok(Err(err)) => tracing::warn!(group = id, %err, "reload failed"),
                         Err(err) => tracing::error!(group = id, %err, "group actor unavailable; reload not delivered"),
                     }
-                    let _ = self.announce.send(AnnounceCmd::Now(id));
+                    let _ = self.announce.send(AnnounceCmd::Now(id)).await;
                 }
                 Some(_) => {}
             }
@@ -282,17 +283,37 @@ impl Handler<AnnounceSoon> for Supervisor {
     fn handle(&mut self, msg: AnnounceSoon, _ctx: &mut Self::Context) -> Self::Result {
         let state = self.state.clone();
         Box::pin(async move {
-            let _ = state.lock().await.announce.send(AnnounceCmd::Now(msg.0));
+            let announce = state.lock().await.announce.clone();
+            let _ = announce.send(AnnounceCmd::Now(msg.0)).await;
         })
     }
 }
 
-/// Announces groups as the schedule allows: each group's `meshchat.group` destination with its
-/// protobuf app data, then its `lxmf.delivery` destination with `[name, post_stamp_cost]`.
-async fn announcer(mut schedule: AnnounceSchedule, mut rx: mpsc::UnboundedReceiver<AnnounceCmd>, node: Node) {
-    let mut actors: HashMap<i64, Addr<GroupActor>> = HashMap::new();
+/// Announcer commands waiting at most; the supervisor waits when it is full.
+const ANNOUNCE_QUEUE: usize = 1024;
+
+/// What the announcer keeps between its runs.
+struct Announcer {
+    schedule: AnnounceSchedule,
+    rx: mpsc::Receiver<AnnounceCmd>,
+    actors: HashMap<i64, Addr<GroupActor>>,
+    /// Resolves once the interfaces are open: an announce sent before reaches nobody.
+    open: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+/// Announces groups as the schedule allows, until `stop`: each group's `meshchat.group`
+/// destination with its protobuf app data, then its `lxmf.delivery` destination with
+/// `[name, post_stamp_cost]`. Commands are taken at once, announces only once interfaces are open.
+async fn announcer(state: Arc<Mutex<Announcer>>, node: Node, stop: tokio_util::sync::CancellationToken) {
+    let mut guard = state.lock().await;
+    let Announcer { schedule, rx, actors, open } = &mut *guard;
     loop {
+        let ready = open.is_none();
+        let mut opened = false;
         tokio::select! {
+            _ = stop.cancelled() => return,
+            // A dropped sender means the server gave up starting; announcing then harms nobody.
+            _ = async { if let Some(o) = open.as_mut() { let _ = o.await; } }, if !ready => opened = true,
             cmd = rx.recv() => match cmd {
                 None => return,
                 Some(AnnounceCmd::Add(id, addr)) => {
@@ -305,7 +326,7 @@ async fn announcer(mut schedule: AnnounceSchedule, mut rx: mpsc::UnboundedReceiv
                     actors.remove(&id);
                 }
             },
-            (id, deferred) = schedule.next() => {
+            (id, deferred) = schedule.next(), if ready => {
                 if deferred {
                     crate::metrics::announce_deferred();
                 }
@@ -313,6 +334,9 @@ async fn announcer(mut schedule: AnnounceSchedule, mut rx: mpsc::UnboundedReceiv
                 let Ok(snap) = addr.send(GetSnapshot).await else { continue };
                 announce_group(&node, &snap).await;
             }
+        }
+        if opened {
+            *open = None;
         }
     }
 }

@@ -37,9 +37,10 @@ const TICKET_RENEW_MS: i64 = 14 * 24 * 3600 * 1000;
 const REPLY_CHUNK: usize = 240;
 
 /// Inbound LXMF handling, with the per-stranger reply limiter.
-#[derive(Default)]
 pub struct Inbound {
     told: Mutex<HashMap<(i64, String), Instant>>,
+    /// Messages being handled at once.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// How an LXMF message reached us, for metrics.
@@ -62,11 +63,23 @@ impl Method {
 }
 
 impl Inbound {
+    /// `max_inflight` messages are handled at once at most.
+    pub fn new(max_inflight: usize) -> Self {
+        Inbound { told: Mutex::default(), slots: Arc::new(tokio::sync::Semaphore::new(max_inflight.max(1))) }
+    }
+
     /// A single encrypted packet to one of our destinations: the destination hash is implied.
+    /// Beyond the limit, or once shutdown began, it is dropped unproven: the sender retries.
     pub fn opportunistic(&self, s: Arc<Services>, dest: [u8; 16], data: Vec<u8>, packet_hash: Option<[u8; 32]>) {
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(_) if s.life.stopping() => return crate::metrics::work_refused("packet", "shutting_down"),
+            Ok(p) => p,
+            Err(_) => return crate::metrics::work_refused("packet", "server_busy"),
+        };
         let mut packed = dest.to_vec();
         packed.extend_from_slice(&data);
-        tokio::spawn(async move {
+        s.life.clone().spawn(async move {
+            let _permit = permit;
             let accepted = receive(&s, dest, &packed, Method::Opportunistic).await;
             if accepted && let Some(h) = packet_hash {
                 // Only now, with the message committed, does the sender learn it was delivered.
@@ -77,9 +90,12 @@ impl Inbound {
         });
     }
 
-    /// A full packed message over a link (a packet or a Resource); the transport proves those itself.
-    pub fn direct(&self, s: Arc<Services>, dest: [u8; 16], packed: Vec<u8>) {
-        tokio::spawn(async move {
+    /// A full packed message over a link (a packet or a Resource). The transport proved it on
+    /// receipt, so it is never dropped: beyond the limit the caller waits for a slot.
+    pub async fn direct(&self, s: Arc<Services>, dest: [u8; 16], packed: Vec<u8>) {
+        let Ok(permit) = self.slots.clone().acquire_owned().await else { return };
+        s.life.clone().spawn(async move {
+            let _permit = permit;
             receive(&s, dest, &packed, Method::Direct).await;
         });
     }
@@ -218,7 +234,7 @@ async fn receive(s: &Arc<Services>, dest: [u8; 16], packed: &[u8], method: Metho
     if accepted && worked {
         // The ticket reply waits for nothing the sender's proof depends on.
         let s = s.clone();
-        tokio::spawn(async move { issue_ticket(&s, &route, &sender).await });
+        s.life.clone().spawn(async move { issue_ticket(&s, &route, &sender).await });
     }
     accepted
 }

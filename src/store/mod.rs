@@ -96,6 +96,14 @@ impl Store {
         Ok(Store { db })
     }
 
+    /// Closes the pool for every clone, waiting for connections in use to come back: done at
+    /// shutdown inside the runtime, so no connection is dropped after the runtime is gone.
+    pub async fn close(&self) {
+        if let Err(err) = self.db.close_by_ref().await {
+            tracing::warn!(%err, "closing the database pool failed");
+        }
+    }
+
     /// The backend name, for logs and test output.
     pub fn backend(&self) -> &'static str {
         match self.db.get_database_backend() {

@@ -155,16 +155,17 @@ impl Store {
         .await
     }
 
-    /// Marks rows about to be sent as sent, all in one statement, before any of them goes: a
-    /// proof that comes back fast then finds its row sent, and its `delivered` is never
-    /// overwritten. A row already delivered is left alone.
-    pub async fn mark_outbox_sent(&self, ids: &[i64], attempts: i32, next_attempt_at: i64) -> Result<(), StoreError> {
+    /// Moves rows still waiting (pending or sent) to `state` in one statement: `sent` before any
+    /// of a round goes out (a proof that comes back fast then finds its row sent, and its
+    /// `delivered` is never overwritten), or back to `pending` when a shutdown stopped the round
+    /// before they went. A row already delivered is left alone.
+    pub async fn mark_outbox(&self, ids: &[i64], state: &'static str, attempts: i32, next_attempt_at: i64) -> Result<(), StoreError> {
         if ids.is_empty() {
             return Ok(());
         }
-        self.timed("mark_outbox_sent", async {
+        self.timed("mark_outbox", async {
             Entity::update_many()
-                .col_expr(Column::State, Expr::value("sent"))
+                .col_expr(Column::State, Expr::value(state))
                 .col_expr(Column::Attempts, Expr::value(attempts))
                 .col_expr(Column::NextAttemptAt, Expr::value(next_attempt_at))
                 .col_expr(Column::LastError, Expr::value(Option::<String>::None))

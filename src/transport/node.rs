@@ -1,14 +1,15 @@
 //! The Reticulum node: one per server process; wraps the reticulum-rs 0.16 transport.
 //!
 //! The crate publishes events on broadcast channels of capacity 1024 that drop
-//! events for slow readers, so each channel gets a task that only forwards into an
-//! unbounded queue. One pump task turns those raw events into [`NodeEvent`]s.
+//! events for slow readers, so each channel gets a task that only forwards into one
+//! bounded queue (a full queue makes the broadcast lag, and the loss is counted). One
+//! pump task turns those raw events into [`NodeEvent`]s.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::rngs::OsRng;
 use rns_transport::destination::link::{LinkEvent, LinkEventData};
@@ -29,6 +30,12 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::{Mutex, mpsc};
 
 const EVENT_QUEUE: usize = 8192;
+/// Raw crate events between the forwarding tasks and the pump.
+const RAW_QUEUE: usize = 8192;
+/// Packet hashes from the proof callback waiting for their packet event, per destination.
+const PROVED_QUEUE: usize = 8192;
+/// An inbound packet whose hash has not come waits this long, then goes on unprovable.
+const PROOF_PAIRING_WAIT: Duration = Duration::from_millis(500);
 /// RNS MTU 500 minus header (19) and the announce fields (148, no ratchet). The crate
 /// itself only refuses at 256 KiB, which the reference and small-MTU links cannot carry.
 pub const MAX_ANNOUNCE_APP_DATA: usize = 500 - 19 - 148;
@@ -164,7 +171,7 @@ struct Inner {
     transport: Transport,
     dests: Mutex<HashMap<[u8; 16], Registered>>,
     // Packet hashes captured by the proof callback, consumed by the pump.
-    proved_tx: mpsc::UnboundedSender<([u8; 16], [u8; 32])>,
+    proved_tx: mpsc::Sender<([u8; 16], [u8; 32])>,
     // Interfaces that reconnect say so here, and every destination is announced again.
     reconnect_tx: mpsc::Sender<AddressHash>,
     // Outbound links we opened, by link id, and who waits for which outbound Resource.
@@ -177,11 +184,14 @@ pub struct Node {
     inner: Arc<Inner>,
 }
 
-struct ProofSink(mpsc::UnboundedSender<Raw>);
+struct ProofSink(mpsc::Sender<Raw>);
 
 impl ReceiptHandler for ProofSink {
+    /// A synchronous callback: a full queue loses the proof (the row is resent later), counted.
     fn on_receipt(&self, receipt: &DeliveryReceipt) {
-        let _ = self.0.send(Raw::Proof(receipt.message_id));
+        if self.0.try_send(Raw::Proof(receipt.message_id)).is_err() {
+            crate::metrics::transport_events_lost("proofs", 1);
+        }
     }
 }
 
@@ -197,8 +207,8 @@ impl Node {
         }
         let transport = Transport::new(tcfg);
 
-        let (raw_tx, raw_rx) = mpsc::unbounded_channel();
-        let (proved_tx, proved_rx) = mpsc::unbounded_channel();
+        let (raw_tx, raw_rx) = mpsc::channel(RAW_QUEUE);
+        let (proved_tx, proved_rx) = mpsc::channel(PROVED_QUEUE);
         let (out_tx, out_rx) = mpsc::channel(EVENT_QUEUE);
 
         drain(transport.recv_announces().await, "announces", raw_tx.clone(), Raw::Announce);
@@ -288,7 +298,9 @@ impl Node {
         dest.set_proof_strategy(ProofStrategy::App);
         let proved = self.inner.proved_tx.clone();
         dest.set_proof_requested_callback(Box::new(move |p: &Packet| {
-            let _ = proved.send((hash, p.hash().to_bytes()));
+            if proved.try_send((hash, p.hash().to_bytes())).is_err() {
+                crate::metrics::transport_events_lost("packet_hashes", 1);
+            }
             false
         }));
         let dest = self.inner.transport.register_destination(dest).await;
@@ -488,7 +500,7 @@ fn public_key(identity: &Identity) -> [u8; 64] {
     out
 }
 
-fn drain<T: Clone + Send + 'static>(mut rx: broadcast::Receiver<T>, channel: &'static str, tx: mpsc::UnboundedSender<Raw>, wrap: fn(T) -> Raw) {
+fn drain<T: Clone + Send + 'static>(mut rx: broadcast::Receiver<T>, channel: &'static str, tx: mpsc::Sender<Raw>, wrap: fn(T) -> Raw) {
     tokio::spawn(async move {
         loop {
             let raw = match rx.recv().await {
@@ -496,7 +508,7 @@ fn drain<T: Clone + Send + 'static>(mut rx: broadcast::Receiver<T>, channel: &'s
                 Err(RecvError::Lagged(n)) => Raw::Lagged(channel, n),
                 Err(RecvError::Closed) => break,
             };
-            if tx.send(raw).is_err() {
+            if tx.send(raw).await.is_err() {
                 break;
             }
         }
@@ -517,14 +529,93 @@ async fn reannounce_on_reconnect(node: std::sync::Weak<Inner>, mut rx: mpsc::Rec
     }
 }
 
-async fn pump(
-    mut raw: mpsc::UnboundedReceiver<Raw>,
-    mut proved: mpsc::UnboundedReceiver<([u8; 16], [u8; 32])>,
-    out: mpsc::Sender<NodeEvent>,
-    node: std::sync::Weak<Inner>,
-) {
+/// Pairs inbound packets with the hashes the proof callback captured. The callback runs right
+/// after the crate publishes the packet, once per packet, so per destination the n-th hash
+/// belongs to the n-th packet; whichever comes first waits for the other, briefly.
+#[derive(Default)]
+struct ProofPairing {
+    hashes: HashMap<[u8; 16], VecDeque<(Instant, [u8; 32])>>,
+    packets: HashMap<[u8; 16], VecDeque<(Instant, Vec<u8>)>>,
+}
+
+impl ProofPairing {
+    /// A packet arrived: its event, if its hash is already here.
+    fn packet(&mut self, dest: [u8; 16], data: Vec<u8>) -> Option<NodeEvent> {
+        match self.hashes.get_mut(&dest).and_then(VecDeque::pop_front) {
+            Some((_, h)) => Some(NodeEvent::Packet { dest, data, packet_hash: Some(h) }),
+            None => {
+                self.packets.entry(dest).or_default().push_back((Instant::now(), data));
+                None
+            }
+        }
+    }
+
+    /// A hash arrived: the event of the packet that waited for it, if one did.
+    fn hash(&mut self, dest: [u8; 16], hash: [u8; 32]) -> Option<NodeEvent> {
+        match self.packets.get_mut(&dest).and_then(VecDeque::pop_front) {
+            Some((_, data)) => Some(NodeEvent::Packet { dest, data, packet_hash: Some(hash) }),
+            None => {
+                let q = self.hashes.entry(dest).or_default();
+                if q.len() >= PROVED_QUEUE {
+                    q.pop_front();
+                }
+                q.push_back((Instant::now(), hash));
+                None
+            }
+        }
+    }
+
+    /// Packets that waited too long go on without a hash (unprovable: the sender retries);
+    /// hashes that waited too long belonged to a packet event the broadcast lost.
+    fn expire(&mut self) -> Vec<NodeEvent> {
+        let now = Instant::now();
+        let old = |t: &Instant| now.duration_since(*t) >= PROOF_PAIRING_WAIT;
+        let mut out = Vec::new();
+        for (dest, q) in &mut self.packets {
+            while q.front().is_some_and(|(t, _)| old(t)) {
+                if let Some((_, data)) = q.pop_front() {
+                    out.push(NodeEvent::Packet { dest: *dest, data, packet_hash: None });
+                }
+            }
+        }
+        for q in self.hashes.values_mut() {
+            while q.front().is_some_and(|(t, _)| old(t)) {
+                q.pop_front();
+            }
+        }
+        self.packets.retain(|_, q| !q.is_empty());
+        self.hashes.retain(|_, q| !q.is_empty());
+        out
+    }
+}
+
+async fn pump(mut raw: mpsc::Receiver<Raw>, mut proved: mpsc::Receiver<([u8; 16], [u8; 32])>, out: mpsc::Sender<NodeEvent>, node: std::sync::Weak<Inner>) {
     let mut links: HashMap<[u8; 16], [u8; 16]> = HashMap::new();
-    while let Some(ev) = raw.recv().await {
+    let mut pairing = ProofPairing::default();
+    let mut sweep = tokio::time::interval(PROOF_PAIRING_WAIT / 4);
+    loop {
+        let ev = tokio::select! {
+            ev = raw.recv() => match ev {
+                Some(ev) => ev,
+                None => break,
+            },
+            Some((dest, hash)) = proved.recv() => {
+                if let Some(event) = pairing.hash(dest, hash)
+                    && out.send(event).await.is_err()
+                {
+                    break;
+                }
+                continue;
+            }
+            _ = sweep.tick() => {
+                for event in pairing.expire() {
+                    if out.send(event).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+        };
         let event = match ev {
             Raw::Lagged(channel, count) => Some(NodeEvent::EventsLost { channel, count }),
             Raw::Proof(packet_hash) => Some(NodeEvent::Proof { packet_hash }),
@@ -561,16 +652,7 @@ async fn pump(
             }
             // Link payloads are echoed here with the link id as destination (FullWire); skip them.
             Raw::Data(d) if d.payload_mode == ReceivedPayloadMode::DestinationStripped && d.context == Some(PacketContext::None) => {
-                let dest = addr(&d.destination);
-                // The proof callback runs right after this event is published, once per packet.
-                let mut packet_hash = None;
-                while let Ok(Some((pd, h))) = tokio::time::timeout(Duration::from_secs(1), proved.recv()).await {
-                    if pd == dest {
-                        packet_hash = Some(h);
-                        break;
-                    }
-                }
-                Some(NodeEvent::Packet { dest, data: d.data.as_slice().to_vec(), packet_hash })
+                pairing.packet(addr(&d.destination), d.data.as_slice().to_vec())
             }
             Raw::Data(_) => None,
             Raw::Resource(r)
@@ -647,6 +729,25 @@ fn request_event(dest: [u8; 16], link_id: [u8; 16], request_id: [u8; 16], body: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packets_pair_with_their_hashes_in_order_whichever_comes_first() {
+        let mut p = ProofPairing::default();
+        let hash = |e: Option<NodeEvent>| match e {
+            Some(NodeEvent::Packet { data, packet_hash, .. }) => (data, packet_hash),
+            other => panic!("{other:?}"),
+        };
+        assert!(p.packet([1; 16], vec![1]).is_none());
+        assert!(p.packet([1; 16], vec![2]).is_none());
+        assert_eq!(hash(p.hash([1; 16], [11; 32])), (vec![1], Some([11; 32])));
+        assert!(p.hash([2; 16], [22; 32]).is_none(), "another destination's hash waits for its own packet");
+        assert_eq!(hash(p.hash([1; 16], [12; 32])), (vec![2], Some([12; 32])));
+        assert_eq!(hash(p.packet([2; 16], vec![3])), (vec![3], Some([22; 32])));
+        assert!(p.packet([3; 16], vec![4]).is_none());
+        std::thread::sleep(PROOF_PAIRING_WAIT);
+        let expired = p.expire();
+        assert!(matches!(expired.as_slice(), [NodeEvent::Packet { packet_hash: None, .. }]), "{expired:?}");
+    }
 
     #[test]
     fn request_body_unpacks() {

@@ -1,13 +1,15 @@
 //! The router: drains node events, keeps per-link caller state, and sends each request to the
 //! right group's handler. Link events are handled in order (an identify always precedes the
 //! requests after it); each request then runs in its own task so a slow one blocks nobody.
+//! Those tasks are bounded, over all links and per link: a request beyond either limit is
+//! answered `rate_limited` at once and counted, never queued.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::Addr;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::actors::group::Call;
 use crate::actors::supervisor::{DestKind, Registry, Route, Supervisor, lookup, run_op};
@@ -36,22 +38,76 @@ pub struct Services {
     pub propagation: Arc<crate::lxmf::propagation::Propagation>,
     /// The server destination (directory, group creation).
     pub hosting: Arc<crate::hosting::Hosting>,
+    /// Shutdown, and the work it waits for.
+    pub life: crate::lifecycle::Lifecycle,
 }
 
 struct LinkState {
     dest: [u8; 16],
     identity: Option<String>,
+    /// The link's share of requests in progress.
+    slots: Arc<Semaphore>,
 }
 
-/// Consumes node events until the node stops.
-pub async fn run(services: Arc<Services>, mut events: mpsc::Receiver<NodeEvent>) {
+/// Refusals are logged at most this often (with how many were not logged), so a flood cannot fill the log.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Why a request was refused before it ran.
+#[derive(Clone, Copy, Debug)]
+enum Refusal {
+    ServerBusy,
+    LinkBusy,
+    ShuttingDown,
+}
+
+impl Refusal {
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::ServerBusy => "server_busy",
+            Refusal::LinkBusy => "link_busy",
+            Refusal::ShuttingDown => "shutting_down",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Refusal::ServerBusy => "the server is handling too many requests; retry shortly",
+            Refusal::LinkBusy => "this link has too many requests in progress; wait for their answers",
+            Refusal::ShuttingDown => "the server is shutting down; retry after it is back",
+        }
+    }
+}
+
+/// Logs refusals at a bounded rate.
+struct RefusalLog {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl RefusalLog {
+    fn note(&mut self, why: Refusal) {
+        self.unlogged += 1;
+        if self.last.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_EVERY) {
+            tracing::warn!(reason = why.label(), refused = self.unlogged, "requests refused at a limit");
+            self.last = Some(Instant::now());
+            self.unlogged = 0;
+        }
+    }
+}
+
+/// Consumes node events until the node stops (or the router is stopped, after the shutdown grace).
+pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>) {
     let mut links: HashMap<[u8; 16], LinkState> = HashMap::new();
     let group_name_hash = name_hash(GROUP_ASPECT);
     let lxmf_name_hash = name_hash(crate::wire::identity::LXMF_ASPECT);
+    let in_progress = Arc::new(Semaphore::new(services.limits.max_inflight_requests.max(1)));
+    let per_link = services.limits.max_requests_per_link.max(1);
+    let new_link = |dest| LinkState { dest, identity: None, slots: Arc::new(Semaphore::new(per_link)) };
+    let mut refusals = RefusalLog { last: None, unlogged: 0 };
     while let Some(ev) = events.recv().await {
         match ev {
             NodeEvent::LinkEstablished { dest, link_id } => {
-                links.insert(link_id, LinkState { dest, identity: None });
+                links.insert(link_id, new_link(dest));
                 crate::metrics::links_open(links.len());
             }
             NodeEvent::LinkIdentified { link_id, identity_hash, public_key, .. } => {
@@ -66,13 +122,29 @@ pub async fn run(services: Arc<Services>, mut events: mpsc::Receiver<NodeEvent>)
                 crate::metrics::links_open(links.len());
             }
             NodeEvent::Request { dest, link_id, request_id, path_hash, data, .. } => {
-                let caller = match links.get(&link_id).and_then(|l| l.identity.clone()) {
+                // A link whose establishment event was lost still gets its share.
+                let link = links.entry(link_id).or_insert_with(|| new_link(dest));
+                let caller = match link.identity.clone() {
                     Some(h) => Caller::Identity(h),
                     None => Caller::Anonymous,
                 };
-                let dest = links.get(&link_id).map(|l| l.dest).unwrap_or(dest);
+                let dest = link.dest;
+                let permits = admit(&services.life, &link.slots, &in_progress);
+                let permits = match permits {
+                    Ok(p) => p,
+                    Err(why) => {
+                        refusals.note(why);
+                        crate::metrics::work_refused("request", why.label());
+                        let err = ApiError::new(ErrorCode::RateLimited, why.message());
+                        if let Err(err) = services.node.respond(link_id, request_id, error_response(&err)).await {
+                            tracing::debug!(%err, "cannot send a refusal");
+                        }
+                        continue;
+                    }
+                };
                 let s = services.clone();
-                tokio::spawn(async move {
+                services.life.spawn(async move {
+                    let _permits = permits;
                     let started = Instant::now();
                     let endpoint = Endpoint::from_path_hash(&path_hash);
                     // The server destination has its own paths and handler.
@@ -101,7 +173,7 @@ pub async fn run(services: Arc<Services>, mut events: mpsc::Receiver<NodeEvent>)
                 services.lxmf.opportunistic(services.clone(), dest, data, packet_hash);
             }
             NodeEvent::LinkPacket { dest, data, .. } | NodeEvent::LinkResource { dest, data, .. } => {
-                services.lxmf.direct(services.clone(), dest, data);
+                services.lxmf.direct(services.clone(), dest, data).await;
             }
             NodeEvent::Announce { dest, public_key, name_hash: nh, app_data, ratchet } => {
                 if let Some(r) = ratchet {
@@ -130,6 +202,16 @@ pub async fn run(services: Arc<Services>, mut events: mpsc::Receiver<NodeEvent>)
             }
         }
     }
+}
+
+/// Takes a slot of the link's share and one of the server's, or says why not.
+fn admit(life: &crate::lifecycle::Lifecycle, link: &Arc<Semaphore>, server: &Arc<Semaphore>) -> Result<[OwnedSemaphorePermit; 2], Refusal> {
+    if life.stopping() {
+        return Err(Refusal::ShuttingDown);
+    }
+    let link = link.clone().try_acquire_owned().map_err(|_| Refusal::LinkBusy)?;
+    let server = server.clone().try_acquire_owned().map_err(|_| Refusal::ServerBusy)?;
+    Ok([link, server])
 }
 
 /// Keeps a verified key, off the event loop.

@@ -113,18 +113,24 @@ impl Server {
     }
 
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+        let _ = self.terminate();
+    }
+
+    /// SIGTERM, then the exit status once the drain is over (SIGKILL after 20 s, beyond the
+    /// default 10 s grace, so a drain is never cut short).
+    pub fn terminate(&mut self) -> R<std::process::ExitStatus> {
+        let mut c = self.child.take().ok_or("the server is not running")?;
+        Command::new("kill").arg("-TERM").arg(c.id().to_string()).status()?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = c.try_wait()? {
+                return Ok(status);
             }
-            let _ = c.kill();
-            let _ = c.wait();
+            std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = c.kill();
+        let _ = c.wait();
+        Err("the server did not exit within 20 s of SIGTERM".into())
     }
 
     pub fn kill9(&mut self) {
