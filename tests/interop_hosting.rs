@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Peer, R, Server, s};
+use common::{Peer, R, Server, metric_sum, s};
 use meshgroup::wire::proto as pb;
 use prost::Message as _;
 use serde_json::{Value, json};
@@ -87,10 +87,6 @@ fn join(peer: &mut Peer, link: &str, name: &str) -> R<pb::JoinState> {
     Ok(pb::JoinState::try_from(r.state)?)
 }
 
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines().filter(|l| l.starts_with(series)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
-}
-
 fn heard_live(peer: &mut Peer, dest: &str) -> R<Vec<u8>> {
     poll(30, "a live announce", || {
         let v = peer.call(json!({"cmd": "heard", "dest": dest, "since": 0, "timeout": 2}))?;
@@ -165,7 +161,7 @@ fn a_peer_hears_the_server_lists_the_directory_and_links_from_an_entry() -> R {
     assert_eq!(by_activity.groups[0].name, "Radio Hams");
     assert_eq!(by_activity.groups[0].member_count, 1);
 
-    assert!(metric(&server.metrics()?, "meshgroup_directory_requests_total") >= 6.0);
+    assert!(metric_sum(&server.metrics()?, "meshgroup_directory_requests_total") >= 6.0);
     eprintln!("linked from a directory entry in {} s; test {:.1} s", v["secs"], t0.elapsed().as_secs_f64());
     Ok(())
 }
@@ -256,9 +252,9 @@ fn a_founder_creates_runs_and_deletes_groups() -> R {
     assert_eq!(names(&d), ["Second"]);
 
     let m = server.metrics()?;
-    assert_eq!(metric(&m, "meshgroup_groups_created_total{outcome=\"created\"}"), 3.0);
-    assert_eq!(metric(&m, "meshgroup_groups_created_total{outcome=\"stamp_missing\"}"), 4.0);
-    assert!(metric(&m, "meshgroup_groups_per_founder_count") >= 3.0);
+    assert_eq!(metric_sum(&m, "meshgroup_groups_created_total{outcome=\"created\"}"), 3.0);
+    assert_eq!(metric_sum(&m, "meshgroup_groups_created_total{outcome=\"stamp_missing\"}"), 4.0);
+    assert!(metric_sum(&m, "meshgroup_groups_per_founder_count") >= 3.0);
     eprintln!("founder flow: test {:.1} s", t0.elapsed().as_secs_f64());
     Ok(())
 }
@@ -300,7 +296,7 @@ fn every_creation_guard_holds_with_its_typed_error() -> R {
     // Closed: FORBIDDEN, before any stamp is asked for.
     let (server, mut peer, _) = guarded(&[("CREATION_POLICY", "closed")], &[("alice", None)])?;
     assert_eq!(code(&mut peer, "alice", CREATE, &c("a"))?, Some(pb::ErrorCode::Forbidden));
-    assert_eq!(metric(&server.metrics()?, "meshgroup_groups_created_total{outcome=\"refused_policy\"}"), 1.0);
+    assert_eq!(metric_sum(&server.metrics()?, "meshgroup_groups_created_total{outcome=\"refused_policy\"}"), 1.0);
     drop((peer, server));
 
     // Allow-list: the listed identity creates, another is FORBIDDEN.
@@ -329,7 +325,7 @@ fn every_creation_guard_holds_with_its_typed_error() -> R {
     assert_eq!(code(&mut peer, "alice", CREATE, &c("A2"))?, Some(pb::ErrorCode::Forbidden), "per-identity quota");
     create(&mut peer, "bob", c("B1"))?;
     assert_eq!(code(&mut peer, "carol", CREATE, &c("C1"))?, Some(pb::ErrorCode::Forbidden), "server quota");
-    assert_eq!(metric(&server.metrics()?, "meshgroup_groups_created_total{outcome=\"refused_quota\"}"), 2.0);
+    assert_eq!(metric_sum(&server.metrics()?, "meshgroup_groups_created_total{outcome=\"refused_quota\"}"), 2.0);
     drop((peer, server));
 
     // Stamps (cost 6) and the rate limit (1 an hour): missing, forged, wrong challenge, then good;
@@ -351,9 +347,9 @@ fn every_creation_guard_holds_with_its_typed_error() -> R {
     create(&mut peer, "alice", c("S"))?;
     assert_eq!(code(&mut peer, "alice", CREATE, &c("T"))?, Some(pb::ErrorCode::RateLimited));
     let m = server.metrics()?;
-    assert_eq!(metric(&m, "meshgroup_groups_created_total{outcome=\"stamp_missing\"}"), 2.0);
-    assert_eq!(metric(&m, "meshgroup_groups_created_total{outcome=\"stamp_invalid\"}"), 2.0);
-    assert_eq!(metric(&m, "meshgroup_groups_created_total{outcome=\"rate_limited\"}"), 1.0);
+    assert_eq!(metric_sum(&m, "meshgroup_groups_created_total{outcome=\"stamp_missing\"}"), 2.0);
+    assert_eq!(metric_sum(&m, "meshgroup_groups_created_total{outcome=\"stamp_invalid\"}"), 2.0);
+    assert_eq!(metric_sum(&m, "meshgroup_groups_created_total{outcome=\"rate_limited\"}"), 1.0);
     eprintln!("guards: test {:.1} s", t0.elapsed().as_secs_f64());
     Ok(())
 }

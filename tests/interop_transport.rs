@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Peer, R, Server, free_port, poll, s, tcp_server_iface, unique, wait_port};
+use common::{Daemon, Peer, R, Server, free_port, metric, poll, s, tcp_server_iface, unique, wait_port};
 use meshgroup::wire::proto as pb;
 use prost::Message as _;
 use serde_json::json;
@@ -36,14 +36,6 @@ fn link_and_info(peer: &mut Peer, link: &str, dest: &str, as_: &str, within: Dur
         let info: pb::InfoResponse = peer.request(&name, "/api/v1/info", &pb::InfoRequest {})?.ok()?;
         Ok(Some(info))
     })
-}
-
-/// The value of one sample (metric name with its label set, exactly as exposed), or 0.
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
 }
 
 #[test]
@@ -327,5 +319,39 @@ fn a_thousand_groups_reachable_and_announces_within_budget() -> R {
         heard["held_announces"],
         t0.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// A burst on one link beyond its share is answered `rate_limited` at once and counted; every
+/// request gets an answer, and another caller is served meanwhile.
+#[test]
+fn a_burst_beyond_the_link_share_is_refused_answered_and_counted() -> R {
+    let mut server = Server::new()?;
+    server.extra_env = vec![("MESHGROUP_LIMITS__MAX_REQUESTS_PER_LINK".into(), "1".into())];
+    let g = server.create_group(&["--name", "Flood"])?;
+    server.start()?;
+    let dest = s(&g, "group_destination_hash");
+    let mut flooder = Peer::connect(server.rns_port)?;
+    flooder.call(json!({"cmd": "link", "link": "f", "dest": dest}))?;
+    let mut member = Peer::connect(server.rns_port)?;
+    member.link("m", &dest, None)?;
+    let info = pb::InfoRequest {};
+    let burst = flooder.call(json!({"cmd": "burst", "link": "f", "path": "/api/v1/info", "n": 200, "data": hex::encode(info.encode_to_vec())}))?;
+    let other: pb::InfoResponse = member.request("m", "/api/v1/info", &info)?.ok()?;
+    assert_eq!(other.name, "Flood", "the other caller is served");
+    assert_eq!(burst["missing"], 0, "every request of the burst is answered: {burst}");
+    let (mut ok, mut limited) = (0, 0);
+    for a in burst["answers"].as_array().ok_or("answers")? {
+        let r = pb::Response::decode(hex::decode(a.as_str().ok_or("hex")?)?.as_slice())?;
+        match r.error {
+            None => ok += 1,
+            Some(e) if e.code == pb::ErrorCode::RateLimited as i32 => limited += 1,
+            Some(e) => return Err(format!("unexpected error {e:?}").into()),
+        }
+    }
+    assert!(ok > 0 && limited > 0, "{ok} answered, {limited} refused");
+    let counted = metric(&server.metrics()?, "meshgroup_work_refused_total{kind=\"request\",reason=\"link_busy\"}");
+    assert_eq!(counted, limited as f64, "each refusal is counted");
+    eprintln!("burst of 200 on one link: {ok} answered, {limited} refused rate_limited");
     Ok(())
 }

@@ -367,3 +367,16 @@ pub fn tcp_server_iface(port: u16) -> String {
 pub fn unique(tag: &str) -> R<String> {
     Ok(format!("mgit-{tag}-{}-{}", std::process::id(), free_port()?))
 }
+
+/// The value of one sample (metric name with its label set, exactly as exposed), or 0.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// The sum of every sample whose line starts with `prefix` (a name, or a name and some labels).
+pub fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}

@@ -66,3 +66,24 @@ def cmd_paths(c):
     missing = [d.hex() for d in dests if not RNS.Transport.has_path(d)]
     return {"answered": len(dests) - len(missing), "total": len(dests), "missing": missing,
             "secs": round(time.time() - t0, 3)}
+
+
+def cmd_burst(c):
+    """Sends `n` requests for `path` on one link without waiting between them; returns each answer
+    (hex) in the order they came, and how many never came within `timeout`."""
+    link = LINKS[c["link"]]
+    answers, lock, all_in = [], threading.Lock(), threading.Event()
+    n = c["n"]
+
+    def ok(r):
+        with lock:
+            answers.append(bytes(r.response).hex())
+            if len(answers) == n:
+                all_in.set()
+
+    data = bytes.fromhex(c.get("data", ""))
+    for _ in range(n):
+        link.request(c["path"], data=data, response_callback=ok, timeout=c.get("timeout", 30))
+    all_in.wait(c.get("timeout", 30))
+    with lock:
+        return {"answers": list(answers), "missing": n - len(answers)}
