@@ -136,15 +136,20 @@ impl Hosting {
     pub async fn announce_every_interval(self: Arc<Self>, node: Node, store: Store, stop: tokio_util::sync::CancellationToken) {
         let every = Duration::from_secs(self.cfg.announce_interval_secs.max(1));
         loop {
-            let data = self.announce_data(&store).await;
-            match node.announce(self.dest, &data).await {
-                Ok(()) => crate::metrics::announce_sent(SERVER_ASPECT),
-                Err(err) => tracing::warn!(%err, "server announce failed"),
-            }
+            self.announce_once(&node, &store).await;
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
+        }
+    }
+
+    /// Announces the server destination once, with the current directory summary.
+    pub async fn announce_once(&self, node: &Node, store: &Store) {
+        let data = self.announce_data(store).await;
+        match node.announce(self.dest, &data).await {
+            Ok(()) => crate::metrics::announce_sent(SERVER_ASPECT),
+            Err(err) => tracing::warn!(%err, "server announce failed"),
         }
     }
 

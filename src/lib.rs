@@ -32,21 +32,9 @@ pub fn init_tracing(cfg: &config::Config) {
 }
 
 /// Runs a future on the actix system over a multi-threaded tokio runtime (actors need the former,
-/// CPU work the latter).
+/// CPU work the latter). Fails only when the OS refuses the runtime its threads.
 pub fn block_on<F: std::future::Future>(fut: F) -> std::io::Result<F::Output> {
-    let system = actix::System::with_tokio_rt(|| tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap_or_else(panic_free_runtime));
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let system = actix::System::with_tokio_rt(move || runtime);
     Ok(system.block_on(fut))
-}
-
-/// Building a runtime only fails when the OS refuses threads; fall back to a current-thread one.
-#[cold]
-fn panic_free_runtime(err: std::io::Error) -> tokio::runtime::Runtime {
-    tracing::error!(%err, "cannot build the multi-threaded runtime, using a single thread");
-    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("meshgroup: cannot start a tokio runtime: {e}");
-            std::process::exit(1)
-        }
-    }
 }

@@ -50,6 +50,8 @@ pub enum AnnounceCmd {
     Add(i64, Addr<GroupActor>),
     /// A group's name, visibility or costs changed: announce it soon (within a second).
     Now(i64),
+    /// An interface reconnected: announce every group again, as the budget allows.
+    All,
     Remove(i64),
 }
 
@@ -301,6 +303,23 @@ struct Announcer {
     open: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
+/// Announces every group again, paced by the budget (sent by the router when an interface reconnects).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReannounceAll;
+
+impl Handler<ReannounceAll> for Supervisor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _msg: ReannounceAll, _ctx: &mut Self::Context) -> Self::Result {
+        let state = self.state.clone();
+        Box::pin(async move {
+            let announce = state.lock().await.announce.clone();
+            let _ = announce.send(AnnounceCmd::All).await;
+        })
+    }
+}
+
 /// Announces groups as the schedule allows, until `stop`: each group's `meshchat.group`
 /// destination with its protobuf app data, then its `lxmf.delivery` destination with
 /// `[name, post_stamp_cost]`. Commands are taken at once, announces only once interfaces are open.
@@ -321,6 +340,11 @@ async fn announcer(state: Arc<Mutex<Announcer>>, node: Node, stop: tokio_util::s
                     schedule.announce_now(id);
                 }
                 Some(AnnounceCmd::Now(id)) => schedule.announce_change(id),
+                Some(AnnounceCmd::All) => {
+                    for id in actors.keys() {
+                        schedule.announce_now(*id);
+                    }
+                }
                 Some(AnnounceCmd::Remove(id)) => {
                     schedule.remove(id);
                     actors.remove(&id);

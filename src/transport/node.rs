@@ -151,6 +151,9 @@ pub enum NodeEvent {
         channel: &'static str,
         count: u64,
     },
+    /// An interface came back after a disconnect: its far side (a restarted rnsd or hub) has
+    /// lost its path table and should hear our announces again, within the announce budget.
+    InterfaceReconnected,
 }
 
 enum Raw {
@@ -228,9 +231,8 @@ impl Node {
                 resource_waiters: std::sync::Mutex::new(HashMap::new()),
             }),
         };
+        tokio::spawn(forward_reconnects(reconnect_rx, out_tx.clone()));
         tokio::spawn(pump(raw_rx, proved_rx, out_tx, Arc::downgrade(&node.inner)));
-
-        tokio::spawn(reannounce_on_reconnect(Arc::downgrade(&node.inner), reconnect_rx));
         node.open_interfaces(cfg.interfaces).await?;
         Ok((node, out_rx))
     }
@@ -515,16 +517,14 @@ fn drain<T: Clone + Send + 'static>(mut rx: broadcast::Receiver<T>, channel: &'s
     });
 }
 
-async fn reannounce_on_reconnect(node: std::sync::Weak<Inner>, mut rx: mpsc::Receiver<AddressHash>) {
-    // A restarted rnsd (or hub) has lost its path table and the crate does not re-announce.
-    // Path requests still reach us, but peers that wait for announces would not find us.
+/// Turns the interfaces' reconnect notices into one event each. The crate does not re-announce
+/// on a reconnect; the announcers do, paced by their budget (one event may stand for a burst of
+/// reconnects, so a full queue drops the duplicate).
+async fn forward_reconnects(mut rx: mpsc::Receiver<AddressHash>, out: mpsc::Sender<NodeEvent>) {
     while rx.recv().await.is_some() {
-        let Some(inner) = node.upgrade() else { break };
-        let dests: Vec<_> = inner.dests.lock().await.values().map(|r| (r.dest.clone(), r.app_data.clone())).collect();
-        tracing::info!(count = dests.len(), "interface reconnected; re-announcing destinations");
-        for (dest, app_data) in dests {
-            inner.transport.send_announce(&dest, app_data.as_deref()).await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        while rx.try_recv().is_ok() {}
+        if out.send(NodeEvent::InterfaceReconnected).await.is_err() {
+            return;
         }
     }
 }

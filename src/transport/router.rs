@@ -196,6 +196,12 @@ pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>
                 }
             }
             NodeEvent::Proof { packet_hash } => services.courier.proof(packet_hash),
+            NodeEvent::InterfaceReconnected => {
+                tracing::info!("interface reconnected; re-announcing the groups within the announce budget");
+                services.supervisor.do_send(crate::actors::supervisor::ReannounceAll);
+                let (hosting, node, store) = (services.hosting.clone(), services.node.clone(), services.store.clone());
+                services.life.spawn(async move { hosting.announce_once(&node, &store).await });
+            }
             NodeEvent::EventsLost { channel, count } => {
                 tracing::warn!(channel, count, "transport events lost");
                 crate::metrics::transport_events_lost(channel, count);
