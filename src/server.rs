@@ -60,8 +60,7 @@ where
     let courier = std::sync::Arc::new(crate::lxmf::courier::Courier::new(node.clone(), store.clone(), propagation.clone()));
     let fanout = crate::actors::fanout::FanoutActor::start(store.clone(), courier.clone(), cfg.fanout.clone(), &life);
     let supervisor =
-        crate::actors::supervisor::Supervisor::start(store.clone(), node.clone(), registry.clone(), fanout.recipient(), &cfg, interfaces_open_rx, &life)
-            .await?;
+        crate::actors::supervisor::Supervisor::start(store.clone(), node.clone(), registry.clone(), fanout, &cfg, interfaces_open_rx, &life).await?;
     // The server destination too is registered before any interface opens.
     let hosting = crate::hosting::Hosting::start(&store, &node, cfg.hosting.clone()).await?;
     let services = std::sync::Arc::new(crate::transport::router::Services {

@@ -211,6 +211,19 @@ fn modes_notices_and_pacing_on_the_wire() -> R {
     for m in full.iter().chain(&short).filter(|m| **m != kicked) {
         assert_eq!(got[m].0.len(), 1, "{m} got the post only");
     }
+
+    // A rename reaches the fan-out's cache at once: the next notice carries the new name.
+    server.cli(&["group", "update", &group["id"].to_string(), "--name", "Renamed"])?;
+    let second = full[1].clone();
+    peer.request("admin", "/api/v1/members/kick", &pb::KickRequest { identity_hash: hex::decode(&second)? })?.ok::<pb::Ack>()?;
+    let inbox = peer.call(json!({"cmd": "member_inbox", "unique": 2, "members": [&second], "timeout": 40}))?;
+    let texts: Vec<String> = inbox["members"][&second]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| String::from_utf8_lossy(&hex::decode(s(g, "content")).unwrap_or_default()).into_owned())
+        .collect();
+    assert!(texts.iter().any(|t| t.starts_with("[Renamed] You were removed")), "the notice carries the new name: {texts:?}");
     Ok(())
 }
 

@@ -35,7 +35,12 @@ pub struct FanoutActor {
     store: Store,
     wake: Arc<Notify>,
     life: Lifecycle,
+    /// Groups whose cached keys and name the delivery task must drop.
+    changed: mpsc::Sender<i64>,
 }
+
+/// Groups changed at once at most before the delivery task drops its whole cache instead.
+const CHANGED_QUEUE: usize = 1024;
 
 impl FanoutActor {
     /// Starts the actor and its delivery task; first repairs fan-outs a crash left unscheduled.
@@ -44,8 +49,12 @@ impl FanoutActor {
         let wake = Arc::new(Notify::new());
         let (confirmed, rx) = mpsc::channel(CONFIRM_QUEUE);
         life.spawn(confirmer(store.clone(), rx));
+        let (changed, changes) = mpsc::channel(CHANGED_QUEUE);
+        // A restarted delivery task takes over the same queue of changes.
+        let changes = Arc::new(tokio::sync::Mutex::new(changes));
         let (st, w, l) = (store.clone(), wake.clone(), life.clone());
         life.supervise("delivery", move |token| {
+            let changes = changes.clone();
             let delivery = Delivery {
                 store: st.clone(),
                 confirmed: confirmed.clone(),
@@ -59,10 +68,10 @@ impl FanoutActor {
                 if let Err(err) = recover(&delivery.store).await {
                     tracing::error!(%err, "fan-out recovery failed");
                 }
-                delivery.run(token).await;
+                delivery.run(token, &mut *changes.lock().await).await;
             }
         });
-        FanoutActor { store, wake, life: life.clone() }.start()
+        FanoutActor { store, wake, life: life.clone(), changed }.start()
     }
 }
 
@@ -91,6 +100,26 @@ impl Handler<Enqueue> for FanoutActor {
         }))
     }
 }
+
+/// A group was renamed or its keys changed: what the delivery task cached of it is stale.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct GroupChanged(pub i64);
+
+impl Handler<GroupChanged> for FanoutActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: GroupChanged, _ctx: &mut Self::Context) {
+        // A full queue means many changes at once: a sentinel makes the task drop everything.
+        if self.changed.try_send(msg.0).is_err() {
+            let _ = self.changed.try_send(ALL_GROUPS);
+        }
+        self.wake.notify_one();
+    }
+}
+
+/// Stands for every group in the queue of changes.
+const ALL_GROUPS: i64 = -1;
 
 /// Writes a job's outbox rows (members in mode `none` left out) in one transaction; idempotent.
 pub async fn schedule(store: &Store, job: FanoutJob) -> Result<u64, StoreError> {
@@ -185,10 +214,17 @@ struct Job {
 impl Delivery {
     /// Delivers due rows until `stop` is cancelled. A round that shutdown interrupts sends
     /// nothing more; its copies not yet handed to the node go back to the outbox, due at once.
-    async fn run(mut self, stop: CancellationToken) {
+    async fn run(mut self, stop: CancellationToken, changes: &mut mpsc::Receiver<i64>) {
         let mut bucket = (self.cfg.rate_per_sec > 0.0).then(|| TokenBucket::new(self.cfg.rate_per_sec, self.cfg.burst));
         let mut last_recovery = Instant::now();
         while !stop.is_cancelled() {
+            while let Ok(group) = changes.try_recv() {
+                if group == ALL_GROUPS {
+                    self.groups.clear();
+                } else {
+                    self.groups.remove(&group);
+                }
+            }
             if last_recovery.elapsed() >= RECOVERY_EVERY {
                 last_recovery = Instant::now();
                 if let Err(err) = recover(&self.store).await {

@@ -66,6 +66,8 @@ struct State {
     store: Store,
     node: Node,
     fanout: Recipient<super::fanout::Enqueue>,
+    /// Told when a group's name or keys may have changed, so its caches follow at once.
+    changed: Recipient<super::fanout::GroupChanged>,
     registry: Registry,
     groups: HashMap<i64, Entry>,
     announce: mpsc::Sender<AnnounceCmd>,
@@ -85,7 +87,7 @@ impl Supervisor {
         store: Store,
         node: Node,
         registry: Registry,
-        fanout: Recipient<super::fanout::Enqueue>,
+        fanout: Addr<super::fanout::FanoutActor>,
         config: &crate::config::Config,
         interfaces_open: tokio::sync::oneshot::Receiver<()>,
         life: &crate::lifecycle::Lifecycle,
@@ -95,7 +97,8 @@ impl Supervisor {
         let state = Arc::new(Mutex::new(State {
             store: store.clone(),
             node: node.clone(),
-            fanout,
+            fanout: fanout.clone().recipient(),
+            changed: fanout.recipient(),
             registry: registry.clone(),
             groups: HashMap::new(),
             announce: tx,
@@ -197,6 +200,7 @@ impl State {
                         Ok(Err(err)) => tracing::warn!(group = id, %err, "reload failed"),
                         Err(err) => tracing::error!(group = id, %err, "group actor unavailable; reload not delivered"),
                     }
+                    self.changed.do_send(super::fanout::GroupChanged(id));
                     let _ = self.announce.send(AnnounceCmd::Now(id)).await;
                 }
                 Some(_) => {}
@@ -285,7 +289,11 @@ impl Handler<AnnounceSoon> for Supervisor {
     fn handle(&mut self, msg: AnnounceSoon, _ctx: &mut Self::Context) -> Self::Result {
         let state = self.state.clone();
         Box::pin(async move {
-            let announce = state.lock().await.announce.clone();
+            let (announce, changed) = {
+                let st = state.lock().await;
+                (st.announce.clone(), st.changed.clone())
+            };
+            changed.do_send(super::fanout::GroupChanged(msg.0));
             let _ = announce.send(AnnounceCmd::Now(msg.0)).await;
         })
     }
