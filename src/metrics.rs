@@ -78,6 +78,7 @@ pub const DIRECTORY_REQUESTS: &str = "meshgroup_directory_requests_total";
 pub const GROUPS_PER_FOUNDER: &str = "meshgroup_groups_per_founder";
 pub const TASK_RESTARTS: &str = "meshgroup_task_restarts_total";
 pub const WORK_REFUSED: &str = "meshgroup_work_refused_total";
+pub const RESPONSES_DROPPED: &str = "meshgroup_responses_dropped_total";
 
 /// The catalogue. Add a metric here, and only here, before recording it.
 pub const CATALOGUE: &[MetricDef] = &[
@@ -165,6 +166,12 @@ pub const CATALOGUE: &[MetricDef] = &[
         labels: &["kind", "reason"],
         help: "Inbound work refused at a limit: kind request or packet; reason server_busy, link_busy or shutting_down.",
     },
+    MetricDef {
+        name: RESPONSES_DROPPED,
+        kind: Kind::Counter,
+        labels: &["reason"],
+        help: "Link API responses that could not be sent: queue_full (after the retries), link_closed, refusal_not_sent.",
+    },
 ];
 
 /// Errors starting the exporter.
@@ -217,6 +224,11 @@ pub fn task_restart(task: &'static str) {
 /// Inbound work refused at a limit instead of queued without bound.
 pub fn work_refused(kind: &'static str, reason: &'static str) {
     counter!(WORK_REFUSED, "kind" => kind, "reason" => reason).increment(1);
+}
+
+/// A response that never left: the caller's request times out.
+pub fn response_dropped(reason: &'static str) {
+    counter!(RESPONSES_DROPPED, "reason" => reason).increment(1);
 }
 
 /// Records one store operation.

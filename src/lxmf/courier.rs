@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::outbound::{Prepared, Recipient};
-use crate::transport::node::{Node, NodeError};
+use crate::transport::node::{Node, NodeError, with_backpressure};
 use crate::wire::identity::{LXMF_ASPECT, destination_hash};
 
 /// How long an unclaimed proof is remembered (it may beat its waiter).
@@ -15,9 +15,6 @@ const EARLY_PROOF_TTL: Duration = Duration::from_secs(120);
 /// Path requests for one destination back off from the first to the last of these, however
 /// many messages wait for it.
 const PATH_REQUEST_BACKOFF: [Duration; 4] = [Duration::from_secs(5), Duration::from_secs(10), Duration::from_secs(20), Duration::from_secs(30)];
-
-/// The first pause after an interface refused a packet for a full queue; it doubles up to 8×.
-const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(25);
 
 /// Shared by replies and the fan-out.
 pub struct Courier {
@@ -158,17 +155,7 @@ impl Courier {
     /// short pause, a few times, before it counts as failed. With no interface at all it fails at
     /// once.
     pub async fn send(&self, p: &Prepared) -> Result<([u8; 32], oneshot::Receiver<()>), NodeError> {
-        let mut pause = QUEUE_FULL_PAUSE;
-        let hash = loop {
-            match self.node.send_prepared(p.lxmf_dest, &p.public_key, ("lxmf", "delivery"), &p.ciphertext).await {
-                Err(NodeError::QueueFull) if pause <= QUEUE_FULL_PAUSE * 8 => {
-                    crate::metrics::send_backpressure();
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                }
-                other => break other?,
-            }
-        };
+        let hash = with_backpressure(|| self.node.send_prepared(p.lxmf_dest, &p.public_key, ("lxmf", "delivery"), &p.ciphertext)).await?;
         let (tx, rx) = oneshot::channel();
         let early = self.early.lock().ok().and_then(|mut e| e.remove(&hash)).is_some();
         if early {

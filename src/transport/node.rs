@@ -342,6 +342,9 @@ impl Node {
         // The crate picks packet or Resource by the link MDU.
         match self.inner.transport.send_response(&AddressHash::new(link_id), request_id.to_vec(), packed, None).await {
             Err(rns_transport::error::RnsError::InvalidArgument) => Err(NodeError::UnknownLink(link_id)),
+            // The link and its interface exist, so "no route" means the interface's send queue
+            // refused the packet: the crate reports a full queue that way.
+            Err(rns_transport::error::RnsError::ConnectionError) => Err(NodeError::QueueFull),
             other => other.map(|_| ()).map_err(NodeError::from),
         }
     }
@@ -486,6 +489,29 @@ impl Node {
 
     pub async fn recall_identity(&self, dest: [u8; 16]) -> Option<[u8; 64]> {
         self.inner.transport.destination_identity(&AddressHash::new(dest)).await.map(|i| public_key(&i))
+    }
+}
+
+/// The first pause after an interface refused a send for a full queue; it doubles, four times.
+const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(25);
+
+/// Runs a send, and runs it again after a pause while the interfaces refuse it for a full queue
+/// (about 0.4 s in all): back-pressure instead of a silent drop. Every pause is counted.
+pub async fn with_backpressure<T, F, Fut>(mut send: F) -> Result<T, NodeError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, NodeError>>,
+{
+    let mut pause = QUEUE_FULL_PAUSE;
+    loop {
+        match send().await {
+            Err(NodeError::QueueFull) if pause <= QUEUE_FULL_PAUSE * 8 => {
+                crate::metrics::send_backpressure();
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            other => return other,
+        }
     }
 }
 

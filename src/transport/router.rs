@@ -17,7 +17,7 @@ use crate::api::{ApiError, DecodeContext, Endpoint, decode_request, encode_reply
 use crate::group::{Caller, GroupError, Op};
 use crate::stamps::StampPool;
 use crate::store::Store;
-use crate::transport::node::{Node, NodeEvent};
+use crate::transport::node::{Node, NodeError, NodeEvent, with_backpressure};
 use crate::wire::identity::{GROUP_ASPECT, name_hash};
 use crate::wire::proto::ErrorCode;
 use crate::wire::stamp::MESSAGE_ROUNDS;
@@ -136,8 +136,9 @@ pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>
                         refusals.note(why);
                         crate::metrics::work_refused("request", why.label());
                         let err = ApiError::new(ErrorCode::RateLimited, why.message());
-                        if let Err(err) = services.node.respond(link_id, request_id, error_response(&err)).await {
-                            tracing::debug!(%err, "cannot send a refusal");
+                        // Not retried: the router does not wait on a flooder's behalf.
+                        if services.node.respond(link_id, request_id, error_response(&err)).await.is_err() {
+                            crate::metrics::response_dropped("refusal_not_sent");
                         }
                         continue;
                     }
@@ -162,8 +163,9 @@ pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>
                             (error_response(&err), err.label())
                         }
                     };
-                    if let Err(err) = s.node.respond(link_id, request_id, bytes).await {
+                    if let Err(err) = with_backpressure(|| s.node.respond(link_id, request_id, bytes.clone())).await {
                         tracing::warn!(%err, path = label, "cannot send response");
+                        crate::metrics::response_dropped(if matches!(err, NodeError::UnknownLink(_)) { "link_closed" } else { "queue_full" });
                     }
                     let group = lookup(&s.registry, &dest).map(|r| r.group_id);
                     crate::metrics::request(label, outcome, started.elapsed(), group);
