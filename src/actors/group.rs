@@ -1,25 +1,29 @@
 //! One actor per hosted group: owns the group's [`GroupCore`] and serialises every operation on it.
+//!
+//! The core lives in the actor, not behind a lock. A handler that needs it takes it out and runs
+//! as an [`AtomicResponse`]: actix processes no other message of this actor until that future is
+//! done and has put the core back, so the mailbox, not a mutex, is what orders a group's work.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::fanout::Enqueue;
 use crate::group::{Caller, FanoutJob, GroupCore, GroupError, Op, Reply};
 use crate::store::{InsertOutcome, NewMessage};
 
-/// The group's actor. The core sits behind an async mutex so that one operation at a time runs
-/// even though handlers are futures; the store is the source of truth, so a restart just reloads.
+/// The group's actor. The store is the source of truth, so a restart just reloads.
 pub struct GroupActor {
-    core: Arc<Mutex<GroupCore>>,
+    /// `None` only while an atomic handler holds it, when no other handler can run.
+    core: Option<GroupCore>,
     id: i64,
     fanout: Option<Recipient<Enqueue>>,
     digest_every: Duration,
-    /// Posts wait here for the group commit; the committer task drains them in batches.
-    posts: mpsc::Sender<PendingPost>,
-    committer: Option<mpsc::Receiver<PendingPost>>,
+    /// Posts waiting for the group commit; one [`Commit`] takes them all, in batches.
+    pending: Vec<PendingPost>,
+    /// Whether a [`Commit`] is on its way.
+    commit_queued: bool,
 }
 
 /// Posts waiting for the group commit at most; beyond it a post is refused as rate limited.
@@ -39,42 +43,44 @@ impl GroupActor {
     /// the group's digests go out every `digest_every`.
     pub fn new(core: GroupCore, fanout: Option<Recipient<Enqueue>>, digest_every: Duration) -> Self {
         let id = core.group().id;
-        let (posts, committer) = mpsc::channel(POST_QUEUE);
-        GroupActor { core: Arc::new(Mutex::new(core)), id, fanout, digest_every, posts, committer: Some(committer) }
+        GroupActor { core: Some(core), id, fanout, digest_every, pending: Vec::new(), commit_queued: false }
+    }
+
+    /// Runs `work` on the core with the mailbox held, then hands its deliveries to the fan-out
+    /// and puts the core back.
+    /// Callers run the returned future as an [`AtomicResponse`] or with `ctx.wait`.
+    fn exclusive<R, F, Fut>(&mut self, work: F) -> ResponseActFuture<Self, Result<R, GroupError>>
+    where
+        R: 'static,
+        F: FnOnce(GroupCore) -> Fut,
+        Fut: std::future::Future<Output = (GroupCore, Result<R, GroupError>)> + 'static,
+    {
+        let Some(core) = self.core.take() else {
+            // Unreachable while atomic handlers are the only ones that take the core.
+            tracing::error!(group = self.id, "group core missing; refusing the operation");
+            return Box::pin(fut::ready(Err(GroupError::RateLimited)));
+        };
+        Box::pin(fut::wrap_future::<_, Self>(work(core)).map(|(mut core, out), act, _| {
+            hand_off(&act.fanout, core.take_fanout());
+            act.core = Some(core);
+            out
+        }))
     }
 
     /// Queues a post for the group commit and waits for its outcome.
-    fn post(&self, caller: Caller, msg: NewMessage) -> impl std::future::Future<Output = Result<InsertOutcome, GroupError>> + use<> {
+    fn post(&mut self, caller: Caller, msg: NewMessage, ctx: &mut Context<Self>) -> oneshot::Receiver<Result<InsertOutcome, GroupError>> {
         let (done, outcome) = oneshot::channel();
-        let queued = self.posts.try_send(PendingPost { caller, msg, done });
-        async move {
-            if queued.is_err() {
-                crate::metrics::posts_refused("queue_full");
-                return Err(GroupError::RateLimited);
-            }
-            outcome.await.unwrap_or(Err(GroupError::RateLimited))
+        if self.pending.len() >= POST_QUEUE {
+            crate::metrics::posts_refused("queue_full");
+            let _ = done.send(Err(GroupError::RateLimited));
+            return outcome;
         }
-    }
-}
-
-/// Commits posts in batches: whatever queued while the previous commit ran goes into the next,
-/// so a burst costs a few commits instead of one per post, and a lone post waits for nobody.
-async fn commit_posts(core: Arc<Mutex<GroupCore>>, fanout: Option<Recipient<Enqueue>>, mut rx: mpsc::Receiver<PendingPost>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < POST_BATCH
-            && let Ok(p) = rx.try_recv()
-        {
-            batch.push(p);
+        self.pending.push(PendingPost { caller, msg, done });
+        if !self.commit_queued {
+            self.commit_queued = true;
+            ctx.notify(Commit);
         }
-        let (posts, waiters): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| ((p.caller, p.msg), p.done)).unzip();
-        let mut core = core.lock().await;
-        let outcomes = if core.is_deleted() { posts.iter().map(|_| Err(GroupError::NotFound("group".into()))).collect() } else { core.post_many(posts).await };
-        hand_off(&fanout, core.take_fanout());
-        drop(core);
-        for (done, outcome) in waiters.into_iter().zip(outcomes) {
-            let _ = done.send(outcome);
-        }
+        outcome
     }
 }
 
@@ -92,23 +98,20 @@ impl Actor for GroupActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        tracing::debug!(group = self.id, "group actor started");
-        // The committer outlives a restart of the actor (it holds the core, not the context).
-        if let Some(rx) = self.committer.take() {
-            tokio::spawn(commit_posts(self.core.clone(), self.fanout.clone(), rx));
-        }
-        tracing::debug!(group = self.id, every = ?self.digest_every, "digest schedule");
+        tracing::debug!(group = self.id, every = ?self.digest_every, "group actor started");
         ctx.run_interval(self.digest_every, |act, ctx| {
-            let (core, fanout) = (act.core.clone(), act.fanout.clone());
-            ctx.spawn(
-                async move {
-                    let mut core = core.lock().await;
-                    if let Err(err) = core.digest().await {
-                        tracing::warn!(%err, group = core.group().id, "digest failed; it follows at the next interval");
+            let id = act.id;
+            // `wait` holds the mailbox, as an atomic handler does.
+            ctx.wait(
+                act.exclusive(|mut core| async move {
+                    let out = core.digest().await;
+                    (core, out)
+                })
+                .map(move |out, _, _| {
+                    if let Err(err) = out {
+                        tracing::warn!(%err, group = id, "digest failed; it follows at the next interval");
                     }
-                    hand_off(&fanout, core.take_fanout());
-                }
-                .into_actor(act),
+                }),
             );
         });
     }
@@ -118,15 +121,49 @@ impl Supervised for GroupActor {
     /// A restarted actor re-reads its state: whatever it held in memory may be stale.
     fn restarting(&mut self, ctx: &mut Self::Context) {
         tracing::warn!(group = self.id, "group actor restarting");
-        let core = self.core.clone();
         ctx.wait(
-            async move {
-                if let Err(err) = core.lock().await.reload().await {
+            self.exclusive(|mut core| async move {
+                let out = core.reload().await;
+                (core, out)
+            })
+            .map(|out, _, _| {
+                if let Err(err) = out {
                     tracing::error!(%err, "group reload after restart failed");
                 }
-            }
-            .into_actor(self),
+            }),
         );
+    }
+}
+
+/// Commits the posts waiting, in batches: whatever queued while the previous commit ran goes into
+/// the next, so a burst costs a few commits instead of one per post, and a lone post waits for nobody.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Commit;
+
+impl Handler<Commit> for GroupActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, _msg: Commit, ctx: &mut Self::Context) -> Self::Result {
+        let take = self.pending.len().min(POST_BATCH);
+        let batch: Vec<PendingPost> = self.pending.drain(..take).collect();
+        let (posts, waiters): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| ((p.caller, p.msg), p.done)).unzip();
+        if self.pending.is_empty() {
+            self.commit_queued = false;
+        } else {
+            ctx.notify(Commit);
+        }
+        let committed = self.exclusive(|mut core| async move {
+            let outcomes =
+                if core.is_deleted() { posts.iter().map(|_| Err(GroupError::NotFound("group".into()))).collect() } else { core.post_many(posts).await };
+            (core, Ok(outcomes))
+        });
+        AtomicResponse::new(Box::pin(committed.map(move |outcomes, _, _| {
+            let outcomes: Vec<Result<InsertOutcome, GroupError>> = outcomes.unwrap_or_else(|_| waiters.iter().map(|_| Err(GroupError::RateLimited)).collect());
+            for (done, outcome) in waiters.into_iter().zip(outcomes) {
+                let _ = done.send(outcome);
+            }
+        })))
     }
 }
 
@@ -141,18 +178,25 @@ pub struct Call {
 impl Handler<Call> for GroupActor {
     type Result = ResponseFuture<Result<Reply, GroupError>>;
 
-    fn handle(&mut self, msg: Call, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Call, ctx: &mut Self::Context) -> Self::Result {
         if let Op::Post(post) = msg.op {
-            let outcome = self.post(msg.caller, post);
-            return Box::pin(async move { outcome.await.map(Reply::Posted) });
+            // Not atomic: the post waits for its batch while other messages go on.
+            let outcome = self.post(msg.caller, post, ctx);
+            return Box::pin(async move { outcome.await.unwrap_or(Err(GroupError::RateLimited)).map(Reply::Posted) });
         }
-        let (core, fanout) = (self.core.clone(), self.fanout.clone());
-        Box::pin(async move {
-            let mut core = core.lock().await;
-            let out = core.apply(&msg.caller, msg.op).await;
-            hand_off(&fanout, core.take_fanout());
-            out
-        })
+        // The operation runs atomically; the caller waits for its reply through a oneshot, so
+        // this handler's own future is not the one that holds the mailbox.
+        let (done, reply) = oneshot::channel();
+        ctx.wait(
+            self.exclusive(|mut core| async move {
+                let out = core.apply(&msg.caller, msg.op).await;
+                (core, Ok(out))
+            })
+            .map(move |out: Result<Result<Reply, GroupError>, GroupError>, _, _| {
+                let _ = done.send(out.and_then(|r| r));
+            }),
+        );
+        Box::pin(async move { reply.await.unwrap_or(Err(GroupError::RateLimited)) })
     }
 }
 
@@ -162,11 +206,13 @@ impl Handler<Call> for GroupActor {
 pub struct Reload;
 
 impl Handler<Reload> for GroupActor {
-    type Result = ResponseFuture<Result<(), GroupError>>;
+    type Result = AtomicResponse<Self, Result<(), GroupError>>;
 
     fn handle(&mut self, _msg: Reload, _ctx: &mut Self::Context) -> Self::Result {
-        let core = self.core.clone();
-        Box::pin(async move { core.lock().await.reload().await })
+        AtomicResponse::new(self.exclusive(|mut core| async move {
+            let out = core.reload().await;
+            (core, out)
+        }))
     }
 }
 
@@ -188,15 +234,15 @@ pub struct Snapshot {
 
 /// Asks for the group's current [`Snapshot`].
 #[derive(Message)]
-#[rtype(result = "Snapshot")]
+#[rtype(result = "Option<Snapshot>")]
 pub struct GetSnapshot;
 
 impl Handler<GetSnapshot> for GroupActor {
-    type Result = ResponseFuture<Snapshot>;
+    type Result = Option<Snapshot>;
 
+    /// Read from memory at once; `None` only if the core is missing, which no handler allows.
     fn handle(&mut self, _msg: GetSnapshot, _ctx: &mut Self::Context) -> Self::Result {
-        let core = self.core.clone();
-        Box::pin(async move { snapshot(&*core.lock().await) })
+        self.core.as_ref().map(snapshot)
     }
 }
 

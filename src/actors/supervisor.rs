@@ -363,7 +363,7 @@ async fn announcer(state: Arc<Mutex<Announcer>>, node: Node, stop: tokio_util::s
                     crate::metrics::announce_deferred();
                 }
                 let Some(addr) = actors.get(&id) else { schedule.remove(id); continue };
-                let Ok(snap) = addr.send(GetSnapshot).await else { continue };
+                let Ok(Some(snap)) = addr.send(GetSnapshot).await else { continue };
                 announce_group(&node, &snap).await;
             }
         }

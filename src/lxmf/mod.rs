@@ -349,7 +349,7 @@ async fn run_command(s: &Services, route: &Route, sender: &Sender, msg: &LxmfMes
 
 /// Sends a best-effort reply from the group to one identity, split into packet-sized parts.
 async fn reply(s: &Services, route: &Route, to: [u8; 16], lines: Vec<String>, keep: commands::Keep, mut extra: Vec<(Value, Value)>) {
-    let Ok(snap) = route.addr.send(GetSnapshot).await else { return };
+    let Ok(Some(snap)) = route.addr.send(GetSnapshot).await else { return };
     let Some(recipient) = s.courier.recipient_within(to, Duration::from_secs(10)).await else {
         crate::metrics::lxmf_sent("opportunistic", "no_path");
         return;
