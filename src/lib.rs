@@ -5,7 +5,6 @@
 pub mod actors;
 pub mod admin;
 pub mod api;
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod domain;

@@ -4,6 +4,9 @@
 //! goes to the running server's group actor through the admin socket ([`crate::admin`]); with no
 //! server running it goes to the store through [`GroupCore`], the code those actors run.
 
+#[cfg(feature = "bench")]
+pub mod bench;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -105,7 +108,8 @@ pub enum Command {
     Identity(IdentityCmd),
     /// Measure server-side work on throw-away stores (see docs/benchmarks.md).
     #[command(subcommand)]
-    Bench(crate::bench::BenchCmd),
+    #[cfg(feature = "bench")]
+    Bench(bench::BenchCmd),
 }
 
 #[derive(Args, Debug, Default)]
@@ -318,7 +322,8 @@ impl Output {
 pub async fn run_command(cfg: &Config, cmd: Command) -> Result<Output, CliError> {
     // Benches build their own throw-away stores and must never touch the configured one.
     let cmd = match cmd {
-        Command::Bench(b) => return crate::bench::run(b).await,
+        #[cfg(feature = "bench")]
+        Command::Bench(b) => return bench::run(b).await,
         other => other,
     };
     let store = Store::open(&cfg.database_url()).await.map_err(|e| CliError::Failure(e.to_string()))?;
@@ -330,6 +335,7 @@ pub async fn run_command(cfg: &Config, cmd: Command) -> Result<Output, CliError>
         Command::Ban(c) => ban_cmd(&ctx, c).await,
         Command::JoinRequests(c) => join_cmd(&ctx, c).await,
         Command::Identity(c) => identity_cmd(&ctx.store, c).await,
+        #[cfg(feature = "bench")]
         Command::Bench(_) => Err(CliError::Input("bench is not a store command".into())),
     }
 }
