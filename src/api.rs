@@ -13,7 +13,7 @@ use crate::wire::identity::truncated_hash;
 use crate::wire::proto as pb;
 
 /// Version of the API described by `proto/meshgroup.proto`.
-pub const API_VERSION: u32 = 1;
+pub use crate::wire::announce::API_VERSION;
 
 /// What every user is told before posting (the design note asks for it).
 pub const PRIVACY_NOTICE: &str = "Any message you send to this group can be seen, saved and shared by its members. \
@@ -455,23 +455,6 @@ pub fn encode_reply(reply: Reply) -> Vec<u8> {
         }
         .encode_to_vec(),
     }
-}
-
-/// The announce app_data of a group's `meshchat.group` destination.
-pub fn group_announce(name: &str, visibility: Visibility, member_count: u64, join_cost: u32, post_cost: u32, lxmf_hash: &[u8]) -> Vec<u8> {
-    pb::GroupAnnounce {
-        name: name.to_owned(),
-        visibility: match visibility {
-            Visibility::Public => pb::Visibility::Public,
-            Visibility::Private => pb::Visibility::Private,
-        } as i32,
-        member_count: member_count.min(u64::from(u32::MAX)) as u32,
-        join_stamp_cost: join_cost,
-        post_stamp_cost: post_cost,
-        api_version: API_VERSION,
-        lxmf_destination: lxmf_hash.to_vec(),
-    }
-    .encode_to_vec()
 }
 
 #[cfg(test)]

@@ -259,7 +259,7 @@ pub fn snapshot(core: &GroupCore) -> Snapshot {
         private_key: g.identity_private_key.clone(),
         group_dest: hash16(&g.group_dest_hash),
         lxmf_dest,
-        group_app_data: crate::api::group_announce(core.announced_name(), core.visibility(), core.member_count() as u64, join, post, &lxmf_dest),
+        group_app_data: crate::wire::announce::group_announce(core.announced_name(), core.visibility(), core.member_count() as u64, join, post, &lxmf_dest),
         lxmf_name: core.announced_name().to_owned(),
         post_stamp_cost: post,
         join_stamp_cost: join,
