@@ -75,9 +75,13 @@ struct State {
     digest_every: Duration,
 }
 
-/// The supervisor actor.
+/// The supervisor actor. It owns its [`State`]; handlers that change it run atomically (the
+/// mailbox, not a lock, orders them), taking the state out and putting it back.
 pub struct Supervisor {
-    state: Arc<Mutex<State>>,
+    /// `None` only while an atomic handler holds it, when no other handler can run.
+    state: Option<State>,
+    announce: mpsc::Sender<AnnounceCmd>,
+    changed: Recipient<super::fanout::GroupChanged>,
     poll: Duration,
 }
 
@@ -94,30 +98,28 @@ impl Supervisor {
     ) -> Result<Addr<Supervisor>, crate::store::StoreError> {
         let (cfg, notices) = (&config.reticulum, &config.notices);
         let (tx, rx) = mpsc::channel(ANNOUNCE_QUEUE);
-        let state = Arc::new(Mutex::new(State {
+        let mut st = State {
             store: store.clone(),
             node: node.clone(),
             fanout: fanout.clone().recipient(),
-            changed: fanout.recipient(),
+            changed: fanout.clone().recipient(),
             registry: registry.clone(),
             groups: HashMap::new(),
-            announce: tx,
+            announce: tx.clone(),
             digest_every: Duration::from_secs(notices.digest_interval_secs.max(1)),
-        }));
-        {
-            let mut st = state.lock().await;
-            for g in store.list_groups().await? {
-                st.spawn_group(g).await;
-            }
-            tracing::info!(groups = st.groups.len(), "group actors started");
-        }
+        };
         // A group's turn sends two announces (meshchat.group and lxmf.delivery), and the budget
         // is in announces, so groups get half of it.
         let schedule = AnnounceSchedule::new(Duration::from_secs(cfg.announce_interval_secs.max(1)), cfg.announce_jitter, cfg.announce_budget_per_sec / 2.0);
+        // Started before the groups: it takes their commands (a bounded queue) at once.
         // The announcer's state outlives a run that panicked: the restarted run goes on with it.
         let announcer_state = Arc::new(Mutex::new(Announcer { schedule, rx, actors: HashMap::new(), open: Some(interfaces_open) }));
         life.supervise("announcer", move |stop| announcer(announcer_state.clone(), node.clone(), stop));
-        Ok(Supervisor { state, poll: Duration::from_secs(1) }.start())
+        for g in store.list_groups().await? {
+            st.spawn_group(g).await;
+        }
+        tracing::info!(groups = st.groups.len(), "group actors started");
+        Ok(Supervisor { state: Some(st), announce: tx, changed: fanout.recipient(), poll: Duration::from_secs(1) }.start())
     }
 }
 
@@ -210,6 +212,22 @@ impl State {
     }
 }
 
+impl Supervisor {
+    /// Runs `work` on the state with the mailbox held, then puts the state back.
+    fn exclusive<F, Fut>(&mut self, work: F) -> AtomicResponse<Self, ()>
+    where
+        F: FnOnce(State) -> Fut,
+        Fut: std::future::Future<Output = State> + 'static,
+    {
+        let Some(state) = self.state.take() else {
+            // Unreachable while atomic handlers are the only ones that take the state.
+            tracing::error!("supervisor state missing; skipping");
+            return AtomicResponse::new(Box::pin(fut::ready(())));
+        };
+        AtomicResponse::new(Box::pin(fut::wrap_future::<_, Self>(work(state)).map(|state, act, _| act.state = Some(state))))
+    }
+}
+
 impl Actor for Supervisor {
     type Context = Context<Self>;
 
@@ -224,15 +242,15 @@ impl Actor for Supervisor {
 pub struct Sync;
 
 impl Handler<Sync> for Supervisor {
-    type Result = ResponseFuture<()>;
+    type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, _msg: Sync, _ctx: &mut Self::Context) -> Self::Result {
-        let state = self.state.clone();
-        Box::pin(async move {
-            // A sync still running when the next tick fires makes the tick wait; none pile up.
-            if let Err(err) = state.lock().await.sync().await {
+        // A sync still running when the next tick fires makes the tick wait; none pile up.
+        self.exclusive(|mut st| async move {
+            if let Err(err) = st.sync().await {
                 tracing::warn!(%err, "group sync failed");
             }
+            st
         })
     }
 }
@@ -244,18 +262,17 @@ impl Handler<Sync> for Supervisor {
 pub struct Refresh(pub i64);
 
 impl Handler<Refresh> for Supervisor {
-    type Result = ResponseFuture<()>;
+    type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, msg: Refresh, _ctx: &mut Self::Context) -> Self::Result {
-        let state = self.state.clone();
-        Box::pin(async move {
-            let mut st = state.lock().await;
+        self.exclusive(|mut st| async move {
             match st.store.group_by_id(msg.0).await {
                 Ok(g) if !st.groups.contains_key(&g.id) => st.spawn_group(g).await,
                 Ok(_) => {}
                 Err(crate::store::StoreError::NotFound { .. }) => st.stop_group(msg.0).await,
                 Err(err) => tracing::warn!(group = msg.0, %err, "group refresh failed"),
             }
+            st
         })
     }
 }
@@ -287,13 +304,9 @@ impl Handler<AnnounceSoon> for Supervisor {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, msg: AnnounceSoon, _ctx: &mut Self::Context) -> Self::Result {
-        let state = self.state.clone();
+        self.changed.do_send(super::fanout::GroupChanged(msg.0));
+        let announce = self.announce.clone();
         Box::pin(async move {
-            let (announce, changed) = {
-                let st = state.lock().await;
-                (st.announce.clone(), st.changed.clone())
-            };
-            changed.do_send(super::fanout::GroupChanged(msg.0));
             let _ = announce.send(AnnounceCmd::Now(msg.0)).await;
         })
     }
@@ -320,9 +333,8 @@ impl Handler<ReannounceAll> for Supervisor {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _msg: ReannounceAll, _ctx: &mut Self::Context) -> Self::Result {
-        let state = self.state.clone();
+        let announce = self.announce.clone();
         Box::pin(async move {
-            let announce = state.lock().await.announce.clone();
             let _ = announce.send(AnnounceCmd::All).await;
         })
     }
