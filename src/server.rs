@@ -18,7 +18,7 @@ pub enum ServerError {
     #[error("cannot create the demo group: {0}")]
     Demo(String),
     #[error("reticulum: {0}")]
-    Node(#[from] crate::transport::node::NodeError),
+    Node(#[from] crate::transport::NodeError),
     #[error("hosting service: {0}")]
     Hosting(#[from] crate::hosting::HostingError),
 }
@@ -52,7 +52,7 @@ where
     let life = crate::lifecycle::Lifecycle::new();
     let mut node_cfg = crate::transport::node_config(&cfg)?;
     let interfaces = std::mem::take(&mut node_cfg.interfaces);
-    let (node, events) = crate::transport::node::Node::start(node_cfg).await?;
+    let (node, events) = crate::transport::Node::start(node_cfg).await?;
     let registry = crate::actors::supervisor::Registry::default();
     let (interfaces_open_tx, interfaces_open_rx) = tokio::sync::oneshot::channel();
     let pn = crate::wire::identity::parse_hash(&cfg.propagation.node);

@@ -12,7 +12,7 @@ use super::group::{Call, GetSnapshot, GroupActor, Reload, Snapshot, snapshot};
 use crate::group::{Caller, GroupCore, GroupError, Op, Reply};
 use crate::pacing::AnnounceSchedule;
 use crate::store::{Group, Store};
-use crate::transport::node::Node;
+use crate::transport::Node;
 use crate::wire::stamp::ChallengeKey;
 
 /// Which of a group's two destinations a hash names.

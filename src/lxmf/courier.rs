@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::outbound::{Prepared, Recipient};
-use crate::transport::node::{Node, NodeError, with_backpressure};
+use crate::transport::{Node, NodeError, with_backpressure};
 use crate::wire::identity::{LXMF_ASPECT, destination_hash};
 
 /// How long an unclaimed proof is remembered (it may beat its waiter).

@@ -13,7 +13,7 @@ use rmpv::Value;
 use sha2::{Digest, Sha256};
 
 use super::outbound::Recipient;
-use crate::transport::node::{Node, NodeError};
+use crate::transport::{Node, NodeError};
 use crate::wire::identity::name_hash;
 
 /// `LXStamper.WORKBLOCK_EXPAND_ROUNDS_PN`.

@@ -17,7 +17,7 @@ use crate::api::{ApiError, DecodeContext, Endpoint, decode_request, encode_reply
 use crate::group::{Caller, GroupError, Op};
 use crate::stamps::StampPool;
 use crate::store::Store;
-use crate::transport::node::{Node, NodeError, NodeEvent, with_backpressure};
+use crate::transport::{Node, NodeError, NodeEvent, with_backpressure};
 use crate::wire::identity::{GROUP_ASPECT, name_hash};
 use crate::wire::proto::ErrorCode;
 use crate::wire::stamp::MESSAGE_ROUNDS;

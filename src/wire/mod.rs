@@ -3,4 +3,5 @@ pub mod announce;
 pub mod identity;
 pub mod lxmf;
 pub mod proto;
+pub mod request;
 pub mod stamp;
