@@ -9,7 +9,6 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod group;
-pub mod hosting;
 pub mod lifecycle;
 pub mod lxmf;
 pub mod metrics;

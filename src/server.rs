@@ -20,7 +20,7 @@ pub enum ServerError {
     #[error("reticulum: {0}")]
     Node(#[from] crate::transport::NodeError),
     #[error("hosting service: {0}")]
-    Hosting(#[from] crate::hosting::HostingError),
+    Hosting(#[from] crate::api::hosting::HostingError),
 }
 
 /// The name of the group `serve --demo` creates on an empty server.
@@ -62,8 +62,8 @@ where
     let supervisor =
         crate::actors::supervisor::Supervisor::start(store.clone(), node.clone(), registry.clone(), fanout, &cfg, interfaces_open_rx, &life).await?;
     // The server destination too is registered before any interface opens.
-    let hosting = crate::hosting::Hosting::start(&store, &node, cfg.hosting.clone()).await?;
-    let services = std::sync::Arc::new(crate::transport::router::Services {
+    let hosting = crate::api::hosting::Hosting::start(&store, &node, cfg.hosting.clone()).await?;
+    let services = std::sync::Arc::new(crate::api::router::Services {
         hosting: hosting.clone(),
         node,
         courier,
@@ -73,7 +73,7 @@ where
         stamps: crate::stamps::StampPool::new(cfg.limits.stamp_pool_capacity),
         store: store.clone(),
         limits: cfg.limits.clone(),
-        lxmf: crate::lxmf::Inbound::new(cfg.limits.max_inflight_packets),
+        lxmf: crate::api::lxmf::Inbound::new(cfg.limits.max_inflight_packets),
         life: life.clone(),
     });
     // The router outlives the drain: proofs for the work in progress come through it. It stops
@@ -86,7 +86,7 @@ where
         async move {
             let mut events = events.lock().await;
             tokio::select! {
-                _ = crate::transport::router::run(s, &mut events) => {}
+                _ = crate::api::router::run(s, &mut events) => {}
                 _ = stop.cancelled() => {}
             }
         }
@@ -132,7 +132,7 @@ where
 
 /// Collects posts that members left for the groups on the propagation node, a few groups per
 /// round so one server's sync does not hog a shared node or a slow link.
-async fn sync_propagation(s: std::sync::Arc<crate::transport::router::Services>, cfg: crate::config::PropagationConfig, stop: CancellationToken) {
+async fn sync_propagation(s: std::sync::Arc<crate::api::router::Services>, cfg: crate::config::PropagationConfig, stop: CancellationToken) {
     let mut next = 0usize;
     let mut tick = tokio::time::interval(Duration::from_secs(cfg.sync_interval_secs.max(5)));
     loop {

@@ -33,7 +33,7 @@ fn server_dest(server: &Server) -> R<String> {
         let store = meshgroup::store::Store::open(&server.db_url).await?;
         let key = store.server_identity(Vec::new).await?;
         let id = meshgroup::wire::identity::GroupIdentity::from_private_key(&key)?;
-        Ok(hex::encode(id.destination(meshgroup::hosting::SERVER_ASPECT)))
+        Ok(hex::encode(id.destination(meshgroup::api::hosting::SERVER_ASPECT)))
     })
 }
 

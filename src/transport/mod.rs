@@ -1,5 +1,4 @@
-//! The Reticulum side: one node per server process, wrapping the reticulum-rs 0.16 transport, and
-//! the router that turns its events into group work.
+//! The Reticulum side: one node per server process, wrapping the reticulum-rs 0.16 transport.
 //!
 //! The node is split by job: [`interfaces`] opens them, [`registry`] holds our destinations and
 //! sends single packets, [`announce`] announces them, [`links`] answers and opens links,
@@ -10,7 +9,6 @@ pub mod interfaces;
 pub mod links;
 pub mod pump;
 pub mod registry;
-pub mod router;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

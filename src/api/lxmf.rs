@@ -1,13 +1,8 @@
-//! LXMF for every hosted group: inbound posts and commands to `lxmf.delivery`, replies, tickets.
+//! Inbound LXMF for every hosted group: posts and commands to `lxmf.delivery`, replies, tickets.
 //!
 //! Inbound order, cheapest first: unpack, sender key, signature, ban, command, membership, stamp
 //! (tickets, then proof of work on the stamp pool), store. Only a stored (or already stored)
 //! message, or an executed command, is proven.
-
-pub mod commands;
-pub mod courier;
-pub mod outbound;
-pub mod propagation;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,13 +12,14 @@ use rmpv::Value;
 
 use crate::actors::group::{Call, GetSnapshot, Snapshot};
 use crate::actors::supervisor::{DestKind, Route, lookup};
+use crate::api::router::Services;
 use crate::group::{Caller, GroupError, InfoView, Op, Reply};
+use crate::lxmf::commands;
+use crate::lxmf::outbound::{Body, prepare, ticket_field};
 use crate::store::{InsertOutcome, NewMessage, now_ms};
-use crate::transport::router::Services;
 use crate::wire::identity::identity_hash;
 use crate::wire::lxmf::{CUSTOM_TYPE_GROUP, FIELD_CUSTOM_TYPE, LxmfMessage, unpack};
 use crate::wire::stamp::MESSAGE_ROUNDS;
-use outbound::{Body, prepare, ticket_field};
 
 /// How long an inbound message waits for its sender's identity before it is dropped unproven
 /// (the sender will retry, and by then the path request has usually been answered).
@@ -154,7 +150,7 @@ async fn receive(s: &Arc<Services>, dest: [u8; 16], packed: &[u8], method: Metho
         return false;
     }
     let hash = identity_hash(&public_key);
-    crate::transport::router::remember(&s.store, hex::encode(hash), public_key);
+    crate::api::router::remember(&s.store, hex::encode(hash), public_key);
     let sender = Sender { caller: Caller::Identity(hex::encode(hash)), hash, hex: hex::encode(hash) };
     let Some(info) = info(&route, &sender.caller).await else {
         outcome("error");

@@ -31,13 +31,13 @@ pub struct Services {
     pub store: Store,
     pub limits: crate::config::LimitsConfig,
     /// Inbound LXMF (posts through `lxmf.delivery`).
-    pub lxmf: crate::lxmf::Inbound,
+    pub lxmf: crate::api::lxmf::Inbound,
     /// Outbound LXMF and delivery proofs.
     pub courier: Arc<crate::lxmf::courier::Courier>,
     /// The propagation node, for syncing group inboxes.
     pub propagation: Arc<crate::lxmf::propagation::Propagation>,
     /// The server destination (directory, group creation).
-    pub hosting: Arc<crate::hosting::Hosting>,
+    pub hosting: Arc<crate::api::hosting::Hosting>,
     /// Shutdown, and the work it waits for.
     pub life: crate::lifecycle::Lifecycle,
 }
@@ -150,9 +150,9 @@ pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>
                     let endpoint = Endpoint::from_path_hash(&path_hash);
                     // The server destination has its own paths and handler.
                     let server = dest == s.hosting.dest;
-                    let label = if server { crate::hosting::path_label(&path_hash) } else { endpoint.map(Endpoint::path).unwrap_or("unknown") };
+                    let label = if server { crate::api::hosting::path_label(&path_hash) } else { endpoint.map(Endpoint::path).unwrap_or("unknown") };
                     let result = if server {
-                        crate::hosting::handle(&s, caller.clone(), &path_hash, data).await
+                        crate::api::hosting::handle(&s, caller.clone(), &path_hash, data).await
                     } else {
                         handle(&s, dest, caller.clone(), endpoint, data).await
                     };

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use prost::Message as _;
 
 use crate::actors::supervisor::{DestKind, Refresh, lookup, run_op};
+use crate::api::router::Services;
 use crate::api::{ApiError, decode, hash16};
 use crate::config::{CreationPolicy, HostingConfig};
 use crate::group::{Caller, CreateGroup, GroupError, Op, create_group};
 use crate::store::{DirectoryQuery, DirectoryRow, DirectorySort, Store, StoreError};
-use crate::transport::router::Services;
 use crate::transport::{Node, NodeError};
 use crate::wire::identity::{GroupIdentity, IdentityError};
 use crate::wire::proto as pb;
