@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use prost::Message as _;
 
-use crate::actors::supervisor::{DestKind, Refresh, lookup, run_op};
+use crate::actors::supervisor::{Refresh, run_op};
 use crate::api::router::Services;
 use crate::api::{ApiError, decode, hash16};
 use crate::config::{CreationPolicy, HostingConfig};
@@ -167,9 +167,6 @@ impl Hosting {
 /// Handles one request to the server destination.
 pub async fn handle(s: &Services, caller: Caller, path_hash: &[u8], body: Vec<u8>) -> Result<Vec<u8>, ApiError> {
     let path = Path::from_path_hash(path_hash).ok_or_else(|| ApiError::new(pb::ErrorCode::NotFound, "unknown path"))?;
-    if body.len() > s.limits.max_request_bytes {
-        return Err(ApiError::invalid(format!("request of {} bytes is over the limit of {}", body.len(), s.limits.max_request_bytes)));
-    }
     match path {
         Path::Directory => directory(s, &body).await,
         Path::Create => create(s, &caller, &body).await,
@@ -192,12 +189,8 @@ async fn on_group(s: &Services, caller: Caller, group_dest: &[u8], op: Op) -> Re
         return Err(GroupError::Unauthenticated.into());
     }
     let dest: [u8; 16] = group_dest.try_into().map_err(|_| ApiError::invalid("group_destination must be a 16-byte destination hash"))?;
-    let route =
-        lookup(&s.registry, &dest).filter(|r| r.kind == DestKind::Api).ok_or_else(|| ApiError::new(pb::ErrorCode::NotFound, "no such group on this server"))?;
-    let reply = run_op(&s.supervisor, &route, caller, op).await.map_err(|err| {
-        tracing::error!(%err, group = route.group_id, "group actor unavailable");
-        ApiError::new(pb::ErrorCode::Internal, "group temporarily unavailable")
-    })?;
+    let route = crate::api::group_route(&s.registry, &dest)?;
+    let reply = run_op(&s.supervisor, &route, caller, op).await.map_err(|err| crate::api::actor_unavailable(err, route.group_id))?;
     reply.map_err(ApiError::from)?;
     Ok(pb::Ack {}.encode_to_vec())
 }

@@ -19,6 +19,28 @@ use crate::wire::proto as pb;
 /// Version of the API described by `proto/meshgroup.proto`.
 pub use crate::wire::announce::API_VERSION;
 
+/// The size guard every request body passes before it is decoded, on every destination.
+pub fn within_limit(body: &[u8], max: usize) -> Result<(), ApiError> {
+    if body.len() > max {
+        return Err(ApiError::invalid(format!("request of {} bytes is over the limit of {max}", body.len())));
+    }
+    Ok(())
+}
+
+/// The route of a group's `meshchat.group` destination, or NOT_FOUND.
+pub fn group_route(registry: &crate::actors::supervisor::Registry, dest: &[u8; 16]) -> Result<crate::actors::supervisor::Route, ApiError> {
+    crate::actors::supervisor::lookup(registry, dest)
+        .filter(|r| r.kind == crate::actors::supervisor::DestKind::Api)
+        .ok_or_else(|| ApiError::new(pb::ErrorCode::NotFound, "no such group on this server"))
+}
+
+/// A group actor that took no message: the cause goes to the log, the caller hears INTERNAL
+/// (nothing was changed, so a retry is safe).
+pub fn actor_unavailable(err: actix::MailboxError, group: i64) -> ApiError {
+    tracing::error!(%err, group, "group actor unavailable");
+    ApiError::new(pb::ErrorCode::Internal, "group temporarily unavailable")
+}
+
 /// What every user is told before posting (the design note asks for it).
 pub const PRIVACY_NOTICE: &str = "Any message you send to this group can be seen, saved and shared by its members. \
 Messages are encrypted to the group server, which can read them. The group administrator stores and controls \

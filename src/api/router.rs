@@ -12,7 +12,7 @@ use actix::Addr;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::actors::group::Call;
-use crate::actors::supervisor::{DestKind, Registry, Route, Supervisor, lookup, run_op};
+use crate::actors::supervisor::{Registry, Route, Supervisor, lookup, run_op};
 use crate::api::{ApiError, DecodeContext, Endpoint, decode_request, encode_reply, error_response, ok_response};
 use crate::group::{Caller, GroupError, Op};
 use crate::stamps::StampPool;
@@ -151,10 +151,11 @@ pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>
                     // The server destination has its own paths and handler.
                     let server = dest == s.hosting.dest;
                     let label = if server { crate::api::hosting::path_label(&path_hash) } else { endpoint.map(Endpoint::path).unwrap_or("unknown") };
-                    let result = if server {
-                        crate::api::hosting::handle(&s, caller.clone(), &path_hash, data).await
-                    } else {
-                        handle(&s, dest, caller.clone(), endpoint, data).await
+                    // One size guard for both destinations, before any decoding.
+                    let result = match crate::api::within_limit(&data, s.limits.max_request_bytes) {
+                        Err(err) => Err(err),
+                        Ok(()) if server => crate::api::hosting::handle(&s, caller.clone(), &path_hash, data).await,
+                        Ok(()) => handle(&s, dest, caller.clone(), endpoint, data).await,
                     };
                     let (bytes, outcome) = match result {
                         Ok(payload) => (ok_response(payload), "ok"),
@@ -234,12 +235,8 @@ pub fn remember(store: &Store, identity_hash: String, public_key: [u8; 64]) {
 
 /// Handles one API request: route, decode, check a join stamp off the actor, call the actor.
 async fn handle(s: &Services, dest: [u8; 16], caller: Caller, endpoint: Option<Endpoint>, body: Vec<u8>) -> Result<Vec<u8>, ApiError> {
-    let route =
-        lookup(&s.registry, &dest).filter(|r| r.kind == DestKind::Api).ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such group on this server"))?;
+    let route = crate::api::group_route(&s.registry, &dest)?;
     let endpoint = endpoint.ok_or_else(|| ApiError::new(ErrorCode::NotFound, "unknown path"))?;
-    if body.len() > s.limits.max_request_bytes {
-        return Err(ApiError::invalid(format!("request of {} bytes is over the limit of {}", body.len(), s.limits.max_request_bytes)));
-    }
     let now_s = crate::store::now_ms() as f64 / 1000.0;
     let ctx = DecodeContext {
         group_id: route.group_id,
@@ -254,14 +251,7 @@ async fn handle(s: &Services, dest: [u8; 16], caller: Caller, endpoint: Option<E
     if let (Op::Join { stamp_verified, .. }, Some((challenge, stamp))) = (&mut op, decoded.join_stamp) {
         *stamp_verified = check_join_stamp(s, &route, &caller, &challenge, stamp).await?;
     }
-    let reply = run_op(&s.supervisor, &route, caller.clone(), op).await;
-    let reply = match reply {
-        Ok(r) => r,
-        Err(err) => {
-            tracing::error!(%err, group = route.group_id, "group actor unavailable");
-            return Err(ApiError::new(ErrorCode::Internal, "group temporarily unavailable"));
-        }
-    };
+    let reply = run_op(&s.supervisor, &route, caller.clone(), op).await.map_err(|err| crate::api::actor_unavailable(err, route.group_id))?;
     match reply {
         Ok(r) => Ok(encode_reply(r)),
         Err(GroupError::StampRequired { cost }) => Err(stamp_required(&route, &caller, cost, "this group requires a join stamp")),
