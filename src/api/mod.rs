@@ -38,7 +38,7 @@ pub fn group_route(registry: &crate::actors::supervisor::Registry, dest: &[u8; 1
 /// (nothing was changed, so a retry is safe).
 pub fn actor_unavailable(err: actix::MailboxError, group: i64) -> ApiError {
     tracing::error!(%err, group, "group actor unavailable");
-    ApiError::new(pb::ErrorCode::Internal, "group temporarily unavailable")
+    ApiError { cause: Some(std::sync::Arc::new(err)), ..ApiError::new(pb::ErrorCode::Internal, "group temporarily unavailable") }
 }
 
 /// What every user is told before posting (the design note asks for it).
@@ -111,18 +111,32 @@ pub fn lookup_path<T: Copy>(table: &'static [(T, &'static str)], hash: &[u8]) ->
     table.iter().find(|(_, p)| truncated_hash(p.as_bytes()) == hash).copied()
 }
 
-/// An API failure as the caller sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An API failure: the code, message, cost and challenge go on the wire; the cause, when there is
+/// one (a store failure), only to the log.
+#[derive(Clone, Debug)]
 pub struct ApiError {
     pub code: pb::ErrorCode,
     pub message: String,
     pub stamp_cost: u32,
     pub challenge: Vec<u8>,
+    pub cause: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+/// Two errors are the same to the caller when what goes on the wire is.
+impl PartialEq for ApiError {
+    fn eq(&self, other: &Self) -> bool {
+        (self.code, &self.message, self.stamp_cost, &self.challenge) == (other.code, &other.message, other.stamp_cost, &other.challenge)
+    }
 }
 
 impl ApiError {
     pub fn new(code: pb::ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into(), stamp_cost: 0, challenge: Vec::new() }
+        ApiError { code, message: message.into(), stamp_cost: 0, challenge: Vec::new(), cause: None }
+    }
+
+    /// The cause for the log line, empty when there is none.
+    pub fn cause_text(&self) -> String {
+        self.cause.as_ref().map(|c| c.to_string()).unwrap_or_default()
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -154,7 +168,7 @@ impl From<GroupError> for ApiError {
             GroupError::StampRequired { cost } => ApiError { stamp_cost: cost, ..ApiError::new(C::StampRequired, e.to_string()) },
             GroupError::RateLimited => ApiError::new(C::RateLimited, e.to_string()),
             // Storage details stay in the server log.
-            GroupError::Store(_) => ApiError::new(C::Internal, "internal error, nothing was changed"),
+            GroupError::Store(cause) => ApiError { cause: Some(cause), ..ApiError::new(C::Internal, "internal error, nothing was changed") },
         }
     }
 }

@@ -160,7 +160,7 @@ pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>
                     let (bytes, outcome) = match result {
                         Ok(payload) => (ok_response(payload), "ok"),
                         Err(err) => {
-                            tracing::info!(path = label, caller = caller.label(), code = err.label(), message = %err.message, "request refused");
+                            tracing::info!(path = label, caller = caller.label(), code = err.label(), message = %err.message, cause = %err.cause_text(), "request refused");
                             (error_response(&err), err.label())
                         }
                     };
@@ -255,10 +255,6 @@ async fn handle(s: &Services, dest: [u8; 16], caller: Caller, endpoint: Option<E
     match reply {
         Ok(r) => Ok(encode_reply(r)),
         Err(GroupError::StampRequired { cost }) => Err(stamp_required(&route, &caller, cost, "this group requires a join stamp")),
-        Err(GroupError::Store(err)) => {
-            tracing::error!(%err, group = route.group_id, path = endpoint.path(), "store failure");
-            Err(GroupError::Store(err).into())
-        }
         Err(other) => Err(other.into()),
     }
 }
