@@ -8,14 +8,13 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use common::{Peer, R, Server, s};
+use common::{Peer, R, Server, poll_secs, s};
 use meshgroup::wire::proto as pb;
 use prost::Message as _;
 use serde_json::json;
 
-const INFO: &str = "/api/v1/info";
 const JOIN: &str = "/api/v1/join";
 const MESSAGES: &str = "/api/v1/messages";
 const SEND: &str = "/api/v1/messages/send";
@@ -25,19 +24,6 @@ fn raw(hex_hash: &str) -> R<Vec<u8>> {
 }
 
 /// Polls `f` every 100 ms for up to `secs`.
-fn poll<T>(secs: u64, what: &str, f: impl FnMut() -> R<Option<T>>) -> R<T> {
-    common::poll(Duration::from_secs(secs), Duration::from_millis(100), what, f)
-}
-
-fn info(peer: &mut Peer, link: &str) -> R<pb::InfoResponse> {
-    peer.request(link, INFO, &pb::InfoRequest {})?.ok()
-}
-
-fn join(peer: &mut Peer, link: &str, name: &str) -> R<pb::JoinState> {
-    let r: pb::JoinResponse = peer.request(link, JOIN, &pb::JoinRequest { display_name: name.into(), ..Default::default() })?.ok()?;
-    Ok(pb::JoinState::try_from(r.state)?)
-}
-
 fn post(peer: &mut Peer, link: &str, text: &str) -> R<i64> {
     let req = pb::SendMessageRequest { content: text.as_bytes().to_vec(), nonce: rand::random::<[u8; 16]>().to_vec(), ..Default::default() };
     let r: pb::SendMessageResponse = peer.request(link, SEND, &req)?.ok()?;
@@ -53,10 +39,6 @@ fn latest(peer: &mut Peer, link: &str) -> R<Vec<pb::GroupMessage>> {
     history(peer, link, pb::MessagesRequest::default())
 }
 
-fn code<M: prost::Message>(peer: &mut Peer, link: &str, path: &str, body: &M) -> R<Option<pb::ErrorCode>> {
-    Ok(peer.request(link, path, body)?.code())
-}
-
 fn members(peer: &mut Peer, link: &str) -> R<Vec<Vec<u8>>> {
     let r: pb::MembersResponse = peer.request(link, "/api/v1/members", &pb::MembersRequest::default())?.ok()?;
     Ok(r.members.into_iter().map(|m| m.identity_hash).collect())
@@ -64,7 +46,7 @@ fn members(peer: &mut Peer, link: &str) -> R<Vec<Vec<u8>>> {
 
 /// Waits for a live announce (not a path response) of `dest` whose app_data satisfies `want`.
 fn next_announce(peer: &mut Peer, dest: &str, since: &mut u64, want: impl Fn(&pb::GroupAnnounce) -> bool) -> R<pb::GroupAnnounce> {
-    poll(45, "an announce with the new app_data", || {
+    poll_secs(45, "an announce with the new app_data", || {
         let v = peer.call(json!({"cmd": "heard", "dest": dest, "since": *since, "timeout": 2}))?;
         *since = v["total"].as_u64().unwrap_or(*since);
         for a in v["announces"].as_array().into_iter().flatten() {
@@ -84,7 +66,7 @@ fn first_admin(server: &Server, peer: &mut Peer, gid: &str, dest: &str, rights: 
     let admin = peer.identity("admin")?;
     server.cli(&["member", "add", gid, &admin, "--name", "Admin", "--rights", rights])?;
     peer.link("admin", dest, Some("admin"))?;
-    poll(15, "the CLI change to reach the server", || Ok(info(peer, "admin").ok().filter(|i| i.is_member && i.rights == bits).map(|_| ())))?;
+    poll_secs(15, "the CLI change to reach the server", || Ok(peer.info("admin").ok().filter(|i| i.is_member && i.rights == bits).map(|_| ())))?;
     Ok(admin)
 }
 
@@ -99,15 +81,15 @@ fn stranger_joins_public_group_and_reads_history() -> R {
     let bob = peer.identity("bob")?;
 
     peer.link("alice", &dest, Some("alice"))?;
-    assert_eq!(join(&mut peer, "alice", "Alice")?, pb::JoinState::Joined);
+    assert_eq!(peer.join("alice", "Alice")?, pb::JoinState::Joined);
     let ids: Vec<i64> = (0..3).map(|i| post(&mut peer, "alice", &format!("hello {i}"))).collect::<R<_>>()?;
 
     peer.link("bob", &dest, Some("bob"))?;
-    let before = info(&mut peer, "bob")?;
+    let before = peer.info("bob")?;
     assert_eq!((before.name.as_str(), before.is_member, before.member_count), ("Mesh Commons", false, 1));
-    assert_eq!(join(&mut peer, "bob", "Bob")?, pb::JoinState::Joined);
-    assert_eq!(join(&mut peer, "bob", "Bob")?, pb::JoinState::AlreadyMember);
-    let after = info(&mut peer, "bob")?;
+    assert_eq!(peer.join("bob", "Bob")?, pb::JoinState::Joined);
+    assert_eq!(peer.join("bob", "Bob")?, pb::JoinState::AlreadyMember);
+    let after = peer.info("bob")?;
     assert_eq!((after.is_member, after.member_count, after.rights), (true, 2, 0));
 
     let page = latest(&mut peer, "bob")?;
@@ -136,22 +118,22 @@ fn private_group_join_requests_approved_and_rejected() -> R {
     let carol = peer.identity("carol")?;
     let dave = peer.identity("dave")?;
 
-    let a = info(&mut peer, "admin")?;
+    let a = peer.info("admin")?;
     assert_eq!((a.name.as_str(), a.rights), ("Cottle Family Chat", pb::Rights::Approve as u32));
     post(&mut peer, "admin", "family news")?;
     post(&mut peer, "admin", "dinner at six")?;
 
     for (who, note) in [("carol", "it's Carol, from the garden"), ("dave", "let me in")] {
         peer.link(who, &dest, Some(who))?;
-        assert_eq!(info(&mut peer, who)?.name, "Private Group");
+        assert_eq!(peer.info(who)?.name, "Private Group");
         let req = pb::JoinRequest { display_name: who.to_uppercase(), note: note.into(), ..Default::default() };
         let r: pb::JoinResponse = peer.request(who, JOIN, &req)?.ok()?;
         assert_eq!(r.state, pb::JoinState::Requested as i32);
-        assert_eq!(code(&mut peer, who, MESSAGES, &pb::MessagesRequest::default())?, Some(pb::ErrorCode::Forbidden));
+        assert_eq!(peer.code(who, MESSAGES, &pb::MessagesRequest::default())?, Some(pb::ErrorCode::Forbidden));
     }
     // Approving is all this admin may do.
-    assert_eq!(code(&mut peer, "admin", "/api/v1/members/kick", &pb::KickRequest { identity_hash: raw(&carol)? })?, Some(pb::ErrorCode::Forbidden));
-    assert_eq!(code(&mut peer, "carol", "/api/v1/join-requests", &pb::JoinRequestsRequest {})?, Some(pb::ErrorCode::Forbidden));
+    assert_eq!(peer.code("admin", "/api/v1/members/kick", &pb::KickRequest { identity_hash: raw(&carol)? })?, Some(pb::ErrorCode::Forbidden));
+    assert_eq!(peer.code("carol", "/api/v1/join-requests", &pb::JoinRequestsRequest {})?, Some(pb::ErrorCode::Forbidden));
 
     let pending: pb::JoinRequestsResponse = peer.request("admin", "/api/v1/join-requests", &pb::JoinRequestsRequest {})?.ok()?;
     let mut seen: Vec<(Vec<u8>, String, String)> = pending.requests.iter().map(|r| (r.identity_hash.clone(), r.display_name.clone(), r.note.clone())).collect();
@@ -165,15 +147,15 @@ fn private_group_join_requests_approved_and_rejected() -> R {
     let left: pb::JoinRequestsResponse = peer.request("admin", "/api/v1/join-requests", &pb::JoinRequestsRequest {})?.ok()?;
     assert!(left.requests.is_empty());
 
-    let c = info(&mut peer, "carol")?;
+    let c = peer.info("carol")?;
     assert_eq!((c.name.as_str(), c.is_member, c.member_count), ("Cottle Family Chat", true, 2));
     let page = latest(&mut peer, "carol")?;
     assert_eq!(page.iter().map(|m| m.content.as_slice()).collect::<Vec<_>>(), vec![&b"dinner at six"[..], b"family news"]);
 
-    let d = info(&mut peer, "dave")?;
+    let d = peer.info("dave")?;
     assert_eq!((d.name.as_str(), d.is_member), ("Private Group", false));
-    assert_eq!(code(&mut peer, "dave", MESSAGES, &pb::MessagesRequest::default())?, Some(pb::ErrorCode::Forbidden));
-    assert_eq!(code(&mut peer, "dave", "/api/v1/members", &pb::MembersRequest::default())?, Some(pb::ErrorCode::Forbidden));
+    assert_eq!(peer.code("dave", MESSAGES, &pb::MessagesRequest::default())?, Some(pb::ErrorCode::Forbidden));
+    assert_eq!(peer.code("dave", "/api/v1/members", &pb::MembersRequest::default())?, Some(pb::ErrorCode::Forbidden));
     Ok(())
 }
 
@@ -198,7 +180,7 @@ fn admin_kicks_bans_unbans_deletes_and_delegates_kick() -> R {
 
     for who in ["eve", "mal", "frank", "grace"] {
         peer.link(who, &dest, Some(who))?;
-        assert_eq!(join(&mut peer, who, who)?, pb::JoinState::Joined);
+        assert_eq!(peer.join(who, who)?, pb::JoinState::Joined);
     }
     let spam = post(&mut peer, "mal", "BUY CHEAP STAMPS")?;
     let fine = post(&mut peer, "eve", "good morning")?;
@@ -206,19 +188,19 @@ fn admin_kicks_bans_unbans_deletes_and_delegates_kick() -> R {
     // Kick: no longer a member, but a public group takes them back.
     peer.request("admin", "/api/v1/members/kick", &pb::KickRequest { identity_hash: raw(&eve)? })?.ok::<pb::Ack>()?;
     assert!(!members(&mut peer, "admin")?.contains(&raw(&eve)?));
-    assert!(!info(&mut peer, "eve")?.is_member);
-    assert_eq!(code(&mut peer, "eve", SEND, &pb::SendMessageRequest { content: b"x".to_vec(), ..Default::default() })?, Some(pb::ErrorCode::Forbidden));
-    assert_eq!(join(&mut peer, "eve", "eve")?, pb::JoinState::Joined);
+    assert!(!peer.info("eve")?.is_member);
+    assert_eq!(peer.code("eve", SEND, &pb::SendMessageRequest { content: b"x".to_vec(), ..Default::default() })?, Some(pb::ErrorCode::Forbidden));
+    assert_eq!(peer.join("eve", "eve")?, pb::JoinState::Joined);
 
     // Ban: a reason is required; then no rejoining, posting or reading.
     let no_reason = pb::BanRequest { identity_hash: raw(&mal)?, reason: "  ".into() };
-    assert_eq!(code(&mut peer, "admin", "/api/v1/members/ban", &no_reason)?, Some(pb::ErrorCode::InvalidArgument));
+    assert_eq!(peer.code("admin", "/api/v1/members/ban", &no_reason)?, Some(pb::ErrorCode::InvalidArgument));
     let ban = pb::BanRequest { identity_hash: raw(&mal)?, reason: "flooding the channel".into() };
     peer.request("admin", "/api/v1/members/ban", &ban)?.ok::<pb::Ack>()?;
-    assert!(!info(&mut peer, "mal")?.is_member);
-    assert_eq!(code(&mut peer, "mal", JOIN, &pb::JoinRequest::default())?, Some(pb::ErrorCode::Forbidden));
-    assert_eq!(code(&mut peer, "mal", SEND, &pb::SendMessageRequest { content: b"again".to_vec(), ..Default::default() })?, Some(pb::ErrorCode::Forbidden));
-    assert_eq!(code(&mut peer, "mal", MESSAGES, &pb::MessagesRequest::default())?, Some(pb::ErrorCode::Forbidden));
+    assert!(!peer.info("mal")?.is_member);
+    assert_eq!(peer.code("mal", JOIN, &pb::JoinRequest::default())?, Some(pb::ErrorCode::Forbidden));
+    assert_eq!(peer.code("mal", SEND, &pb::SendMessageRequest { content: b"again".to_vec(), ..Default::default() })?, Some(pb::ErrorCode::Forbidden));
+    assert_eq!(peer.code("mal", MESSAGES, &pb::MessagesRequest::default())?, Some(pb::ErrorCode::Forbidden));
     let bans: pb::BansResponse = peer.request("admin", "/api/v1/bans", &pb::BansRequest {})?.ok()?;
     assert_eq!(bans.bans.len(), 1);
     assert_eq!(
@@ -239,22 +221,22 @@ fn admin_kicks_bans_unbans_deletes_and_delegates_kick() -> R {
     // Unban: listed no more, and may join again.
     peer.request("admin", "/api/v1/members/unban", &pb::UnbanRequest { identity_hash: raw(&mal)? })?.ok::<pb::Ack>()?;
     assert!(peer.request("admin", "/api/v1/bans", &pb::BansRequest {})?.ok::<pb::BansResponse>()?.bans.is_empty());
-    assert_eq!(join(&mut peer, "mal", "mal")?, pb::JoinState::Joined);
+    assert_eq!(peer.join("mal", "mal")?, pb::JoinState::Joined);
 
     // Delegation: frank gets the kick right from the admin, kicks grace, but cannot ban or grant.
     let grant = pb::PermissionsRequest { identity_hash: raw(&frank)?, rights: pb::Rights::Kick as u32 };
     peer.request("admin", "/api/v1/members/permissions", &grant)?.ok::<pb::Ack>()?;
     // The admin lacks the approve right, so cannot hand it out.
     let too_much = pb::PermissionsRequest { identity_hash: raw(&frank)?, rights: (pb::Rights::Kick as u32) | (pb::Rights::Approve as u32) };
-    assert_eq!(code(&mut peer, "admin", "/api/v1/members/permissions", &too_much)?, Some(pb::ErrorCode::Forbidden));
-    assert_eq!(info(&mut peer, "frank")?.rights, pb::Rights::Kick as u32);
+    assert_eq!(peer.code("admin", "/api/v1/members/permissions", &too_much)?, Some(pb::ErrorCode::Forbidden));
+    assert_eq!(peer.info("frank")?.rights, pb::Rights::Kick as u32);
     peer.request("frank", "/api/v1/members/kick", &pb::KickRequest { identity_hash: raw(&grace)? })?.ok::<pb::Ack>()?;
-    assert!(!info(&mut peer, "grace")?.is_member);
+    assert!(!peer.info("grace")?.is_member);
     let frank_ban = pb::BanRequest { identity_hash: raw(&eve)?, reason: "just because".into() };
-    assert_eq!(code(&mut peer, "frank", "/api/v1/members/ban", &frank_ban)?, Some(pb::ErrorCode::Forbidden));
+    assert_eq!(peer.code("frank", "/api/v1/members/ban", &frank_ban)?, Some(pb::ErrorCode::Forbidden));
     let self_grant = pb::PermissionsRequest { identity_hash: raw(&frank)?, rights: (pb::Rights::Kick as u32) | (pb::Rights::Ban as u32) };
-    assert_eq!(code(&mut peer, "frank", "/api/v1/members/permissions", &self_grant)?, Some(pb::ErrorCode::Forbidden));
-    assert!(info(&mut peer, "eve")?.is_member);
+    assert_eq!(peer.code("frank", "/api/v1/members/permissions", &self_grant)?, Some(pb::ErrorCode::Forbidden));
+    assert!(peer.info("eve")?.is_member);
     Ok(())
 }
 
@@ -293,14 +275,14 @@ fn join_stamp_cost_set_through_the_api_with_python_lxmf_stamps() -> R {
     let mut since = peer.call(json!({"cmd": "heard", "dest": dest, "timeout": 0}))?["total"].as_u64().unwrap_or(0);
     let cost8 = pb::SettingsUpdate { join_stamp_cost: Some(8), ..Default::default() };
     peer.request("admin", "/api/v1/settings/update", &cost8)?.ok::<pb::Ack>()?;
-    assert_eq!(info(&mut peer, "admin")?.join_stamp_cost, 8);
+    assert_eq!(peer.info("admin")?.join_stamp_cost, 8);
     let ad = next_announce(&mut peer, &dest, &mut since, |ad| ad.join_stamp_cost == 8)?;
     assert_eq!((ad.name.as_str(), ad.api_version), ("Stamped", 1));
 
     // Without a stamp: told the cost and given a challenge.
     peer.link("sam", &dest, Some("sam"))?;
     peer.link("tom", &dest, Some("tom"))?;
-    assert_eq!(code(&mut peer, "sam", "/api/v1/settings/update", &cost8)?, Some(pb::ErrorCode::Forbidden));
+    assert_eq!(peer.code("sam", "/api/v1/settings/update", &cost8)?, Some(pb::ErrorCode::Forbidden));
     let (cost, challenge) = stamp_error(&peer.request("sam", JOIN, &pb::JoinRequest { display_name: "sam".into(), ..Default::default() })?)?;
     assert_eq!((cost, challenge.len()), (8, 32));
 
@@ -308,7 +290,7 @@ fn join_stamp_cost_set_through_the_api_with_python_lxmf_stamps() -> R {
     let forged = pb::JoinRequest { display_name: "sam".into(), challenge: challenge.clone(), stamp: forged_stamp(&challenge, 8), ..Default::default() };
     let (cost, again) = stamp_error(&peer.request("sam", JOIN, &forged)?)?;
     assert_eq!((cost, again.len()), (8, 32));
-    assert!(!info(&mut peer, "sam")?.is_member);
+    assert!(!peer.info("sam")?.is_member);
 
     // Python LXMF's LXStamper makes the stamp over the challenge.
     let made = peer.call(json!({"cmd": "stamp", "material": hex::encode(&challenge), "cost": 8}))?;
@@ -320,13 +302,13 @@ fn join_stamp_cost_set_through_the_api_with_python_lxmf_stamps() -> R {
     let (cost, toms) = stamp_error(&peer.request("tom", JOIN, &good)?)?;
     assert_eq!(cost, 8);
     assert!(toms.len() == 32 && toms != challenge);
-    assert!(!info(&mut peer, "tom")?.is_member);
+    assert!(!peer.info("tom")?.is_member);
 
     let r: pb::JoinResponse = peer.request("sam", JOIN, &good)?.ok()?;
     assert_eq!(r.state, pb::JoinState::Joined as i32);
-    assert!(info(&mut peer, "sam")?.is_member);
+    assert!(peer.info("sam")?.is_member);
     // Members pay nothing to ask again.
-    assert_eq!(join(&mut peer, "sam", "sam")?, pb::JoinState::AlreadyMember);
+    assert_eq!(peer.join("sam", "sam")?, pb::JoinState::AlreadyMember);
     Ok(())
 }
 
@@ -345,29 +327,29 @@ fn notification_mode_and_display_name_updates() -> R {
 
     peer.link("nina", &dest, Some("nina"))?;
     peer.link("stranger", &dest, Some("stranger"))?;
-    assert_eq!(join(&mut peer, "nina", "Nina")?, pb::JoinState::Joined);
-    assert_eq!(info(&mut peer, "nina")?.notify_mode, pb::NotifyMode::NotifyFull as i32);
+    assert_eq!(peer.join("nina", "Nina")?, pb::JoinState::Joined);
+    assert_eq!(peer.info("nina")?.notify_mode, pb::NotifyMode::NotifyFull as i32);
     for mode in [pb::NotifyMode::NotifyNone, pb::NotifyMode::NotifyShort, pb::NotifyMode::NotifyNone] {
         peer.request("nina", "/api/v1/notifications/update", &pb::NotificationsUpdate { mode: Some(mode as i32), digest: None })?.ok::<pb::Ack>()?;
-        assert_eq!(info(&mut peer, "nina")?.notify_mode, mode as i32);
+        assert_eq!(peer.info("nina")?.notify_mode, mode as i32);
     }
     let none = pb::NotificationsUpdate { mode: Some(pb::NotifyMode::NotifyNone as i32), digest: None };
-    assert_eq!(code(&mut peer, "stranger", "/api/v1/notifications/update", &none)?, Some(pb::ErrorCode::Forbidden));
+    assert_eq!(peer.code("stranger", "/api/v1/notifications/update", &none)?, Some(pb::ErrorCode::Forbidden));
 
     let rename = pb::DisplayNameUpdate { public_name: Some("New Name".into()), private_name: None };
-    assert_eq!(code(&mut peer, "nina", "/api/v1/display-name/update", &rename)?, Some(pb::ErrorCode::Forbidden));
+    assert_eq!(peer.code("nina", "/api/v1/display-name/update", &rename)?, Some(pb::ErrorCode::Forbidden));
     let mut since = peer.call(json!({"cmd": "heard", "dest": dest, "timeout": 0}))?["total"].as_u64().unwrap_or(0);
     peer.request("admin", "/api/v1/display-name/update", &rename)?.ok::<pb::Ack>()?;
-    assert_eq!(info(&mut peer, "nina")?.name, "New Name");
-    assert_eq!(info(&mut peer, "stranger")?.name, "New Name");
+    assert_eq!(peer.info("nina")?.name, "New Name");
+    assert_eq!(peer.info("stranger")?.name, "New Name");
     let ad = next_announce(&mut peer, &dest, &mut since, |ad| ad.name == "New Name")?;
     assert_eq!(ad.member_count, 2);
 
     // A private name is for members only; the announce keeps the public one.
     let inner = pb::DisplayNameUpdate { public_name: None, private_name: Some("Inner Circle".into()) };
     peer.request("admin", "/api/v1/display-name/update", &inner)?.ok::<pb::Ack>()?;
-    assert_eq!(info(&mut peer, "nina")?.name, "Inner Circle");
-    assert_eq!(info(&mut peer, "stranger")?.name, "New Name");
+    assert_eq!(peer.info("nina")?.name, "Inner Circle");
+    assert_eq!(peer.info("stranger")?.name, "New Name");
     Ok(())
 }
 
@@ -411,7 +393,7 @@ fn latest_fifty_of_a_hundred_thousand_messages_over_a_link() -> R {
     let mut peer = Peer::connect(server.rns_port)?;
     peer.identity("reader")?;
     peer.link("r", &dest, Some("reader"))?;
-    assert_eq!(join(&mut peer, "r", "reader")?, pb::JoinState::Joined);
+    assert_eq!(peer.join("r", "reader")?, pb::JoinState::Joined);
 
     let t0 = Instant::now();
     let env = peer.request("r", MESSAGES, &pb::MessagesRequest { limit: 50, ..Default::default() })?;

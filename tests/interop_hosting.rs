@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use common::{Peer, R, Server, metric_sum, s};
+use common::{Peer, R, Server, metric_sum, poll_secs, s};
 use meshgroup::wire::proto as pb;
 use prost::Message as _;
 use serde_json::{Value, json};
@@ -19,10 +19,6 @@ const DELETE: &str = "/api/v1/groups/delete";
 const TRANSFER: &str = "/api/v1/groups/transfer";
 
 /// Polls `f` every 100 ms for up to `secs`.
-fn poll<T>(secs: u64, what: &str, f: impl FnMut() -> R<Option<T>>) -> R<T> {
-    common::poll(Duration::from_secs(secs), Duration::from_millis(100), what, f)
-}
-
 fn rt() -> R<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
@@ -74,21 +70,8 @@ fn create(peer: &mut Peer, link: &str, mut req: pb::CreateGroupRequest) -> R<pb:
     Ok(env.ok::<pb::CreateGroupResponse>()?.group.ok_or("no group in the response")?)
 }
 
-fn code<M: prost::Message>(peer: &mut Peer, link: &str, path: &str, body: &M) -> R<Option<pb::ErrorCode>> {
-    Ok(peer.request(link, path, body)?.code())
-}
-
-fn info(peer: &mut Peer, link: &str) -> R<pb::InfoResponse> {
-    peer.request(link, "/api/v1/info", &pb::InfoRequest {})?.ok()
-}
-
-fn join(peer: &mut Peer, link: &str, name: &str) -> R<pb::JoinState> {
-    let r: pb::JoinResponse = peer.request(link, "/api/v1/join", &pb::JoinRequest { display_name: name.into(), ..Default::default() })?.ok()?;
-    Ok(pb::JoinState::try_from(r.state)?)
-}
-
 fn heard_live(peer: &mut Peer, dest: &str) -> R<Vec<u8>> {
-    poll(30, "a live announce", || {
+    poll_secs(30, "a live announce", || {
         let v = peer.call(json!({"cmd": "heard", "dest": dest, "since": 0, "timeout": 2}))?;
         Ok(v["announces"]
             .as_array()
@@ -154,7 +137,7 @@ fn a_peer_hears_the_server_lists_the_directory_and_links_from_an_entry() -> R {
     let v = peer.call(json!({"cmd": "link_from_entry", "link": "radio", "dest": hex::encode(&entry.group_destination),
         "public_key": hex::encode(&entry.public_key), "as": "alice"}))?;
     assert_eq!((v["known_before"].clone(), v["path_before"].clone()), (json!(false), json!(false)), "{v}");
-    assert_eq!(join(&mut peer, "radio", "Alice")?, pb::JoinState::Joined);
+    assert_eq!(peer.join("radio", "Alice")?, pb::JoinState::Joined);
     let send = pb::SendMessageRequest { content: b"first!".to_vec(), nonce: vec![7; 16], ..Default::default() };
     peer.request("radio", "/api/v1/messages/send", &send)?.ok::<pb::SendMessageResponse>()?;
     let by_activity = directory(&mut peer, "dir", pb::DirectoryRequest { limit: 50, sort: pb::DirectorySort::Activity as i32, ..Default::default() })?;
@@ -182,7 +165,7 @@ fn a_founder_creates_runs_and_deletes_groups() -> R {
 
     // Anonymous callers cannot create; without a stamp the server asks for one (cost 8 by default).
     other.call(json!({"cmd": "link_server", "link": "anon", "dest": dest}))?;
-    assert_eq!(code(&mut other, "anon", CREATE, &create_req("x", false))?, Some(pb::ErrorCode::Unauthenticated));
+    assert_eq!(other.code("anon", CREATE, &create_req("x", false))?, Some(pb::ErrorCode::Unauthenticated));
     let refused = founder.request("srv", CREATE, &create_req("Founders Club", true))?;
     let e = refused.resp.error.clone().ok_or("expected STAMP_REQUIRED")?;
     assert_eq!((e.code, e.stamp_cost, e.challenge.len()), (pb::ErrorCode::StampRequired as i32, 8, 32));
@@ -197,25 +180,25 @@ fn a_founder_creates_runs_and_deletes_groups() -> R {
     eprintln!("created and announced in {:.2} s", created.elapsed().as_secs_f64());
     other.link("bob", &club_dest, Some("bob"))?;
     other.link("carol", &club_dest, Some("carol"))?;
-    assert_eq!(join(&mut other, "bob", "Bob")?, pb::JoinState::Requested);
-    assert_eq!(join(&mut other, "carol", "Carol")?, pb::JoinState::Requested);
+    assert_eq!(other.join("bob", "Bob")?, pb::JoinState::Requested);
+    assert_eq!(other.join("carol", "Carol")?, pb::JoinState::Requested);
 
     // The founder runs it: approves, kicks, grants a right; a delegate may not delete it.
     founder.link("club", &club_dest, Some("founder"))?;
-    let me = info(&mut founder, "club")?;
+    let me = founder.info("club")?;
     assert_eq!((me.is_member, me.rights, me.name.as_str()), (true, 127, "Founders Club"));
     for who in [&bob, &carol] {
         founder.request("club", "/api/v1/join-requests/approve", &pb::DecideJoinRequest { identity_hash: hex::decode(who)? })?.ok::<pb::Ack>()?;
     }
-    assert!(info(&mut other, "bob")?.is_member);
+    assert!(other.info("bob")?.is_member);
     founder.request("club", "/api/v1/members/kick", &pb::KickRequest { identity_hash: hex::decode(&carol)? })?.ok::<pb::Ack>()?;
-    assert!(!info(&mut other, "carol")?.is_member);
+    assert!(!other.info("carol")?.is_member);
     let grant = pb::PermissionsRequest { identity_hash: hex::decode(&bob)?, rights: pb::Rights::Kick as u32 };
     founder.request("club", "/api/v1/members/permissions", &grant)?.ok::<pb::Ack>()?;
-    assert_eq!(info(&mut other, "bob")?.rights, pb::Rights::Kick as u32);
-    assert_eq!(code(&mut other, "bob", DELETE, &pb::DeleteGroupRequest::default())?, Some(pb::ErrorCode::Forbidden));
+    assert_eq!(other.info("bob")?.rights, pb::Rights::Kick as u32);
+    assert_eq!(other.code("bob", DELETE, &pb::DeleteGroupRequest::default())?, Some(pb::ErrorCode::Forbidden));
     let no_kick_founder = pb::KickRequest { identity_hash: hex::decode(&f_id)? };
-    assert_eq!(code(&mut other, "bob", "/api/v1/members/kick", &no_kick_founder)?, Some(pb::ErrorCode::Forbidden));
+    assert_eq!(other.code("bob", "/api/v1/members/kick", &no_kick_founder)?, Some(pb::ErrorCode::Forbidden));
 
     // The operator sees who founded it and when.
     let list = server.cli(&["group", "list"])?;
@@ -224,26 +207,26 @@ fn a_founder_creates_runs_and_deletes_groups() -> R {
 
     // Deleted on its own destination: the open link gets NOT_FOUND, a new link does not come up.
     founder.request("club", DELETE, &pb::DeleteGroupRequest::default())?.ok::<pb::Ack>()?;
-    assert_eq!(code(&mut other, "bob", "/api/v1/info", &pb::InfoRequest {})?, Some(pb::ErrorCode::NotFound));
+    assert_eq!(other.code("bob", "/api/v1/info", &pb::InfoRequest {})?, Some(pb::ErrorCode::NotFound));
     assert_eq!(other.call(json!({"cmd": "try_link", "dest": club_dest, "timeout": 6}))?["up"], json!(false));
 
     // A second group: handed to bob, then taken back by the operator with --clear-founder.
     let second = create(&mut founder, "srv", create_req("Second", false))?;
     let second_dest = hex::encode(&second.group_destination);
     other.link("bob2", &second_dest, Some("bob"))?;
-    assert_eq!(join(&mut other, "bob2", "Bob")?, pb::JoinState::Joined);
+    assert_eq!(other.join("bob2", "Bob")?, pb::JoinState::Joined);
     let to_bob = pb::TransferFounderRequest { identity_hash: hex::decode(&bob)?, group_destination: second.group_destination.clone() };
     founder.request("srv", TRANSFER, &to_bob)?.ok::<pb::Ack>()?;
-    assert_eq!(info(&mut other, "bob2")?.rights, 127);
+    assert_eq!(other.info("bob2")?.rights, 127);
     let del_second = pb::DeleteGroupRequest { group_destination: second.group_destination.clone() };
-    assert_eq!(code(&mut founder, "srv", DELETE, &del_second)?, Some(pb::ErrorCode::Forbidden), "no longer the founder");
+    assert_eq!(founder.code("srv", DELETE, &del_second)?, Some(pb::ErrorCode::Forbidden), "no longer the founder");
     let gid = server.cli(&["group", "show", &second_dest])?["id"].to_string();
     assert_eq!(server.cli(&["group", "show", &gid])?["founder"], json!(bob));
     server.cli(&["group", "update", &gid, "--clear-founder"])?;
     assert_eq!(server.cli(&["group", "show", &gid])?["founder"], json!(null));
-    poll(15, "the take-back to reach the server", || Ok((info(&mut other, "bob2")?.rights == 0).then_some(())))?;
+    poll_secs(15, "the take-back to reach the server", || Ok((other.info("bob2")?.rights == 0).then_some(())))?;
     other.link_server_as("srv_bob", &dest, "bob")?;
-    assert_eq!(code(&mut other, "srv_bob", DELETE, &del_second)?, Some(pb::ErrorCode::Forbidden));
+    assert_eq!(other.code("srv_bob", DELETE, &del_second)?, Some(pb::ErrorCode::Forbidden));
 
     // A third group, deleted through the server destination.
     let third = create(&mut founder, "srv", create_req("Third", false))?;
@@ -295,7 +278,7 @@ fn every_creation_guard_holds_with_its_typed_error() -> R {
 
     // Closed: FORBIDDEN, before any stamp is asked for.
     let (server, mut peer, _) = guarded(&[("CREATION_POLICY", "closed")], &[("alice", None)])?;
-    assert_eq!(code(&mut peer, "alice", CREATE, &c("a"))?, Some(pb::ErrorCode::Forbidden));
+    assert_eq!(peer.code("alice", CREATE, &c("a"))?, Some(pb::ErrorCode::Forbidden));
     assert_eq!(metric_sum(&server.metrics()?, "meshgroup_groups_created_total{outcome=\"refused_policy\"}"), 1.0);
     drop((peer, server));
 
@@ -306,7 +289,7 @@ fn every_creation_guard_holds_with_its_typed_error() -> R {
         &[("CREATION_POLICY", "allow_list"), ("ALLOW_LIST", &allowed), no_stamp],
         &[("alice", Some(&hex::encode(key.private_key))), ("mallory", None)],
     )?;
-    assert_eq!(code(&mut peer, "mallory", CREATE, &c("m"))?, Some(pb::ErrorCode::Forbidden));
+    assert_eq!(peer.code("mallory", CREATE, &c("m"))?, Some(pb::ErrorCode::Forbidden));
     assert_eq!(create(&mut peer, "alice", c("Alice's"))?.name, "Alice's");
     drop((peer, server));
 
@@ -322,9 +305,9 @@ fn every_creation_guard_holds_with_its_typed_error() -> R {
         peer.link_server_as(who, &dest, who)?;
     }
     create(&mut peer, "alice", c("A1"))?;
-    assert_eq!(code(&mut peer, "alice", CREATE, &c("A2"))?, Some(pb::ErrorCode::Forbidden), "per-identity quota");
+    assert_eq!(peer.code("alice", CREATE, &c("A2"))?, Some(pb::ErrorCode::Forbidden), "per-identity quota");
     create(&mut peer, "bob", c("B1"))?;
-    assert_eq!(code(&mut peer, "carol", CREATE, &c("C1"))?, Some(pb::ErrorCode::Forbidden), "server quota");
+    assert_eq!(peer.code("carol", CREATE, &c("C1"))?, Some(pb::ErrorCode::Forbidden), "server quota");
     assert_eq!(metric_sum(&server.metrics()?, "meshgroup_groups_created_total{outcome=\"refused_quota\"}"), 2.0);
     drop((peer, server));
 
@@ -338,14 +321,14 @@ fn every_creation_guard_holds_with_its_typed_error() -> R {
     let wb = meshgroup::wire::stamp::workblock(&challenge, meshgroup::wire::stamp::MESSAGE_ROUNDS);
     let weak = (0..=255u8).map(|b| vec![b; 32]).find(|st| meshgroup::wire::stamp::value(&wb, st) < 6).ok_or("no weak stamp")?;
     let forged = pb::CreateGroupRequest { challenge: challenge.clone(), stamp: weak, ..c("S") };
-    assert_eq!(code(&mut peer, "alice", CREATE, &forged)?, Some(pb::ErrorCode::StampRequired), "forged stamp");
+    assert_eq!(peer.code("alice", CREATE, &forged)?, Some(pb::ErrorCode::StampRequired), "forged stamp");
     let mut other_challenge = challenge.clone();
     other_challenge[31] ^= 1;
     let v = peer.call(json!({"cmd": "stamp", "material": hex::encode(&other_challenge), "cost": 6}))?;
     let made_up = pb::CreateGroupRequest { challenge: other_challenge, stamp: hex::decode(s(&v, "stamp"))?, ..c("S") };
-    assert_eq!(code(&mut peer, "alice", CREATE, &made_up)?, Some(pb::ErrorCode::StampRequired), "a challenge not issued by us");
+    assert_eq!(peer.code("alice", CREATE, &made_up)?, Some(pb::ErrorCode::StampRequired), "a challenge not issued by us");
     create(&mut peer, "alice", c("S"))?;
-    assert_eq!(code(&mut peer, "alice", CREATE, &c("T"))?, Some(pb::ErrorCode::RateLimited));
+    assert_eq!(peer.code("alice", CREATE, &c("T"))?, Some(pb::ErrorCode::RateLimited));
     let m = server.metrics()?;
     assert_eq!(metric_sum(&m, "meshgroup_groups_created_total{outcome=\"stamp_missing\"}"), 2.0);
     assert_eq!(metric_sum(&m, "meshgroup_groups_created_total{outcome=\"stamp_invalid\"}"), 2.0);
@@ -375,7 +358,7 @@ fn a_directory_of_10000_groups_answers_in_one_round_trip() -> R {
     let boot = Instant::now();
     if server.start().is_err() {
         // 10,000 groups take a while to load in a debug build; wait longer than the harness does.
-        poll(150, "the server to open its interface", || Ok(std::net::TcpStream::connect(("127.0.0.1", server.rns_port)).ok().map(|_| ())))?;
+        poll_secs(150, "the server to open its interface", || Ok(std::net::TcpStream::connect(("127.0.0.1", server.rns_port)).ok().map(|_| ())))?;
     }
     let boot = boot.elapsed().as_secs_f64();
     let dest = server_dest(&server)?;

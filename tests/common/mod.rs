@@ -228,6 +228,23 @@ impl Peer {
         Ok(Envelope { resp, raw_len: bytes.len() })
     }
 
+    /// `/api/v1/info` on a link.
+    pub fn info(&mut self, link: &str) -> R<meshgroup::wire::proto::InfoResponse> {
+        self.request(link, "/api/v1/info", &meshgroup::wire::proto::InfoRequest {})?.ok()
+    }
+
+    /// `/api/v1/join` with a display name; the state the server answers.
+    pub fn join(&mut self, link: &str, name: &str) -> R<meshgroup::wire::proto::JoinState> {
+        use meshgroup::wire::proto as pb;
+        let r: pb::JoinResponse = self.request(link, "/api/v1/join", &pb::JoinRequest { display_name: name.into(), ..Default::default() })?.ok()?;
+        Ok(pb::JoinState::try_from(r.state)?)
+    }
+
+    /// The error code a request gets (`None` for a success).
+    pub fn code<M: prost::Message>(&mut self, link: &str, path: &str, body: &M) -> R<Option<meshgroup::wire::proto::ErrorCode>> {
+        Ok(self.request(link, path, body)?.code())
+    }
+
     /// Sends raw bytes as the request data.
     pub fn request_raw(&mut self, link: &str, path: &str, data: &[u8]) -> R<Envelope> {
         let v = self.call(json!({"cmd": "request", "link": link, "path": path, "data": hex::encode(data)}))?;
@@ -276,6 +293,11 @@ pub fn s(v: &Value, key: &str) -> String {
 }
 
 /// Polls `f` until it returns `Ok(Some(_))` or the deadline passes; the last error is reported.
+/// [`poll`] every 100 ms for up to `secs` seconds.
+pub fn poll_secs<T>(secs: u64, what: &str, f: impl FnMut() -> R<Option<T>>) -> R<T> {
+    poll(Duration::from_secs(secs), Duration::from_millis(100), what, f)
+}
+
 pub fn poll<T>(within: Duration, step: Duration, what: &str, mut f: impl FnMut() -> R<Option<T>>) -> R<T> {
     let deadline = Instant::now() + within;
     let mut last = String::from("never ready");
