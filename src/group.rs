@@ -846,6 +846,12 @@ pub enum Reply {
 }
 
 impl GroupCore {
+    /// What `caller` may see of the group, from memory (no store access), rules applied.
+    pub fn info_for(&self, caller: &Caller) -> Result<InfoView, GroupError> {
+        self.check(caller, Action::Info)?;
+        Ok(self.info(caller))
+    }
+
     pub fn info(&self, caller: &Caller) -> InfoView {
         let member = match caller {
             Caller::Identity(h) => self.members.get(h),
@@ -884,10 +890,7 @@ impl GroupCore {
             return Err(GroupError::NotFound("group".into()));
         }
         Ok(match op {
-            Op::Info => {
-                self.check(caller, Action::Info)?;
-                Reply::Info(self.info(caller))
-            }
+            Op::Info => Reply::Info(self.info_for(caller)?),
             Op::Join { display_name, note, stamp_verified } => {
                 self.check(caller, Action::Join)?;
                 let cost = self.join_cost_for(caller);

@@ -10,7 +10,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::fanout::Enqueue;
-use crate::group::{Caller, FanoutJob, GroupCore, GroupError, Op, Reply};
+use crate::group::{Caller, FanoutJob, GroupCore, GroupError, InfoView, Op, Reply};
 use crate::store::{InsertOutcome, NewMessage};
 
 /// The group's actor. The store is the source of truth, so a restart just reloads.
@@ -167,7 +167,43 @@ impl Handler<Commit> for GroupActor {
     }
 }
 
-/// Runs one operation for a caller, with the group rules applied.
+/// Stores a member's post through the group commit; the outcome says whether it was new.
+#[derive(Message)]
+#[rtype(result = "Result<InsertOutcome, GroupError>")]
+pub struct Post {
+    pub caller: Caller,
+    pub msg: NewMessage,
+}
+
+impl Handler<Post> for GroupActor {
+    type Result = ResponseFuture<Result<InsertOutcome, GroupError>>;
+
+    /// Not atomic: the post waits for its batch while other messages go on.
+    fn handle(&mut self, msg: Post, ctx: &mut Self::Context) -> Self::Result {
+        let outcome = self.post(msg.caller, msg.msg, ctx);
+        Box::pin(async move { outcome.await.unwrap_or(Err(GroupError::RateLimited)) })
+    }
+}
+
+/// What the caller may see of the group: name, visibility, counts, costs, their own standing.
+#[derive(Message)]
+#[rtype(result = "Result<InfoView, GroupError>")]
+pub struct GetInfo {
+    pub caller: Caller,
+}
+
+impl Handler<GetInfo> for GroupActor {
+    type Result = Result<InfoView, GroupError>;
+
+    /// Answered from memory at once, without the store.
+    fn handle(&mut self, msg: GetInfo, _ctx: &mut Self::Context) -> Self::Result {
+        self.core.as_ref().ok_or(GroupError::RateLimited)?.info_for(&msg.caller)
+    }
+}
+
+/// Runs one operation of the link API, the text commands or the CLI for a caller, with the group
+/// rules applied. Those three produce an [`Op`] from one decoder each and encode the [`Reply`]
+/// generically; callers that need one particular answer use [`Post`] or [`GetInfo`].
 #[derive(Message)]
 #[rtype(result = "Result<Reply, GroupError>")]
 pub struct Call {
@@ -179,10 +215,16 @@ impl Handler<Call> for GroupActor {
     type Result = ResponseFuture<Result<Reply, GroupError>>;
 
     fn handle(&mut self, msg: Call, ctx: &mut Self::Context) -> Self::Result {
-        if let Op::Post(post) = msg.op {
-            // Not atomic: the post waits for its batch while other messages go on.
-            let outcome = self.post(msg.caller, post, ctx);
-            return Box::pin(async move { outcome.await.unwrap_or(Err(GroupError::RateLimited)).map(Reply::Posted) });
+        match msg.op {
+            Op::Post(post) => {
+                let posted = self.handle(Post { caller: msg.caller, msg: post }, ctx);
+                return Box::pin(async move { posted.await.map(Reply::Posted) });
+            }
+            Op::Info => {
+                let info = self.handle(GetInfo { caller: msg.caller }, ctx).map(Reply::Info);
+                return Box::pin(std::future::ready(info));
+            }
+            _ => {}
         }
         // The operation runs atomically; the caller waits for its reply through a oneshot, so
         // this handler's own future is not the one that holds the mailbox.

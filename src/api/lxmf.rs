@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use rmpv::Value;
 
-use crate::actors::group::{Call, GetSnapshot, Snapshot};
+use crate::actors::group::{Call, GetInfo, GetSnapshot, Post, Snapshot};
 use crate::actors::supervisor::{DestKind, Route, lookup};
 use crate::api::router::Services;
-use crate::group::{Caller, GroupError, InfoView, Op, Reply};
+use crate::group::{Caller, GroupError, InfoView};
 use crate::lxmf::commands;
 use crate::lxmf::outbound::{Body, prepare, ticket_field};
 use crate::store::{InsertOutcome, NewMessage, now_ms};
@@ -192,26 +192,28 @@ async fn receive(s: &Arc<Services>, dest: [u8; 16], packed: &[u8], method: Metho
             }
         }
     }
-    let post = Op::Post(NewMessage {
-        group_id: route.group_id,
-        message_hash: hex::encode(msg.message_id),
-        sender_identity_hash: sender.hex.clone(),
-        sender_display_name: String::new(),
-        timestamp: msg.timestamp,
-        title: msg.title.clone(),
-        content: msg.content.clone(),
-        fields: msg.fields.clone(),
-    });
-    let accepted = match route.addr.send(Call { caller: sender.caller.clone(), op: post }).await {
-        Ok(Ok(Reply::Posted(InsertOutcome::Inserted(_)))) => {
+    let post = Post {
+        caller: sender.caller.clone(),
+        msg: NewMessage {
+            group_id: route.group_id,
+            message_hash: hex::encode(msg.message_id),
+            sender_identity_hash: sender.hex.clone(),
+            sender_display_name: String::new(),
+            timestamp: msg.timestamp,
+            title: msg.title.clone(),
+            content: msg.content.clone(),
+            fields: msg.fields.clone(),
+        },
+    };
+    let accepted = match route.addr.send(post).await {
+        Ok(Ok(InsertOutcome::Inserted(_))) => {
             outcome("accepted");
             true
         }
-        Ok(Ok(Reply::Posted(InsertOutcome::Duplicate(_)))) => {
+        Ok(Ok(InsertOutcome::Duplicate(_))) => {
             outcome("duplicate");
             true
         }
-        Ok(Ok(_)) => false,
         Ok(Err(GroupError::Forbidden(_))) => {
             outcome("not_member");
             false
@@ -235,10 +237,18 @@ async fn receive(s: &Arc<Services>, dest: [u8; 16], packed: &[u8], method: Metho
     accepted
 }
 
+/// The group as the sender sees it; `None` (logged) when the actor cannot say.
 async fn info(route: &Route, caller: &Caller) -> Option<InfoView> {
-    match route.addr.send(Call { caller: caller.clone(), op: Op::Info }).await {
-        Ok(Ok(Reply::Info(v))) => Some(v),
-        _ => None,
+    match route.addr.send(GetInfo { caller: caller.clone() }).await {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(err)) => {
+            tracing::info!(%err, group = route.group_id, "no group info for this sender");
+            None
+        }
+        Err(err) => {
+            tracing::error!(%err, group = route.group_id, "group actor unavailable");
+            None
+        }
     }
 }
 

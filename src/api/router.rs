@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use actix::Addr;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use crate::actors::group::Call;
 use crate::actors::supervisor::{Registry, Route, Supervisor, lookup, run_op};
 use crate::api::{ApiError, DecodeContext, Endpoint, decode_request, encode_reply, error_response, ok_response};
 use crate::group::{Caller, GroupError, Op};
@@ -275,9 +274,9 @@ async fn check_join_stamp(s: &Services, route: &Route, caller: &Caller, challeng
     let identity = hex::decode(h).unwrap_or_default();
     let now = (crate::store::now_ms() / 1000) as u64;
     // The cost is the group's current one, read through a cheap info call.
-    let cost = match route.addr.send(Call { caller: caller.clone(), op: Op::Info }).await {
-        Ok(Ok(crate::group::Reply::Info(v))) => v.join_stamp_cost,
-        _ => return Ok(false),
+    let cost = match route.addr.send(crate::actors::group::GetInfo { caller: caller.clone() }).await {
+        Ok(info) => info?.join_stamp_cost,
+        Err(err) => return Err(crate::api::actor_unavailable(err, route.group_id)),
     };
     if cost == 0 {
         return Ok(true);

@@ -18,9 +18,9 @@ use serde_json::json;
 
 use super::fanout::{cores, fresh, median, process_cpu, round2, round3};
 use crate::actors::fanout::on_all_cores;
-use crate::actors::group::{Call, GroupActor};
+use crate::actors::group::GroupActor;
 use crate::cli::{CliError, Output};
-use crate::group::{Caller, CreateGroup, GroupCore, Op, Reply, create_group};
+use crate::group::{Caller, CreateGroup, GroupCore, create_group};
 use crate::store::testing::TEST_DATABASE_URL;
 use crate::store::{InsertOutcome, NewMessage};
 use crate::wire::identity::{GroupIdentity, LXMF_ASPECT};
@@ -113,8 +113,8 @@ async fn accept(keys: Arc<GroupKeys>, addr: Addr<GroupActor>, group_id: i64, p: 
         content: msg.content,
         fields: msg.fields,
     };
-    match addr.send(Call { caller: Caller::Identity(p.sender.clone()), op: Op::Post(post) }).await {
-        Ok(Ok(Reply::Posted(InsertOutcome::Inserted(_)))) => {
+    match addr.send(crate::actors::group::Post { caller: Caller::Identity(p.sender.clone()), msg: post }).await {
+        Ok(Ok(InsertOutcome::Inserted(_))) => {
             std::hint::black_box(prove(&keys, &p));
             true
         }
