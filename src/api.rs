@@ -474,9 +474,24 @@ pub fn group_announce(name: &str, visibility: Visibility, member_count: u64, joi
     .encode_to_vec()
 }
 
+/// `group_announce` app data with other stamp costs (the adaptive raise), the rest unchanged.
+pub fn group_announce_with_costs(app_data: &[u8], join_cost: u32, post_cost: u32) -> Vec<u8> {
+    match pb::GroupAnnounce::decode(app_data) {
+        Ok(ad) => pb::GroupAnnounce { join_stamp_cost: join_cost, post_stamp_cost: post_cost, ..ad }.encode_to_vec(),
+        Err(_) => app_data.to_vec(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn announce_costs_can_be_replaced() {
+        let ad = group_announce("n", Visibility::Public, 3, 8, 6, &[1; 16]);
+        let raised = pb::GroupAnnounce::decode(group_announce_with_costs(&ad, 10, 9).as_slice()).expect("decodes");
+        assert_eq!((raised.name.as_str(), raised.member_count, raised.join_stamp_cost, raised.post_stamp_cost), ("n", 3, 10, 9));
+    }
 
     fn ctx(caller: &Caller) -> DecodeContext<'_> {
         DecodeContext { group_id: 1, group_lxmf_hash: &[1; 16], caller, default_page: 20, max_page: 200, now_s: 1.0 }

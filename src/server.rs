@@ -56,6 +56,7 @@ where
     let propagation = std::sync::Arc::new(crate::lxmf::propagation::Propagation::new(node.clone(), pn));
     let courier = std::sync::Arc::new(crate::lxmf::courier::Courier::new(node.clone(), store.clone(), propagation.clone()));
     let fanout = crate::actors::fanout::FanoutActor::start(store.clone(), courier.clone(), cfg.fanout.clone());
+    let stamps = crate::stamps::StampPool::new(cfg.limits.stamp_pool_capacity, &cfg.stamps);
     let supervisor = crate::actors::supervisor::Supervisor::start(
         store.clone(),
         node.clone(),
@@ -64,6 +65,7 @@ where
         &cfg.reticulum,
         &cfg.notices,
         interfaces_open_rx,
+        stamps.clone(),
     )
     .await?;
     // The server destination too is registered before any interface opens.
@@ -75,7 +77,7 @@ where
         propagation,
         registry,
         supervisor,
-        stamps: crate::stamps::StampPool::new(cfg.limits.stamp_pool_capacity),
+        stamps,
         store: store.clone(),
         limits: cfg.limits.clone(),
         lxmf: crate::lxmf::Inbound::default(),
@@ -83,7 +85,7 @@ where
     let router = tokio::spawn(crate::transport::router::run(services.clone(), events));
     let admin_socket = cfg.admin_socket();
     // Without the socket the CLI still works: it writes the store, and the server follows within a second.
-    let admin = crate::admin::listen(&admin_socket, services.registry.clone(), services.supervisor.clone())
+    let admin = crate::admin::listen(&admin_socket, services.registry.clone(), services.supervisor.clone(), services.stamps.clone())
         .map_err(|err| tracing::warn!(%err, "admin socket unavailable; CLI changes reach this server through the store"))
         .ok();
     // Every destination is registered now; only then do peers get to ask for paths.

@@ -87,6 +87,7 @@ impl Supervisor {
         cfg: &crate::config::ReticulumConfig,
         notices: &crate::config::NoticesConfig,
         interfaces_open: tokio::sync::oneshot::Receiver<()>,
+        stamps: crate::stamps::StampPool,
     ) -> Result<Addr<Supervisor>, crate::store::StoreError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let state = Arc::new(Mutex::new(State {
@@ -111,7 +112,7 @@ impl Supervisor {
         tokio::spawn(async move {
             // An announce sent before any interface exists reaches nobody.
             let _ = interfaces_open.await;
-            announcer(schedule, rx, node).await
+            announcer(schedule, rx, node, stamps).await
         });
         Ok(Supervisor { state, poll: Duration::from_secs(1) }.start())
     }
@@ -289,7 +290,7 @@ impl Handler<AnnounceSoon> for Supervisor {
 
 /// Announces groups as the schedule allows: each group's `meshchat.group` destination with its
 /// protobuf app data, then its `lxmf.delivery` destination with `[name, post_stamp_cost]`.
-async fn announcer(mut schedule: AnnounceSchedule, mut rx: mpsc::UnboundedReceiver<AnnounceCmd>, node: Node) {
+async fn announcer(mut schedule: AnnounceSchedule, mut rx: mpsc::UnboundedReceiver<AnnounceCmd>, node: Node, stamps: crate::stamps::StampPool) {
     let mut actors: HashMap<i64, Addr<GroupActor>> = HashMap::new();
     loop {
         tokio::select! {
@@ -311,10 +312,20 @@ async fn announcer(mut schedule: AnnounceSchedule, mut rx: mpsc::UnboundedReceiv
                 }
                 let Some(addr) = actors.get(&id) else { schedule.remove(id); continue };
                 let Ok(snap) = addr.send(GetSnapshot).await else { continue };
-                announce_group(&node, &snap).await;
+                announce_group(&node, &with_current_costs(&stamps, snap)).await;
             }
         }
     }
+}
+
+/// The snapshot with the costs the group asks for now (its own, plus the adaptive raise).
+fn with_current_costs(stamps: &crate::stamps::StampPool, mut snap: Snapshot) -> Snapshot {
+    let (join, post) = (stamps.cost(snap.id, snap.join_stamp_cost), stamps.cost(snap.id, snap.post_stamp_cost));
+    if (join, post) != (snap.join_stamp_cost, snap.post_stamp_cost) {
+        snap.group_app_data = crate::api::group_announce_with_costs(&snap.group_app_data, join, post);
+        (snap.join_stamp_cost, snap.post_stamp_cost) = (join, post);
+    }
+    snap
 }
 
 async fn announce_group(node: &Node, snap: &Snapshot) {
