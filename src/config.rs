@@ -60,6 +60,8 @@ pub struct StampsConfig {
     pub pool_group_share: f64,
     /// Share of the pool that identities with a recent failure may hold together (0..=1).
     pub pool_failed_share: f64,
+    /// Milliseconds an identity without recent failures waits for a slot before `rate_limited`.
+    pub pool_wait_ms: u64,
     /// The adaptive cost: a group's join and post costs rise by one bit per spike, within
     /// `[adaptive_min_cost, adaptive_max_cost]`; 0 as the maximum turns it off.
     pub adaptive_min_cost: u32,
@@ -80,6 +82,7 @@ impl Default for StampsConfig {
             pool_per_identity: 2,
             pool_group_share: 0.5,
             pool_failed_share: 0.25,
+            pool_wait_ms: 2000,
             adaptive_min_cost: 8,
             adaptive_max_cost: 16,
             adaptive_spike_per_min: 120,

@@ -248,7 +248,7 @@ fn refuse(outcome: &'static str, err: ApiError) -> ApiError {
 }
 
 fn stamp_required(h: &Hosting, who: &[u8], message: &str) -> ApiError {
-    let challenge = h.challenge.issue(&h.dest, who, (crate::store::now_ms() / 1000) as u64);
+    let challenge = h.challenge.issue(&h.dest, who, (crate::store::now_ms() / 1000) as u64, rand::random());
     ApiError { stamp_cost: h.cfg.create_stamp_cost, challenge, ..ApiError::new(pb::ErrorCode::StampRequired, message) }
 }
 

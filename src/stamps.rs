@@ -19,6 +19,9 @@
 //!   fall back one bit per `adaptive_decay_secs` without a spike. Tickets are checked before any
 //!   cost, so they stay valid.
 //!
+//! A clean identity refused for a full pool or share waits up to `pool_wait_ms` for a slot (one
+//! wait per identity); an identity that failed recently never waits.
+//!
 //! The state lives in memory, bounded: `tracked_identities` entries at most, the oldest forgotten
 //! first (identities cost an attacker nothing, so the table must not grow with them).
 
@@ -108,6 +111,8 @@ struct Inner {
     state: Mutex<State>,
     /// Woken when a group's adaptive cost changed, so it is announced at once.
     changed: Notify,
+    /// Woken when a slot is given back, for callers waiting for one.
+    released: Notify,
 }
 
 #[derive(Default)]
@@ -116,6 +121,8 @@ struct State {
     failed_in_flight: usize,
     per_identity: HashMap<[u8; 16], usize>,
     per_group: HashMap<i64, usize>,
+    /// Clean identities waiting for a slot.
+    waiting: HashSet<[u8; 16]>,
     failures: Bounded<[u8; 16], Failure>,
     /// Challenges spent on a failed stamp, until they would have expired anyway.
     spent: Bounded<Vec<u8>, Instant>,
@@ -140,7 +147,8 @@ struct Pressure {
     raise: u32,
     events: u32,
     window_start: Instant,
-    last_change: Instant,
+    /// The last spike, or the last decay step.
+    last_spike: Instant,
 }
 
 /// The window in which refusals and join attempts are counted for the adaptive cost.
@@ -152,7 +160,9 @@ impl StampPool {
     pub fn new(capacity: usize, cfg: &StampsConfig) -> Self {
         let cap = cfg.tracked_identities.max(1);
         let state = State { failures: Bounded::new(cap), spent: Bounded::new(cap), ..Default::default() };
-        StampPool { inner: Arc::new(Inner { cfg: cfg.clone(), capacity: capacity.max(1), state: Mutex::new(state), changed: Notify::new() }) }
+        StampPool {
+            inner: Arc::new(Inner { cfg: cfg.clone(), capacity: capacity.max(1), state: Mutex::new(state), changed: Notify::new(), released: Notify::new() }),
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -169,19 +179,36 @@ impl StampPool {
     /// cost, `Ok(false)` if it does not (a failure is recorded and a challenge spent), or why it was
     /// not checked.
     pub async fn check(&self, c: Check) -> Result<bool, Refused> {
-        let now = Instant::now();
-        let (slot, cost) = {
-            let mut st = self.state();
-            let admitted = self.admit(&mut st, &c, now);
-            if let Err(why) = admitted {
-                if why == Refused::ChallengeSpent {
-                    self.fail(&mut st, &c, now);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.inner.cfg.pool_wait_ms);
+        let (slot, cost) = loop {
+            // Registered before the attempt, so a slot given back in between is not missed.
+            let released = self.inner.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            let now = Instant::now();
+            {
+                let mut st = self.state();
+                let why = match self.admit(&mut st, &c, now) {
+                    Ok(slot) => break (slot, c.group.map(|g| self.effective(c.base_cost, raise_of(&st, g))).unwrap_or(c.base_cost)),
+                    Err(why) => why,
+                };
+                // A clean identity waits a little for a slot (one wait per identity, as many
+                // waits as slots at most); one that failed recently is refused at once: served last.
+                let may_wait = matches!(why, Refused::Busy | Refused::Share)
+                    && tokio::time::Instant::now() < deadline
+                    && !self.recently_failed(&st, &c.identity, now)
+                    && st.waiting.len() < self.inner.capacity
+                    && st.waiting.insert(c.identity);
+                if !may_wait {
+                    if why == Refused::ChallengeSpent {
+                        self.fail(&mut st, &c, now);
+                    }
+                    self.account(&mut st, &c, why.label(), now);
+                    return Err(why);
                 }
-                self.account(&mut st, &c, why.label(), now);
-                return Err(why);
             }
-            let cost = c.group.map(|g| self.effective(c.base_cost, raise_of(&st, g))).unwrap_or(c.base_cost);
-            (admitted?, cost)
+            let _ = tokio::time::timeout_at(deadline, released).await;
+            self.state().waiting.remove(&c.identity);
         };
         crate::metrics::stamp_pool_depth(self.depth());
         let started = Instant::now();
@@ -272,18 +299,22 @@ impl StampPool {
         if cfg.adaptive_max_cost == 0 {
             return;
         }
-        let p = st.pressure.entry(group).or_insert(Pressure { raise: 0, events: 0, window_start: now, last_change: now });
+        let p = st.pressure.entry(group).or_insert(Pressure { raise: 0, events: 0, window_start: now, last_spike: now });
         if now.duration_since(p.window_start) >= SPIKE_WINDOW {
             p.events = 0;
             p.window_start = now;
         }
         p.events += 1;
+        if p.events < cfg.adaptive_spike_per_min.max(1) {
+            return;
+        }
+        // A spike: the quiet spell before a decay starts again, even at the maximum.
+        p.events = 0;
+        p.window_start = now;
+        p.last_spike = now;
         // No raise past the point where it shows (the maximum), so that every decay step shows.
-        if p.events >= cfg.adaptive_spike_per_min.max(1) && self.effective(base, p.raise) < cfg.adaptive_max_cost {
+        if self.effective(base, p.raise) < cfg.adaptive_max_cost {
             p.raise += 1;
-            p.events = 0;
-            p.window_start = now;
-            p.last_change = now;
             tracing::warn!(group, raise = p.raise, "stamp traffic spiked; the group's stamp costs rise");
             st.changed.insert(group);
             self.inner.changed.notify_one();
@@ -324,9 +355,9 @@ impl StampPool {
         let decay = Duration::from_secs(cfg.adaptive_decay_secs.max(1));
         let mut lowered = Vec::new();
         for (g, p) in st.pressure.iter_mut() {
-            if p.raise > 0 && now.duration_since(p.last_change) >= decay {
+            if p.raise > 0 && now.duration_since(p.last_spike) >= decay {
                 p.raise -= 1;
-                p.last_change = now;
+                p.last_spike = now;
                 lowered.push(*g);
             }
         }
@@ -377,6 +408,8 @@ impl Drop for Slot {
                 st.per_group.remove(&g);
             }
         }
+        drop(st);
+        self.pool.inner.released.notify_waiters();
     }
 }
 
@@ -475,6 +508,25 @@ mod tests {
         assert!(matches!(pool.check(check(1, 1, b"other", vec![0; 32], true)).await, Err(Refused::Cooldown(_))));
     }
 
+    #[tokio::test]
+    async fn a_clean_identity_waits_for_a_slot_and_a_failed_one_does_not() {
+        let pool = StampPool::new(1, &StampsConfig { pool_wait_ms: 60_000, ..cfg() });
+        let held = {
+            let mut st = pool.state();
+            pool.fail(&mut st, &check(2, 1, b"y", vec![], false), Instant::now());
+            pool.admit(&mut st, &check(9, 1, b"x", vec![], false), Instant::now()).expect("slot")
+        };
+        assert_eq!(pool.check(check(2, 1, b"m", vec![0; 32], false)).await, Err(Refused::Busy), "served last: no wait");
+        let good = stamp::generate(b"m", 25, 4).expect("stamp").to_vec();
+        let waiting = pool.clone();
+        let waiter = tokio::spawn(async move { waiting.check(check(1, 1, b"m", good, false)).await });
+        while !pool.state().waiting.contains(&[1; 16]) {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        assert_eq!(waiter.await.expect("task"), Ok(true));
+    }
+
     #[test]
     fn shares_keep_room_for_clean_identities_and_other_groups() {
         let pool = StampPool::new(8, &StampsConfig { pool_per_identity: 1, pool_group_share: 0.5, pool_failed_share: 0.25, ..cfg() });
@@ -543,7 +595,7 @@ mod tests {
         drop(st);
         assert_eq!(pool.cost(1, 4), 9, "capped at the maximum");
         assert_eq!(pool.tick(), vec![1], "the raise is reported for an announce");
-        pool.state().pressure.get_mut(&1).expect("pressure").last_change = now - Duration::from_secs(2);
+        pool.state().pressure.get_mut(&1).expect("pressure").last_spike = now - Duration::from_secs(2);
         assert_eq!(pool.tick(), vec![1]);
         assert_eq!(pool.cost(1, 4), 8, "one bit lower after a quiet spell");
         let off = StampPool::new(8, &StampsConfig { adaptive_max_cost: 0, ..cfg() });

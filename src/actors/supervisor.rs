@@ -78,7 +78,9 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Loads every group, starts its actor and registers its destinations, then starts the announcer.
+    /// Loads every group, starts its actor and registers its destinations, then starts the announcer
+    /// (which announces each group's current stamp costs, from `stamps`).
+    #[allow(clippy::too_many_arguments)] // each is a separate collaborator; none is optional
     pub async fn start(
         store: Store,
         node: Node,

@@ -261,6 +261,7 @@ async fn check_post_stamp(s: &Services, route: &Route, sender: &Sender, msg: &Lx
         Ok(true) => StampVerdict::Work,
         Ok(false) => StampVerdict::Refused("stamp_invalid"),
         Err(Refused::Cooldown(_)) => StampVerdict::Refused("stamp_cooldown"),
+        Err(Refused::Share) => StampVerdict::Refused("stamp_share"),
         Err(_) => StampVerdict::Refused("busy"),
     }
 }

@@ -212,7 +212,7 @@ fn stamp_required(route: &Route, caller: &Caller, cost: u32, message: &str) -> A
         Caller::Identity(h) => hex::decode(h).unwrap_or_default(),
         _ => Vec::new(),
     };
-    let challenge = route.challenge.issue(&route.group_dest, &identity, (crate::store::now_ms() / 1000) as u64);
+    let challenge = route.challenge.issue(&route.group_dest, &identity, (crate::store::now_ms() / 1000) as u64, rand::random());
     ApiError { stamp_cost: cost, challenge, ..ApiError::new(ErrorCode::StampRequired, message) }
 }
 

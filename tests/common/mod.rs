@@ -361,3 +361,12 @@ pub fn tcp_server_iface(port: u16) -> String {
 pub fn unique(tag: &str) -> R<String> {
     Ok(format!("mgit-{tag}-{}-{}", std::process::id(), free_port()?))
 }
+
+/// The sum of the samples of metric `name` whose labels contain every one of `labels`
+/// (`outcome="cooldown"`), from the Prometheus text; 0 if there is none.
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && labels.iter().all(|n| l.contains(n)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
