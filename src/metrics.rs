@@ -108,7 +108,8 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: STAMPS_CHECKED,
         kind: Kind::Counter,
         labels: &["purpose", "outcome"],
-        help: "Stamp checks by purpose (join, post, create) and outcome: valid, invalid, missing, ticket, or a refusal before any work \
+        help: "Stamp checks by purpose (join, post, create) and outcome: valid, invalid, below_raised_cost (enough for the group's own cost, not \
+               for the adaptive raise; not counted as a failure), missing, ticket, or a refusal before any work \
                (cooldown: too many failures from the identity; challenge_spent; busy: pool full; share: the identity's, group's or \
                failed identities' share of the pool in use).",
     },

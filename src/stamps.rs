@@ -175,9 +175,9 @@ impl StampPool {
         self.state().in_flight
     }
 
-    /// Checks `c.stamp` against `c.cost` with every defence applied: `Ok(true)` if it meets the
-    /// cost, `Ok(false)` if it does not (a failure is recorded and a challenge spent), or why it was
-    /// not checked.
+    /// Checks `c.stamp` against the group's current cost with every defence applied: `Ok(true)` if
+    /// it meets it, `Ok(false)` if not (below the group's own cost, that is a failure: counted, and
+    /// a challenge spent), or why it was not checked.
     pub async fn check(&self, c: Check) -> Result<bool, Refused> {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(self.inner.cfg.pool_wait_ms);
         let (slot, cost) = loop {
@@ -218,13 +218,20 @@ impl StampPool {
         drop(slot);
         crate::metrics::stamp_pool_depth(self.depth());
         // A panicked worker (it cannot, but) counts as a stamp worth nothing.
-        let ok = value.unwrap_or(0) >= cost;
+        let value = value.unwrap_or(0);
         let mut st = self.state();
-        if !ok {
+        let outcome = if value >= cost {
+            "valid"
+        } else if value >= c.base_cost {
+            // Enough for the group's own cost but not for the raise: a client that had not heard
+            // the new cost yet, not a failure (nor a spent challenge).
+            "below_raised_cost"
+        } else {
             self.fail(&mut st, &c, Instant::now());
-        }
-        self.account(&mut st, &c, if ok { "valid" } else { "invalid" }, Instant::now());
-        Ok(ok)
+            "invalid"
+        };
+        self.account(&mut st, &c, outcome, Instant::now());
+        Ok(value >= cost)
     }
 
     /// The fair-share admission (see the module doc); takes a slot or says why not.
@@ -494,6 +501,30 @@ mod tests {
         // Another identity is not affected.
         assert_eq!(pool.check(check(2, 1, b"fresh", good, false)).await, Ok(true));
         assert!(pool.clean(&[2; 16]));
+    }
+
+    #[tokio::test]
+    async fn a_stamp_made_before_a_raise_is_refused_but_not_a_failure() {
+        let pool = StampPool::new(8, &StampsConfig { max_failures: 1, ..cfg() });
+        {
+            let mut st = pool.state();
+            for _ in 0..5 {
+                pool.pressure_event(&mut st, 1, 4, Instant::now());
+            }
+        }
+        assert_eq!(pool.cost(1, 4), 6);
+        let c = b"challenge".to_vec();
+        let wb = stamp::workblock(&c, 25);
+        let nth = |i: u32| {
+            let mut s = [0u8; 32];
+            s[..4].copy_from_slice(&i.to_le_bytes());
+            s
+        };
+        let old = (0u32..).map(nth).find(|s| (4..6).contains(&stamp::value(&wb, s))).expect("a stamp of value 4 or 5");
+        assert_eq!(pool.check(check(1, 1, &c, old.to_vec(), true)).await, Ok(false));
+        assert!(pool.clean(&[1; 16]), "no failure recorded");
+        let good = stamp::generate(&c, 25, 6).expect("stamp").to_vec();
+        assert_eq!(pool.check(check(1, 1, &c, good, true)).await, Ok(true), "the challenge is not spent");
     }
 
     #[tokio::test]
