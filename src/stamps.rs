@@ -153,6 +153,8 @@ struct Pressure {
 
 /// The window in which refusals and join attempts are counted for the adaptive cost.
 const SPIKE_WINDOW: Duration = Duration::from_secs(60);
+/// Clean identities that may wait for a slot, per slot of capacity.
+const MAX_WAITERS_PER_SLOT: usize = 4;
 /// One log line per purpose and outcome at most this often; the lines in between are counted.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -192,12 +194,12 @@ impl StampPool {
                     Ok(slot) => break (slot, c.group.map(|g| self.effective(c.base_cost, raise_of(&st, g))).unwrap_or(c.base_cost)),
                     Err(why) => why,
                 };
-                // A clean identity waits a little for a slot (one wait per identity, as many
-                // waits as slots at most); one that failed recently is refused at once: served last.
+                // A clean identity waits a little for a slot (one wait per identity, a few waits per
+                // slot at most); one that failed recently is refused at once: served last.
                 let may_wait = matches!(why, Refused::Busy | Refused::Share)
                     && tokio::time::Instant::now() < deadline
                     && !self.recently_failed(&st, &c.identity, now)
-                    && st.waiting.len() < self.inner.capacity
+                    && st.waiting.len() < MAX_WAITERS_PER_SLOT * self.inner.capacity
                     && st.waiting.insert(c.identity);
                 if !may_wait {
                     if why == Refused::ChallengeSpent {

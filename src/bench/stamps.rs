@@ -97,10 +97,10 @@ async fn run_mode(a: &StampsArgs, cfg: StampsConfig, spend: bool, legit: &Arc<Ve
             }));
         }
     }
-    // The legitimate joiners arrive once the flood is running.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The legitimate joiners arrive one by one while the flood runs.
     let mut joiners = Vec::new();
     for (n, (challenge, stamp)) in legit.iter().cloned().enumerate() {
+        tokio::time::sleep(Duration::from_millis(250)).await;
         let pool = pool.clone();
         joiners.push(tokio::spawn(async move {
             let t = Instant::now();
