@@ -128,7 +128,8 @@ struct State {
     spent: Bounded<Vec<u8>, Instant>,
     pressure: HashMap<i64, Pressure>,
     changed: HashSet<i64>,
-    logged: HashMap<(&'static str, &'static str), (Instant, u64)>,
+    /// When each (purpose, outcome) was last logged, and the lines left out since.
+    logged: HashMap<(&'static str, &'static str), (Option<Instant>, u64)>,
 }
 
 /// Failed stamps of one identity.
@@ -289,12 +290,12 @@ impl StampPool {
     fn account(&self, st: &mut State, c: &Check, outcome: &'static str, now: Instant) {
         crate::metrics::stamp_checked(c.purpose.label(), outcome, c.group);
         if outcome != "valid" {
-            let entry = st.logged.entry((c.purpose.label(), outcome)).or_insert((now - LOG_EVERY, 0));
-            if now.duration_since(entry.0) >= LOG_EVERY {
-                tracing::info!(purpose = c.purpose.label(), outcome, group = c.group, suppressed = entry.1, "stamp refused");
-                *entry = (now, 0);
+            let (last, suppressed) = st.logged.entry((c.purpose.label(), outcome)).or_insert((None, 0));
+            if last.is_none_or(|t| now.duration_since(t) >= LOG_EVERY) {
+                tracing::info!(purpose = c.purpose.label(), outcome, group = c.group, suppressed = *suppressed, "stamp refused");
+                (*last, *suppressed) = (Some(now), 0);
             } else {
-                entry.1 += 1;
+                *suppressed += 1;
             }
         }
         let pressure = outcome != "valid" || c.purpose == Purpose::Join;
