@@ -14,8 +14,10 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::actors::group::Call;
 use crate::actors::supervisor::{Refresh, Registry, Supervisor, run_op};
-use crate::group::{Caller, GroupError, Op};
+use crate::group::{Caller, GroupError, Op, Reply};
+use crate::stamps::StampPool;
 
 /// A request line longer than this is refused: no operation needs more.
 const MAX_REQUEST: u64 = 64 * 1024;
@@ -33,6 +35,9 @@ pub struct AdminRequest {
     /// provisioning script must find it running.
     #[serde(default)]
     pub start: bool,
+    /// Answer with the stamp costs the group asks for now (its own plus the adaptive raise).
+    #[serde(default)]
+    pub costs: bool,
 }
 
 /// The answer to an [`AdminRequest`]: no `error` means done.
@@ -41,6 +46,16 @@ pub struct AdminResponse {
     pub error: Option<String>,
     /// The server failed (its store, a stopped actor), as opposed to refusing the request.
     pub failure: bool,
+    /// With `costs`: the group's current join and post stamp costs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub costs: Option<CurrentCosts>,
+}
+
+/// A group's stamp costs as the running server asks for them now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurrentCosts {
+    pub join_stamp_cost: u32,
+    pub post_stamp_cost: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +77,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AdminError + '_ {
 }
 
 /// Binds the socket (replacing a stale one) and serves it until shutdown; the socket file goes then.
-pub fn listen(path: &Path, registry: Registry, supervisor: Addr<Supervisor>, life: &crate::lifecycle::Lifecycle) -> Result<(), AdminError> {
+pub fn listen(path: &Path, registry: Registry, supervisor: Addr<Supervisor>, stamps: StampPool, life: &crate::lifecycle::Lifecycle) -> Result<(), AdminError> {
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(AdminError::InUse(path.to_owned()));
     }
@@ -88,7 +103,7 @@ pub fn listen(path: &Path, registry: Registry, supervisor: Addr<Supervisor>, lif
             };
             match accepted {
                 // One connection carries one short request; each is work shutdown waits for.
-                Ok((conn, _)) => tasks.spawn(serve_one(conn, registry.clone(), supervisor.clone())),
+                Ok((conn, _)) => tasks.spawn(serve_one(conn, registry.clone(), supervisor.clone(), stamps.clone())),
                 Err(err) => {
                     tracing::warn!(%err, "admin socket accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -100,14 +115,14 @@ pub fn listen(path: &Path, registry: Registry, supervisor: Addr<Supervisor>, lif
     Ok(())
 }
 
-async fn serve_one(conn: UnixStream, registry: Registry, supervisor: Addr<Supervisor>) {
+async fn serve_one(conn: UnixStream, registry: Registry, supervisor: Addr<Supervisor>, stamps: StampPool) {
     let (read, mut write) = conn.into_split();
     let mut line = String::new();
     let answer = match BufReader::new(read.take(MAX_REQUEST)).read_line(&mut line).await {
         Err(err) => refused(format!("unreadable request: {err}")),
         Ok(_) => match serde_json::from_str::<AdminRequest>(&line) {
             Err(err) => refused(format!("malformed request: {err}")),
-            Ok(req) => apply(req, &registry, &supervisor).await,
+            Ok(req) => apply(req, &registry, &supervisor, &stamps).await,
         },
     };
     let mut out = serde_json::to_vec(&answer).unwrap_or_default();
@@ -119,30 +134,48 @@ async fn serve_one(conn: UnixStream, registry: Registry, supervisor: Addr<Superv
 
 fn refused(error: String) -> AdminResponse {
     tracing::info!(%error, "admin request refused");
-    AdminResponse { error: Some(error), failure: false }
+    AdminResponse { error: Some(error), failure: false, costs: None }
 }
 
-async fn apply(req: AdminRequest, registry: &Registry, supervisor: &Addr<Supervisor>) -> AdminResponse {
+fn failed(error: String) -> AdminResponse {
+    AdminResponse { error: Some(error), failure: true, costs: None }
+}
+
+async fn apply(req: AdminRequest, registry: &Registry, supervisor: &Addr<Supervisor>, stamps: &StampPool) -> AdminResponse {
     if req.start {
         tracing::info!(group = req.group, "admin request: start the group");
         if let Err(err) = supervisor.send(Refresh(req.group)).await {
-            return AdminResponse { error: Some(format!("supervisor unavailable: {err}")), failure: true };
+            return failed(format!("supervisor unavailable: {err}"));
         }
     }
     let route = registry.read().ok().and_then(|r| r.values().find(|route| route.group_id == req.group).cloned());
     let Some(route) = route else {
-        return AdminResponse { error: Some(format!("group {} is not running on this server", req.group)), failure: true };
+        return failed(format!("group {} is not running on this server", req.group));
     };
+    if req.costs {
+        return match route.addr.send(Call { caller: Caller::Owner, op: Op::Info }).await {
+            Ok(Ok(Reply::Info(v))) => AdminResponse {
+                costs: Some(CurrentCosts {
+                    join_stamp_cost: stamps.cost(route.group_id, v.join_stamp_cost),
+                    post_stamp_cost: stamps.cost(route.group_id, v.post_stamp_cost),
+                }),
+                ..Default::default()
+            },
+            Ok(Ok(_)) => failed("unexpected reply to info".into()),
+            Ok(Err(err)) => failed(err.to_string()),
+            Err(err) => failed(format!("group actor unavailable: {err}")),
+        };
+    }
     let Some(op) = req.op else { return AdminResponse::default() };
     tracing::info!(group = req.group, ?op, "admin request");
     match run_op(supervisor, &route, Caller::Owner, op).await {
         Ok(Ok(_)) => AdminResponse::default(),
         Ok(Err(GroupError::Store(err))) => {
             tracing::error!(%err, group = req.group, "store failure on an admin request");
-            AdminResponse { error: Some(GroupError::Store(err).to_string()), failure: true }
+            failed(GroupError::Store(err).to_string())
         }
         Ok(Err(err)) => refused(err.to_string()),
-        Err(err) => AdminResponse { error: Some(format!("group actor unavailable: {err}")), failure: true },
+        Err(err) => failed(format!("group actor unavailable: {err}")),
     }
 }
 
@@ -157,24 +190,29 @@ pub enum Sent {
 
 /// Hands `op` on `group` to the server listening on `path`, if there is one.
 pub async fn send(path: &Path, group: i64, op: Op) -> Result<Sent, AdminError> {
-    let request = AdminRequest { group, op: Some(op), start: false };
+    let request = AdminRequest { group, op: Some(op), start: false, costs: false };
     match exchange(path, &request).await? {
-        true => Ok(Sent::ByServer),
-        false => Ok(Sent::NoServer(request.op.ok_or_else(|| AdminError::Failed("the operation was lost".into()))?)),
+        Some(_) => Ok(Sent::ByServer),
+        None => Ok(Sent::NoServer(request.op.ok_or_else(|| AdminError::Failed("the operation was lost".into()))?)),
     }
+}
+
+/// The stamp costs a running server asks for now in `group`; `None` when no server listens.
+pub async fn current_costs(path: &Path, group: i64) -> Result<Option<CurrentCosts>, AdminError> {
+    Ok(exchange(path, &AdminRequest { group, op: None, start: false, costs: true }).await?.and_then(|a| a.costs))
 }
 
 /// Has a running server start serving a group just created in the store, before the caller goes
 /// on; `false` when no server listens (it will read the group when it starts).
 pub async fn start(path: &Path, group: i64) -> Result<bool, AdminError> {
-    exchange(path, &AdminRequest { group, op: None, start: true }).await
+    Ok(exchange(path, &AdminRequest { group, op: None, start: true, costs: false }).await?.is_some())
 }
 
-/// One request and its answer; `false` when no server listens on `path`.
-async fn exchange(path: &Path, request: &AdminRequest) -> Result<bool, AdminError> {
+/// One request and its answer; `None` when no server listens on `path`.
+async fn exchange(path: &Path, request: &AdminRequest) -> Result<Option<AdminResponse>, AdminError> {
     let conn = match UnixStream::connect(path).await {
         Ok(c) => c,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => return Ok(false),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => return Ok(None),
         Err(e) => return Err(io(path)(e)),
     };
     let (read, mut write) = conn.into_split();
@@ -188,7 +226,7 @@ async fn exchange(path: &Path, request: &AdminRequest) -> Result<bool, AdminErro
         .map_err(io(path))?;
     let answer: AdminResponse = serde_json::from_str(&answer).map_err(|e| AdminError::Failed(format!("malformed answer: {e}")))?;
     match answer.error {
-        None => Ok(true),
+        None => Ok(Some(answer)),
         Some(e) if answer.failure => Err(AdminError::Failed(e)),
         Some(e) => Err(AdminError::Refused(e)),
     }

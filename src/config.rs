@@ -10,7 +10,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// Top-level keys of [`Config`], the only ones taken from the environment.
-const SECTIONS: &[&str] = &["data_dir", "database", "metrics", "reticulum", "log", "limits", "fanout", "notices", "hosting", "propagation", "shutdown"];
+const SECTIONS: &[&str] =
+    &["data_dir", "database", "metrics", "reticulum", "log", "limits", "fanout", "notices", "hosting", "propagation", "shutdown", "stamps"];
 
 /// The file read when no `--config` is given, if it exists.
 pub const DEFAULT_CONFIG_PATH: &str = "config/meshgroup.toml";
@@ -40,6 +41,57 @@ pub struct Config {
     pub hosting: HostingConfig,
     pub propagation: PropagationConfig,
     pub shutdown: ShutdownConfig,
+
+    pub stamps: StampsConfig,
+}
+
+/// Defences of the stamp pool against brute force and floods, and the adaptive stamp cost.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StampsConfig {
+    /// Failed stamps (too weak, or a used challenge) one identity may send within
+    /// `failure_window_secs`; the next one starts its cooldown.
+    pub max_failures: u32,
+    pub failure_window_secs: u64,
+    /// Seconds an identity's stamps are refused, unchecked, after `max_failures`.
+    pub cooldown_secs: u64,
+    /// Identities (and failed challenges) remembered at most; the oldest entry goes first.
+    pub tracked_identities: usize,
+    /// Checks one identity may have in the pool at once.
+    pub pool_per_identity: usize,
+    /// Share of `limits.stamp_pool_capacity` one group may hold (0..=1).
+    pub pool_group_share: f64,
+    /// Share of the pool that identities with a recent failure may hold together (0..=1).
+    pub pool_failed_share: f64,
+    /// Milliseconds an identity without recent failures waits for a slot before `rate_limited`.
+    pub pool_wait_ms: u64,
+    /// The adaptive cost: a group's join and post costs rise by one bit per spike, within
+    /// `[adaptive_min_cost, adaptive_max_cost]`; 0 as the maximum turns it off.
+    pub adaptive_min_cost: u32,
+    pub adaptive_max_cost: u32,
+    /// Stamp refusals plus join attempts per group and minute that count as a spike.
+    pub adaptive_spike_per_min: u32,
+    /// Quiet seconds (no spike) after which a raised cost drops by one bit.
+    pub adaptive_decay_secs: u64,
+}
+
+impl Default for StampsConfig {
+    fn default() -> Self {
+        StampsConfig {
+            max_failures: 3,
+            failure_window_secs: 600,
+            cooldown_secs: 600,
+            tracked_identities: 65536,
+            pool_per_identity: 2,
+            pool_group_share: 0.5,
+            pool_failed_share: 0.25,
+            pool_wait_ms: 2000,
+            adaptive_min_cost: 8,
+            adaptive_max_cost: 16,
+            adaptive_spike_per_min: 120,
+            adaptive_decay_secs: 600,
+        }
+    }
 }
 
 /// What members are told of group events, and how often.
@@ -256,6 +308,8 @@ impl Default for Config {
             hosting: HostingConfig::default(),
             propagation: PropagationConfig::default(),
             shutdown: ShutdownConfig::default(),
+
+            stamps: StampsConfig::default(),
         }
     }
 }
@@ -347,6 +401,13 @@ impl Config {
         }
         if let Some(bad) = self.hosting.allow_list.iter().find(|h| crate::wire::identity::parse_hash(h).is_none()) {
             return Err(ConfigError::Invalid(format!("hosting.allow_list: not an identity hash: {bad}")));
+        }
+        let st = &self.stamps;
+        if !(0.0..=1.0).contains(&st.pool_group_share) || !(0.0..=1.0).contains(&st.pool_failed_share) {
+            return Err(ConfigError::Invalid("stamps.pool_group_share and stamps.pool_failed_share must be within 0..=1".into()));
+        }
+        if st.adaptive_max_cost > 254 || (st.adaptive_max_cost > 0 && st.adaptive_min_cost > st.adaptive_max_cost) {
+            return Err(ConfigError::Invalid("stamps: adaptive_min_cost <= adaptive_max_cost <= 254".into()));
         }
         if !self.metrics.listen.is_empty() {
             self.metrics_addr()?;

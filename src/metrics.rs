@@ -61,6 +61,7 @@ pub const GROUP_ACTIONS: &str = "meshgroup_group_actions_total";
 pub const STAMPS_CHECKED: &str = "meshgroup_stamps_checked_total";
 pub const STAMP_SECONDS: &str = "meshgroup_stamp_validation_duration_seconds";
 pub const STAMP_POOL_QUEUE: &str = "meshgroup_stamp_pool_queue_depth";
+pub const STAMP_COST_RAISE: &str = "meshgroup_stamp_cost_raise_bits";
 pub const LXMF_RECEIVED: &str = "meshgroup_lxmf_received_total";
 pub const LXMF_SENT: &str = "meshgroup_lxmf_sent_total";
 pub const TICKETS_ISSUED: &str = "meshgroup_tickets_issued_total";
@@ -110,7 +111,16 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: STAMPS_CHECKED,
         kind: Kind::Counter,
         labels: &["purpose", "outcome"],
-        help: "Stamp checks by purpose (join, post) and outcome (valid, invalid, missing, ticket, busy).",
+        help: "Stamp checks by purpose (join, post, create) and outcome: valid, invalid, below_raised_cost (enough for the group's own cost, not \
+               for the adaptive raise; not counted as a failure), missing, ticket, or a refusal before any work \
+               (cooldown: too many failures from the identity; challenge_spent; busy: pool full; share: the identity's, group's or \
+               failed identities' share of the pool in use).",
+    },
+    MetricDef {
+        name: STAMP_COST_RAISE,
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "Bits the adaptive stamp cost adds to a group's own join and post costs now: the highest across groups, or per group with metrics.per_group.",
     },
     MetricDef { name: STAMP_SECONDS, kind: Kind::Histogram, labels: &[], help: "Time to validate one stamp (workblock and hash)." },
     MetricDef { name: STAMP_POOL_QUEUE, kind: Kind::Gauge, labels: &[], help: "Stamp validations waiting for or holding a worker." },
@@ -251,8 +261,19 @@ pub fn group_action(action: &'static str, group: i64) {
 }
 
 /// Records a stamp check.
-pub fn stamp_checked(purpose: &'static str, outcome: &'static str, group: i64) {
-    counter!(STAMPS_CHECKED, labels(&[("purpose", purpose), ("outcome", outcome)], Some(group))).increment(1);
+pub fn stamp_checked(purpose: &'static str, outcome: &'static str, group: Option<i64>) {
+    counter!(STAMPS_CHECKED, labels(&[("purpose", purpose), ("outcome", outcome)], group)).increment(1);
+}
+
+/// The adaptive raise of each group that has one (`0` for a group whose raise just ended).
+pub fn stamp_cost_raise(raises: &[(i64, u32)]) {
+    if PER_GROUP.load(Ordering::Relaxed) {
+        for (g, r) in raises {
+            gauge!(STAMP_COST_RAISE, labels(&[], Some(*g))).set(f64::from(*r));
+        }
+    } else {
+        gauge!(STAMP_COST_RAISE).set(f64::from(raises.iter().map(|(_, r)| *r).max().unwrap_or(0)));
+    }
 }
 
 pub fn stamp_validation(took: Duration) {

@@ -59,8 +59,10 @@ where
     let propagation = std::sync::Arc::new(crate::lxmf::propagation::Propagation::new(node.clone(), pn));
     let courier = std::sync::Arc::new(crate::lxmf::courier::Courier::new(node.clone(), store.clone(), propagation.clone()));
     let fanout = crate::actors::fanout::FanoutActor::start(store.clone(), courier.clone(), cfg.fanout.clone(), &life);
+    let stamps = crate::stamps::StampPool::new(cfg.limits.stamp_pool_capacity, &cfg.stamps);
     let supervisor =
-        crate::actors::supervisor::Supervisor::start(store.clone(), node.clone(), registry.clone(), fanout, &cfg, interfaces_open_rx, &life).await?;
+        crate::actors::supervisor::Supervisor::start(store.clone(), node.clone(), registry.clone(), fanout, &cfg, interfaces_open_rx, &life, stamps.clone())
+            .await?;
     // The server destination too is registered before any interface opens.
     let hosting = crate::api::hosting::Hosting::start(&store, &node, cfg.hosting.clone()).await?;
     let services = std::sync::Arc::new(crate::api::router::Services {
@@ -70,7 +72,7 @@ where
         propagation,
         registry,
         supervisor,
-        stamps: crate::stamps::StampPool::new(cfg.limits.stamp_pool_capacity),
+        stamps,
         store: store.clone(),
         limits: cfg.limits.clone(),
         lxmf: crate::api::lxmf::Inbound::new(cfg.limits.max_inflight_packets),
@@ -93,7 +95,7 @@ where
     });
     let admin_socket = cfg.admin_socket();
     // Without the socket the CLI still works: it writes the store, and the server follows within a second.
-    if let Err(err) = crate::admin::listen(&admin_socket, services.registry.clone(), services.supervisor.clone(), &life) {
+    if let Err(err) = crate::admin::listen(&admin_socket, services.registry.clone(), services.supervisor.clone(), services.stamps.clone(), &life) {
         tracing::warn!(%err, "admin socket unavailable; CLI changes reach this server through the store");
     }
     // Every destination is registered now; only then do peers get to ask for paths.
@@ -108,6 +110,8 @@ where
     life.supervise("server_announcer", move |stop| hosting.clone().announce_every_interval(node.clone(), st.clone(), stop));
     let st = store.clone();
     life.supervise("sampler", move |stop| sample_gauges(st.clone(), started, stop));
+    let s = services.clone();
+    life.supervise("stamp_costs", move |stop| crate::api::router::announce_cost_changes(s.clone(), stop));
     let (s, pcfg) = (services.clone(), cfg.propagation.clone());
     life.supervise("propagation_sync", move |stop| sync_propagation(s.clone(), pcfg.clone(), stop));
     tracing::info!("meshgroup serving");

@@ -304,6 +304,15 @@ fn join_stamp_cost_set_through_the_api_with_python_lxmf_stamps() -> R {
     assert!(toms.len() == 32 && toms != challenge);
     assert!(!peer.info("tom")?.is_member);
 
+    // sam's challenge failed once, so it is spent: even a valid stamp over it is refused.
+    let spent = peer.request("sam", JOIN, &good)?;
+    assert!(spent.resp.error.as_ref().is_some_and(|e| e.message.contains("already failed")), "{:?}", spent.resp.error);
+    assert_eq!(stamp_error(&spent)?.0, 8);
+    assert!(!peer.info("sam")?.is_member);
+    // A stamp over the fresh challenge from the refusal gets in.
+    assert_ne!(again, challenge, "every challenge is new");
+    let made = peer.call(json!({"cmd": "stamp", "material": hex::encode(&again), "cost": 8}))?;
+    let good = pb::JoinRequest { challenge: again, stamp: hex::decode(s(&made, "stamp"))?, ..good };
     let r: pb::JoinResponse = peer.request("sam", JOIN, &good)?.ok()?;
     assert_eq!(r.state, pb::JoinState::Joined as i32);
     assert!(peer.info("sam")?.is_member);
@@ -432,5 +441,71 @@ fn bench_history_command_runs_on_a_small_history() -> R {
     assert_eq!(results.iter().map(|r| r["messages"].as_u64()).collect::<Vec<_>>(), vec![Some(60), Some(120)]);
     assert_eq!(results[0]["ratio_to_baseline"], json!(1.0));
     assert!(results.iter().all(|r| r["us_per_call"].as_f64().is_some_and(|us| us > 0.0)));
+    Ok(())
+}
+
+/// Issue 13: a full-speed junk join flood from several identities is held off cheaply (each
+/// identity's third failure starts its cooldown), the group's join cost rises and is announced at
+/// once, and a legitimate joiner with a valid stamp gets in during the flood at the first try.
+#[test]
+fn junk_join_flood_is_held_off_and_a_valid_stamp_gets_in() -> R {
+    let mut server = Server::new()?;
+    for (k, v) in [
+        ("LIMITS__STAMP_POOL_CAPACITY", "4"),
+        ("STAMPS__MAX_FAILURES", "3"),
+        ("STAMPS__POOL_PER_IDENTITY", "1"),
+        ("STAMPS__ADAPTIVE_MIN_COST", "0"),
+        ("STAMPS__ADAPTIVE_MAX_COST", "6"),
+        ("STAMPS__ADAPTIVE_SPIKE_PER_MIN", "30"),
+        ("STAMPS__ADAPTIVE_DECAY_SECS", "2"),
+    ] {
+        server.extra_env.push((format!("MESHGROUP_{k}"), v.into()));
+    }
+    let g = server.create_group(&["--name", "Besieged", "--join-stamp-cost", "4"])?;
+    let (gid, dest) = (g["id"].to_string(), s(&g, "group_destination_hash"));
+    server.start()?;
+    let mut peer = Peer::connect(server.rns_port)?;
+    peer.call(json!({"cmd": "watch_announces"}))?;
+    let mut since = 0;
+
+    // Four identities, each keeping four junk joins in flight, for at most 60 s.
+    peer.call(json!({"cmd": "junk_flood", "dest": dest, "attackers": 4, "n": 100_000, "secs": 60, "burst": 4, "cost": 4}))?;
+    let rate_limited = (pb::ErrorCode::RateLimited as i32).to_string();
+    poll_secs(60, "every attacker in its cooldown", || {
+        let st = peer.call(json!({"cmd": "junk_status"}))?;
+        let attackers = st["attackers"].as_object().cloned().unwrap_or_default();
+        Ok((attackers.len() == 4 && attackers.values().all(|a| a["codes"][&rate_limited].as_u64().unwrap_or(0) > 0)).then_some(()))
+    })?;
+    // The flood raised the join cost to the maximum, announced at once, and the CLI shows it.
+    next_announce(&mut peer, &dest, &mut since, |ad| ad.join_stamp_cost == 6)?;
+    let shown = server.cli(&["group", "show", &gid])?;
+    assert_eq!((shown["join_stamp_cost"].as_u64(), shown["current_join_stamp_cost"].as_u64()), (Some(4), Some(6)), "{shown}");
+
+    // During the flood, a legitimate joiner pays the current cost and gets in at the first try.
+    peer.identity("lea")?;
+    peer.link("lea", &dest, Some("lea"))?;
+    let (cost, challenge) = stamp_error(&peer.request("lea", JOIN, &pb::JoinRequest { display_name: "lea".into(), ..Default::default() })?)?;
+    assert_eq!(cost, 6);
+    let made = peer.call(json!({"cmd": "stamp", "material": hex::encode(&challenge), "cost": cost}))?;
+    let good = pb::JoinRequest { display_name: "lea".into(), challenge, stamp: hex::decode(s(&made, "stamp"))?, ..Default::default() };
+    let r: pb::JoinResponse = peer.request("lea", JOIN, &good)?.ok()?;
+    assert_eq!(r.state, pb::JoinState::Joined as i32);
+
+    let end = peer.call(json!({"cmd": "junk_stop"}))?;
+    let attackers = end["attackers"].as_object().cloned().unwrap_or_default();
+    assert!(attackers.values().all(|a| a["stopped"] == json!(true)), "the flood was still on when lea joined: {end}");
+    assert!(attackers.values().all(|a| a["codes"].get("0").is_none()), "no junk join got in: {end}");
+    let answered: u64 = attackers.values().map(|a| a["answered"].as_u64().unwrap_or(0)).sum();
+    let metrics = server.metrics()?;
+    let join = |outcome: &str| common::metric_sum(&metrics, "meshgroup_stamps_checked_total", &["purpose=\"join\"", &format!("outcome=\"{outcome}\"")]);
+    eprintln!("junk joins answered {answered}; checked on the pool {}; cooldown {}; share {}", join("invalid"), join("cooldown"), join("share"));
+    // At most three failures per identity ever reached the pool; everything else was refused unchecked.
+    assert!(join("invalid") <= 12.0, "{}", join("invalid"));
+    assert!(join("cooldown") + join("challenge_spent") >= 4.0);
+    assert_eq!(join("valid"), 1.0);
+
+    // Quiet again: the cost decays back to the group's own, and that is announced too.
+    next_announce(&mut peer, &dest, &mut since, |ad| ad.join_stamp_cost == 4)?;
+    assert_eq!(server.cli(&["group", "show", &gid])?["current_join_stamp_cost"].as_u64(), Some(4));
     Ok(())
 }

@@ -144,7 +144,7 @@ fn a_peer_hears_the_server_lists_the_directory_and_links_from_an_entry() -> R {
     assert_eq!(by_activity.groups[0].name, "Radio Hams");
     assert_eq!(by_activity.groups[0].member_count, 1);
 
-    assert!(metric_sum(&server.metrics()?, "meshgroup_directory_requests_total") >= 6.0);
+    assert!(metric_sum(&server.metrics()?, "meshgroup_directory_requests_total", &[]) >= 6.0);
     eprintln!("linked from a directory entry in {} s; test {:.1} s", v["secs"], t0.elapsed().as_secs_f64());
     Ok(())
 }
@@ -235,9 +235,9 @@ fn a_founder_creates_runs_and_deletes_groups() -> R {
     assert_eq!(names(&d), ["Second"]);
 
     let m = server.metrics()?;
-    assert_eq!(metric_sum(&m, "meshgroup_groups_created_total{outcome=\"created\"}"), 3.0);
-    assert_eq!(metric_sum(&m, "meshgroup_groups_created_total{outcome=\"stamp_missing\"}"), 4.0);
-    assert!(metric_sum(&m, "meshgroup_groups_per_founder_count") >= 3.0);
+    assert_eq!(metric_sum(&m, "meshgroup_groups_created_total", &["outcome=\"created\""]), 3.0);
+    assert_eq!(metric_sum(&m, "meshgroup_groups_created_total", &["outcome=\"stamp_missing\""]), 4.0);
+    assert!(metric_sum(&m, "meshgroup_groups_per_founder_count", &[]) >= 3.0);
     eprintln!("founder flow: test {:.1} s", t0.elapsed().as_secs_f64());
     Ok(())
 }
@@ -279,7 +279,7 @@ fn every_creation_guard_holds_with_its_typed_error() -> R {
     // Closed: FORBIDDEN, before any stamp is asked for.
     let (server, mut peer, _) = guarded(&[("CREATION_POLICY", "closed")], &[("alice", None)])?;
     assert_eq!(peer.code("alice", CREATE, &c("a"))?, Some(pb::ErrorCode::Forbidden));
-    assert_eq!(metric_sum(&server.metrics()?, "meshgroup_groups_created_total{outcome=\"refused_policy\"}"), 1.0);
+    assert_eq!(metric_sum(&server.metrics()?, "meshgroup_groups_created_total", &["outcome=\"refused_policy\""]), 1.0);
     drop((peer, server));
 
     // Allow-list: the listed identity creates, another is FORBIDDEN.
@@ -308,7 +308,7 @@ fn every_creation_guard_holds_with_its_typed_error() -> R {
     assert_eq!(peer.code("alice", CREATE, &c("A2"))?, Some(pb::ErrorCode::Forbidden), "per-identity quota");
     create(&mut peer, "bob", c("B1"))?;
     assert_eq!(peer.code("carol", CREATE, &c("C1"))?, Some(pb::ErrorCode::Forbidden), "server quota");
-    assert_eq!(metric_sum(&server.metrics()?, "meshgroup_groups_created_total{outcome=\"refused_quota\"}"), 2.0);
+    assert_eq!(metric_sum(&server.metrics()?, "meshgroup_groups_created_total", &["outcome=\"refused_quota\""]), 2.0);
     drop((peer, server));
 
     // Stamps (cost 6) and the rate limit (1 an hour): missing, forged, wrong challenge, then good;
@@ -330,9 +330,9 @@ fn every_creation_guard_holds_with_its_typed_error() -> R {
     create(&mut peer, "alice", c("S"))?;
     assert_eq!(peer.code("alice", CREATE, &c("T"))?, Some(pb::ErrorCode::RateLimited));
     let m = server.metrics()?;
-    assert_eq!(metric_sum(&m, "meshgroup_groups_created_total{outcome=\"stamp_missing\"}"), 2.0);
-    assert_eq!(metric_sum(&m, "meshgroup_groups_created_total{outcome=\"stamp_invalid\"}"), 2.0);
-    assert_eq!(metric_sum(&m, "meshgroup_groups_created_total{outcome=\"rate_limited\"}"), 1.0);
+    assert_eq!(metric_sum(&m, "meshgroup_groups_created_total", &["outcome=\"stamp_missing\""]), 2.0);
+    assert_eq!(metric_sum(&m, "meshgroup_groups_created_total", &["outcome=\"stamp_invalid\""]), 2.0);
+    assert_eq!(metric_sum(&m, "meshgroup_groups_created_total", &["outcome=\"rate_limited\""]), 1.0);
     eprintln!("guards: test {:.1} s", t0.elapsed().as_secs_f64());
     Ok(())
 }

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{Peer, R, Server, s};
 use meshgroup::wire::proto as pb;
 use serde_json::{Value, json};
@@ -367,5 +369,57 @@ fn members_who_demand_stamps_get_stamped_copies() -> R {
     assert_eq!(send_text(&mut peer, "alice", &lxmf, "worth the work")?["delivered"], true);
     let texts = inbox_texts(&mut peer, "carol", 1)?;
     assert_eq!(texts, vec!["alice: worth the work".to_owned()]);
+    Ok(())
+}
+
+#[test]
+fn random_stamp_brute_force_stores_nothing_and_earns_no_ticket() -> R {
+    let mut server = Server::new()?;
+    // Four checks at once per identity: the three failures below may arrive together.
+    for (k, v) in [("MAX_FAILURES", "3"), ("POOL_PER_IDENTITY", "4"), ("ADAPTIVE_SPIKE_PER_MIN", "50"), ("ADAPTIVE_MIN_COST", "0"), ("ADAPTIVE_MAX_COST", "6")]
+    {
+        server.extra_env.push((format!("MESHGROUP_STAMPS__{k}"), v.into()));
+    }
+    // Cost 4: a random stamp meets it 1 time in 16, so 200 tries would land about 12 posts (and a
+    // ticket) if failures were not limited.
+    let group = server.create_group(&["--name", "Brute", "--post-stamp-cost", "4"])?;
+    server.start()?;
+    let lxmf = s(&group, "lxmf_destination_hash");
+    let mut peer = Peer::connect(server.rns_port)?;
+    for who in ["amy", "mal"] {
+        peer.call(json!({"cmd": "router", "as": who}))?;
+        join(&mut peer, &group, who)?;
+    }
+    // amy pays once, before the attack, and holds a ticket.
+    assert_eq!(peer.call(json!({"cmd": "stamp_cost", "as": "amy", "dest": lxmf}))?["cost"], 4);
+    assert_eq!(send_text(&mut peer, "amy", &lxmf, "honest work")?["delivered"], true);
+    assert!(inbox_texts(&mut peer, "amy", 1)?[0].contains("ticket"));
+
+    // mal: three stamps that fail (chosen so, for a deterministic run), then 200 random ones.
+    peer.call(json!({"cmd": "send_random_stamps", "as": "mal", "dest": lxmf, "n": 3, "cost": 4, "weak": true}))?;
+    let post = |outcome: &str| -> R<f64> {
+        Ok(common::metric_sum(&server.metrics()?, "meshgroup_stamps_checked_total", &["purpose=\"post\"", &format!("outcome=\"{outcome}\"")]))
+    };
+    common::poll(Duration::from_secs(30), Duration::from_millis(200), "three failed stamps", || Ok((post("invalid")? >= 3.0).then_some(())))?;
+    peer.call(json!({"cmd": "send_random_stamps", "as": "mal", "dest": lxmf, "n": 200, "cost": 4, "pace": 0.02}))?;
+    // Every one is refused unchecked: the pool does no work for the attacker, so none can pass.
+    common::poll(Duration::from_secs(60), Duration::from_millis(200), "200 refusals", || {
+        let n = post("cooldown")?;
+        if n >= 200.0 { Ok(Some(())) } else { Err(format!("{n} so far").into()) }
+    })?;
+    assert_eq!(post("invalid")?, 3.0, "only the first three were checked");
+    assert_eq!(stored_count(&server, &group)?, 1, "only amy's post is stored");
+    let metrics = server.metrics()?;
+    assert_eq!(common::metric_sum(&metrics, "meshgroup_tickets_issued_total", &[]), 1.0, "amy's ticket only");
+    assert_eq!(s(&peer.call(json!({"cmd": "tickets", "as": "mal", "dest": lxmf}))?, "ticket"), "", "mal holds no ticket");
+    assert!(server.log().contains("stamp refused"), "refusals are logged (at a bounded rate)");
+
+    // The spike raised the announced post cost at once; amy's ticket still pays.
+    common::poll(Duration::from_secs(30), Duration::from_millis(500), "the raised cost at amy's router", || {
+        Ok(peer.call(json!({"cmd": "stamp_cost", "as": "amy", "dest": lxmf}))?["cost"].as_u64().filter(|c| *c > 4))
+    })?;
+    assert!(common::metric_sum(&server.metrics()?, "meshgroup_stamp_cost_raise_bits", &[]) >= 1.0);
+    let paid = send_text(&mut peer, "amy", &lxmf, "still paid by ticket")?;
+    assert_eq!((paid["delivered"].as_bool(), s(&paid, "stamp").len()), (Some(true), 32), "a ticket stamp, accepted: {paid}");
     Ok(())
 }

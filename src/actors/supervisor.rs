@@ -86,7 +86,9 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Loads every group, starts its actor and registers its destinations, then starts the announcer.
+    /// Loads every group, starts its actor and registers its destinations, then starts the announcer
+    /// (which announces each group's current stamp costs, from `stamps`).
+    #[allow(clippy::too_many_arguments)] // each is a separate collaborator; none is optional
     pub async fn start(
         store: Store,
         node: Node,
@@ -95,6 +97,7 @@ impl Supervisor {
         config: &crate::config::Config,
         interfaces_open: tokio::sync::oneshot::Receiver<()>,
         life: &crate::lifecycle::Lifecycle,
+        stamps: crate::stamps::StampPool,
     ) -> Result<Addr<Supervisor>, crate::store::StoreError> {
         let (cfg, notices) = (&config.reticulum, &config.notices);
         let (tx, rx) = mpsc::channel(ANNOUNCE_QUEUE);
@@ -113,7 +116,7 @@ impl Supervisor {
         let schedule = AnnounceSchedule::new(Duration::from_secs(cfg.announce_interval_secs.max(1)), cfg.announce_jitter, cfg.announce_budget_per_sec / 2.0);
         // Started before the groups: it takes their commands (a bounded queue) at once.
         // The announcer's state outlives a run that panicked: the restarted run goes on with it.
-        let announcer_state = Arc::new(Mutex::new(Announcer { schedule, rx, actors: HashMap::new(), open: Some(interfaces_open) }));
+        let announcer_state = Arc::new(Mutex::new(Announcer { schedule, rx, actors: HashMap::new(), open: Some(interfaces_open), stamps }));
         life.supervise("announcer", move |stop| announcer(announcer_state.clone(), node.clone(), stop));
         for g in store.list_groups().await? {
             st.spawn_group(g).await;
@@ -322,6 +325,8 @@ struct Announcer {
     actors: HashMap<i64, Addr<GroupActor>>,
     /// Resolves once the interfaces are open: an announce sent before reaches nobody.
     open: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Each group's current stamp costs (raised under a flood) go into its announces.
+    stamps: crate::stamps::StampPool,
 }
 
 /// Announces every group again, paced by the budget (sent by the router when an interface reconnects).
@@ -345,7 +350,7 @@ impl Handler<ReannounceAll> for Supervisor {
 /// `[name, post_stamp_cost]`. Commands are taken at once, announces only once interfaces are open.
 async fn announcer(state: Arc<Mutex<Announcer>>, node: Node, stop: tokio_util::sync::CancellationToken) {
     let mut guard = state.lock().await;
-    let Announcer { schedule, rx, actors, open } = &mut *guard;
+    let Announcer { schedule, rx, actors, open, stamps } = &mut *guard;
     loop {
         let ready = open.is_none();
         let mut opened = false;
@@ -376,13 +381,23 @@ async fn announcer(state: Arc<Mutex<Announcer>>, node: Node, stop: tokio_util::s
                 }
                 let Some(addr) = actors.get(&id) else { schedule.remove(id); continue };
                 let Ok(Some(snap)) = addr.send(GetSnapshot).await else { continue };
-                announce_group(&node, &snap).await;
+                announce_group(&node, &with_current_costs(stamps, snap)).await;
             }
         }
         if opened {
             *open = None;
         }
     }
+}
+
+/// The snapshot with the costs the group asks for now (its own, plus the adaptive raise).
+fn with_current_costs(stamps: &crate::stamps::StampPool, mut snap: Snapshot) -> Snapshot {
+    let (join, post) = (stamps.cost(snap.id, snap.join_stamp_cost), stamps.cost(snap.id, snap.post_stamp_cost));
+    if (join, post) != (snap.join_stamp_cost, snap.post_stamp_cost) {
+        snap.group_app_data = crate::wire::announce::group_announce_with_costs(&snap.group_app_data, join, post);
+        (snap.join_stamp_cost, snap.post_stamp_cost) = (join, post);
+    }
+    snap
 }
 
 async fn announce_group(node: &Node, snap: &Snapshot) {

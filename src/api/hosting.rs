@@ -247,7 +247,7 @@ fn refuse(outcome: &'static str, err: ApiError) -> ApiError {
 }
 
 fn stamp_required(h: &Hosting, who: &[u8], message: &str) -> ApiError {
-    let challenge = h.challenge.issue(&h.dest, who, (crate::store::now_ms() / 1000) as u64);
+    let challenge = h.challenge.issue(&h.dest, who, (crate::store::now_ms() / 1000) as u64, rand::random());
     ApiError { stamp_cost: h.cfg.create_stamp_cost, challenge, ..ApiError::new(pb::ErrorCode::StampRequired, message) }
 }
 
@@ -278,10 +278,24 @@ async fn create(s: &Services, caller: &Caller, body: &[u8]) -> Result<Vec<u8>, A
         if r.stamp.len() > STAMP_MAX_LEN || !h.challenge.verify(&r.challenge, &h.dest, &who_bytes, now) {
             return Err(refuse("stamp_invalid", stamp_required(h, &who_bytes, "the challenge is unknown or expired; stamp the new one")));
         }
-        match s.stamps.value(r.challenge.clone(), MESSAGE_ROUNDS, r.stamp.clone()).await {
-            Err(_) => return Err(ApiError::new(pb::ErrorCode::RateLimited, "the server is busy checking stamps; retry shortly")),
-            Ok(v) if v >= h.cfg.create_stamp_cost => {}
-            Ok(_) => return Err(refuse("stamp_invalid", stamp_required(h, &who_bytes, "the stamp does not meet the cost"))),
+        let Some(identity) = crate::wire::identity::parse_hash(who) else { return Err(GroupError::Unauthenticated.into()) };
+        let check = crate::stamps::Check {
+            purpose: crate::stamps::Purpose::Create,
+            group: None,
+            identity,
+            material: r.challenge.clone(),
+            challenge: true,
+            rounds: MESSAGE_ROUNDS,
+            stamp: r.stamp.clone(),
+            base_cost: h.cfg.create_stamp_cost,
+        };
+        match s.stamps.check(check).await {
+            Ok(true) => {}
+            Ok(false) => return Err(refuse("stamp_invalid", stamp_required(h, &who_bytes, "the stamp does not meet the cost"))),
+            Err(crate::stamps::Refused::ChallengeSpent) => {
+                return Err(refuse("stamp_invalid", stamp_required(h, &who_bytes, "this challenge already failed once; stamp the new one")));
+            }
+            Err(why) => return Err(refuse("rate_limited", ApiError::new(pb::ErrorCode::RateLimited, why.to_string()))),
         }
     }
     let private = match pb::Visibility::try_from(r.visibility) {

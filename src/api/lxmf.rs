@@ -16,6 +16,7 @@ use crate::api::router::Services;
 use crate::group::{Caller, GroupError, InfoView};
 use crate::lxmf::commands;
 use crate::lxmf::outbound::{Body, prepare, ticket_field};
+use crate::stamps::{Check, Purpose, Refused};
 use crate::store::{InsertOutcome, NewMessage, now_ms};
 use crate::wire::identity::identity_hash;
 use crate::wire::lxmf::{CUSTOM_TYPE_GROUP, FIELD_CUSTOM_TYPE, LxmfMessage, unpack};
@@ -258,10 +259,11 @@ enum StampVerdict {
     Refused(&'static str),
 }
 
-/// Tickets first (a hash), then proof of work on the pool (a 768 KB workblock).
-async fn check_post_stamp(s: &Services, route: &Route, sender: &Sender, msg: &LxmfMessage, cost: u32) -> StampVerdict {
+/// Tickets first (a hash), then proof of work on the pool (a 768 KB workblock), which limits
+/// failures per identity and keeps fair shares.
+async fn check_post_stamp(s: &Services, route: &Route, sender: &Sender, msg: &LxmfMessage, base: u32) -> StampVerdict {
     let Some(stamp) = msg.stamp.clone() else {
-        crate::metrics::stamp_checked("post", "missing", route.group_id);
+        crate::metrics::stamp_checked("post", "missing", Some(route.group_id));
         return StampVerdict::Refused("stamp_missing");
     };
     // A store fault is not "no tickets": the member would be asked for proof of work they need not do.
@@ -272,28 +274,41 @@ async fn check_post_stamp(s: &Services, route: &Route, sender: &Sender, msg: &Lx
             return StampVerdict::Refused("store_error");
         }
     };
+    // Before any cost: a ticket stays valid however high the adaptive cost is.
     if tickets.iter().any(|t| lxmf_core::stamp::ticket_stamp(&t.ticket, &msg.message_id) == stamp) {
-        crate::metrics::stamp_checked("post", "ticket", route.group_id);
+        crate::metrics::stamp_checked("post", "ticket", Some(route.group_id));
         return StampVerdict::Ticket;
     }
-    match s.stamps.value(msg.message_id.to_vec(), MESSAGE_ROUNDS, stamp).await {
-        Ok(v) if v >= cost => {
-            crate::metrics::stamp_checked("post", "valid", route.group_id);
-            StampVerdict::Work
-        }
-        Ok(_) => {
-            crate::metrics::stamp_checked("post", "invalid", route.group_id);
-            StampVerdict::Refused("stamp_invalid")
-        }
-        Err(_) => {
-            crate::metrics::stamp_checked("post", "busy", route.group_id);
-            StampVerdict::Refused("busy")
-        }
+    match s.stamps.check(work_check(Purpose::Post, route, sender, msg, stamp, base)).await {
+        Ok(true) => StampVerdict::Work,
+        Ok(false) => StampVerdict::Refused("stamp_invalid"),
+        Err(Refused::Cooldown(_)) => StampVerdict::Refused("stamp_cooldown"),
+        Err(Refused::Share) => StampVerdict::Refused("stamp_share"),
+        Err(_) => StampVerdict::Refused("busy"),
+    }
+}
+
+/// A proof-of-work stamp over a message id, for the pool.
+fn work_check(purpose: Purpose, route: &Route, sender: &Sender, msg: &LxmfMessage, stamp: Vec<u8>, base_cost: u32) -> Check {
+    Check {
+        purpose,
+        group: Some(route.group_id),
+        identity: sender.hash,
+        material: msg.message_id.to_vec(),
+        challenge: false,
+        rounds: MESSAGE_ROUNDS,
+        stamp,
+        base_cost,
     }
 }
 
 /// Hands the member a ticket (unless one with plenty of time left exists), as LXMF does natively.
 async fn issue_ticket(s: &Services, route: &Route, sender: &Sender) {
+    // A lucky guess among failures earns no ticket: tickets only for identities without recent failures.
+    if !s.stamps.clean(&sender.hash) {
+        tracing::info!(sender = sender.hex, group = route.group_id, "no ticket: this identity failed stamps recently");
+        return;
+    }
     let now = now_ms();
     let held = match s.store.valid_tickets(route.group_id, &sender.hex, now).await {
         Ok(h) => h,
@@ -329,7 +344,7 @@ async fn run_command(s: &Services, route: &Route, sender: &Sender, msg: &LxmfMes
                 && cmd == commands::Command::Join
                 && let Some(stamp) = msg.stamp.clone()
             {
-                stamp_ok = matches!(s.stamps.value(msg.message_id.to_vec(), MESSAGE_ROUNDS, stamp).await, Ok(v) if v >= info.join_stamp_cost);
+                stamp_ok = s.stamps.check(work_check(Purpose::Join, route, sender, msg, stamp, info.join_stamp_cost)).await == Ok(true);
             }
             // The name the client announces, as stock clients show it; else a hash prefix.
             let name = s.courier.announced_name(sender.hash).unwrap_or_else(|| sender.hex.get(..8).unwrap_or_default().to_owned());
@@ -338,6 +353,7 @@ async fn run_command(s: &Services, route: &Route, sender: &Sender, msg: &LxmfMes
                 Some(op) => match route.addr.send(Call { caller: sender.caller.clone(), op }).await {
                     Ok(Ok(r)) => commands::render(&cmd, &r),
                     Ok(Err(GroupError::StampRequired { cost })) => {
+                        let cost = s.stamps.cost(route.group_id, cost);
                         // Stock clients stamp only at the announced post cost, so say what does work.
                         vec![format!(
                             "Joining this group needs proof of work (a join stamp of cost {cost}), which stock LXMF clients do not make. \

@@ -14,7 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use crate::actors::supervisor::{Registry, Route, Supervisor, lookup, run_op};
 use crate::api::{ApiError, DecodeContext, Endpoint, decode_request, encode_reply, error_response, ok_response};
 use crate::group::{Caller, GroupError, Op};
-use crate::stamps::StampPool;
+use crate::stamps::{Check, Purpose, Refused, StampPool};
 use crate::store::Store;
 use crate::transport::{Node, NodeError, NodeEvent, with_backpressure};
 use crate::wire::identity::{GROUP_ASPECT, name_hash};
@@ -212,6 +212,22 @@ pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>
     }
 }
 
+/// A group whose adaptive stamp cost rose is announced at once; decay and the pool's clean-up run
+/// on a slow tick. Runs until `stop`.
+pub async fn announce_cost_changes(s: Arc<Services>, stop: tokio_util::sync::CancellationToken) {
+    const TICK: std::time::Duration = std::time::Duration::from_secs(5);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = s.stamps.changed() => {}
+            _ = tokio::time::sleep(TICK) => {}
+        }
+        for group in s.stamps.tick() {
+            s.supervisor.do_send(crate::actors::supervisor::AnnounceSoon(group));
+        }
+    }
+}
+
 /// Takes a slot of the link's share and one of the server's, or says why not.
 fn admit(life: &crate::lifecycle::Lifecycle, link: &Arc<Semaphore>, server: &Arc<Semaphore>) -> Result<[OwnedSemaphorePermit; 2], Refusal> {
     if life.stopping() {
@@ -250,10 +266,17 @@ async fn handle(s: &Services, dest: [u8; 16], caller: Caller, endpoint: Option<E
     if let (Op::Join { stamp_verified, .. }, Some((challenge, stamp))) = (&mut op, decoded.join_stamp) {
         *stamp_verified = check_join_stamp(s, &route, &caller, &challenge, stamp).await?;
     }
-    let reply = run_op(&s.supervisor, &route, caller.clone(), op).await.map_err(|err| crate::api::actor_unavailable(err, route.group_id))?;
+    let mut reply = run_op(&s.supervisor, &route, caller.clone(), op).await.map_err(|err| crate::api::actor_unavailable(err, route.group_id))?;
+    // Callers see the costs asked for now, with the adaptive raise.
+    if let Ok(crate::group::Reply::Info(v)) = &mut reply {
+        v.join_stamp_cost = s.stamps.cost(route.group_id, v.join_stamp_cost);
+        v.post_stamp_cost = s.stamps.cost(route.group_id, v.post_stamp_cost);
+    }
     match reply {
         Ok(r) => Ok(encode_reply(r)),
-        Err(GroupError::StampRequired { cost }) => Err(stamp_required(&route, &caller, cost, "this group requires a join stamp")),
+        Err(GroupError::StampRequired { cost }) => {
+            Err(stamp_required(&route, &caller, s.stamps.cost(route.group_id, cost), "this group requires a join stamp"))
+        }
         Err(other) => Err(other.into()),
     }
 }
@@ -263,40 +286,44 @@ fn stamp_required(route: &Route, caller: &Caller, cost: u32, message: &str) -> A
         Caller::Identity(h) => hex::decode(h).unwrap_or_default(),
         _ => Vec::new(),
     };
-    let challenge = route.challenge.issue(&route.group_dest, &identity, (crate::store::now_ms() / 1000) as u64);
+    let challenge = route.challenge.issue(&route.group_dest, &identity, (crate::store::now_ms() / 1000) as u64, rand::random());
     ApiError { stamp_cost: cost, challenge, ..ApiError::new(ErrorCode::StampRequired, message) }
 }
 
-/// Checks a join stamp: the challenge must be ours (cheap, first), the work valid (on the pool).
-/// Returns whether it is good enough; a bad one is an error that carries a fresh challenge.
+/// Checks a join stamp: the challenge must be ours (cheap, first), the work valid (on the pool,
+/// which also limits failures per identity and spends a challenge that failed). Returns whether it
+/// is good enough; a bad one is an error that carries a fresh challenge.
 async fn check_join_stamp(s: &Services, route: &Route, caller: &Caller, challenge: &[u8], stamp: Vec<u8>) -> Result<bool, ApiError> {
     let Caller::Identity(h) = caller else { return Ok(false) };
-    let identity = hex::decode(h).unwrap_or_default();
+    let Some(identity) = crate::wire::identity::parse_hash(h) else { return Ok(false) };
     let now = (crate::store::now_ms() / 1000) as u64;
-    // The cost is the group's current one, read through a cheap info call.
-    let cost = match route.addr.send(crate::actors::group::GetInfo { caller: caller.clone() }).await {
+    // The group's own cost, read from the actor's memory; the pool applies the adaptive raise.
+    let base = match route.addr.send(crate::actors::group::GetInfo { caller: caller.clone() }).await {
         Ok(info) => info?.join_stamp_cost,
         Err(err) => return Err(crate::api::actor_unavailable(err, route.group_id)),
     };
-    if cost == 0 {
+    if base == 0 {
         return Ok(true);
     }
+    let cost = s.stamps.cost(route.group_id, base);
     if !route.challenge.verify(challenge, &route.group_dest, &identity, now) {
-        crate::metrics::stamp_checked("join", "invalid", route.group_id);
+        crate::metrics::stamp_checked("join", "invalid", Some(route.group_id));
         return Err(stamp_required(route, caller, cost, "the challenge is unknown or expired; stamp the new one"));
     }
-    match s.stamps.value(challenge.to_vec(), MESSAGE_ROUNDS, stamp).await {
-        Err(_) => {
-            crate::metrics::stamp_checked("join", "busy", route.group_id);
-            Err(ApiError::new(ErrorCode::RateLimited, "the server is busy checking stamps; retry shortly"))
-        }
-        Ok(v) if v >= cost => {
-            crate::metrics::stamp_checked("join", "valid", route.group_id);
-            Ok(true)
-        }
-        Ok(_) => {
-            crate::metrics::stamp_checked("join", "invalid", route.group_id);
-            Err(stamp_required(route, caller, cost, "the stamp does not meet the cost"))
-        }
+    let check = Check {
+        purpose: Purpose::Join,
+        group: Some(route.group_id),
+        identity,
+        material: challenge.to_vec(),
+        challenge: true,
+        rounds: MESSAGE_ROUNDS,
+        stamp,
+        base_cost: base,
+    };
+    match s.stamps.check(check).await {
+        Ok(true) => Ok(true),
+        Ok(false) => Err(stamp_required(route, caller, s.stamps.cost(route.group_id, base), "the stamp does not meet the cost; stamp the new challenge")),
+        Err(Refused::ChallengeSpent) => Err(stamp_required(route, caller, cost, "this challenge already failed once; stamp the new one")),
+        Err(why) => Err(ApiError::new(ErrorCode::RateLimited, why.to_string())),
     }
 }

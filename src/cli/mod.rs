@@ -447,7 +447,12 @@ async fn group_cmd(ctx: &Ctx, c: GroupCmd) -> Result<Output, CliError> {
         GroupCmd::Show { group } => {
             let g = find_group(store, &group).await?;
             let n = store.count_members(g.id).await?;
-            let json = group_json(&g, n);
+            let mut json = group_json(&g, n);
+            // A running server may ask for more now (the adaptive cost under a stamp flood).
+            if let Ok(Some(c)) = crate::admin::current_costs(&ctx.socket, g.id).await {
+                json["current_join_stamp_cost"] = c.join_stamp_cost.into();
+                json["current_post_stamp_cost"] = c.post_stamp_cost.into();
+            }
             let rows =
                 json.as_object().map(|o| o.iter().map(|(k, v)| vec![k.clone(), v.to_string().trim_matches('"').to_owned()]).collect()).unwrap_or_default();
             Ok(Output { json, headers: vec!["field", "value"], rows })

@@ -25,6 +25,14 @@ pub fn group_announce(name: &str, visibility: Visibility, member_count: u64, joi
     .encode_to_vec()
 }
 
+/// `group_announce` app data with other stamp costs (the adaptive raise), the rest unchanged.
+pub fn group_announce_with_costs(app_data: &[u8], join_cost: u32, post_cost: u32) -> Vec<u8> {
+    match pb::GroupAnnounce::decode(app_data) {
+        Ok(ad) => pb::GroupAnnounce { join_stamp_cost: join_cost, post_stamp_cost: post_cost, ..ad }.encode_to_vec(),
+        Err(_) => app_data.to_vec(),
+    }
+}
+
 /// Reads a group announce's app data (as clients do, and as the fuzz target does).
 pub fn decode_group_announce(app_data: &[u8]) -> Result<pb::GroupAnnounce, prost::DecodeError> {
     pb::GroupAnnounce::decode(app_data)
@@ -40,5 +48,12 @@ mod tests {
         let a = decode_group_announce(&data).expect("decodes");
         assert_eq!((a.name.as_str(), a.visibility, a.member_count, a.join_stamp_cost), ("Mesh Friends", pb::Visibility::Private as i32, 7, 8));
         assert_eq!((a.api_version, a.lxmf_destination), (API_VERSION, vec![5; 16]));
+    }
+
+    #[test]
+    fn announce_costs_can_be_replaced() {
+        let ad = group_announce("n", Visibility::Public, 3, 8, 6, &[1; 16]);
+        let raised = decode_group_announce(&group_announce_with_costs(&ad, 10, 9)).expect("decodes");
+        assert_eq!((raised.name.as_str(), raised.member_count, raised.join_stamp_cost, raised.post_stamp_cost), ("n", 3, 10, 9));
     }
 }

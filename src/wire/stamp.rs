@@ -57,8 +57,9 @@ fn leading_zero_bits(hash: &[u8]) -> u32 {
 }
 
 /// Issues and checks join challenges without storing them: a challenge is
-/// `issued_at(8, BE seconds) ‖ HMAC(key, group ‖ identity ‖ issued_at)[..24]`, so it is bound to one
-/// group and one identity and expires on its own.
+/// `issued_at(4, BE seconds) ‖ nonce(4) ‖ HMAC(key, group ‖ identity ‖ issued_at ‖ nonce)[..24]`, so
+/// it is bound to one group and one identity, expires on its own, and each one issued is new (the
+/// nonce), so a challenge spent on a failed stamp is never handed out again.
 #[derive(Clone)]
 pub struct ChallengeKey([u8; 32]);
 
@@ -71,22 +72,26 @@ impl ChallengeKey {
         ChallengeKey(h.finalize().into())
     }
 
-    fn tag(&self, group: &[u8], identity: &[u8], issued_at: u64) -> [u8; 24] {
+    fn tag(&self, group: &[u8], identity: &[u8], head: &[u8; 8]) -> [u8; 24] {
         let mut mac = match Hmac::<Sha256>::new_from_slice(&self.0) {
             Ok(m) => m,
             Err(_) => return [0; 24], // unreachable: HMAC takes keys of any length
         };
         mac.update(group);
         mac.update(identity);
-        mac.update(&issued_at.to_be_bytes());
+        mac.update(head);
         let mut out = [0u8; 24];
         out.copy_from_slice(&mac.finalize().into_bytes()[..24]);
         out
     }
 
-    pub fn issue(&self, group: &[u8], identity: &[u8], now_secs: u64) -> Vec<u8> {
-        let mut c = now_secs.to_be_bytes().to_vec();
-        c.extend_from_slice(&self.tag(group, identity, now_secs));
+    /// A challenge for `identity` in `group`; `nonce` is random (the caller draws it).
+    pub fn issue(&self, group: &[u8], identity: &[u8], now_secs: u64, nonce: [u8; 4]) -> Vec<u8> {
+        let mut head = [0u8; 8];
+        head[..4].copy_from_slice(&(now_secs.min(u64::from(u32::MAX)) as u32).to_be_bytes());
+        head[4..].copy_from_slice(&nonce);
+        let mut c = head.to_vec();
+        c.extend_from_slice(&self.tag(group, identity, &head));
         c
     }
 
@@ -95,11 +100,11 @@ impl ChallengeKey {
         if challenge.len() != 32 {
             return false;
         }
-        let mut ts = [0u8; 8];
-        ts.copy_from_slice(&challenge[..8]);
-        let issued = u64::from_be_bytes(ts);
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&challenge[..8]);
+        let issued = u64::from(u32::from_be_bytes([head[0], head[1], head[2], head[3]]));
         let fresh = issued <= now_secs + 5 && now_secs.saturating_sub(issued) <= CHALLENGE_TTL_SECS;
-        let expected = self.tag(group, identity, issued);
+        let expected = self.tag(group, identity, &head);
         fresh && constant_time_eq(&expected, &challenge[8..])
     }
 }
@@ -144,7 +149,8 @@ mod tests {
     #[test]
     fn challenges_bind_group_identity_and_time() {
         let k = ChallengeKey::for_group(&[7; 64]);
-        let c = k.issue(b"group", b"alice", 1000);
+        let c = k.issue(b"group", b"alice", 1000, [1, 2, 3, 4]);
+        assert_ne!(c, k.issue(b"group", b"alice", 1000, [1, 2, 3, 5]), "each challenge is new");
         assert!(k.verify(&c, b"group", b"alice", 1000 + CHALLENGE_TTL_SECS));
         assert!(!k.verify(&c, b"group", b"alice", 1001 + CHALLENGE_TTL_SECS), "expired");
         assert!(!k.verify(&c, b"group", b"mallory", 1000), "other identity");

@@ -6,6 +6,7 @@
 pub mod fanout;
 pub mod history;
 pub mod inbound;
+pub mod stamps;
 
 use clap::Subcommand;
 
@@ -21,6 +22,8 @@ pub enum BenchCmd {
     Outbox(fanout::OutboxArgs),
     /// Accepted posts per second through the inbound path (decrypt, verify, rules, commit, proof) against its crypto floor.
     Inbound(inbound::InboundArgs),
+    /// A junk-stamp join flood against the stamp pool, with and without its defences.
+    Stamps(stamps::StampsArgs),
 }
 
 /// Runs one bench.
@@ -30,5 +33,6 @@ pub async fn run(cmd: BenchCmd) -> Result<Output, CliError> {
         BenchCmd::Fanout(a) => fanout::fanout(a).await,
         BenchCmd::Outbox(a) => fanout::outbox(a).await,
         BenchCmd::Inbound(a) => inbound::inbound(a).await,
+        BenchCmd::Stamps(a) => stamps::stamps(a).await,
     }
 }
