@@ -101,13 +101,15 @@ pub enum NodeEvent {
         public_key: [u8; 64],
         identity_hash: [u8; 16],
     },
-    /// `data` is the request's data element: bin as is, nil as empty, anything else as its msgpack.
+    /// `data` is the request's data element: `None` for nil (`data=None` in RNS), bin as is, a str
+    /// as its UTF-8 bytes, anything else as its msgpack. Nil and an empty bin stay apart: the
+    /// link API chooses its dialect by that.
     Request {
         dest: [u8; 16],
         link_id: [u8; 16],
         request_id: [u8; 16],
         path_hash: [u8; 16],
-        data: Vec<u8>,
+        data: Option<Vec<u8>>,
         requested_at: f64,
     },
     LinkClosed {
@@ -633,12 +635,13 @@ fn request_event(dest: [u8; 16], link_id: [u8; 16], request_id: [u8; 16], body: 
     let requested_at = at.as_f64()?;
     let path_hash = <[u8; 16]>::try_from(path.as_slice()?).ok()?;
     let data = match data {
-        rmpv::Value::Binary(b) => b.clone(),
-        rmpv::Value::Nil => Vec::new(),
+        rmpv::Value::Binary(b) => Some(b.clone()),
+        rmpv::Value::Nil => None,
+        rmpv::Value::String(s) => Some(s.as_bytes().to_vec()),
         other => {
             let mut buf = Vec::new();
             rmpv::encode::write_value(&mut buf, other).ok()?;
-            buf
+            Some(buf)
         }
     };
     Some(NodeEvent::Request { dest, link_id, request_id, path_hash, data, requested_at })
@@ -656,6 +659,26 @@ mod tests {
         let Some(NodeEvent::Request { path_hash, data, requested_at, .. }) = request_event([0; 16], [1; 16], [2; 16], &buf) else {
             panic!("not a request");
         };
-        assert_eq!((path_hash, data, requested_at), ([7; 16], vec![1, 2], 1.5));
+        assert_eq!((path_hash, data, requested_at), ([7; 16], Some(vec![1, 2]), 1.5));
+    }
+
+    #[test]
+    fn nil_and_empty_bin_stay_apart() {
+        // The bytes RNS 1.5.7 packs for `[t, path_hash, None]` and `[t, path_hash, b""]`.
+        let packed = |data: rmpv::Value| {
+            let mut buf = Vec::new();
+            rmpv::encode::write_value(&mut buf, &rmpv::Value::Array(vec![rmpv::Value::F64(1.0), rmpv::Value::Binary(vec![7; 16]), data])).unwrap();
+            buf
+        };
+        let data = |buf: &[u8]| match request_event([0; 16], [1; 16], [2; 16], buf) {
+            Some(NodeEvent::Request { data, .. }) => data,
+            _ => panic!("not a request"),
+        };
+        let nil = packed(rmpv::Value::Nil);
+        let empty = packed(rmpv::Value::Binary(vec![]));
+        assert_eq!((nil.last(), empty[empty.len() - 2..].to_vec()), (Some(&0xc0), vec![0xc4, 0x00]), "msgpack nil vs bin8 of length 0");
+        assert_eq!(data(&nil), None);
+        assert_eq!(data(&empty), Some(vec![]));
+        assert_eq!(data(&packed(rmpv::Value::from("{}"))), Some(b"{}".to_vec()));
     }
 }

@@ -11,7 +11,9 @@ use tokio::sync::mpsc;
 
 use crate::actors::group::Call;
 use crate::actors::supervisor::{DestKind, Registry, Route, Supervisor, lookup, run_op};
-use crate::api::{ApiError, DecodeContext, Endpoint, decode_request, encode_reply, error_response, ok_response};
+use crate::api::{
+    ApiError, DecodeContext, Endpoint, decode_json_request, decode_request, encode_json_reply, encode_reply, error_response, json_error, ok_response,
+};
 use crate::group::{Caller, GroupError, Op};
 use crate::stamps::StampPool;
 use crate::store::Store;
@@ -78,23 +80,30 @@ pub async fn run(services: Arc<Services>, mut events: mpsc::Receiver<NodeEvent>)
                     // The server destination has its own paths and handler.
                     let server = dest == s.hosting.dest;
                     let label = if server { crate::hosting::path_label(&path_hash) } else { endpoint.map(Endpoint::path).unwrap_or("unknown") };
+                    // A JSON object or a nil body is MeshChat's prototype dialect; the server
+                    // destination speaks protobuf only, where nil is the empty message.
+                    let dialect = if !server && crate::wire::meshchat_json::is_json(data.as_deref()) { Dialect::Json } else { Dialect::Protobuf };
                     let result = if server {
-                        crate::hosting::handle(&s, caller.clone(), &path_hash, data).await
+                        crate::hosting::handle(&s, caller.clone(), &path_hash, data.unwrap_or_default()).await.map(ok_response)
                     } else {
-                        handle(&s, dest, caller.clone(), endpoint, data).await
+                        handle(&s, dest, caller.clone(), endpoint, dialect, data).await
                     };
                     let (bytes, outcome) = match result {
-                        Ok(payload) => (ok_response(payload), "ok"),
+                        Ok(payload) => (payload, "ok"),
                         Err(err) => {
-                            tracing::info!(path = label, caller = caller.label(), code = err.label(), message = %err.message, "request refused");
-                            (error_response(&err), err.label())
+                            tracing::info!(path = label, caller = caller.label(), dialect = dialect.label(), code = err.label(), message = %err.message, "request refused");
+                            let bytes = match dialect {
+                                Dialect::Protobuf => error_response(&err),
+                                Dialect::Json => json_error(&err),
+                            };
+                            (bytes, err.label())
                         }
                     };
                     if let Err(err) = s.node.respond(link_id, request_id, bytes).await {
                         tracing::warn!(%err, path = label, "cannot send response");
                     }
                     let group = lookup(&s.registry, &dest).map(|r| r.group_id);
-                    crate::metrics::request(label, outcome, started.elapsed(), group);
+                    crate::metrics::request(label, dialect.label(), outcome, started.elapsed(), group);
                 });
             }
             NodeEvent::Packet { dest, data, packet_hash } => {
@@ -142,13 +151,41 @@ pub fn remember(store: &Store, identity_hash: String, public_key: [u8; 64]) {
     });
 }
 
-/// Handles one API request: route, decode, check a join stamp off the actor, call the actor.
-async fn handle(s: &Services, dest: [u8; 16], caller: Caller, endpoint: Option<Endpoint>, body: Vec<u8>) -> Result<Vec<u8>, ApiError> {
+/// The encoding a caller speaks, chosen per request by its body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dialect {
+    /// `proto/meshgroup.proto`, in a `Response` envelope.
+    Protobuf,
+    /// MeshChat's group-chat prototype: JSON objects, `{"error": …}` on failure.
+    Json,
+}
+
+impl Dialect {
+    fn label(self) -> &'static str {
+        match self {
+            Dialect::Protobuf => "protobuf",
+            Dialect::Json => "json",
+        }
+    }
+}
+
+/// Handles one API request: route, decode in the caller's dialect, check a join stamp off the
+/// actor, call the actor, encode the reply in the same dialect. Both dialects share everything
+/// between the decode and the encode.
+async fn handle(
+    s: &Services,
+    dest: [u8; 16],
+    caller: Caller,
+    endpoint: Option<Endpoint>,
+    dialect: Dialect,
+    body: Option<Vec<u8>>,
+) -> Result<Vec<u8>, ApiError> {
     let route =
         lookup(&s.registry, &dest).filter(|r| r.kind == DestKind::Api).ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such group on this server"))?;
     let endpoint = endpoint.ok_or_else(|| ApiError::new(ErrorCode::NotFound, "unknown path"))?;
-    if body.len() > s.limits.max_request_bytes {
-        return Err(ApiError::invalid(format!("request of {} bytes is over the limit of {}", body.len(), s.limits.max_request_bytes)));
+    let size = body.as_ref().map_or(0, Vec::len);
+    if size > s.limits.max_request_bytes {
+        return Err(ApiError::invalid(format!("request of {size} bytes is over the limit of {}", s.limits.max_request_bytes)));
     }
     let now_s = crate::store::now_ms() as f64 / 1000.0;
     let ctx = DecodeContext {
@@ -159,7 +196,10 @@ async fn handle(s: &Services, dest: [u8; 16], caller: Caller, endpoint: Option<E
         max_page: s.limits.max_page,
         now_s,
     };
-    let decoded = decode_request(endpoint, &body, &ctx)?;
+    let decoded = match dialect {
+        Dialect::Protobuf => decode_request(endpoint, body.as_deref().unwrap_or_default(), &ctx)?,
+        Dialect::Json => decode_json_request(endpoint, body.as_deref(), &ctx)?,
+    };
     let mut op = decoded.op;
     if let (Op::Join { stamp_verified, .. }, Some((challenge, stamp))) = (&mut op, decoded.join_stamp) {
         *stamp_verified = check_join_stamp(s, &route, &caller, &challenge, stamp).await?;
@@ -173,7 +213,10 @@ async fn handle(s: &Services, dest: [u8; 16], caller: Caller, endpoint: Option<E
         }
     };
     match reply {
-        Ok(r) => Ok(encode_reply(r)),
+        Ok(r) => match dialect {
+            Dialect::Protobuf => Ok(ok_response(encode_reply(r))),
+            Dialect::Json => encode_json_reply(endpoint, r),
+        },
         Err(GroupError::StampRequired { cost }) => Err(stamp_required(&route, &caller, cost, "this group requires a join stamp")),
         Err(GroupError::Store(err)) => {
             tracing::error!(%err, group = route.group_id, path = endpoint.path(), "store failure");

@@ -1,5 +1,6 @@
 //! Pure wire codecs: no I/O, bytes in and typed values out (and back).
 pub mod identity;
 pub mod lxmf;
+pub mod meshchat_json;
 pub mod proto;
 pub mod stamp;
