@@ -217,6 +217,10 @@ pub struct LimitsConfig {
     pub max_page: u32,
     /// Stamp validations that may run or wait at once; beyond it requests get `rate_limited`.
     pub stamp_pool_capacity: usize,
+    /// Least time between a link request's arrival and its answer, less the request's own travel
+    /// time; 0 turns it off. RNS 1.5.7 clients register a request only after sending it, and drop
+    /// an answer that comes back sooner (see docs/benchmarks.md).
+    pub response_floor_ms: u64,
 }
 
 impl Default for Config {
@@ -275,7 +279,7 @@ impl Default for LogConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { max_request_bytes: 64 * 1024, default_page: 20, max_page: 200, stamp_pool_capacity: 64 }
+        LimitsConfig { max_request_bytes: 64 * 1024, default_page: 20, max_page: 200, stamp_pool_capacity: 64, response_floor_ms: 20 }
     }
 }
 

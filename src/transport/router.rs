@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::Addr;
 use tokio::sync::mpsc;
@@ -67,7 +67,8 @@ pub async fn run(services: Arc<Services>, mut events: mpsc::Receiver<NodeEvent>)
                 links.remove(&link_id);
                 crate::metrics::links_open(links.len());
             }
-            NodeEvent::Request { dest, link_id, request_id, path_hash, data, .. } => {
+            NodeEvent::Request { dest, link_id, request_id, path_hash, data, requested_at } => {
+                let arrived_at = crate::store::now_ms() as f64 / 1000.0;
                 let caller = match links.get(&link_id).and_then(|l| l.identity.clone()) {
                     Some(h) => Caller::Identity(h),
                     None => Caller::Anonymous,
@@ -99,6 +100,8 @@ pub async fn run(services: Arc<Services>, mut events: mpsc::Receiver<NodeEvent>)
                             (bytes, err.label())
                         }
                     };
+                    let hold = response_hold(Duration::from_millis(s.limits.response_floor_ms), requested_at, arrived_at);
+                    tokio::time::sleep_until((started + hold).into()).await;
                     if let Err(err) = s.node.respond(link_id, request_id, bytes).await {
                         tracing::warn!(%err, path = label, "cannot send response");
                     }
@@ -139,6 +142,23 @@ pub async fn run(services: Arc<Services>, mut events: mpsc::Receiver<NodeEvent>)
             }
         }
     }
+}
+
+/// How long after its arrival a request's answer may go out at the earliest.
+///
+/// RNS 1.5.7's `Link.request` sends the request packet before its `RequestReceipt` joins the
+/// link's pending requests, and drops an answer for a request it does not know yet. On loopback
+/// and LANs our answer can win that race. The floor gives the client time to register; the
+/// request's travel time (the server's clock at arrival minus the client's `requested_at`)
+/// counts towards it, so on a slow interface, where the answer's way back alone is longer than
+/// the window, nothing is held. A client clock that runs ahead reads as no travel time (the full
+/// floor); one far behind reads as a slow link (no hold, the behaviour without a floor).
+pub fn response_hold(floor: Duration, requested_at_s: f64, arrived_at_s: f64) -> Duration {
+    let travel = arrived_at_s - requested_at_s;
+    if !travel.is_finite() || travel <= 0.0 {
+        return floor;
+    }
+    floor.saturating_sub(Duration::try_from_secs_f64(travel).unwrap_or(Duration::MAX))
 }
 
 /// Keeps a verified key, off the event loop.
@@ -266,5 +286,21 @@ async fn check_join_stamp(s: &Services, route: &Route, caller: &Caller, challeng
             crate::metrics::stamp_checked("join", "invalid", route.group_id);
             Err(stamp_required(route, caller, cost, "the stamp does not meet the cost"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_floor_counts_the_request_travel_time() {
+        let floor = Duration::from_millis(20);
+        assert_eq!(response_hold(floor, 100.0, 100.005), Duration::from_millis(15), "loopback: most of the floor");
+        assert_eq!(response_hold(floor, 100.0, 102.5), Duration::ZERO, "a slow interface: nothing held");
+        assert_eq!(response_hold(floor, 100.0, 99.0), floor, "a client clock ahead of ours: the whole floor");
+        assert_eq!(response_hold(floor, f64::NAN, 100.0), floor);
+        assert_eq!(response_hold(floor, 0.0, 1e300), Duration::ZERO);
+        assert_eq!(response_hold(Duration::ZERO, 100.0, 100.0), Duration::ZERO, "0 turns it off");
     }
 }
