@@ -284,7 +284,7 @@ mod tests {
                     seed ^= seed << 17;
                     if i == 0 {
                         b'{'
-                    } else if seed % 3 == 0 {
+                    } else if seed.is_multiple_of(3) {
                         seed as u8
                     } else {
                         alphabet[(seed as usize >> 8) % alphabet.len()]
