@@ -38,6 +38,8 @@ fn the_prototype_client_runs_unchanged_against_a_public_group() -> R {
     let mut lxmf_peer = Peer::connect(server.rns_port)?;
     let bob = lxmf_peer.identity("bob")?;
     server.cli(&["member", "add", &group["id"].to_string(), &bob, "--name", "bob"])?;
+    // His router announces now, so the server holds his key well before the first post.
+    lxmf_peer.call(json!({"cmd": "router", "as": "bob"}))?;
     let mut peer = Peer::connect_unpatched(server.rns_port)?;
     let alice = peer.identity("alice")?;
     peer.link("mc", &dest, Some("alice"))?;
@@ -58,8 +60,6 @@ fn the_prototype_client_runs_unchanged_against_a_public_group() -> R {
     assert_eq!(page2["members"].as_array().map(|m| m.to_vec()), Some(members[1..].to_vec()));
     assert_eq!(peer.mc("mc", "get_members", json!({"page": 3, "limit": 1}))?, json!({"members": []}));
 
-    // Bob's router announces only now: the server has his key once it hears it.
-    lxmf_peer.call(json!({"cmd": "router", "as": "bob"}))?;
     let mut ids = Vec::new();
     for text in ["hello world!", "second", "third"] {
         let sent = peer.mc("mc", "send_message", json!({"content": text}))?;
