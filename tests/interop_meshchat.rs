@@ -145,6 +145,12 @@ fn private_groups_and_join_stamps_in_the_json_dialect() -> R {
     let joined = peer.mc("st", "join", json!({"display_name": "Carol", "challenge": challenge, "stamp": s(&stamp, "stamp")}))?;
     assert_eq!(joined["state"], "joined", "{joined}");
     assert_eq!(peer.mc("st", "get_info", json!({}))?["members_count"], 1);
+
+    // A ban holds in the JSON dialect as in protobuf: no posts, no rejoin.
+    let carol = peer.identity("carol")?;
+    server.cli(&["ban", "add", &stamped["id"].to_string(), &carol, "--reason", "spam"])?;
+    assert_eq!(peer.mc("st", "send_message", json!({"content": "still here?"}))?["code"], "forbidden");
+    assert_eq!(peer.mc("st", "join", json!({"display_name": "Carol"}))?["code"], "forbidden");
     Ok(())
 }
 
