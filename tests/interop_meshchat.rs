@@ -165,21 +165,20 @@ fn a_stock_client_with_only_the_contact_link_posts_to_the_group() -> R {
     assert!(link.starts_with(&format!("lxma://{lxmf}:")), "{link}");
 
     let mut peer = Peer::connect(server.rns_port)?;
+    // The client never takes in an announce of the group, not even a path response: all it has is the link.
+    peer.call(json!({"cmd": "ignore_announces", "dest": lxmf}))?;
+    let dave = peer.identity("dave")?;
+    server.cli(&["member", "add", &group["id"].to_string(), &dave, "--name", "Dave"])?;
     peer.call(json!({"cmd": "router", "as": "dave", "display_name": "Dave"}))?;
     let taken = peer.call(json!({"cmd": "remember_contact_link", "link_text": link}))?;
-    assert_eq!((taken["known_before"].as_bool(), taken["path_before"].as_bool()), (Some(false), Some(false)), "no announce heard before: {taken}");
-    for text in ["/join", "hello from a contact link"] {
-        let sent = peer.call(json!({"cmd": "send", "as": "dave", "dest": lxmf, "content": hex::encode(text)}))?;
-        assert_eq!(sent["delivered"], true, "{text}: {sent}");
-    }
-    // The post is stored under Dave's announced name.
+    assert_eq!((taken["known_before"].as_bool(), taken["path_before"].as_bool()), (Some(false), Some(false)), "nothing known before: {taken}");
+    // Stock LXMF asks for a path first and, with no answer it can take in, sends after 7 s anyway.
+    let sent = peer.call(json!({"cmd": "send", "as": "dave", "dest": lxmf, "content": hex::encode("hello from a contact link")}))?;
+    assert_eq!(sent["delivered"], true, "{sent}");
+    assert_eq!(peer.call(json!({"cmd": "has_path", "dest": lxmf}))?["has_path"], false, "no announce was taken in");
     peer.link("read", &s(&group, "group_destination_hash"), None)?;
     let newest = peer.mc("read", "get_messages", json!({"order": "desc", "limit": 1, "after_id": null}))?;
-    assert_eq!(
-        (s(&newest["messages"][0], "content"), s(&newest["messages"][0], "display_name")),
-        ("hello from a contact link".into(), "Dave".into()),
-        "{newest}"
-    );
+    assert_eq!(s(&newest["messages"][0], "content"), "hello from a contact link", "{newest}");
     Ok(())
 }
 

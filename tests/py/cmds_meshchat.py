@@ -5,7 +5,8 @@
   the shapes it documents: `link.request(path, data)` with `data` either None or
   `json.dumps({...}).encode("utf-8")`, and the answer parsed as JSON.
 - A contact link, `lxma://<lxmf.delivery hash>:<public key hex>`, taken in as Sideband, Columba and
-  MeshChatX do: the key is remembered for the hash, so the client can write at once, with no announce.
+  MeshChatX do: the key is remembered for the hash, so the client can write at once, with no announce
+  (`ignore_announces` keeps any announce of the group away, to show it).
 - `race_probe`: how often an unpatched RNS 1.5.7 `Link.request` loses an answer.
 
 Loaded by peer.py, so RNS, LINKS, LOCK, identity and wait_for are peer.py's.
@@ -90,6 +91,25 @@ def cmd_remember_contact_link(c):
         raise RuntimeError("the link's key does not give its hash")
     RNS.Identity.remember(None, dest_hash, key)
     return {"known_before": known_before, "path_before": RNS.Transport.has_path(dest_hash)}
+
+
+DEAF = set()  # destination hashes whose announces (and path responses) this peer ignores
+
+
+def cmd_ignore_announces(c):
+    """Makes this peer drop every announce of c["dest"], path responses included, as if none ever
+    reached it: what it knows of the destination can then only come from elsewhere (a contact link)."""
+    if not DEAF:
+        validate = RNS.Identity.validate_announce
+
+        def deaf_validate(packet, *args, **kw):
+            if packet.destination_hash in DEAF:
+                return False
+            return validate(packet, *args, **kw)
+
+        RNS.Identity.validate_announce = deaf_validate
+    DEAF.add(bytes.fromhex(c["dest"]))
+    return {}
 
 
 ORPHANS = {"count": 0}
