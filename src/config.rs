@@ -277,6 +277,10 @@ pub struct LimitsConfig {
     /// Inbound LXMF messages being handled at once; beyond it opportunistic ones are dropped
     /// unproven (the sender retries) and direct ones wait.
     pub max_inflight_packets: usize,
+    /// Least time between a link request's arrival and its answer, less the request's own travel
+    /// time; 0 turns it off. RNS 1.5.7 clients register a request only after sending it, and drop
+    /// an answer that comes back sooner (see docs/benchmarks.md).
+    pub response_floor_ms: u64,
 }
 
 /// How `serve` stops on SIGTERM or SIGINT.
@@ -361,6 +365,7 @@ impl Default for LimitsConfig {
             max_inflight_requests: 256,
             max_requests_per_link: 8,
             max_inflight_packets: 512,
+            response_floor_ms: 20,
         }
     }
 }

@@ -711,6 +711,13 @@ pub async fn create_group(store: &Store, c: CreateGroup) -> Result<Group, GroupE
     Ok(group)
 }
 
+/// The group's `lxma://` contact link (its `lxmf.delivery` hash and public key), which stock
+/// LXMF clients scan or paste to write to the group at once; `None` if the stored key is invalid.
+pub fn contact_link(g: &Group) -> Option<String> {
+    let id = crate::wire::identity::GroupIdentity::from_private_key(&g.identity_private_key).ok()?;
+    Some(crate::wire::identity::contact_link(&id.destination(crate::wire::identity::LXMF_ASPECT), &id.public_key))
+}
+
 /// The row for a group with this identity: public, free to join and post, history public.
 pub fn group_row(id: &crate::wire::identity::GroupIdentity, public_name: String) -> crate::store::NewGroup {
     use crate::wire::identity::{GROUP_ASPECT, LXMF_ASPECT};

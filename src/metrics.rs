@@ -91,7 +91,12 @@ pub const CATALOGUE: &[MetricDef] = &[
     MetricDef { name: UPTIME_SECONDS, kind: Kind::Gauge, labels: &[], help: "Seconds since the server started." },
     MetricDef { name: RESIDENT_MEMORY_BYTES, kind: Kind::Gauge, labels: &[], help: "Resident memory of the server process." },
     MetricDef { name: LINKS_OPEN, kind: Kind::Gauge, labels: &[], help: "Inbound links currently open to group destinations." },
-    MetricDef { name: REQUESTS, kind: Kind::Counter, labels: &["path", "outcome"], help: "Link API requests by path and outcome (ok or an error code)." },
+    MetricDef {
+        name: REQUESTS,
+        kind: Kind::Counter,
+        labels: &["path", "dialect", "outcome"],
+        help: "Link API requests by path, dialect (protobuf or json) and outcome (ok or an error code).",
+    },
     MetricDef {
         name: REQUEST_SECONDS,
         kind: Kind::Histogram,
@@ -250,8 +255,8 @@ pub fn db_query(op: &'static str, took: Duration, ok: bool) {
 }
 
 /// Records one link API request.
-pub fn request(path: &'static str, outcome: &'static str, took: Duration, group: Option<i64>) {
-    counter!(REQUESTS, labels(&[("path", path), ("outcome", outcome)], group)).increment(1);
+pub fn request(path: &'static str, dialect: &'static str, outcome: &'static str, took: Duration, group: Option<i64>) {
+    counter!(REQUESTS, labels(&[("path", path), ("dialect", dialect), ("outcome", outcome)], group)).increment(1);
     histogram!(REQUEST_SECONDS, labels(&[("path", path)], group)).record(took.as_secs_f64());
 }
 

@@ -205,7 +205,12 @@ pub fn first_run_block(groups: &[crate::store::Group], interfaces: &[crate::conf
     ));
     for g in groups {
         out.push_str(&format!("  {} ({})\n", g.public_name, g.visibility));
-        out.push_str(&format!("    lxmf.delivery  <{}>  from Sideband or MeshChat: message this address, send /join\n", g.lxmf_dest_hash));
+        // The contact link carries the key, so a client can write before it hears an announce.
+        let reach = match crate::group::contact_link(g) {
+            Some(link) => format!("add {link} as a contact (QR: meshgroup group show {} --qr), then send /join", g.id),
+            None => "message this address, send /join".to_owned(),
+        };
+        out.push_str(&format!("    lxmf.delivery  <{}>  from Sideband or MeshChat: {reach}\n", g.lxmf_dest_hash));
         out.push_str(&format!("    meshchat.group <{}>  from Python: RNS.Link to this destination, identify, request /api/v1/info\n", g.group_dest_hash));
     }
     if groups.is_empty() {
@@ -277,9 +282,13 @@ mod tests {
         let t = crate::store::testing::sqlite().await.expect("store");
         let g = crate::group::create_group(&t.store, crate::group::CreateGroup { name: "Mesh Friends".into(), ..Default::default() }).await.expect("group");
         let (lxmf, group) = (g.lxmf_dest_hash.clone(), g.group_dest_hash.clone());
-        let block = first_run_block(&[g], &[crate::config::InterfaceConfig::TcpServer { listen: "127.0.0.1:4242".into() }]);
+        let block = first_run_block(std::slice::from_ref(&g), &[crate::config::InterfaceConfig::TcpServer { listen: "127.0.0.1:4242".into() }]);
         assert!(block.starts_with("meshgroup is serving 1 group on TCP 127.0.0.1:4242"), "{block}");
-        assert!(block.contains(&format!("lxmf.delivery  <{lxmf}>  from Sideband or MeshChat: message this address, send /join")), "{block}");
+        let link = crate::group::contact_link(&g).expect("link");
+        assert!(link.starts_with(&format!("lxma://{lxmf}:")), "{link}");
+        let reach =
+            format!("lxmf.delivery  <{lxmf}>  from Sideband or MeshChat: add {link} as a contact (QR: meshgroup group show {} --qr), then send /join", g.id);
+        assert!(block.lines().any(|l| l.trim() == reach), "{block}");
         assert!(block.contains(&format!("meshchat.group <{group}>  from Python")), "{block}");
         assert!(first_run_block(&[], &[]).contains("no groups yet"));
     }

@@ -163,6 +163,37 @@ fn argument_errors_are_one_line_and_json_errors_are_json() -> R {
 
 /// Issue 16: `identity export` overwrote an existing file without asking.
 #[test]
+fn group_show_prints_the_contact_link_and_its_qr_code() -> R {
+    let env = Env::new();
+    let g = env.json(&["group", "create", "--name", "Shared"])?;
+    let id = g["id"].as_i64().ok_or("id")?.to_string();
+    let lxmf = g["lxmf_destination_hash"].as_str().ok_or("lxmf")?;
+    // --json carries the link (and no drawing, with or without --qr).
+    let shown = env.json(&["group", "show", &id, "--qr"])?;
+    let link = shown["contact_link"].as_str().ok_or("contact_link")?.to_owned();
+    let key = link.strip_prefix(&format!("lxma://{lxmf}:")).ok_or_else(|| format!("{link} does not name {lxmf}"))?;
+    assert_eq!(key.len(), 128, "the 64-byte public key in hex");
+    let identity = meshgroup::wire::identity::identity_hash(&hex::decode(key)?.try_into().map_err(|_| "64 bytes")?);
+    assert_eq!(hex::encode(identity), shown["identity_hash"].as_str().ok_or("identity_hash")?, "the key is the group's");
+    assert!(!shown.to_string().contains('█'));
+
+    // The table names the hash and the link; --qr adds the code, drawn in half blocks.
+    let plain = String::from_utf8(env.run(&["group", "show", &id]).stdout)?;
+    assert!(plain.contains(&link) && plain.contains(lxmf), "{plain}");
+    assert!(!plain.contains('█'));
+    let out = env.run(&["group", "show", &id, "--qr"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout)?;
+    let qr: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("qr ")).map(|l| l.trim_start_matches("qr").trim()).collect();
+    let width = qr.first().map(|l| l.chars().count()).ok_or_else(|| format!("no QR code in {text}"))?;
+    // A QR symbol is 21 + 4k modules wide, with a quiet zone of 4 on each side, two rows a line.
+    assert!((width - 8 - 21) % 4 == 0 && qr.iter().all(|l| l.chars().count() == width), "{text}");
+    assert_eq!(qr.len(), width.div_ceil(2), "{text}");
+    assert!(qr[0].chars().all(|c| c == '█'), "the quiet zone is light: {}", qr[0]);
+    Ok(())
+}
+
+#[test]
 fn identity_export_refuses_to_overwrite_without_force() -> R {
     let env = Env::new();
     let g = env.json(&["group", "create", "--name", "Keys"])?;

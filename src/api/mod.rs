@@ -217,8 +217,51 @@ pub(crate) fn decode<M: prost::Message + Default>(body: &[u8]) -> Result<M, ApiE
     M::decode(body).map_err(|e| ApiError::invalid(format!("malformed request body: {e}")))
 }
 
-fn page(limit: u32, ctx: &DecodeContext<'_>) -> u64 {
-    u64::from(if limit == 0 { ctx.default_page } else { limit.min(ctx.max_page) })
+/// A page size: 0 (or absent) is the default page, and no page is larger than the limit.
+fn page(limit: u64, ctx: &DecodeContext<'_>) -> u64 {
+    if limit == 0 { u64::from(ctx.default_page) } else { limit.min(u64::from(ctx.max_page)) }
+}
+
+/// A join, in either dialect; the stamp, if any, is checked off the actor before the join runs.
+fn join(display_name: String, note: String, challenge: Vec<u8>, stamp: Vec<u8>) -> Result<Decoded, ApiError> {
+    if stamp.len() > crate::wire::stamp::STAMP_MAX_LEN {
+        return Err(ApiError::invalid("stamp longer than 32 bytes"));
+    }
+    let join_stamp = (!stamp.is_empty() || !challenge.is_empty()).then_some((challenge, stamp));
+    Ok(Decoded { op: Op::Join { display_name, note, stamp_verified: false }, join_stamp })
+}
+
+/// A post over the link, in either dialect: identified callers only, never empty, and a hash that
+/// is stable across retries (the nonce, or the client's timestamp and the content).
+fn post(ctx: &DecodeContext<'_>, nonce: Vec<u8>, timestamp_s: f64, title: Vec<u8>, content: Vec<u8>, fields: Vec<u8>) -> Result<Decoded, ApiError> {
+    let Caller::Identity(sender) = ctx.caller else {
+        return Err(ApiError::new(pb::ErrorCode::Unauthenticated, "identify on the link first"));
+    };
+    if content.is_empty() && fields.is_empty() {
+        return Err(ApiError::invalid("an empty message"));
+    }
+    if !nonce.is_empty() && !(16..=32).contains(&nonce.len()) {
+        return Err(ApiError::invalid("nonce must be 16 to 32 bytes"));
+    }
+    let fields = if fields.is_empty() { vec![0x80] } else { fields };
+    if crate::wire::lxmf::decode_fields(&fields).is_err() {
+        return Err(ApiError::invalid("fields must be a msgpack map"));
+    }
+    let timestamp = if timestamp_s.is_finite() && timestamp_s > 0.0 { timestamp_s } else { ctx.now_s };
+    let message_hash = link_post_hash(ctx.group_lxmf_hash, sender, &nonce, &content, timestamp);
+    Ok(Decoded {
+        op: Op::Post(NewMessage {
+            group_id: ctx.group_id,
+            message_hash,
+            sender_identity_hash: sender.clone(),
+            sender_display_name: String::new(),
+            timestamp,
+            title,
+            content,
+            fields,
+        }),
+        join_stamp: None,
+    })
 }
 
 fn stamp_cost(c: Option<u32>) -> Result<Option<u32>, ApiError> {
@@ -267,16 +310,12 @@ pub fn decode_request(ep: Endpoint, body: &[u8], ctx: &DecodeContext<'_>) -> Res
         Endpoint::Info => decode::<pb::InfoRequest>(body).and_then(|_| plain(Op::Info)),
         Endpoint::Join => {
             let r: pb::JoinRequest = decode(body)?;
-            let join_stamp = (!r.stamp.is_empty() || !r.challenge.is_empty()).then(|| (r.challenge.clone(), r.stamp.clone()));
-            if r.stamp.len() > crate::wire::stamp::STAMP_MAX_LEN {
-                return Err(ApiError::invalid("stamp longer than 32 bytes"));
-            }
-            Ok(Decoded { op: Op::Join { display_name: r.display_name, note: r.note, stamp_verified: false }, join_stamp })
+            join(r.display_name, r.note, r.challenge, r.stamp)
         }
         Endpoint::Leave => decode::<pb::LeaveRequest>(body).and_then(|_| plain(Op::Leave)),
         Endpoint::Members => {
             let r: pb::MembersRequest = decode(body)?;
-            plain(Op::Members { offset: u64::from(r.offset), limit: page(r.limit, ctx) })
+            plain(Op::Members { offset: u64::from(r.offset), limit: page(r.limit.into(), ctx) })
         }
         Endpoint::JoinRequests => decode::<pb::JoinRequestsRequest>(body).and_then(|_| plain(Op::JoinRequests)),
         Endpoint::Approve | Endpoint::Reject => {
@@ -295,7 +334,7 @@ pub fn decode_request(ep: Endpoint, body: &[u8], ctx: &DecodeContext<'_>) -> Res
                 Err(_) => return Err(ApiError::invalid(format!("unknown order {}", r.order))),
             };
             plain(Op::History(HistoryQuery {
-                limit: page(r.limit, ctx),
+                limit: page(r.limit.into(), ctx),
                 before_id: (r.before_id > 0).then_some(r.before_id),
                 after_id: (r.after_id > 0).then_some(r.after_id),
                 order,
@@ -304,31 +343,7 @@ pub fn decode_request(ep: Endpoint, body: &[u8], ctx: &DecodeContext<'_>) -> Res
         }
         Endpoint::Send => {
             let r: pb::SendMessageRequest = decode(body)?;
-            let Caller::Identity(sender) = ctx.caller else {
-                return Err(ApiError::new(pb::ErrorCode::Unauthenticated, "identify on the link first"));
-            };
-            if r.content.is_empty() && r.fields.is_empty() {
-                return Err(ApiError::invalid("an empty message"));
-            }
-            if !r.nonce.is_empty() && !(16..=32).contains(&r.nonce.len()) {
-                return Err(ApiError::invalid("nonce must be 16 to 32 bytes"));
-            }
-            let fields = if r.fields.is_empty() { vec![0x80] } else { r.fields };
-            if crate::wire::lxmf::decode_fields(&fields).is_err() {
-                return Err(ApiError::invalid("fields must be a msgpack map"));
-            }
-            let timestamp = if r.timestamp_s.is_finite() && r.timestamp_s > 0.0 { r.timestamp_s } else { ctx.now_s };
-            let message_hash = link_post_hash(ctx.group_lxmf_hash, sender, &r.nonce, &r.content, timestamp);
-            plain(Op::Post(NewMessage {
-                group_id: ctx.group_id,
-                message_hash,
-                sender_identity_hash: sender.clone(),
-                sender_display_name: String::new(),
-                timestamp,
-                title: r.title,
-                content: r.content,
-                fields,
-            }))
+            post(ctx, r.nonce, r.timestamp_s, r.title, r.content, r.fields)
         }
         Endpoint::Delete => {
             let r: pb::DeleteMessageRequest = decode(body)?;
@@ -387,6 +402,92 @@ pub fn decode_request(ep: Endpoint, body: &[u8], ctx: &DecodeContext<'_>) -> Res
             plain(Op::TransferFounder { identity: hash16(&r.identity_hash, "identity_hash")? })
         }
     }
+}
+
+/// Decodes a request in the JSON dialect of MeshChat's prototype (see [`crate::wire::meshchat_json`])
+/// into the same operation its protobuf twin becomes, so both dialects run one code path after
+/// this. `body` is `None` for a nil data element. Pure, like [`decode_request`].
+pub fn decode_json_request(ep: Endpoint, body: Option<&[u8]>, ctx: &DecodeContext<'_>) -> Result<Decoded, ApiError> {
+    use crate::wire::meshchat_json::{JsonOrder, JsonRequest, decode_request};
+    let plain = |op| Ok(Decoded { op, join_stamp: None });
+    let page_size = |limit: Option<u64>| page(limit.unwrap_or(0), ctx);
+    match decode_request(ep.path(), body).map_err(|e| ApiError::invalid(e.to_string()))? {
+        JsonRequest::Info => plain(Op::Info),
+        JsonRequest::Leave => plain(Op::Leave),
+        JsonRequest::Join { display_name, challenge, stamp } => join(display_name, String::new(), challenge, stamp),
+        JsonRequest::Members { page: number, limit } => {
+            let limit = page_size(limit);
+            // The prototype's pages count from 1, and page 0 is page 1 (peewee's `paginate`).
+            plain(Op::Members { offset: number.unwrap_or(1).max(1).saturating_sub(1).saturating_mul(limit), limit })
+        }
+        JsonRequest::Messages { order, limit, after_id } => {
+            // `asc` pages forward from `after_id` (from the oldest without it); `desc` pages back
+            // from it (from the newest without it), as the prototype's queries do.
+            let (before_id, after_id, order) = match order {
+                JsonOrder::Asc => (None, Some(after_id.unwrap_or(0)), Order::OldestFirst),
+                JsonOrder::Desc => (after_id, None, Order::NewestFirst),
+            };
+            plain(Op::History(HistoryQuery { limit: page_size(limit), before_id, after_id, order, events_after: None }))
+        }
+        JsonRequest::Send { timestamp, content } => post(ctx, Vec::new(), timestamp.unwrap_or(0.0), Vec::new(), content.into_bytes(), Vec::new()),
+    }
+}
+
+/// Encodes a reply in the JSON dialect: the prototype's answer object for each of its paths.
+/// A join of someone who is a member already is an error there, so it is one here too.
+pub fn encode_json_reply(ep: Endpoint, reply: Reply) -> Result<Vec<u8>, ApiError> {
+    use crate::wire::meshchat_json::{self as mj, InfoBody, MemberEntry, MessageEntry};
+    use serde_json::{Value, json};
+    Ok(match reply {
+        Reply::Info(v) => mj::encode(&InfoBody { group_type: v.visibility.as_str(), public_display_name: &v.name, members_count: v.member_count }),
+        Reply::Joined(JoinOutcome::Joined) => mj::success("You are now a member of this group", &[("state", Value::from("joined"))]),
+        Reply::Joined(JoinOutcome::Requested) => {
+            mj::success("Your request to join was sent; an admin of the group will decide", &[("state", Value::from("requested"))])
+        }
+        Reply::Joined(JoinOutcome::AlreadyMember) => return Err(ApiError::invalid("You are already a member of this group")),
+        Reply::Done if ep == Endpoint::Leave => mj::success("You are no longer a member of this group", &[]),
+        Reply::Members { members, .. } => {
+            let members: Vec<MemberEntry> = members.into_iter().map(|m| MemberEntry { identity_hash: m.identity_hash, display_name: m.display_name }).collect();
+            mj::encode(&json!({ "members": members }))
+        }
+        Reply::History { messages, .. } => {
+            let messages: Vec<MessageEntry> = messages
+                .into_iter()
+                .map(|(m, display_name)| MessageEntry {
+                    id: m.id,
+                    member_identity_hash: m.sender_identity_hash,
+                    display_name,
+                    content: String::from_utf8_lossy(&m.content).into_owned(),
+                    created_at: mj::created_at(m.received_at),
+                    deleted: m.deleted_at.is_some(),
+                })
+                .collect();
+            mj::encode(&json!({ "messages": messages }))
+        }
+        Reply::Posted(out) => {
+            mj::success("Message received", &[("id", Value::from(out.id())), ("duplicate", Value::from(matches!(out, InsertOutcome::Duplicate(_))))])
+        }
+        // The JSON decoder yields no other operation.
+        other => {
+            tracing::error!(path = ep.path(), ?other, "no JSON form for this reply");
+            return Err(ApiError::new(pb::ErrorCode::Internal, "internal error"));
+        }
+    })
+}
+
+/// Encodes a failure in the JSON dialect: `{"error", "code"}`, and for a join that needs a stamp
+/// the cost and the challenge, named in the message too, so a client can stamp and retry.
+pub fn json_error(err: &ApiError) -> Vec<u8> {
+    if err.code == pb::ErrorCode::StampRequired {
+        let message = format!(
+            "{}: stamp cost {}, challenge {}; send the request again with \"challenge\" and \"stamp\" (hex)",
+            err.message,
+            err.stamp_cost,
+            hex::encode(&err.challenge)
+        );
+        return crate::wire::meshchat_json::error(&message, err.label(), Some((err.stamp_cost, &err.challenge)));
+    }
+    crate::wire::meshchat_json::error(&err.message, err.label(), None)
 }
 
 fn hash_bytes(hex_hash: &str) -> Vec<u8> {
@@ -549,6 +650,55 @@ mod tests {
         assert_eq!(decode_request(Endpoint::Send, &send, &ctx(&Caller::Anonymous)).map(|_| ()).unwrap_err().code, pb::ErrorCode::Unauthenticated);
         let settings = pb::SettingsUpdate { post_stamp_cost: Some(300), ..Default::default() }.encode_to_vec();
         assert!(decode_request(Endpoint::Settings, &settings, &ctx(&caller)).is_err());
+    }
+
+    #[test]
+    fn json_requests_become_the_same_operations() {
+        let caller = Caller::Identity("aa".repeat(16));
+        let op = |ep, body: Option<&str>, caller: &Caller| decode_json_request(ep, body.map(str::as_bytes), &ctx(caller)).map(|d| d.op);
+        let members = |body| match op(Endpoint::Members, body, &caller) {
+            Ok(Op::Members { offset, limit }) => (offset, limit),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(members(Some(r#"{"page": 3, "limit": 10}"#)), (20, 10));
+        assert_eq!(members(Some(r#"{"page": 0, "limit": 10}"#)), (0, 10), "page 0 is page 1");
+        assert_eq!(members(None), (0, 20), "the default page");
+        let history = |body| match op(Endpoint::Messages, Some(body), &caller) {
+            Ok(Op::History(q)) => (q.before_id, q.after_id, q.order, q.limit),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(history(r#"{"order": "asc", "limit": 2, "after_id": null}"#), (None, Some(0), Order::OldestFirst, 2), "asc starts at the oldest");
+        assert_eq!(history(r#"{"order": "asc", "limit": 2, "after_id": 5}"#), (None, Some(5), Order::OldestFirst, 2));
+        assert_eq!(history(r#"{"order": "desc", "limit": 5000, "after_id": 9}"#), (Some(9), None, Order::NewestFirst, 200), "desc pages back");
+        assert_eq!(history(r#"{"order": "desc", "limit": 1, "after_id": null}"#), (None, None, Order::NewestFirst, 1));
+        let send = r#"{"timestamp": 1764637323.25, "content": "hello world!"}"#;
+        let hash = |body| match op(Endpoint::Send, Some(body), &caller) {
+            Ok(Op::Post(m)) => (m.message_hash, m.content, m.timestamp),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(hash(send), hash(send), "a retry with the same timestamp is the same post");
+        assert_eq!(hash(send).1, b"hello world!".to_vec());
+        let code = |ep, body, caller: &Caller| op(ep, body, caller).map(|_| ()).unwrap_err().code;
+        assert_eq!(code(Endpoint::Send, Some(send), &Caller::Anonymous), pb::ErrorCode::Unauthenticated);
+        assert_eq!(code(Endpoint::Join, Some(r#"{"display_name": 1}"#), &caller), pb::ErrorCode::InvalidArgument);
+        assert_eq!(code(Endpoint::Bans, None, &caller), pb::ErrorCode::InvalidArgument, "only the prototype's paths speak JSON");
+        match decode_json_request(Endpoint::Join, Some(br#"{"display_name": "x", "challenge": "0102", "stamp": "03"}"#), &ctx(&caller)) {
+            Ok(Decoded { op: Op::Join { display_name, .. }, join_stamp }) => {
+                assert_eq!((display_name.as_str(), join_stamp), ("x", Some((vec![1, 2], vec![3]))))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_errors_name_the_stamp_cost_and_challenge() {
+        let err = ApiError { stamp_cost: 8, challenge: vec![0xab; 32], ..ApiError::new(pb::ErrorCode::StampRequired, "this group requires a join stamp") };
+        let v: serde_json::Value = serde_json::from_slice(&json_error(&err)).expect("json");
+        let message = v["error"].as_str().expect("error");
+        assert!(message.contains("stamp cost 8") && message.contains(&"ab".repeat(32)), "{message}");
+        assert_eq!((v["code"].as_str(), v["stamp_cost"].as_u64(), v["challenge"].as_str()), (Some("stamp_required"), Some(8), Some("ab".repeat(32).as_str())));
+        let v: serde_json::Value = serde_json::from_slice(&json_error(&ApiError::invalid("bad"))).expect("json");
+        assert_eq!(v, serde_json::json!({"error": "bad", "code": "invalid_argument"}));
     }
 
     #[test]

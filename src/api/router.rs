@@ -12,7 +12,9 @@ use actix::Addr;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::actors::supervisor::{Registry, Route, Supervisor, lookup, run_op};
-use crate::api::{ApiError, DecodeContext, Endpoint, decode_request, encode_reply, error_response, ok_response};
+use crate::api::{
+    ApiError, DecodeContext, Endpoint, decode_json_request, decode_request, encode_json_reply, encode_reply, error_response, json_error, ok_response,
+};
 use crate::group::{Caller, GroupError, Op};
 use crate::stamps::{Check, Purpose, Refused, StampPool};
 use crate::store::Store;
@@ -120,7 +122,8 @@ pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>
                 links.remove(&link_id);
                 crate::metrics::links_open(links.len());
             }
-            NodeEvent::Request { dest, link_id, request_id, path_hash, data, .. } => {
+            NodeEvent::Request { dest, link_id, request_id, path_hash, data, requested_at } => {
+                let arrived_at = crate::store::now_ms() as f64 / 1000.0;
                 // A link whose establishment event was lost still gets its share.
                 let link = links.entry(link_id).or_insert_with(|| new_link(dest));
                 let caller = match link.identity.clone() {
@@ -128,15 +131,19 @@ pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>
                     None => Caller::Anonymous,
                 };
                 let dest = link.dest;
-                let permits = admit(&services.life, &link.slots, &in_progress);
-                let permits = match permits {
+                // The server destination has its own paths and handler, and speaks protobuf only
+                // (nil there is the empty message). On a group destination a JSON object or a nil
+                // body is MeshChat's prototype dialect.
+                let server = dest == services.hosting.dest;
+                let dialect = if !server && crate::wire::meshchat_json::is_json(data.as_deref()) { Dialect::Json } else { Dialect::Protobuf };
+                let permits = match admit(&services.life, &link.slots, &in_progress) {
                     Ok(p) => p,
                     Err(why) => {
                         refusals.note(why);
                         crate::metrics::work_refused("request", why.label());
                         let err = ApiError::new(ErrorCode::RateLimited, why.message());
                         // Not retried: the router does not wait on a flooder's behalf.
-                        if services.node.respond(link_id, request_id, error_response(&err)).await.is_err() {
+                        if services.node.respond(link_id, request_id, dialect.error(&err)).await.is_err() {
                             crate::metrics::response_dropped("refusal_not_sent");
                         }
                         continue;
@@ -147,28 +154,36 @@ pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>
                     let _permits = permits;
                     let started = Instant::now();
                     let endpoint = Endpoint::from_path_hash(&path_hash);
-                    // The server destination has its own paths and handler.
-                    let server = dest == s.hosting.dest;
                     let label = if server { crate::api::hosting::path_label(&path_hash) } else { endpoint.map(Endpoint::path).unwrap_or("unknown") };
                     // One size guard for both destinations, before any decoding.
-                    let result = match crate::api::within_limit(&data, s.limits.max_request_bytes) {
+                    let result = match crate::api::within_limit(data.as_deref().unwrap_or_default(), s.limits.max_request_bytes) {
                         Err(err) => Err(err),
-                        Ok(()) if server => crate::api::hosting::handle(&s, caller.clone(), &path_hash, data).await,
-                        Ok(()) => handle(&s, dest, caller.clone(), endpoint, data).await,
+                        Ok(()) if server => crate::api::hosting::handle(&s, caller.clone(), &path_hash, data.unwrap_or_default()).await.map(ok_response),
+                        Ok(()) => handle(&s, dest, caller.clone(), endpoint, dialect, data).await,
                     };
                     let (bytes, outcome) = match result {
-                        Ok(payload) => (ok_response(payload), "ok"),
+                        Ok(payload) => (payload, "ok"),
                         Err(err) => {
-                            tracing::info!(path = label, caller = caller.label(), code = err.label(), message = %err.message, cause = %err.cause_text(), "request refused");
-                            (error_response(&err), err.label())
+                            tracing::info!(
+                                path = label,
+                                caller = caller.label(),
+                                dialect = dialect.label(),
+                                code = err.label(),
+                                message = %err.message,
+                                cause = %err.cause_text(),
+                                "request refused"
+                            );
+                            (dialect.error(&err), err.label())
                         }
                     };
+                    let hold = response_hold(Duration::from_millis(s.limits.response_floor_ms), requested_at, arrived_at);
+                    tokio::time::sleep_until((started + hold).into()).await;
                     if let Err(err) = with_backpressure(|| s.node.respond(link_id, request_id, bytes.clone())).await {
                         tracing::warn!(%err, path = label, "cannot send response");
                         crate::metrics::response_dropped(if matches!(err, NodeError::UnknownLink(_)) { "link_closed" } else { "queue_full" });
                     }
                     let group = lookup(&s.registry, &dest).map(|r| r.group_id);
-                    crate::metrics::request(label, outcome, started.elapsed(), group);
+                    crate::metrics::request(label, dialect.label(), outcome, started.elapsed(), group);
                 });
             }
             NodeEvent::Packet { dest, data, packet_hash } => {
@@ -238,6 +253,49 @@ fn admit(life: &crate::lifecycle::Lifecycle, link: &Arc<Semaphore>, server: &Arc
     Ok([link, server])
 }
 
+/// How long after its arrival a request's answer may go out at the earliest.
+///
+/// RNS 1.5.7's `Link.request` sends the request packet before its `RequestReceipt` joins the
+/// link's pending requests, and drops an answer for a request it does not know yet. On loopback
+/// and LANs our answer can win that race. The floor gives the client time to register; the
+/// request's travel time (the server's clock at arrival minus the client's `requested_at`)
+/// counts towards it, so on a slow interface, where the answer's way back alone is longer than
+/// the window, nothing is held. A client clock that runs ahead reads as no travel time (the full
+/// floor); one far behind reads as a slow link (no hold, the behaviour without a floor).
+pub fn response_hold(floor: Duration, requested_at_s: f64, arrived_at_s: f64) -> Duration {
+    let travel = arrived_at_s - requested_at_s;
+    if !travel.is_finite() || travel <= 0.0 {
+        return floor;
+    }
+    floor.saturating_sub(Duration::try_from_secs_f64(travel).unwrap_or(Duration::MAX))
+}
+
+/// The encoding a caller speaks, chosen per request by its body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dialect {
+    /// `proto/meshgroup.proto`, in a `Response` envelope.
+    Protobuf,
+    /// MeshChat's group-chat prototype: JSON objects, `{"error": …}` on failure.
+    Json,
+}
+
+impl Dialect {
+    fn label(self) -> &'static str {
+        match self {
+            Dialect::Protobuf => "protobuf",
+            Dialect::Json => "json",
+        }
+    }
+
+    /// An error answer in this dialect.
+    fn error(self, err: &ApiError) -> Vec<u8> {
+        match self {
+            Dialect::Protobuf => error_response(err),
+            Dialect::Json => json_error(err),
+        }
+    }
+}
+
 /// Keeps a verified key, off the event loop.
 pub fn remember(store: &Store, identity_hash: String, public_key: [u8; 64]) {
     let store = store.clone();
@@ -248,8 +306,17 @@ pub fn remember(store: &Store, identity_hash: String, public_key: [u8; 64]) {
     });
 }
 
-/// Handles one API request: route, decode, check a join stamp off the actor, call the actor.
-async fn handle(s: &Services, dest: [u8; 16], caller: Caller, endpoint: Option<Endpoint>, body: Vec<u8>) -> Result<Vec<u8>, ApiError> {
+/// Handles one API request: route, decode in the caller's dialect, check a join stamp off the
+/// actor, call the actor, encode the reply in the same dialect. Both dialects share everything
+/// between the decode and the encode.
+async fn handle(
+    s: &Services,
+    dest: [u8; 16],
+    caller: Caller,
+    endpoint: Option<Endpoint>,
+    dialect: Dialect,
+    body: Option<Vec<u8>>,
+) -> Result<Vec<u8>, ApiError> {
     let route = crate::api::group_route(&s.registry, &dest)?;
     let endpoint = endpoint.ok_or_else(|| ApiError::new(ErrorCode::NotFound, "unknown path"))?;
     let now_s = crate::store::now_ms() as f64 / 1000.0;
@@ -261,7 +328,10 @@ async fn handle(s: &Services, dest: [u8; 16], caller: Caller, endpoint: Option<E
         max_page: s.limits.max_page,
         now_s,
     };
-    let decoded = decode_request(endpoint, &body, &ctx)?;
+    let decoded = match dialect {
+        Dialect::Protobuf => decode_request(endpoint, body.as_deref().unwrap_or_default(), &ctx)?,
+        Dialect::Json => decode_json_request(endpoint, body.as_deref(), &ctx)?,
+    };
     let mut op = decoded.op;
     if let (Op::Join { stamp_verified, .. }, Some((challenge, stamp))) = (&mut op, decoded.join_stamp) {
         *stamp_verified = check_join_stamp(s, &route, &caller, &challenge, stamp).await?;
@@ -273,7 +343,10 @@ async fn handle(s: &Services, dest: [u8; 16], caller: Caller, endpoint: Option<E
         v.post_stamp_cost = s.stamps.cost(route.group_id, v.post_stamp_cost);
     }
     match reply {
-        Ok(r) => Ok(encode_reply(r)),
+        Ok(r) => match dialect {
+            Dialect::Protobuf => Ok(ok_response(encode_reply(r))),
+            Dialect::Json => encode_json_reply(endpoint, r),
+        },
         Err(GroupError::StampRequired { cost }) => {
             Err(stamp_required(&route, &caller, s.stamps.cost(route.group_id, cost), "this group requires a join stamp"))
         }
@@ -325,5 +398,21 @@ async fn check_join_stamp(s: &Services, route: &Route, caller: &Caller, challeng
         Ok(false) => Err(stamp_required(route, caller, s.stamps.cost(route.group_id, base), "the stamp does not meet the cost; stamp the new challenge")),
         Err(Refused::ChallengeSpent) => Err(stamp_required(route, caller, cost, "this challenge already failed once; stamp the new one")),
         Err(why) => Err(ApiError::new(ErrorCode::RateLimited, why.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_floor_counts_the_request_travel_time() {
+        let floor = Duration::from_millis(20);
+        assert_eq!(response_hold(floor, 100.0, 100.005), Duration::from_millis(15), "loopback: most of the floor");
+        assert_eq!(response_hold(floor, 100.0, 102.5), Duration::ZERO, "a slow interface: nothing held");
+        assert_eq!(response_hold(floor, 100.0, 99.0), floor, "a client clock ahead of ours: the whole floor");
+        assert_eq!(response_hold(floor, f64::NAN, 100.0), floor);
+        assert_eq!(response_hold(floor, 0.0, 1e300), Duration::ZERO);
+        assert_eq!(response_hold(Duration::ZERO, 100.0, 100.0), Duration::ZERO, "0 turns it off");
     }
 }

@@ -125,8 +125,13 @@ pub enum GroupCmd {
     Create(CreateArgs),
     /// List the hosted groups with their members and hashes.
     List,
-    /// Show one group's settings and hashes.
-    Show { group: String },
+    /// Show one group's settings, hashes and `lxma://` contact link.
+    Show {
+        group: String,
+        /// Also draw the contact link as a QR code, for Sideband, Columba or MeshChatX to scan.
+        #[arg(long)]
+        qr: bool,
+    },
     /// Change a group's names, visibility, stamp costs or listing.
     Update(UpdateArgs),
     /// Delete a group and everything in it.
@@ -406,6 +411,32 @@ pub fn group_json(g: &Group, members: u64) -> Value {
     })
 }
 
+/// `text` as a QR code (error correction M, 4-module quiet zone), two module rows per line in
+/// Unicode half blocks. Light modules are drawn and dark ones left blank, as `qrencode -t UTF8`
+/// does, so the code reads right on the usual dark-background terminal.
+pub fn qr_lines(text: &str) -> Option<Vec<String>> {
+    let qr = qrcodegen::QrCode::encode_text(text, qrcodegen::QrCodeEcc::Medium).ok()?;
+    const QUIET: i32 = 4;
+    // Outside the symbol `get_module` is false: light, which draws the quiet zone.
+    let light = |x: i32, y: i32| !qr.get_module(x, y);
+    let span = -QUIET..qr.size() + QUIET;
+    Some(
+        span.clone()
+            .step_by(2)
+            .map(|y| {
+                span.clone()
+                    .map(|x| match (light(x, y), light(x, y + 1)) {
+                        (true, true) => '█',
+                        (true, false) => '▀',
+                        (false, true) => '▄',
+                        (false, false) => ' ',
+                    })
+                    .collect()
+            })
+            .collect(),
+    )
+}
+
 fn ts(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default()
 }
@@ -444,17 +475,23 @@ async fn group_cmd(ctx: &Ctx, c: GroupCmd) -> Result<Output, CliError> {
                 rows,
             })
         }
-        GroupCmd::Show { group } => {
+        GroupCmd::Show { group, qr } => {
             let g = find_group(store, &group).await?;
             let n = store.count_members(g.id).await?;
+            let link = crate::group::contact_link(&g).ok_or_else(|| CliError::Failure(format!("group {} has no valid identity key", g.id)))?;
             let mut json = group_json(&g, n);
+            json["contact_link"] = Value::from(link.clone());
             // A running server may ask for more now (the adaptive cost under a stamp flood).
             if let Ok(Some(c)) = crate::admin::current_costs(&ctx.socket, g.id).await {
                 json["current_join_stamp_cost"] = c.join_stamp_cost.into();
                 json["current_post_stamp_cost"] = c.post_stamp_cost.into();
             }
-            let rows =
+            let mut rows: Vec<Vec<String>> =
                 json.as_object().map(|o| o.iter().map(|(k, v)| vec![k.clone(), v.to_string().trim_matches('"').to_owned()]).collect()).unwrap_or_default();
+            if qr {
+                let lines = qr_lines(&link).ok_or_else(|| CliError::Failure("the contact link does not fit a QR code".into()))?;
+                rows.extend(lines.into_iter().enumerate().map(|(i, l)| vec![if i == 0 { "qr".to_owned() } else { String::new() }, l]));
+            }
             Ok(Output { json, headers: vec!["field", "value"], rows })
         }
         GroupCmd::Update(a) => {

@@ -37,13 +37,14 @@ pub enum NodeEvent {
         public_key: [u8; 64],
         identity_hash: [u8; 16],
     },
-    /// `data` is the request's data element: bin as is, nil as empty, anything else as its msgpack.
+    /// `data` is the request's data element as [`crate::wire::request::RequestBody`] has it
+    /// (`None` for nil).
     Request {
         dest: [u8; 16],
         link_id: [u8; 16],
         request_id: [u8; 16],
         path_hash: [u8; 16],
-        data: Vec<u8>,
+        data: Option<Vec<u8>>,
         requested_at: f64,
     },
     LinkClosed {

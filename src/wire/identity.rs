@@ -106,6 +106,13 @@ pub fn parse_hash(s: &str) -> Option<[u8; 16]> {
     bytes.try_into().ok()
 }
 
+/// The contact link that stock LXMF clients (Columba, Sideband, MeshChatX) write and scan:
+/// `lxma://<lxmf.delivery hash hex>:<public key hex>`. The key lets a client encrypt to the
+/// destination at once, without waiting for its announce.
+pub fn contact_link(lxmf_hash: &[u8; 16], public_key: &[u8; 64]) -> String {
+    format!("lxma://{}:{}", hex::encode(lxmf_hash), hex::encode(public_key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +155,16 @@ mod tests {
         let again = GroupIdentity::from_private_key(&id.private_key).expect("reload");
         assert_eq!(id.hash, again.hash);
         assert_ne!(id.hash, [0; 16]);
+    }
+
+    #[test]
+    fn the_contact_link_names_the_lxmf_destination_and_its_key() {
+        let id = GroupIdentity::from_private_key(&hexv(&vectors()["identity"]["private_key_hex"])).expect("key");
+        let link = contact_link(&id.destination(LXMF_ASPECT), &id.public_key);
+        let (dest, key) = link.strip_prefix("lxma://").and_then(|l| l.split_once(':')).expect("lxma://hash:key");
+        assert_eq!((dest.len(), key.len()), (32, 128));
+        let key: [u8; 64] = hex::decode(key).expect("hex").try_into().expect("64 bytes");
+        assert_eq!(hex::encode(destination_hash(LXMF_ASPECT, &identity_hash(&key))), dest, "the key gives the hash");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 pub mod announce;
 pub mod identity;
 pub mod lxmf;
+pub mod meshchat_json;
 pub mod proto;
 pub mod request;
 pub mod stamp;

@@ -8,8 +8,10 @@ use rmpv::Value;
 pub struct RequestBody {
     pub requested_at: f64,
     pub path_hash: [u8; 16],
-    /// The data element: bin as is, nil as empty, anything else as its msgpack.
-    pub data: Vec<u8>,
+    /// The data element: `None` for nil (`data=None` in RNS), bin as is, a str as its UTF-8
+    /// bytes, anything else as its msgpack. Nil and an empty bin stay apart: the link API
+    /// chooses its dialect by that.
+    pub data: Option<Vec<u8>>,
 }
 
 /// Reads a request body; `None` for anything that is not one (the request goes unanswered).
@@ -24,12 +26,13 @@ pub fn decode_request(body: &[u8]) -> Option<RequestBody> {
     let requested_at = at.as_f64()?;
     let path_hash = <[u8; 16]>::try_from(path.as_slice()?).ok()?;
     let data = match data {
-        Value::Binary(b) => b.clone(),
-        Value::Nil => Vec::new(),
+        Value::Binary(b) => Some(b.clone()),
+        Value::Nil => None,
+        Value::String(s) => Some(s.as_bytes().to_vec()),
         other => {
             let mut buf = Vec::new();
             rmpv::encode::write_value(&mut buf, other).ok()?;
-            buf
+            Some(buf)
         }
     };
     Some(RequestBody { requested_at, path_hash, data })
@@ -61,9 +64,26 @@ mod tests {
         let body = Value::Array(vec![Value::F64(1.5), Value::Binary(vec![7; 16]), Value::Binary(vec![1, 2])]);
         let mut buf = Vec::new();
         rmpv::encode::write_value(&mut buf, &body).expect("encode");
-        assert_eq!(decode_request(&buf), Some(RequestBody { requested_at: 1.5, path_hash: [7; 16], data: vec![1, 2] }));
+        assert_eq!(decode_request(&buf), Some(RequestBody { requested_at: 1.5, path_hash: [7; 16], data: Some(vec![1, 2]) }));
         assert_eq!(decode_request(&[0xc1]), None, "not msgpack");
         assert_eq!(decode_request(&[0x92, 0x01, 0x02]), None, "two elements");
+    }
+
+    #[test]
+    fn nil_and_empty_bin_stay_apart() {
+        // The bytes RNS 1.5.7 packs for `[t, path_hash, None]` and `[t, path_hash, b""]`.
+        let packed = |data: Value| {
+            let mut buf = Vec::new();
+            rmpv::encode::write_value(&mut buf, &Value::Array(vec![Value::F64(1.0), Value::Binary(vec![7; 16]), data])).expect("encode");
+            buf
+        };
+        let data = |buf: &[u8]| decode_request(buf).expect("a request").data;
+        let nil = packed(Value::Nil);
+        let empty = packed(Value::Binary(vec![]));
+        assert_eq!((nil.last(), empty[empty.len() - 2..].to_vec()), (Some(&0xc0), vec![0xc4, 0x00]), "msgpack nil vs bin8 of length 0");
+        assert_eq!(data(&nil), None);
+        assert_eq!(data(&empty), Some(vec![]));
+        assert_eq!(data(&packed(Value::from("{}"))), Some(b"{}".to_vec()));
     }
 
     #[test]

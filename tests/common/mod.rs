@@ -177,9 +177,23 @@ pub struct Peer {
 
 impl Peer {
     pub fn connect(port: u16) -> R<Self> {
+        Self::connect_with_env(port, &[])
+    }
+
+    /// A peer running RNS 1.5.7 as shipped, without peer.py's fix of the `Link.request` race, as
+    /// real clients (MeshChat, any app built on `rns`) run it.
+    pub fn connect_unpatched(port: u16) -> R<Self> {
+        Self::connect_with_env(port, &[("MESHGROUP_PEER_UNPATCHED", "1")])
+    }
+
+    pub fn connect_with_env(port: u16, env: &[(&str, &str)]) -> R<Self> {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/peer.py");
-        let mut child =
-            Command::new(python()?).arg(script).arg(port.to_string()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
+        let mut command = Command::new(python()?);
+        command.arg(script).arg(port.to_string()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn()?;
         let stdin = child.stdin.take().ok_or("stdin")?;
         let stdout = BufReader::new(child.stdout.take().ok_or("stdout")?);
         let mut p = Peer { child, stdin, stdout };
@@ -243,6 +257,19 @@ impl Peer {
     /// The error code a request gets (`None` for a success).
     pub fn code<M: prost::Message>(&mut self, link: &str, path: &str, body: &M) -> R<Option<meshgroup::wire::proto::ErrorCode>> {
         Ok(self.request(link, path, body)?.code())
+    }
+
+    /// Runs one call of MeshChat's `GroupChatClient` (tests/py/cmds_meshchat.py) on `link`;
+    /// returns the answer parsed as JSON.
+    pub fn mc(&mut self, link: &str, call: &str, args: Value) -> R<Value> {
+        let v = self.call(json!({"cmd": "mc", "link": link, "call": call, "args": args}))?;
+        Ok(v["json"].clone())
+    }
+
+    /// Sends `text` (or, with `None`, a nil body) to `path` in the JSON dialect; the answer as JSON.
+    pub fn mc_raw(&mut self, link: &str, path: &str, text: Option<&str>) -> R<Value> {
+        let v = self.call(json!({"cmd": "mc_raw", "link": link, "path": path, "text": text.unwrap_or_default(), "nil": text.is_none()}))?;
+        Ok(v["json"].clone())
     }
 
     /// Sends raw bytes as the request data.

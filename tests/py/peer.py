@@ -120,9 +120,11 @@ def cmd_request(c):
         box["failed"] = True
         done.set()
 
-    data = bytes.fromhex(c.get("data", ""))
+    # Protobuf bodies always travel as bytes, b"" for an empty message: a nil body (None) asks
+    # for the JSON dialect. "nil": true sends None.
+    data = None if c.get("nil") else bytes.fromhex(c.get("data", ""))
     t0 = time.time()
-    receipt = link.request(c["path"], data=data if data else None, response_callback=ok, failed_callback=fail,
+    receipt = link.request(c["path"], data=data, response_callback=ok, failed_callback=fail,
                            timeout=c.get("timeout", 30))
     if not receipt:
         raise RuntimeError("request not sent")
@@ -231,7 +233,8 @@ def main():
     load_extensions()
     start(int(sys.argv[1]))
     # RNS 1.5.7's Link.request can lose a response that beats its own registration on loopback.
-    if "cmd_patch_request_race" in globals():
+    # MESHGROUP_PEER_UNPATCHED=1 runs the reference as shipped, as real clients do.
+    if "cmd_patch_request_race" in globals() and os.environ.get("MESHGROUP_PEER_UNPATCHED") != "1":
         cmd_patch_request_race({})
     reply(ok=True, ready=True)
     for line in sys.stdin:
