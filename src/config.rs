@@ -281,6 +281,8 @@ pub struct LimitsConfig {
     /// time; 0 turns it off. RNS 1.5.7 clients register a request only after sending it, and drop
     /// an answer that comes back sooner (see docs/benchmarks.md).
     pub response_floor_ms: u64,
+    /// Direct posts the journal holds at most while the database is away (each is one small file).
+    pub journal_max_entries: usize,
 }
 
 /// How `serve` stops on SIGTERM or SIGINT.
@@ -366,6 +368,7 @@ impl Default for LimitsConfig {
             max_requests_per_link: 8,
             max_inflight_packets: 512,
             response_floor_ms: 20,
+            journal_max_entries: 100_000,
         }
     }
 }

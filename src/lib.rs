@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod group;
+pub mod journal;
 pub mod lifecycle;
 pub mod lxmf;
 pub mod metrics;

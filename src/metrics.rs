@@ -80,6 +80,8 @@ pub const GROUPS_PER_FOUNDER: &str = "meshgroup_groups_per_founder";
 pub const TASK_RESTARTS: &str = "meshgroup_task_restarts_total";
 pub const WORK_REFUSED: &str = "meshgroup_work_refused_total";
 pub const RESPONSES_DROPPED: &str = "meshgroup_responses_dropped_total";
+pub const JOURNAL_REPLAYED: &str = "meshgroup_journal_replayed_total";
+pub const JOURNAL_FAILURES: &str = "meshgroup_journal_failures_total";
 
 /// The catalogue. Add a metric here, and only here, before recording it.
 pub const CATALOGUE: &[MetricDef] = &[
@@ -187,6 +189,13 @@ pub const CATALOGUE: &[MetricDef] = &[
         labels: &["reason"],
         help: "Link API responses that could not be sent: queue_full (after the retries), link_closed, refusal_not_sent.",
     },
+    MetricDef {
+        name: JOURNAL_REPLAYED,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Journaled direct posts settled by a replay (stored after a database outage or a crash).",
+    },
+    MetricDef { name: JOURNAL_FAILURES, kind: Kind::Counter, labels: &[], help: "Direct posts that could not be journaled (journal full or unwritable)." },
 ];
 
 /// Errors starting the exporter.
@@ -239,6 +248,18 @@ pub fn task_restart(task: &'static str) {
 /// Inbound work refused at a limit instead of queued without bound.
 pub fn work_refused(kind: &'static str, reason: &'static str) {
     counter!(WORK_REFUSED, "kind" => kind, "reason" => reason).increment(1);
+}
+
+/// Journaled posts a replay settled.
+pub fn journal_replayed(n: usize) {
+    if n > 0 {
+        counter!(JOURNAL_REPLAYED).increment(n as u64);
+    }
+}
+
+/// A direct post handled without its journal entry.
+pub fn journal_failed() {
+    counter!(JOURNAL_FAILURES).increment(1);
 }
 
 /// A response that never left: the caller's request times out.

@@ -19,6 +19,8 @@ pub enum ServerError {
     Demo(String),
     #[error("reticulum: {0}")]
     Node(#[from] crate::transport::NodeError),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
     #[error("hosting service: {0}")]
     Hosting(#[from] crate::api::hosting::HostingError),
 }
@@ -50,6 +52,7 @@ where
     }
 
     let life = crate::lifecycle::Lifecycle::new();
+    let journal = Some(std::sync::Arc::new(crate::journal::Journal::open(&cfg.data_dir.join("journal"), cfg.limits.journal_max_entries)?));
     let mut node_cfg = crate::transport::node_config(&cfg)?;
     let interfaces = std::mem::take(&mut node_cfg.interfaces);
     let (node, events) = crate::transport::Node::start(node_cfg).await?;
@@ -76,6 +79,7 @@ where
         store: store.clone(),
         limits: cfg.limits.clone(),
         lxmf: crate::api::lxmf::Inbound::new(cfg.limits.max_inflight_packets),
+        journal,
         life: life.clone(),
     });
     // The router outlives the drain: proofs for the work in progress come through it. It stops
@@ -111,6 +115,8 @@ where
     let st = store.clone();
     life.supervise("sampler", move |stop| sample_gauges(st.clone(), started, stop));
     let s = services.clone();
+    life.supervise("journal_replay", move |stop| replay_journal(s.clone(), stop));
+    let s = services.clone();
     life.supervise("stamp_costs", move |stop| crate::api::router::announce_cost_changes(s.clone(), stop));
     let (s, pcfg) = (services.clone(), cfg.propagation.clone());
     life.supervise("propagation_sync", move |stop| sync_propagation(s.clone(), pcfg.clone(), stop));
@@ -132,6 +138,26 @@ where
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Replays the post journal: everything in it at start-up (posts proven before a crash or during
+/// an outage), then every few seconds what a database outage left there.
+async fn replay_journal(s: std::sync::Arc<crate::api::router::Services>, stop: CancellationToken) {
+    const EVERY: Duration = Duration::from_secs(5);
+    // Entries younger than this are still with the task that wrote them.
+    const IN_HAND_MS: i64 = 10_000;
+    let mut min_age = 0;
+    loop {
+        let (settled, left) = s.lxmf.replay_journal(&s, min_age).await;
+        if settled > 0 || left > 0 {
+            tracing::info!(settled, left, "post journal replayed");
+        }
+        min_age = IN_HAND_MS;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(EVERY) => {}
+        }
+    }
 }
 
 /// Collects posts that members left for the groups on the propagation node, a few groups per
@@ -165,11 +191,16 @@ async fn sync_propagation(s: std::sync::Arc<crate::api::router::Services>, cfg: 
             match s.propagation.fetch(&key, lxmf).await {
                 Ok(mut fetched) => {
                     crate::metrics::propagation_sync("ok");
+                    let mut settled = true;
                     for packed in std::mem::take(&mut fetched.messages) {
-                        s.lxmf.propagated(&s, lxmf, packed).await;
+                        settled &= s.lxmf.propagated(&s, lxmf, packed).await != crate::api::lxmf::Received::Retry;
                     }
-                    // Only now, with every post stored, may the node forget them.
-                    if let Err(err) = s.propagation.purge(fetched).await {
+                    // Only now, with every post stored (or refused for good), may the node forget
+                    // them; with one still to store, all stay and come again (stored ones are
+                    // duplicates then).
+                    if !settled {
+                        tracing::info!(group = g.id, "posts from the propagation node not all stored; they stay on the node");
+                    } else if let Err(err) = s.propagation.purge(fetched).await {
                         tracing::info!(%err, group = g.id, "propagation purge failed");
                     }
                 }

@@ -120,7 +120,9 @@ fn sigkill_mid_fanout_loses_nothing_and_duplicates_nothing() -> R {
 #[test]
 fn sigterm_mid_fanout_drains_exits_zero_and_the_rest_follows_after_restart() -> R {
     interrupted_fanout(|server| {
+        let t0 = std::time::Instant::now();
         let status = server.terminate()?;
+        eprintln!("SIGTERM mid-fan-out: exited {status} after {:?}", t0.elapsed());
         let log = server.log();
         assert!(status.success(), "exit status {status}; log:\n{log}");
         assert!(log.contains("shutting down") && log.contains("stopped"), "no orderly shutdown in the log:\n{log}");

@@ -146,7 +146,7 @@ fn tcp_client_reaches_python_peers_through_a_hub() -> R {
     late.identity("frank")?;
     let info = link_and_info(&mut late, "l", &dest, "frank", Duration::from_secs(45)).map_err(|e| format!("{e}\nserver log:\n{}", server.log()))?;
     assert_eq!(info.name, "Via Hub");
-    assert!(server.log().contains("re-announcing"), "the server re-announced after reconnecting:\n{}", server.log());
+    assert!(server.log().contains("cause=\"reconnect\""), "the server re-announced after reconnecting:\n{}", server.log());
     eprintln!("tcp_client via hub: reachable in {first:.1} s; again after a hub restart at {:.1} s", t0.elapsed().as_secs_f64());
     Ok(())
 }
@@ -197,7 +197,7 @@ fn shared_instance_scenario(tcp: bool) -> R {
     let info = link_and_info(&mut peer, "l", &dest, "hank", Duration::from_secs(90))
         .map_err(|e| format!("{e}\nserver log:\n{}\nrnsd log:\n{}", server.log(), rnsd.log()))?;
     assert_eq!(info.name, "Through rnsd");
-    assert!(server.log().contains("re-announcing"), "the server re-announced after reconnecting:\n{}", server.log());
+    assert!(server.log().contains("cause=\"reconnect\""), "the server re-announced after reconnecting:\n{}", server.log());
     eprintln!(
         "shared instance ({}): reachable at {first:.1} s; again {:.1} s after the rnsd restart; test {:.1} s",
         if tcp { "tcp" } else { "unix" },
@@ -353,5 +353,28 @@ fn a_burst_beyond_the_link_share_is_refused_answered_and_counted() -> R {
     let counted = metric(&server.metrics()?, "meshgroup_work_refused_total{kind=\"request\",reason=\"link_busy\"}");
     assert_eq!(counted, limited as f64, "each refusal is counted");
     eprintln!("burst of 200 on one link: {ok} answered, {limited} refused rate_limited");
+    Ok(())
+}
+
+/// Issue 14: a stock client that connects after the start-up announces (the next periodic one is
+/// hours away) hears each group's `lxmf.delivery` announce, with its name, within seconds: a peer
+/// attaching to our TCP server makes the server announce its groups again, within the budget.
+#[test]
+fn a_client_that_connects_late_hears_the_groups_within_seconds() -> R {
+    let mut server = Server::new()?;
+    let g = server.create_group(&["--name", "Late Listeners"])?;
+    server.start()?;
+    let sent = |server: &Server| -> R<f64> { Ok(metric(&server.metrics()?, "meshgroup_announces_sent_total{aspect=\"lxmf.delivery\"}")) };
+    poll(Duration::from_secs(20), Duration::from_millis(100), "the start-up announce", || Ok((sent(&server)? >= 1.0).then_some(())))?;
+    let before = sent(&server)?;
+    let t0 = Instant::now();
+    let mut late = Peer::connect(server.rns_port)?;
+    // Waits for an announce without asking for a path: only an announce can answer it.
+    let got = late.call(json!({"cmd": "recall", "dest": s(&g, "lxmf_destination_hash"), "wait_announce": true, "timeout": 20}))?;
+    let took = t0.elapsed();
+    let app_data = hex::decode(s(&got, "app_data"))?;
+    assert!(app_data.windows(14).any(|w| w == b"Late Listeners"), "the announce carries the name: {app_data:?}");
+    assert!(sent(&server)? > before, "the server announced again after the peer attached");
+    eprintln!("a late client heard the group's lxmf.delivery announce {took:?} after connecting");
     Ok(())
 }

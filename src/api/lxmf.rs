@@ -77,8 +77,10 @@ impl Inbound {
         packed.extend_from_slice(&data);
         s.life.clone().spawn(async move {
             let _permit = permit;
-            let accepted = receive(&s, dest, &packed, Method::Opportunistic).await;
-            if accepted && let Some(h) = packet_hash {
+            let received = receive(&s, dest, &packed, Method::Opportunistic).await;
+            if received == Received::Accepted
+                && let Some(h) = packet_hash
+            {
                 // Only now, with the message committed, does the sender learn it was delivered.
                 if let Err(err) = s.node.prove(dest, h).await {
                     tracing::warn!(%err, "cannot send delivery proof");
@@ -88,18 +90,55 @@ impl Inbound {
     }
 
     /// A full packed message over a link (a packet or a Resource). The transport proved it on
-    /// receipt, so it is never dropped: beyond the limit the caller waits for a slot.
+    /// receipt, so it is never dropped: beyond the limit the caller waits for a slot, and it is
+    /// journaled before anything else, so a database outage or a crash cannot lose it.
     pub async fn direct(&self, s: Arc<Services>, dest: [u8; 16], packed: Vec<u8>) {
         let Ok(permit) = self.slots.clone().acquire_owned().await else { return };
         s.life.clone().spawn(async move {
             let _permit = permit;
-            receive(&s, dest, &packed, Method::Direct).await;
+            let entry = journal_append(&s, dest, &packed).await;
+            let received = receive(&s, dest, &packed, Method::Direct).await;
+            if let Some(entry) = entry
+                && received != Received::Retry
+            {
+                journal_remove(&s, entry).await;
+            }
         });
     }
 
-    /// Messages collected from a propagation node (nobody waits for a proof).
-    pub async fn propagated(&self, s: &Arc<Services>, dest: [u8; 16], packed: Vec<u8>) -> bool {
+    /// Messages collected from a propagation node (nobody waits for a proof). Only an accepted
+    /// or refused one may be purged from the node; one to retry stays there for the next sync.
+    pub async fn propagated(&self, s: &Arc<Services>, dest: [u8; 16], packed: Vec<u8>) -> Received {
         receive(s, dest, &packed, Method::Propagated).await
+    }
+
+    /// Tries the journaled posts again, oldest first; a post that is still not stored stays.
+    /// Returns how many were settled (stored or refused for good) and how many stay.
+    pub async fn replay_journal(&self, s: &Arc<Services>, min_age_ms: i64) -> (usize, usize) {
+        let Some(journal) = s.journal.clone() else { return (0, 0) };
+        let entries = match tokio::task::spawn_blocking(move || journal.pending(min_age_ms)).await {
+            Ok(Ok(e)) => e,
+            Ok(Err(err)) => {
+                tracing::error!(%err, "cannot read the post journal");
+                return (0, 0);
+            }
+            Err(err) => {
+                tracing::error!(%err, "the journal read did not finish");
+                return (0, 0);
+            }
+        };
+        let (mut settled, mut left) = (0, 0);
+        for e in entries {
+            if receive(s, e.dest, &e.packed, Method::Direct).await == Received::Retry {
+                left += 1;
+                // The store is still away: the rest would fail the same way.
+                break;
+            }
+            journal_remove(s, e.path).await;
+            settled += 1;
+        }
+        crate::metrics::journal_replayed(settled);
+        (settled, left)
     }
 
     /// Whether to tell this stranger (again) how to join.
@@ -116,6 +155,37 @@ impl Inbound {
     }
 }
 
+/// Journals a post before it is handled; `None` (logged, counted) when there is no journal or it
+/// cannot take it: the post is then handled unjournaled, as before.
+async fn journal_append(s: &Services, dest: [u8; 16], packed: &[u8]) -> Option<std::path::PathBuf> {
+    let journal = s.journal.clone()?;
+    let packed = packed.to_vec();
+    match tokio::task::spawn_blocking(move || journal.append(dest, &packed)).await {
+        Ok(Ok(path)) => Some(path),
+        Ok(Err(err)) => {
+            tracing::error!(%err, "post not journaled; a database outage now would lose it");
+            crate::metrics::journal_failed();
+            None
+        }
+        Err(err) => {
+            tracing::error!(%err, "the journal write did not finish");
+            crate::metrics::journal_failed();
+            None
+        }
+    }
+}
+
+/// Forgets a journaled post that is settled.
+async fn journal_remove(s: &Services, path: std::path::PathBuf) {
+    let Some(journal) = s.journal.clone() else { return };
+    match tokio::task::spawn_blocking(move || journal.remove(&path)).await {
+        Ok(Ok(())) => {}
+        // Left behind, it is replayed and found a duplicate: harmless.
+        Ok(Err(err)) => tracing::warn!(%err, "cannot remove a settled journal entry"),
+        Err(err) => tracing::warn!(%err, "the journal removal did not finish"),
+    }
+}
+
 /// The sender, verified.
 struct Sender {
     caller: Caller,
@@ -125,48 +195,60 @@ struct Sender {
 
 /// Validates, authorises and stores (or executes) one inbound message; returns whether it may be
 /// proven.
-async fn receive(s: &Arc<Services>, dest: [u8; 16], packed: &[u8], method: Method) -> bool {
+/// What became of an inbound message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// Stored (or already stored), or a command that ran: it may be proven.
+    Accepted,
+    /// Refused for good (malformed, forged, not a member, a bad stamp): never proven, not retried.
+    Refused,
+    /// Not handled for a passing reason (the store is away, the queue is full, the sender's key
+    /// is not known yet): a journaled post is tried again.
+    Retry,
+}
+
+async fn receive(s: &Arc<Services>, dest: [u8; 16], packed: &[u8], method: Method) -> Received {
     let group = lookup(&s.registry, &dest).map(|r| r.group_id);
     let outcome = |o: &'static str| crate::metrics::lxmf_received(method.label(), o, group);
     let Some(route) = lookup(&s.registry, &dest).filter(|r| r.kind == DestKind::Lxmf) else {
         outcome("unknown_destination");
-        return false;
+        return Received::Refused;
     };
     let msg = match unpack(packed) {
         Ok(m) if m.destination == dest => m,
         Ok(_) | Err(_) => {
             tracing::info!(len = packed.len(), "malformed LXMF message refused");
             outcome("malformed");
-            return false;
+            return Received::Refused;
         }
     };
     let Some(public_key) = sender_key(s, &msg).await else {
         tracing::info!(source = %hex::encode(msg.source), "sender identity unknown; message not proven");
         outcome("unknown_sender");
-        return false;
+        return Received::Retry;
     };
     if !msg.signature_valid(&public_key) {
         tracing::info!(source = %hex::encode(msg.source), "bad LXMF signature");
         outcome("bad_signature");
-        return false;
+        return Received::Refused;
     }
     let hash = identity_hash(&public_key);
     crate::api::router::remember(&s.store, hex::encode(hash), public_key);
     let sender = Sender { caller: Caller::Identity(hex::encode(hash)), hash, hex: hex::encode(hash) };
     let Some(info) = info(&route, &sender.caller).await else {
         outcome("error");
-        return false;
+        return Received::Retry;
     };
     if info.banned {
         tracing::info!(sender = sender.hex, group = route.group_id, "post from a banned identity dropped");
         outcome("banned");
-        return false;
+        return Received::Refused;
     }
     let text = String::from_utf8_lossy(&msg.content).into_owned();
     if let Some(cmd) = commands::parse(&text) {
         outcome("command");
         run_command(s, &route, &sender, &msg, cmd, &info).await;
-        return true;
+        return Received::Accepted;
     }
     if !info.is_member {
         outcome("not_member");
@@ -179,7 +261,7 @@ async fn receive(s: &Arc<Services>, dest: [u8; 16], packed: &[u8], method: Metho
             );
             reply(s, &route, sender.hash, vec![how], commands::Keep::First, Vec::new()).await;
         }
-        return false;
+        return Received::Refused;
     }
     let mut worked = false;
     if info.post_stamp_cost > 0 {
@@ -189,7 +271,7 @@ async fn receive(s: &Arc<Services>, dest: [u8; 16], packed: &[u8], method: Metho
             StampVerdict::Refused(why) => {
                 outcome(why);
                 tracing::info!(sender = sender.hex, group = route.group_id, why, "post stamp refused");
-                return false;
+                return Received::Refused;
             }
         }
     }
@@ -206,36 +288,41 @@ async fn receive(s: &Arc<Services>, dest: [u8; 16], packed: &[u8], method: Metho
             fields: msg.fields.clone(),
         },
     };
-    let accepted = match route.addr.send(post).await {
+    let received = match route.addr.send(post).await {
         Ok(Ok(InsertOutcome::Inserted(_))) => {
             outcome("accepted");
-            true
+            Received::Accepted
         }
         Ok(Ok(InsertOutcome::Duplicate(_))) => {
             outcome("duplicate");
-            true
+            Received::Accepted
         }
         Ok(Err(GroupError::Forbidden(_))) => {
             outcome("not_member");
-            false
+            Received::Refused
+        }
+        Ok(Err(err @ (GroupError::Store(_) | GroupError::RateLimited))) => {
+            tracing::warn!(%err, group = route.group_id, "post not stored for now");
+            outcome("error");
+            Received::Retry
         }
         Ok(Err(err)) => {
-            tracing::warn!(%err, group = route.group_id, "post failed");
+            tracing::warn!(%err, group = route.group_id, "post refused");
             outcome("error");
-            false
+            Received::Refused
         }
         Err(err) => {
             tracing::error!(%err, "group actor unavailable");
             outcome("error");
-            false
+            Received::Retry
         }
     };
-    if accepted && worked {
+    if received == Received::Accepted && worked {
         // The ticket reply waits for nothing the sender's proof depends on.
         let s = s.clone();
         s.life.clone().spawn(async move { issue_ticket(&s, &route, &sender).await });
     }
-    accepted
+    received
 }
 
 /// The group as the sender sees it; `None` (logged) when the actor cannot say.

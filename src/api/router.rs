@@ -41,6 +41,8 @@ pub struct Services {
     pub hosting: Arc<crate::api::hosting::Hosting>,
     /// Shutdown, and the work it waits for.
     pub life: crate::lifecycle::Lifecycle,
+    /// Where direct posts wait until they are stored (`None`: not journaled, as in tools).
+    pub journal: Option<Arc<crate::journal::Journal>>,
 }
 
 struct LinkState {
@@ -213,8 +215,8 @@ pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>
                 }
             }
             NodeEvent::Proof { packet_hash } => services.courier.proof(packet_hash),
-            NodeEvent::InterfaceReconnected => {
-                tracing::info!("interface reconnected; re-announcing the groups within the announce budget");
+            NodeEvent::NewListeners { cause } => {
+                tracing::info!(cause, "new listeners; re-announcing the groups within the announce budget");
                 services.supervisor.do_send(crate::actors::supervisor::ReannounceAll);
                 let (hosting, node, store) = (services.hosting.clone(), services.node.clone(), services.store.clone());
                 services.life.spawn(async move { hosting.announce_once(&node, &store).await });

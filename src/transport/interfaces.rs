@@ -43,6 +43,9 @@ impl Node {
         match iface {
             InterfaceConfig::TcpServer { listen } => {
                 let (server, started) = TcpServer::new(listen.to_string(), manager.clone()).with_startup_result();
+                if let Ok(mut l) = self.inner.listeners.lock() {
+                    l.push(server.runtime_status_handle());
+                }
                 manager.lock().await.spawn(server, TcpServer::spawn);
                 let err = |e: String| NodeError::Interface(listen.to_string(), e);
                 match tokio::time::timeout(Duration::from_secs(5), started).await {

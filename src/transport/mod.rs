@@ -79,6 +79,8 @@ struct Inner {
     // Outbound links we opened, by link id, and who waits for which outbound Resource.
     out_links: Mutex<HashMap<[u8; 16], Arc<Mutex<rns_transport::destination::link::Link>>>>,
     resource_waiters: std::sync::Mutex<HashMap<[u8; 32], tokio::sync::oneshot::Sender<bool>>>,
+    // The status of each TCP server we listen on: the crate tells of accepted clients only there.
+    listeners: std::sync::Mutex<Vec<rns_transport::iface::tcp_server::TcpListenerRuntimeStatusHandle>>,
 }
 
 #[derive(Clone)]
@@ -153,9 +155,11 @@ impl Node {
                 reconnect_tx,
                 out_links: Mutex::new(HashMap::new()),
                 resource_waiters: std::sync::Mutex::new(HashMap::new()),
+                listeners: std::sync::Mutex::new(Vec::new()),
             }),
         };
         tokio::spawn(announce::forward_reconnects(reconnect_rx, out_tx.clone()));
+        tokio::spawn(announce::watch_new_peers(Arc::downgrade(&node.inner), out_tx.clone()));
         tokio::spawn(pump::pump(raw_rx, proved_rx, out_tx, Arc::downgrade(&node.inner)));
         node.open_interfaces(cfg.interfaces).await?;
         Ok((node, out_rx))

@@ -81,9 +81,13 @@ pub enum NodeEvent {
         channel: &'static str,
         count: u64,
     },
-    /// An interface came back after a disconnect: its far side (a restarted rnsd or hub) has
-    /// lost its path table and should hear our announces again, within the announce budget.
-    InterfaceReconnected,
+    /// Someone new may be listening: an interface came back after a disconnect (its far side, a
+    /// restarted rnsd or hub, has lost its path table), or a peer attached to one of our TCP
+    /// servers (a client that was not there for our announces). Our destinations should be
+    /// announced again, within the announce budget.
+    NewListeners {
+        cause: &'static str,
+    },
 }
 
 pub(super) enum Raw {
