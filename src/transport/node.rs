@@ -438,11 +438,10 @@ impl Node {
             .await
             .map_err(|_| NodeError::RequestFailed("timed out".into()))?
             .map_err(|e| NodeError::RequestFailed(format!("{e:?}")))?;
-        let envelope = rmpv::decode::read_value(&mut response.data.as_slice()).map_err(|e| NodeError::Encode(e.to_string()))?;
-        match envelope {
-            rmpv::Value::Array(mut items) if items.len() == 2 => Ok(items.swap_remove(1)),
-            _ => Err(NodeError::RequestFailed("malformed response envelope".into())),
-        }
+        crate::wire::envelope::unpack_response(response.data.as_slice()).map_err(|e| match e {
+            crate::wire::envelope::EnvelopeError::Msgpack(m) => NodeError::Encode(m),
+            shape => NodeError::RequestFailed(shape.to_string()),
+        })
     }
 
     /// Sends bytes as a Resource on an outbound link and waits for the receiver's proof.
@@ -621,27 +620,10 @@ fn truncated_hash(data: &[u8]) -> [u8; 16] {
     out
 }
 
-/// Unpacks `mp([requested_at, path_hash, data])`, the body of an RNS request.
+/// The node event for an RNS request body (see [`crate::wire::envelope::unpack_request`]).
 fn request_event(dest: [u8; 16], link_id: [u8; 16], request_id: [u8; 16], body: &[u8]) -> Option<NodeEvent> {
-    let value = rmpv::decode::read_value(&mut &body[..]).ok()?;
-    let rmpv::Value::Array(items) = value else {
-        return None;
-    };
-    let [at, path, data] = items.as_slice() else {
-        return None;
-    };
-    let requested_at = at.as_f64()?;
-    let path_hash = <[u8; 16]>::try_from(path.as_slice()?).ok()?;
-    let data = match data {
-        rmpv::Value::Binary(b) => b.clone(),
-        rmpv::Value::Nil => Vec::new(),
-        other => {
-            let mut buf = Vec::new();
-            rmpv::encode::write_value(&mut buf, other).ok()?;
-            buf
-        }
-    };
-    Some(NodeEvent::Request { dest, link_id, request_id, path_hash, data, requested_at })
+    let r = crate::wire::envelope::unpack_request(body)?;
+    Some(NodeEvent::Request { dest, link_id, request_id, path_hash: r.path_hash, data: r.data, requested_at: r.requested_at })
 }
 
 #[cfg(test)]
@@ -649,7 +631,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_body_unpacks() {
+    fn request_body_becomes_an_event() {
         let body = rmpv::Value::Array(vec![rmpv::Value::F64(1.5), rmpv::Value::Binary(vec![7; 16]), rmpv::Value::Binary(vec![1, 2])]);
         let mut buf = Vec::new();
         rmpv::encode::write_value(&mut buf, &body).unwrap();
