@@ -41,12 +41,6 @@ fn kept_corpus_replays_without_a_panic() -> R {
     Ok(())
 }
 
-/// Inputs found by fuzzing that once crashed a decoder, kept here as well as in the corpus.
-#[test]
-fn regressions() {
-    // (none yet: fill in with the crash input and the target when one is found)
-}
-
 fn vectors() -> Result<serde_json::Value, Box<dyn std::error::Error>> {
     Ok(serde_json::from_str(&std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors.json"))?)?)
 }

@@ -211,8 +211,12 @@ impl Courier {
 }
 
 /// What an `lxmf.delivery` announce tells us: the display name (cleaned, none if empty) and the
-/// stamp cost the sender asks for (0 for none).
+/// stamp cost the sender asks for (0 for none). Over-deep msgpack says nothing: the crate's
+/// parser would recurse through it (found by fuzzing, see docs/fuzzing.md).
 pub fn delivery_announce(app_data: &[u8]) -> (Option<String>, u32) {
+    if crate::wire::msgpack_too_deep(app_data) {
+        return (None, 0);
+    }
     let name = lxmf_core::announce::display_name_from_app_data(Some(app_data)).map(|n| crate::group::clean_name(&n, 64)).filter(|n| !n.is_empty());
     let cost = lxmf_core::stamp_cost_from_app_data(Some(app_data)).unwrap_or(0).clamp(0, 254) as u32;
     (name, cost)
@@ -226,5 +230,17 @@ mod tests {
         assert_eq!(super::delivery_announce(&ad), (Some("carol".to_owned()), 8));
         // The legacy form: the name alone, as plain bytes.
         assert_eq!(super::delivery_announce(b"Plain Name"), (Some("Plain Name".to_owned()), 0));
+    }
+
+    /// Found by the fuzz corpus replay: an announce of 1,000 nested maps overflowed a 2 MiB stack
+    /// in `lxmf-wire`'s parser (`fuzz/corpus/announce/crash-deep-nesting`).
+    #[test]
+    fn deeply_nested_app_data_is_ignored() {
+        let mut deep = vec![0x92];
+        deep.extend([0x91; 2000]);
+        deep.push(0xc0);
+        let run = move || (super::delivery_announce(&deep), crate::lxmf::propagation::announced_cost(&deep));
+        let out = std::thread::Builder::new().stack_size(256 * 1024).spawn(run).expect("thread").join().expect("no overflow");
+        assert_eq!(out, ((None, 0), None));
     }
 }

@@ -137,8 +137,12 @@ impl Propagation {
     }
 }
 
-/// The stamp cost a propagation node's announce asks for, if the app data says.
+/// The stamp cost a propagation node's announce asks for, if the app data says (over-deep msgpack
+/// says nothing, as for `courier::delivery_announce`).
 pub fn announced_cost(app_data: &[u8]) -> Option<u32> {
+    if crate::wire::msgpack_too_deep(app_data) {
+        return None;
+    }
     lxmf_core::pn_stamp_cost_from_app_data(Some(app_data)).map(|cost| cost.clamp(0, 254) as u32)
 }
 

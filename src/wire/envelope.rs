@@ -22,9 +22,13 @@ pub enum EnvelopeError {
     Shape,
 }
 
+fn read(mut data: &[u8]) -> Result<Value, rmpv::decode::Error> {
+    rmpv::decode::read_value_with_max_depth(&mut data, super::MSGPACK_MAX_DEPTH)
+}
+
 /// Unpacks a request; `None` when it is not `[number, 16 bytes, data]`.
 pub fn unpack_request(body: &[u8]) -> Option<RequestEnvelope> {
-    let value = rmpv::decode::read_value(&mut &body[..]).ok()?;
+    let value = read(body).ok()?;
     let Value::Array(items) = value else {
         return None;
     };
@@ -47,7 +51,7 @@ pub fn unpack_request(body: &[u8]) -> Option<RequestEnvelope> {
 
 /// The response element of a response envelope (a two-element list).
 pub fn unpack_response(data: &[u8]) -> Result<Value, EnvelopeError> {
-    match rmpv::decode::read_value(&mut &data[..]).map_err(|e| EnvelopeError::Msgpack(e.to_string()))? {
+    match read(data).map_err(|e| EnvelopeError::Msgpack(e.to_string()))? {
         Value::Array(mut items) if items.len() == 2 => Ok(items.swap_remove(1)),
         _ => Err(EnvelopeError::Shape),
     }
@@ -64,14 +68,6 @@ mod tests {
     }
 
     #[test]
-    fn request_body_unpacks() {
-        let body = Value::Array(vec![Value::F64(1.5), Value::Binary(vec![7; 16]), Value::Binary(vec![1, 2])]);
-        let mut buf = Vec::new();
-        rmpv::encode::write_value(&mut buf, &body).expect("encode");
-        assert_eq!(unpack_request(&buf), Some(RequestEnvelope { requested_at: 1.5, path_hash: [7; 16], data: vec![1, 2] }));
-    }
-
-    #[test]
     fn reference_envelopes_unpack() {
         let r = unpack_request(&vector("example_packed_request_hex")).expect("request");
         assert_eq!((r.requested_at, hex::encode(r.path_hash), r.data), (1_700_000_000.0, "7e083f3ba54e2e9ce97f2145b0805d97".to_owned(), vec![]));
@@ -79,5 +75,22 @@ mod tests {
         assert!(matches!(resp, Value::Map(_)));
         assert_eq!(unpack_response(&[0x91, 0xc0]), Err(EnvelopeError::Shape));
         assert!(matches!(unpack_response(&[0x92]), Err(EnvelopeError::Msgpack(_))));
+    }
+
+    /// Found by the fuzz corpus replay: 500 nested maps overflowed a 2 MiB stack under rmpv's
+    /// default depth limit of 1024 (`fuzz/corpus/request_envelope/crash-deep-nesting`).
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        let mut deep = vec![0x91; 100_000];
+        deep.push(0xc0);
+        let run = move || (unpack_request(&deep), unpack_response(&deep));
+        let (request, response) = std::thread::Builder::new().stack_size(256 * 1024).spawn(run).expect("thread").join().expect("no overflow");
+        assert_eq!(request, None);
+        assert!(matches!(response, Err(EnvelopeError::Msgpack(_))));
+        let mut nested = vec![0x93, 0xcb, 0, 0, 0, 0, 0, 0, 0, 0, 0xc4, 16];
+        nested.extend([7; 16]);
+        nested.extend([0x91; 3]);
+        nested.push(0xc0);
+        assert_eq!(unpack_request(&nested).map(|r| r.data), Some(vec![0x91, 0x91, 0x91, 0xc0]), "shallow nesting still passes");
     }
 }
