@@ -162,6 +162,7 @@ pub struct Inbox {
 }
 
 impl Inbox {
+    /// The group's decryption key and identity hash, derived once per sync.
     pub fn new(group_key: &[u8; 64], lxmf_dest: [u8; 16]) -> Result<Self, PropagationError> {
         let secret = x25519_dalek::StaticSecret::from(<[u8; 32]>::try_from(&group_key[..32]).map_err(|_| PropagationError::Build("key".into()))?);
         let group = crate::wire::identity::GroupIdentity::from_private_key(group_key).map_err(|e| PropagationError::Build(e.to_string()))?;
