@@ -120,7 +120,7 @@ async fn serve_one(conn: UnixStream, registry: Registry, supervisor: Addr<Superv
     let mut line = String::new();
     let answer = match BufReader::new(read.take(MAX_REQUEST)).read_line(&mut line).await {
         Err(err) => refused(format!("unreadable request: {err}")),
-        Ok(_) => match serde_json::from_str::<AdminRequest>(&line) {
+        Ok(_) => match parse_request(&line) {
             Err(err) => refused(format!("malformed request: {err}")),
             Ok(req) => apply(req, &registry, &supervisor, &stamps).await,
         },
@@ -130,6 +130,16 @@ async fn serve_one(conn: UnixStream, registry: Registry, supervisor: Addr<Superv
     if let Err(err) = write.write_all(&out).await {
         tracing::info!(%err, "admin client went away before the answer");
     }
+}
+
+/// Decodes one request line (pure; the socket reads at most `MAX_REQUEST` bytes of it).
+pub fn parse_request(line: &str) -> Result<AdminRequest, serde_json::Error> {
+    serde_json::from_str(line)
+}
+
+/// Decodes the server's answer line.
+pub fn parse_response(line: &str) -> Result<AdminResponse, serde_json::Error> {
+    serde_json::from_str(line)
 }
 
 fn refused(error: String) -> AdminResponse {
@@ -224,7 +234,7 @@ async fn exchange(path: &Path, request: &AdminRequest) -> Result<Option<AdminRes
         .await
         .map_err(|_| AdminError::Failed("no answer from the server".into()))?
         .map_err(io(path))?;
-    let answer: AdminResponse = serde_json::from_str(&answer).map_err(|e| AdminError::Failed(format!("malformed answer: {e}")))?;
+    let answer = parse_response(&answer).map_err(|e| AdminError::Failed(format!("malformed answer: {e}")))?;
     match answer.error {
         None => Ok(Some(answer)),
         Some(e) if answer.failure => Err(AdminError::Failed(e)),

@@ -14,7 +14,7 @@ use prost::Message as _;
 use crate::actors::supervisor::{Refresh, run_op};
 use crate::api::router::Services;
 use crate::api::{ApiError, decode, hash16};
-use crate::config::{CreationPolicy, HostingConfig};
+use crate::config::{CreationPolicy, HostingConfig, LimitsConfig};
 use crate::group::{Caller, CreateGroup, GroupError, Op, create_group};
 use crate::store::{DirectoryQuery, DirectoryRow, DirectorySort, Store, StoreError};
 use crate::transport::{Node, NodeError};
@@ -188,7 +188,7 @@ async fn on_group(s: &Services, caller: Caller, group_dest: &[u8], op: Op) -> Re
     if caller == Caller::Anonymous {
         return Err(GroupError::Unauthenticated.into());
     }
-    let dest: [u8; 16] = group_dest.try_into().map_err(|_| ApiError::invalid("group_destination must be a 16-byte destination hash"))?;
+    let dest = group_destination(group_dest)?;
     let route = crate::api::group_route(&s.registry, &dest)?;
     let reply = run_op(&s.supervisor, &route, caller, op).await.map_err(|err| crate::api::actor_unavailable(err, route.group_id))?;
     reply.map_err(ApiError::from)?;
@@ -212,8 +212,8 @@ fn entry(row: &DirectoryRow) -> pb::DirectoryEntry {
     }
 }
 
-async fn directory(s: &Services, body: &[u8]) -> Result<Vec<u8>, ApiError> {
-    crate::metrics::directory_request();
+/// Decodes a directory request into its query; `true` with it when the answer must fit one packet.
+pub fn directory_query(body: &[u8], limits: &LimitsConfig) -> Result<(DirectoryQuery, bool), ApiError> {
     let r: pb::DirectoryRequest = decode(body)?;
     let sort = match pb::DirectorySort::try_from(r.sort) {
         Ok(pb::DirectorySort::Members) => DirectorySort::Members,
@@ -221,9 +221,28 @@ async fn directory(s: &Services, body: &[u8]) -> Result<Vec<u8>, ApiError> {
         Err(_) => return Err(ApiError::invalid(format!("unknown sort {}", r.sort))),
     };
     let one_packet = r.limit == 0;
-    let limit = if one_packet { u64::from(s.limits.default_page) } else { u64::from(r.limit.min(s.limits.max_page)) };
+    let limit = if one_packet { u64::from(limits.default_page) } else { u64::from(r.limit.min(limits.max_page)) };
     let filter = crate::group::clean_name(&r.name_filter, 64).to_lowercase();
-    let q = DirectoryQuery { offset: u64::from(r.offset), limit, sort, name_filter: (!filter.is_empty()).then_some(filter) };
+    Ok((DirectoryQuery { offset: u64::from(r.offset), limit, sort, name_filter: (!filter.is_empty()).then_some(filter) }, one_packet))
+}
+
+/// A founder operation's `group_destination`.
+pub fn group_destination(bytes: &[u8]) -> Result<[u8; 16], ApiError> {
+    bytes.try_into().map_err(|_| ApiError::invalid("group_destination must be a 16-byte destination hash"))
+}
+
+/// Whether a creation request asks for a private group.
+pub fn create_private(visibility: i32) -> Result<bool, ApiError> {
+    match pb::Visibility::try_from(visibility) {
+        Ok(pb::Visibility::Public) => Ok(false),
+        Ok(pb::Visibility::Private) => Ok(true),
+        Err(_) => Err(ApiError::invalid(format!("unknown visibility {visibility}"))),
+    }
+}
+
+async fn directory(s: &Services, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    crate::metrics::directory_request();
+    let (q, one_packet) = directory_query(body, &s.limits)?;
     let (rows, total) = s.store.directory(&q).await.map_err(|err| {
         tracing::error!(%err, "directory query failed");
         ApiError::new(pb::ErrorCode::Internal, "internal error")
@@ -298,11 +317,7 @@ async fn create(s: &Services, caller: &Caller, body: &[u8]) -> Result<Vec<u8>, A
             Err(why) => return Err(refuse("rate_limited", ApiError::new(pb::ErrorCode::RateLimited, why.to_string()))),
         }
     }
-    let private = match pb::Visibility::try_from(r.visibility) {
-        Ok(pb::Visibility::Public) => false,
-        Ok(pb::Visibility::Private) => true,
-        Err(_) => return Err(ApiError::invalid(format!("unknown visibility {}", r.visibility))),
-    };
+    let private = create_private(r.visibility)?;
     let mut log = h.creations.lock().await;
     // Again under the lock: a concurrent creation may have used the last slot.
     if h.over_rate(&mut log, who) {

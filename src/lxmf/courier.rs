@@ -65,7 +65,7 @@ impl Courier {
     /// Remembers what an `lxmf.delivery` announce says: the display name (for a `/join` by
     /// LXMF) and the stamp cost it asks for (none clears it).
     pub fn note_delivery_announce(&self, dest: [u8; 16], app_data: &[u8]) {
-        let name = lxmf_core::announce::display_name_from_app_data(Some(app_data)).map(|n| crate::group::clean_name(&n, 64)).filter(|n| !n.is_empty());
+        let (name, cost) = delivery_announce(app_data);
         if let (Some(name), Ok(mut names)) = (name, self.names.lock()) {
             // Bounded: names heard from the whole network, not only members.
             if names.len() >= MAX_NAMES && !names.contains_key(&dest) {
@@ -73,7 +73,7 @@ impl Courier {
             }
             names.insert(dest, name);
         }
-        self.note_stamp_cost(dest, app_data);
+        self.note_stamp_cost(dest, cost);
     }
 
     /// The display name an identity's `lxmf.delivery` last announced, if heard.
@@ -82,8 +82,7 @@ impl Courier {
         self.names.lock().ok().and_then(|n| n.get(&dest).cloned())
     }
 
-    fn note_stamp_cost(&self, dest: [u8; 16], app_data: &[u8]) {
-        let cost = lxmf_core::stamp_cost_from_app_data(Some(app_data)).unwrap_or(0).clamp(0, 254) as u32;
+    fn note_stamp_cost(&self, dest: [u8; 16], cost: u32) {
         tracing::debug!(dest = %hex::encode(dest), cost, "lxmf.delivery announce");
         if let Ok(mut c) = self.stamp_costs.lock() {
             if cost == 0 {
@@ -198,11 +197,37 @@ impl Courier {
     }
 }
 
+/// What an `lxmf.delivery` announce tells us: the display name (cleaned, none if empty) and the
+/// stamp cost the sender asks for (0 for none). Over-deep msgpack says nothing: the crate's
+/// parser would recurse through it (found by fuzzing, see docs/fuzzing.md).
+pub fn delivery_announce(app_data: &[u8]) -> (Option<String>, u32) {
+    if crate::wire::msgpack_too_deep(app_data) {
+        return (None, 0);
+    }
+    let name = lxmf_core::announce::display_name_from_app_data(Some(app_data)).map(|n| crate::group::clean_name(&n, 64)).filter(|n| !n.is_empty());
+    let cost = lxmf_core::stamp_cost_from_app_data(Some(app_data)).unwrap_or(0).clamp(0, 254) as u32;
+    (name, cost)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn announced_cost_parses() {
         let ad = crate::wire::lxmf::delivery_announce("carol", 8);
-        assert_eq!(lxmf_core::stamp_cost_from_app_data(Some(&ad)), Some(8));
+        assert_eq!(super::delivery_announce(&ad), (Some("carol".to_owned()), 8));
+        // The legacy form: the name alone, as plain bytes.
+        assert_eq!(super::delivery_announce(b"Plain Name"), (Some("Plain Name".to_owned()), 0));
+    }
+
+    /// Found by the fuzz corpus replay: an announce of 1,000 nested maps overflowed a 2 MiB stack
+    /// in `lxmf-wire`'s parser (`fuzz/corpus/announce/crash-deep-nesting`).
+    #[test]
+    fn deeply_nested_app_data_is_ignored() {
+        let mut deep = vec![0x92];
+        deep.extend([0x91; 2000]);
+        deep.push(0xc0);
+        let run = move || (super::delivery_announce(&deep), crate::lxmf::propagation::announced_cost(&deep));
+        let out = std::thread::Builder::new().stack_size(256 * 1024).spawn(run).expect("thread").join().expect("no overflow");
+        assert_eq!(out, ((None, 0), None));
     }
 }

@@ -49,10 +49,10 @@ impl Propagation {
 
     /// Remembers a propagation node's announce (and its stamp cost).
     pub fn note_announce(&self, dest: [u8; 16], app_data: &[u8]) {
-        if let Some(cost) = lxmf_core::pn_stamp_cost_from_app_data(Some(app_data))
+        if let Some(cost) = announced_cost(app_data)
             && let Ok(mut h) = self.heard.lock()
         {
-            h.insert(dest, cost.clamp(0, 254) as u32);
+            h.insert(dest, cost);
         }
     }
 
@@ -115,38 +115,15 @@ impl Propagation {
         self.node.identify_link(link, group_key).await?;
         let timeout = Duration::from_secs(60);
         let list = self.node.link_request(link, "/get", Value::Array(vec![Value::Nil, Value::Nil]), timeout).await?;
-        let ids: Vec<Value> = match list {
-            Value::Array(ids) => ids,
-            other => return Err(PropagationError::Refused(format!("{other}"))),
-        };
+        let ids = listed(list)?;
         if ids.is_empty() {
             return Ok(Fetched { link, messages: Vec::new(), haves: Vec::new() });
         }
         let wanted = Value::Array(vec![Value::Array(ids.clone()), Value::Array(vec![]), Value::from(SYNC_LIMIT_KB)]);
-        let got = match self.node.link_request(link, "/get", wanted, timeout).await? {
-            Value::Array(items) => items,
-            other => return Err(PropagationError::Refused(format!("{other}"))),
-        };
-        let secret = x25519_dalek::StaticSecret::from(<[u8; 32]>::try_from(&group_key[..32]).map_err(|_| PropagationError::Build("key".into()))?);
-        let group_public = crate::wire::identity::GroupIdentity::from_private_key(group_key).map_err(|e| PropagationError::Build(e.to_string()))?;
-        let mut out = Vec::new();
-        let mut haves = Vec::new();
-        for item in got {
-            let Value::Binary(lxmf_data) = item else { continue };
-            haves.push(Value::Binary(Sha256::digest(&lxmf_data).to_vec()));
-            if lxmf_data.len() <= 16 || lxmf_data[..16] != group_lxmf {
-                continue;
-            }
-            match rns_transport::ratchets::decrypt_with_private_key(&secret, &group_public.hash, &lxmf_data[16..]) {
-                Ok(plain) => {
-                    let mut packed = group_lxmf.to_vec();
-                    packed.extend(plain);
-                    out.push(packed);
-                }
-                Err(err) => tracing::info!(?err, "undecryptable propagated message"),
-            }
-        }
-        Ok(Fetched { link, messages: out, haves })
+        let got = listed(self.node.link_request(link, "/get", wanted, timeout).await?)?;
+        let inbox = Inbox::new(group_key, group_lxmf)?;
+        let (messages, haves) = inbox.open(got);
+        Ok(Fetched { link, messages, haves })
     }
 
     /// Tells the node to drop what was fetched, so the next sync does not fetch it again.
@@ -160,9 +137,85 @@ impl Propagation {
     }
 }
 
+/// The stamp cost a propagation node's announce asks for, if the app data says (over-deep msgpack
+/// says nothing, as for `courier::delivery_announce`).
+pub fn announced_cost(app_data: &[u8]) -> Option<u32> {
+    if crate::wire::msgpack_too_deep(app_data) {
+        return None;
+    }
+    lxmf_core::pn_stamp_cost_from_app_data(Some(app_data)).map(|cost| cost.clamp(0, 254) as u32)
+}
+
+/// The list a `/get` answers with (message ids, or the messages); anything else is a refusal.
+pub fn listed(response: Value) -> Result<Vec<Value>, PropagationError> {
+    match response {
+        Value::Array(items) => Ok(items),
+        other => Err(PropagationError::Refused(format!("{other}"))),
+    }
+}
+
+/// A group's keys for opening what its inbox on the node holds.
+pub struct Inbox {
+    secret: x25519_dalek::StaticSecret,
+    identity_hash: [u8; 16],
+    lxmf_dest: [u8; 16],
+}
+
+impl Inbox {
+    /// The group's decryption key and identity hash, derived once per sync.
+    pub fn new(group_key: &[u8; 64], lxmf_dest: [u8; 16]) -> Result<Self, PropagationError> {
+        let secret = x25519_dalek::StaticSecret::from(<[u8; 32]>::try_from(&group_key[..32]).map_err(|_| PropagationError::Build("key".into()))?);
+        let group = crate::wire::identity::GroupIdentity::from_private_key(group_key).map_err(|e| PropagationError::Build(e.to_string()))?;
+        Ok(Inbox { secret, identity_hash: group.hash, lxmf_dest })
+    }
+
+    /// Opens the messages a `/get` returned: every binary item is one `lxmf_data`
+    /// (`dest ‖ ciphertext`). Returns the packed messages addressed to this group (destination
+    /// prefixed, decrypted) and the ids of every item, to purge. Other items are skipped.
+    pub fn open(&self, items: Vec<Value>) -> (Vec<Vec<u8>>, Vec<Value>) {
+        let mut out = Vec::new();
+        let mut haves = Vec::new();
+        for item in items {
+            let Value::Binary(lxmf_data) = item else { continue };
+            haves.push(Value::Binary(Sha256::digest(&lxmf_data).to_vec()));
+            if lxmf_data.len() <= 16 || lxmf_data[..16] != self.lxmf_dest {
+                continue;
+            }
+            match rns_transport::ratchets::decrypt_with_private_key(&self.secret, &self.identity_hash, &lxmf_data[16..]) {
+                Ok(plain) => {
+                    let mut packed = self.lxmf_dest.to_vec();
+                    packed.extend(plain);
+                    out.push(packed);
+                }
+                Err(err) => tracing::info!(?err, "undecryptable propagated message"),
+            }
+        }
+        (out, haves)
+    }
+}
+
 /// What one sync fetched: the messages, and the ids to purge once they are stored.
 pub struct Fetched {
     link: [u8; 16],
     pub messages: Vec<Vec<u8>>,
     haves: Vec<Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbox_opens_the_reference_message() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors.json")).expect("vectors");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        let hx = |k: &str| hex::decode(v["propagation"][k].as_str().expect("hex")).expect("hex");
+        let inbox = Inbox::new(&crate::fuzzing::GROUP_KEY, crate::fuzzing::GROUP_LXMF).expect("keys");
+        let (messages, haves) = inbox.open(vec![Value::Binary(hx("lxmf_data_hex")), Value::Binary(vec![0; 40]), Value::Nil]);
+        assert_eq!(haves, vec![Value::Binary(hx("transient_id_hex")), Value::Binary(Sha256::digest([0; 40]).to_vec())]);
+        assert_eq!(messages.len(), 1);
+        assert!(crate::wire::lxmf::unpack(&messages[0]).is_ok());
+        assert_eq!(announced_cost(&hex::decode(v["propagation"]["pn_app_data_example_hex"].as_str().expect("hex")).expect("hex")), Some(16));
+        assert!(listed(Value::from(0xf0u8)).is_err());
+    }
 }

@@ -13,7 +13,7 @@ use super::{Node, NodeError, addr};
 
 impl Node {
     pub async fn respond(&self, link_id: [u8; 16], request_id: [u8; 16], response: Vec<u8>) -> Result<(), NodeError> {
-        let packed = crate::wire::request::encode_response(&request_id, response);
+        let packed = crate::wire::envelope::pack_response(&request_id, response);
         // The crate picks packet or Resource by the link MDU.
         match self.inner.transport.send_response(&AddressHash::new(link_id), request_id.to_vec(), packed, None).await {
             Err(rns_transport::error::RnsError::InvalidArgument) => Err(NodeError::UnknownLink(link_id)),
@@ -76,7 +76,7 @@ impl Node {
             .await
             .map_err(|_| NodeError::RequestFailed("timed out".into()))?
             .map_err(|e| NodeError::RequestFailed(format!("{e:?}")))?;
-        crate::wire::request::decode_response(&response.data).map_err(NodeError::RequestFailed)
+        crate::wire::envelope::unpack_response(&response.data).map_err(|e| NodeError::RequestFailed(e.to_string()))
     }
 
     /// Sends bytes as a Resource on an outbound link and waits for the receiver's proof.

@@ -37,7 +37,7 @@ pub enum NodeEvent {
         public_key: [u8; 64],
         identity_hash: [u8; 16],
     },
-    /// `data` is the request's data element as [`crate::wire::request::RequestBody`] has it
+    /// `data` is the request's data element as [`crate::wire::envelope::RequestEnvelope`] has it
     /// (`None` for nil).
     Request {
         dest: [u8; 16],
@@ -304,9 +304,9 @@ fn truncated_hash(data: &[u8]) -> [u8; 16] {
     out
 }
 
-/// A request event from the body of an RNS request (see [`crate::wire::request`]).
+/// A request event from the body of an RNS request (see [`crate::wire::envelope`]).
 fn request_event(dest: [u8; 16], link_id: [u8; 16], request_id: [u8; 16], body: &[u8]) -> Option<NodeEvent> {
-    let r = crate::wire::request::decode_request(body)?;
+    let r = crate::wire::envelope::unpack_request(body)?;
     Some(NodeEvent::Request { dest, link_id, request_id, path_hash: r.path_hash, data: r.data, requested_at: r.requested_at })
 }
 

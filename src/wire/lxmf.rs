@@ -92,7 +92,7 @@ fn as_python_would(v: &Value) -> Value {
 
 fn read_value(mut data: &[u8]) -> Result<(Value, usize), LxmfError> {
     let total = data.len();
-    let v = rmpv::decode::read_value_with_max_depth(&mut data, 32).map_err(|_| LxmfError::BadMsgpack)?;
+    let v = rmpv::decode::read_value_with_max_depth(&mut data, super::MSGPACK_MAX_DEPTH).map_err(|_| LxmfError::BadMsgpack)?;
     Ok((v, total - data.len()))
 }
 
