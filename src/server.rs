@@ -21,6 +21,8 @@ pub enum ServerError {
     Node(#[from] crate::transport::NodeError),
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
+    #[error("data directory {path}: {source}")]
+    DataDir { path: std::path::PathBuf, source: std::io::Error },
     #[error("hosting service: {0}")]
     Hosting(#[from] crate::api::hosting::HostingError),
 }
@@ -34,6 +36,7 @@ where
     S: std::future::Future<Output = ()>,
 {
     let started = Instant::now();
+    prepare_data_dir(&cfg.data_dir)?;
     let store = Store::open(&cfg.database_url()).await?;
     tracing::info!(backend = store.backend(), "store open");
     crate::metrics::set_per_group(cfg.metrics.per_group);
@@ -80,6 +83,7 @@ where
         limits: cfg.limits.clone(),
         lxmf: crate::api::lxmf::Inbound::new(cfg.limits.max_inflight_packets),
         journal,
+        refusal_log: crate::api::router::LogBudget::new(20.0),
         life: life.clone(),
     });
     // The router outlives the drain: proofs for the work in progress come through it. It stops
@@ -138,6 +142,15 @@ where
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The data directory holds the journal, the ratchets and the admin socket (and, on SQLite, the
+/// group keys): only the server's user may enter it, whichever backend, new or not.
+fn prepare_data_dir(dir: &std::path::Path) -> Result<(), ServerError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |source| ServerError::DataDir { path: dir.to_owned(), source };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
 }
 
 /// Replays the post journal: everything in it at start-up (posts proven before a crash or during
@@ -307,6 +320,17 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_data_dir_is_made_private_even_when_it_exists() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("meshgroup-datadir-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        prepare_data_dir(&dir).expect("prepare");
+        assert_eq!(std::fs::metadata(&dir).expect("stat").permissions().mode() & 0o777, 0o700);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[tokio::test]
     async fn the_first_run_block_says_how_to_reach_each_group() {

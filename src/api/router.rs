@@ -43,6 +43,35 @@ pub struct Services {
     pub life: crate::lifecycle::Lifecycle,
     /// Where direct posts wait until they are stored (`None`: not journaled, as in tools).
     pub journal: Option<Arc<crate::journal::Journal>>,
+    /// How many refused requests are logged: a flood of bad input cannot fill the log.
+    pub refusal_log: LogBudget,
+}
+
+/// Lines per second a kind of log line may take; beyond it lines are counted, then summarised.
+pub struct LogBudget {
+    bucket: std::sync::Mutex<crate::pacing::TokenBucket>,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+impl LogBudget {
+    /// `per_sec` lines a second, with a burst of as many.
+    pub fn new(per_sec: f64) -> Self {
+        LogBudget { bucket: std::sync::Mutex::new(crate::pacing::TokenBucket::new(per_sec, per_sec)), dropped: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    /// Whether a line may be logged now; the first one after a silence says how many were not.
+    pub fn allow(&self) -> bool {
+        let ok = self.bucket.lock().map(|mut b| b.try_take()).unwrap_or(false);
+        if !ok {
+            self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            let n = self.dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
+            if n > 0 {
+                tracing::warn!(not_logged = n, "refused requests over the log budget were counted, not logged");
+            }
+        }
+        ok
+    }
 }
 
 struct LinkState {
@@ -51,9 +80,6 @@ struct LinkState {
     /// The link's share of requests in progress.
     slots: Arc<Semaphore>,
 }
-
-/// Refusals are logged at most this often (with how many were not logged), so a flood cannot fill the log.
-const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// Why a request was refused before it ran.
 #[derive(Clone, Copy, Debug)]
@@ -81,23 +107,6 @@ impl Refusal {
     }
 }
 
-/// Logs refusals at a bounded rate.
-struct RefusalLog {
-    last: Option<Instant>,
-    unlogged: u64,
-}
-
-impl RefusalLog {
-    fn note(&mut self, why: Refusal) {
-        self.unlogged += 1;
-        if self.last.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_EVERY) {
-            tracing::warn!(reason = why.label(), refused = self.unlogged, "requests refused at a limit");
-            self.last = Some(Instant::now());
-            self.unlogged = 0;
-        }
-    }
-}
-
 /// Consumes node events until the node stops (or the router is stopped, after the shutdown grace).
 pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>) {
     let mut links: HashMap<[u8; 16], LinkState> = HashMap::new();
@@ -106,7 +115,7 @@ pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>
     let in_progress = Arc::new(Semaphore::new(services.limits.max_inflight_requests.max(1)));
     let per_link = services.limits.max_requests_per_link.max(1);
     let new_link = |dest| LinkState { dest, identity: None, slots: Arc::new(Semaphore::new(per_link)) };
-    let mut refusals = RefusalLog { last: None, unlogged: 0 };
+    let refusals = LogBudget::new(1.0);
     while let Some(ev) = events.recv().await {
         match ev {
             NodeEvent::LinkEstablished { dest, link_id } => {
@@ -141,7 +150,9 @@ pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>
                 let permits = match admit(&services.life, &link.slots, &in_progress) {
                     Ok(p) => p,
                     Err(why) => {
-                        refusals.note(why);
+                        if refusals.allow() {
+                            tracing::warn!(reason = why.label(), "request refused at a limit");
+                        }
                         crate::metrics::work_refused("request", why.label());
                         let err = ApiError::new(ErrorCode::RateLimited, why.message());
                         // Not retried: the router does not wait on a flooder's behalf.
@@ -166,15 +177,18 @@ pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>
                     let (bytes, outcome) = match result {
                         Ok(payload) => (payload, "ok"),
                         Err(err) => {
-                            tracing::info!(
-                                path = label,
-                                caller = caller.label(),
-                                dialect = dialect.label(),
-                                code = err.label(),
-                                message = %err.message,
-                                cause = %err.cause_text(),
-                                "request refused"
-                            );
+                            // Internal failures always; refusals of bad input at a bounded rate.
+                            if err.code == ErrorCode::Internal || s.refusal_log.allow() {
+                                tracing::info!(
+                                    path = label,
+                                    caller = caller.label(),
+                                    dialect = dialect.label(),
+                                    code = err.label(),
+                                    message = %err.message,
+                                    cause = %err.cause_text(),
+                                    "request refused"
+                                );
+                            }
                             (dialect.error(&err), err.label())
                         }
                     };
