@@ -287,6 +287,13 @@ pub async fn run_op(supervisor: &Addr<Supervisor>, route: &Route, caller: Caller
     let announce = matches!(op, Op::Rename { .. } | Op::UpdateSettings(_));
     let deleting = matches!(op, Op::DeleteGroup);
     let reply = route.addr.send(Call { caller, op }).await?;
+    if let Ok(Reply::Joined(crate::group::JoinOutcome::Joined)) = &reply {
+        // A joiner may hold no announce of the group (stock clients show its name from the
+        // `lxmf.delivery` one). reticulum-rs cannot aim an announce at one peer, so the group
+        // announces on every interface, within the budget; the schedule coalesces a join wave
+        // into one announce per group per second at most.
+        supervisor.do_send(AnnounceNow(route.group_id));
+    }
     if reply.is_ok() {
         if announce {
             supervisor.do_send(AnnounceSoon(route.group_id));
@@ -298,6 +305,22 @@ pub async fn run_op(supervisor: &Addr<Supervisor>, route: &Route, caller: Caller
     Ok(reply)
 }
 
+/// Asks for an announce of a group soon, for a new member who may not have heard one.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AnnounceNow(pub i64);
+
+impl Handler<AnnounceNow> for Supervisor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: AnnounceNow, _ctx: &mut Self::Context) -> Self::Result {
+        let announce = self.announce.clone();
+        Box::pin(async move {
+            let _ = announce.send(AnnounceCmd::Now(msg.0)).await;
+        })
+    }
+}
+
 /// Asks for an announce of a group soon (after a rename or settings change through the API).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -306,12 +329,9 @@ pub struct AnnounceSoon(pub i64);
 impl Handler<AnnounceSoon> for Supervisor {
     type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, msg: AnnounceSoon, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: AnnounceSoon, ctx: &mut Self::Context) -> Self::Result {
         self.changed.do_send(super::fanout::GroupChanged(msg.0));
-        let announce = self.announce.clone();
-        Box::pin(async move {
-            let _ = announce.send(AnnounceCmd::Now(msg.0)).await;
-        })
+        self.handle(AnnounceNow(msg.0), ctx)
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rmpv::Value;
 
-use crate::actors::group::{Call, GetInfo, GetSnapshot, Post, Snapshot};
+use crate::actors::group::{GetInfo, GetSnapshot, Post, Snapshot};
 use crate::actors::supervisor::{DestKind, Route, lookup};
 use crate::api::router::Services;
 use crate::group::{Caller, GroupError, InfoView};
@@ -437,7 +437,7 @@ async fn run_command(s: &Services, route: &Route, sender: &Sender, msg: &LxmfMes
             let name = s.courier.announced_name(sender.hash).unwrap_or_else(|| sender.hex.get(..8).unwrap_or_default().to_owned());
             match cmd.op(&name, stamp_ok) {
                 None => vec![commands::HELP.to_owned()],
-                Some(op) => match route.addr.send(Call { caller: sender.caller.clone(), op }).await {
+                Some(op) => match crate::actors::supervisor::run_op(&s.supervisor, route, sender.caller.clone(), op).await {
                     Ok(Ok(r)) => commands::render(&cmd, &r),
                     Ok(Err(GroupError::StampRequired { cost })) => {
                         let cost = s.stamps.cost(route.group_id, cost);

@@ -82,7 +82,11 @@ mod tests {
     #[test]
     fn reference_envelopes_unpack() {
         let r = unpack_request(&vector("example_packed_request_hex")).expect("request");
-        assert_eq!((r.requested_at, hex::encode(r.path_hash), r.data), (1_700_000_000.0, "7e083f3ba54e2e9ce97f2145b0805d97".to_owned(), None), "the vector packs data=None");
+        assert_eq!(
+            (r.requested_at, hex::encode(r.path_hash), r.data),
+            (1_700_000_000.0, "7e083f3ba54e2e9ce97f2145b0805d97".to_owned(), None),
+            "the vector packs data=None"
+        );
         let resp = unpack_response(&vector("example_packed_response_hex")).expect("response");
         assert!(matches!(resp, Value::Map(_)));
         assert_eq!(unpack_response(&[0x91, 0xc0]), Err(EnvelopeError::Shape));
