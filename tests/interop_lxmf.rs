@@ -217,7 +217,7 @@ fn admin_text_commands_on_a_private_group() -> R {
     assert_eq!(send_text(&mut peer, "carol", &lxmf, "/join")?["delivered"], true);
     await_text(&mut peer, "carol", "Join request sent")?;
     assert_eq!(send_text(&mut peer, "alice", &lxmf, "/requests")?["delivered"], true);
-    let pending = await_text(&mut peer, "alice", "1 pending (send /approve ID):")?;
+    let pending = await_text(&mut peer, "alice", "1 pending (send /approve ID or /reject ID):")?;
     assert!(pending.iter().any(|t| t.contains(&format!("<{carol}>"))), "{pending:?}");
     assert_eq!(send_text(&mut peer, "alice", &lxmf, &format!("/approve {carol}"))?["delivered"], true);
     await_text(&mut peer, "alice", &format!("Approved {carol}"))?;
@@ -250,6 +250,9 @@ fn admin_text_commands_on_a_private_group() -> R {
     let seen = inbox_texts(&mut peer, "carol", 0)?.len();
     assert_eq!(send_text(&mut peer, "carol", &lxmf, "/join")?["delivered"], true);
     await_text_after(&mut peer, "carol", "Join request sent", seen)?;
+    // alice declines it; carol, the one it is about, is told once, in the second person.
+    assert_eq!(send_text(&mut peer, "alice", &lxmf, &format!("/reject {carol}"))?["delivered"], true);
+    await_text_after(&mut peer, "carol", "Your join request was declined.", seen)?;
     Ok(())
 }
 

@@ -28,11 +28,13 @@ pub enum Command {
     Ban(String, String),
     Unban(String),
     Approve(String),
+    /// Declines a pending join request (approvers); the requester is told.
+    Reject(String),
     Delete(i64),
 }
 
 pub const HELP: &str = "Commands: /join, /leave, /members, /history [N], /name NEW NAME, /notify full|short|off, /notify digest on|off. \
-Admins: /requests, /approve ID, /kick ID, /ban ID reason, /unban ID, /delete MSG_ID. ID = identity hash.";
+Admins: /requests, /approve ID, /reject ID, /kick ID, /ban ID reason, /unban ID, /delete MSG_ID. ID = identity hash.";
 
 fn identity(arg: Option<&str>) -> Result<String, String> {
     arg.and_then(parse_hash).map(hex::encode).ok_or_else(|| "give a 32-character identity hash".to_owned())
@@ -82,6 +84,7 @@ pub fn parse(text: &str) -> Option<Result<Command, String>> {
         }
         "unban" => identity(words.next()).map(Command::Unban),
         "approve" => identity(words.next()).map(Command::Approve),
+        "reject" => identity(words.next()).map(Command::Reject),
         "delete" => match words.next().map(str::parse::<i64>) {
             Some(Ok(id)) => Ok(Command::Delete(id)),
             _ => Err("usage: /delete MSG_ID".into()),
@@ -107,6 +110,7 @@ impl Command {
             Command::Ban(id, reason) => Op::Ban { identity: id.clone(), reason: reason.clone() },
             Command::Unban(id) => Op::Unban { identity: id.clone() },
             Command::Approve(id) => Op::Approve { identity: id.clone() },
+            Command::Reject(id) => Op::Reject { identity: id.clone() },
             Command::Delete(id) => Op::DeleteMessage { id: *id },
         })
     }
@@ -146,7 +150,7 @@ pub fn render(cmd: &Command, reply: &Reply) -> Vec<String> {
         (Command::Digest(on), _) => vec![format!("Membership digest: {}.", if *on { "on" } else { "off" })],
         (Command::Requests, Reply::JoinRequests(rs)) if rs.is_empty() => vec!["No pending join requests.".into()],
         (Command::Requests, Reply::JoinRequests(rs)) => {
-            let mut lines = vec![format!("{} pending (send /approve ID):", rs.len())];
+            let mut lines = vec![format!("{} pending (send /approve ID or /reject ID):", rs.len())];
             lines.extend(rs.iter().map(|r| format!("{} <{}> {}", r.display_name, r.identity_hash, r.note)));
             lines
         }
@@ -154,6 +158,7 @@ pub fn render(cmd: &Command, reply: &Reply) -> Vec<String> {
         (Command::Ban(id, _), _) => vec![format!("Banned {id}.")],
         (Command::Unban(id), _) => vec![format!("Unbanned {id}.")],
         (Command::Approve(id), _) => vec![format!("Approved {id}.")],
+        (Command::Reject(id), _) => vec![format!("Declined {id}'s request.")],
         (Command::Delete(id), _) => vec![format!("Deleted message #{id}.")],
         _ => vec!["Done.".into()],
     }
