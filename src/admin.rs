@@ -14,9 +14,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::actors::group::Call;
 use crate::actors::supervisor::{Refresh, Registry, Supervisor, run_op};
-use crate::group::{Caller, GroupError, Op, Reply};
+use crate::group::{Caller, GroupError, Op};
 use crate::stamps::StampPool;
 
 /// A request line longer than this is refused: no operation needs more.
@@ -163,15 +162,14 @@ async fn apply(req: AdminRequest, registry: &Registry, supervisor: &Addr<Supervi
         return failed(format!("group {} is not running on this server", req.group));
     };
     if req.costs {
-        return match route.addr.send(Call { caller: Caller::Owner, op: Op::Info }).await {
-            Ok(Ok(Reply::Info(v))) => AdminResponse {
+        return match route.addr.send(crate::actors::group::GetInfo { caller: Caller::Owner }).await {
+            Ok(Ok(v)) => AdminResponse {
                 costs: Some(CurrentCosts {
                     join_stamp_cost: stamps.cost(route.group_id, v.join_stamp_cost),
                     post_stamp_cost: stamps.cost(route.group_id, v.post_stamp_cost),
                 }),
                 ..Default::default()
             },
-            Ok(Ok(_)) => failed("unexpected reply to info".into()),
             Ok(Err(err)) => failed(err.to_string()),
             Err(err) => failed(format!("group actor unavailable: {err}")),
         };

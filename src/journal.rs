@@ -11,7 +11,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Journal failures; each keeps the path and the cause.
 #[derive(Debug, thiserror::Error)]
@@ -28,10 +28,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
     move |source| JournalError::Io { path: path.to_owned(), source }
 }
 
-/// One journaled post: its file, the group destination it was sent to, the packed LXMF.
+/// One journaled post: its file, when it was written, the group destination it was sent to,
+/// the packed LXMF.
 #[derive(Debug)]
 pub struct Entry {
     pub path: PathBuf,
+    pub written_at: i64,
     pub dest: [u8; 16],
     pub packed: Vec<u8>,
 }
@@ -41,6 +43,8 @@ pub struct Journal {
     dir: PathBuf,
     max_entries: usize,
     next: AtomicU64,
+    /// Posts held: counted at open, kept up to date, so an append does not list the directory.
+    held: AtomicUsize,
 }
 
 impl Journal {
@@ -48,12 +52,14 @@ impl Journal {
     pub fn open(dir: &Path, max_entries: usize) -> Result<Self, JournalError> {
         fs::create_dir_all(dir).map_err(io(dir))?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
-        Ok(Journal { dir: dir.to_owned(), max_entries, next: AtomicU64::new(0) })
+        let j = Journal { dir: dir.to_owned(), max_entries, next: AtomicU64::new(0), held: AtomicUsize::new(0) };
+        j.held.store(j.count()?, Ordering::Relaxed);
+        Ok(j)
     }
 
     /// Writes one post durably before anything else happens to it.
     pub fn append(&self, dest: [u8; 16], packed: &[u8]) -> Result<PathBuf, JournalError> {
-        let held = self.len()?;
+        let held = self.len();
         if held >= self.max_entries {
             return Err(JournalError::Full(held));
         }
@@ -71,47 +77,61 @@ impl Journal {
         // The rename makes the entry whole or absent; syncing the directory makes it stay.
         fs::rename(&tmp, &path).map_err(io(&path))?;
         fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
+        self.held.fetch_add(1, Ordering::Relaxed);
         Ok(path)
     }
 
     /// Forgets a post that the group stored or refused for good.
     pub fn remove(&self, path: &Path) -> Result<(), JournalError> {
         match fs::remove_file(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path)(e)),
-            _ => Ok(()),
+            Ok(()) => {
+                let _ = self.held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(path)(e)),
         }
     }
 
-    /// Posts held, oldest first, written at least `min_age_ms` ago (younger ones are still in
-    /// the hands of the task that wrote them).
-    pub fn pending(&self, min_age_ms: i64) -> Result<Vec<Entry>, JournalError> {
-        let cutoff = crate::store::now_ms() - min_age_ms;
-        let mut paths: Vec<PathBuf> = fs::read_dir(&self.dir)
+    /// Posts held that were written before `written_before_ms`, oldest first (later ones may
+    /// still be in the hands of the task that wrote them). An entry that is not a post (cut short
+    /// by a full disk) is logged and removed; it never blocks the others.
+    pub fn pending(&self, written_before_ms: i64) -> Result<Vec<Entry>, JournalError> {
+        let mut paths: Vec<(i64, PathBuf)> = fs::read_dir(&self.dir)
             .map_err(io(&self.dir))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "post"))
-            .filter(|p| written_at(p).is_some_and(|t| t <= cutoff))
+            .filter_map(|p| written_at(&p).map(|t| (t, p)))
+            .filter(|(t, _)| *t < written_before_ms)
             .collect();
         paths.sort();
         let mut out = Vec::with_capacity(paths.len());
-        for path in paths {
+        for (written_at, path) in paths {
             let bytes = fs::read(&path).map_err(io(&path))?;
-            let Some(dest) = bytes.get(..16).and_then(|d| <[u8; 16]>::try_from(d).ok()) else {
-                return Err(JournalError::Malformed(path));
-            };
-            out.push(Entry { path, dest, packed: bytes[16..].to_vec() });
+            match bytes.get(..16).and_then(|d| <[u8; 16]>::try_from(d).ok()) {
+                Some(dest) => out.push(Entry { path, written_at, dest, packed: bytes[16..].to_vec() }),
+                None => {
+                    tracing::warn!(err = %JournalError::Malformed(path.clone()), "journal entry removed");
+                    self.remove(&path)?;
+                }
+            }
         }
         Ok(out)
     }
 
     /// Posts held now.
-    pub fn len(&self) -> Result<usize, JournalError> {
-        Ok(fs::read_dir(&self.dir).map_err(io(&self.dir))?.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "post")).count())
+    pub fn len(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
     }
 
     /// Whether no post is held.
-    pub fn is_empty(&self) -> Result<bool, JournalError> {
-        Ok(self.len()? == 0)
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Posts in the directory, counted once at open.
+    fn count(&self) -> Result<usize, JournalError> {
+        Ok(fs::read_dir(&self.dir).map_err(io(&self.dir))?.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "post")).count())
     }
 }
 
@@ -130,14 +150,16 @@ mod tests {
         let j = Journal::open(&dir, 3).expect("open");
         let a = j.append([1; 16], b"first").expect("append");
         let b = j.append([2; 16], b"second").expect("append");
+        // An entry cut short (a full disk at the crash) is found at the restart too.
+        std::fs::write(dir.join("0000000000000001-0000000099.post"), b"short").expect("write");
         // A reopened journal (a restart) sees what was written.
         let j = Journal::open(&dir, 3).expect("reopen");
-        let held = j.pending(0).expect("pending");
+        let held = j.pending(i64::MAX).expect("pending: a cut-short entry is removed, not an error");
         assert_eq!(held.iter().map(|e| (e.dest, e.packed.clone())).collect::<Vec<_>>(), vec![([1; 16], b"first".to_vec()), ([2; 16], b"second".to_vec())]);
-        assert!(j.pending(60_000).expect("pending").is_empty(), "young entries belong to their writer");
+        assert!(j.pending(0).expect("pending").is_empty(), "entries written after the cutoff belong to their writer");
         j.remove(&a).expect("remove");
         j.remove(&a).expect("removing twice is fine");
-        assert_eq!(j.len().expect("len"), 1);
+        assert_eq!(j.len(), 1);
         j.append([3; 16], b"third").expect("append");
         j.append([4; 16], b"fourth").expect("append");
         assert!(matches!(j.append([5; 16], b"fifth"), Err(JournalError::Full(3))));

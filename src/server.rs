@@ -157,15 +157,12 @@ fn prepare_data_dir(dir: &std::path::Path) -> Result<(), ServerError> {
 /// an outage), then every few seconds what a database outage left there.
 async fn replay_journal(s: std::sync::Arc<crate::api::router::Services>, stop: CancellationToken) {
     const EVERY: Duration = Duration::from_secs(5);
-    // Entries younger than this are still with the task that wrote them.
-    const IN_HAND_MS: i64 = 10_000;
-    let mut min_age = 0;
     loop {
-        let (settled, left) = s.lxmf.replay_journal(&s, min_age).await;
+        // Entries still with the task that wrote them are skipped by the replay itself.
+        let (settled, left) = s.lxmf.replay_journal(&s, crate::store::now_ms()).await;
         if settled > 0 || left > 0 {
             tracing::info!(settled, left, "post journal replayed");
         }
-        min_age = IN_HAND_MS;
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(EVERY) => {}

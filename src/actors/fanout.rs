@@ -37,6 +37,8 @@ pub struct FanoutActor {
     life: Lifecycle,
     /// Groups whose cached keys and name the delivery task must drop.
     changed: mpsc::Sender<i64>,
+    /// Set when the queue of changes was full: the delivery task drops its whole cache.
+    changed_all: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Groups changed at once at most before the delivery task drops its whole cache instead.
@@ -50,9 +52,10 @@ impl FanoutActor {
         let (confirmed, rx) = mpsc::channel(CONFIRM_QUEUE);
         life.spawn(confirmer(store.clone(), rx));
         let (changed, changes) = mpsc::channel(CHANGED_QUEUE);
+        let changed_all = Arc::new(std::sync::atomic::AtomicBool::new(false));
         // A restarted delivery task takes over the same queue of changes.
         let changes = Arc::new(tokio::sync::Mutex::new(changes));
-        let (st, w, l) = (store.clone(), wake.clone(), life.clone());
+        let (st, w, l, all) = (store.clone(), wake.clone(), life.clone(), changed_all.clone());
         life.supervise("delivery", move |token| {
             let changes = changes.clone();
             let delivery = Delivery {
@@ -63,6 +66,7 @@ impl FanoutActor {
                 wake: w.clone(),
                 groups: HashMap::new(),
                 life: l.clone(),
+                changed_all: all.clone(),
             };
             async move {
                 if let Err(err) = recover(&delivery.store).await {
@@ -71,7 +75,7 @@ impl FanoutActor {
                 delivery.run(token, &mut *changes.lock().await).await;
             }
         });
-        FanoutActor { store, wake, life: life.clone(), changed }.start()
+        FanoutActor { store, wake, life: life.clone(), changed, changed_all }.start()
     }
 }
 
@@ -110,16 +114,13 @@ impl Handler<GroupChanged> for FanoutActor {
     type Result = ();
 
     fn handle(&mut self, msg: GroupChanged, _ctx: &mut Self::Context) {
-        // A full queue means many changes at once: a sentinel makes the task drop everything.
+        // A full queue means many changes at once: the task then drops everything.
         if self.changed.try_send(msg.0).is_err() {
-            let _ = self.changed.try_send(ALL_GROUPS);
+            self.changed_all.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         self.wake.notify_one();
     }
 }
-
-/// Stands for every group in the queue of changes.
-const ALL_GROUPS: i64 = -1;
 
 /// Writes a job's outbox rows (members in mode `none` left out) in one transaction; idempotent.
 pub async fn schedule(store: &Store, job: FanoutJob) -> Result<u64, StoreError> {
@@ -193,6 +194,8 @@ struct Delivery {
     groups: HashMap<i64, Arc<GroupKeys>>,
     /// Proof waits and deposits are work that shutdown waits for.
     life: Lifecycle,
+    /// Set when more groups changed than the queue holds: drop the whole cache.
+    changed_all: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What one scheduling round looks up once, however many of its rows need it: a post's row
@@ -219,11 +222,10 @@ impl Delivery {
         let mut last_recovery = Instant::now();
         while !stop.is_cancelled() {
             while let Ok(group) = changes.try_recv() {
-                if group == ALL_GROUPS {
-                    self.groups.clear();
-                } else {
-                    self.groups.remove(&group);
-                }
+                self.groups.remove(&group);
+            }
+            if self.changed_all.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                self.groups.clear();
             }
             if last_recovery.elapsed() >= RECOVERY_EVERY {
                 last_recovery = Instant::now();
@@ -493,8 +495,14 @@ impl Delivery {
             Ok(Outgoing::Packet(p)) => match self.courier.send(&p).await {
                 Ok((hash, proof)) => {
                     let (confirmed, courier, timeout) = (self.confirmed.clone(), self.courier.clone(), Duration::from_secs(self.cfg.proof_timeout_secs));
+                    let stop = self.life.token();
                     self.life.spawn(async move {
-                        let proven = matches!(tokio::time::timeout(timeout, proof).await, Ok(Ok(())));
+                        // Shutdown does not wait out the proof timeout: an unproven row stays
+                        // sent and goes again after the restart (the copy is byte-identical).
+                        let proven = tokio::select! {
+                            p = tokio::time::timeout(timeout, proof) => matches!(p, Ok(Ok(()))),
+                            _ = stop.cancelled() => false,
+                        };
                         if !proven {
                             courier.forget(&hash);
                         }

@@ -242,6 +242,19 @@ impl Handler<Call> for GroupActor {
     }
 }
 
+/// Stops the actor for good: its group was deleted (the digest timer would keep it alive).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+impl Handler<Stop> for GroupActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
 /// Re-reads the group from the store, after a change made outside this process (the CLI).
 #[derive(Message)]
 #[rtype(result = "Result<(), GroupError>")]

@@ -179,7 +179,9 @@ impl State {
             let _ = self.node.deregister_destination(dest).await;
         }
         let _ = self.announce.send(AnnounceCmd::Remove(id)).await;
-        drop(entry.addr); // the actor stops when its last address is gone
+        // Told to stop (its timer would keep it alive), and with no address left it is not restarted.
+        entry.addr.do_send(super::group::Stop);
+        drop(entry.addr);
         tracing::info!(group = id, "group stopped");
     }
 
@@ -387,7 +389,7 @@ async fn announcer(state: Arc<Mutex<Announcer>>, node: Node, stop: tokio_util::s
                 Some(AnnounceCmd::Now(id)) => schedule.announce_change(id),
                 Some(AnnounceCmd::All) => {
                     for id in actors.keys() {
-                        schedule.announce_now(*id);
+                        schedule.announce_change(*id);
                     }
                 }
                 Some(AnnounceCmd::Remove(id)) => {

@@ -30,12 +30,18 @@ const STRANGER_REPLY_EVERY: Duration = Duration::from_secs(600);
 /// Ticket lifetime and renewal, as LXMF (`TICKET_EXPIRY`, `TICKET_RENEW`).
 const TICKET_EXPIRY_MS: i64 = 21 * 24 * 3600 * 1000;
 const TICKET_RENEW_MS: i64 = 14 * 24 * 3600 * 1000;
+/// A journal replay pass stops after this many posts in a row that could not be stored.
+const REPLAY_RETRIES_PER_PASS: usize = 3;
+/// A journaled post that could not be stored for this long is dropped (counted).
+const JOURNAL_MAX_AGE_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Bytes of reply text per message, so each reply fits one packet.
 const REPLY_CHUNK: usize = 240;
 
 /// Inbound LXMF handling, with the per-stranger reply limiter.
 pub struct Inbound {
     told: Mutex<HashMap<(i64, String), Instant>>,
+    /// Journal entries whose task is still handling them: the replay leaves those alone.
+    in_hand: Mutex<std::collections::HashSet<std::path::PathBuf>>,
     /// Messages being handled at once.
     slots: Arc<tokio::sync::Semaphore>,
 }
@@ -62,7 +68,7 @@ impl Method {
 impl Inbound {
     /// `max_inflight` messages are handled at once at most.
     pub fn new(max_inflight: usize) -> Self {
-        Inbound { told: Mutex::default(), slots: Arc::new(tokio::sync::Semaphore::new(max_inflight.max(1))) }
+        Inbound { told: Mutex::default(), in_hand: Mutex::default(), slots: Arc::new(tokio::sync::Semaphore::new(max_inflight.max(1))) }
     }
 
     /// A single encrypted packet to one of our destinations: the destination hash is implied.
@@ -93,15 +99,34 @@ impl Inbound {
     /// receipt, so it is never dropped: beyond the limit the caller waits for a slot, and it is
     /// journaled before anything else, so a database outage or a crash cannot lose it.
     pub async fn direct(&self, s: Arc<Services>, dest: [u8; 16], packed: Vec<u8>) {
-        let Ok(permit) = self.slots.clone().acquire_owned().await else { return };
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                // Every slot is busy. The router must not wait for one (proofs and requests
+                // queue behind it): the post goes to the journal, and the replay handles it.
+                if journal_append(&s, dest, &packed).await.is_some() {
+                    crate::metrics::work_refused("packet", "journaled_for_later");
+                    return;
+                }
+                // No journal to hold it: waiting is the only way not to lose it.
+                let Ok(p) = self.slots.clone().acquire_owned().await else { return };
+                p
+            }
+        };
         s.life.clone().spawn(async move {
             let _permit = permit;
             let entry = journal_append(&s, dest, &packed).await;
+            if let (Some(e), Ok(mut h)) = (&entry, s.lxmf.in_hand.lock()) {
+                h.insert(e.clone());
+            }
             let received = receive(&s, dest, &packed, Method::Direct).await;
-            if let Some(entry) = entry
-                && received != Received::Retry
-            {
-                journal_remove(&s, entry).await;
+            if let Some(entry) = entry {
+                if received != Received::Retry {
+                    journal_remove(&s, entry.clone()).await;
+                }
+                if let Ok(mut h) = s.lxmf.in_hand.lock() {
+                    h.remove(&entry);
+                }
             }
         });
     }
@@ -112,11 +137,13 @@ impl Inbound {
         receive(s, dest, &packed, Method::Propagated).await
     }
 
-    /// Tries the journaled posts again, oldest first; a post that is still not stored stays.
-    /// Returns how many were settled (stored or refused for good) and how many stay.
-    pub async fn replay_journal(&self, s: &Arc<Services>, min_age_ms: i64) -> (usize, usize) {
+    /// Tries the journaled posts written before `written_before_ms` again, oldest first, leaving
+    /// alone those a task still handles; a post that is still not stored stays. A pass ends after a few posts in a row could not be
+    /// stored (the store is still away); a post older than [`JOURNAL_MAX_AGE_MS`] is dropped
+    /// and counted. Returns how many were settled and how many stay.
+    pub async fn replay_journal(&self, s: &Arc<Services>, written_before_ms: i64) -> (usize, usize) {
         let Some(journal) = s.journal.clone() else { return (0, 0) };
-        let entries = match tokio::task::spawn_blocking(move || journal.pending(min_age_ms)).await {
+        let entries = match tokio::task::spawn_blocking(move || journal.pending(written_before_ms)).await {
             Ok(Ok(e)) => e,
             Ok(Err(err)) => {
                 tracing::error!(%err, "cannot read the post journal");
@@ -127,13 +154,26 @@ impl Inbound {
                 return (0, 0);
             }
         };
-        let (mut settled, mut left) = (0, 0);
-        for e in entries {
+        let (mut settled, mut left, mut retries_in_a_row) = (0, 0, 0);
+        let total = entries.len();
+        let in_hand = self.in_hand.lock().map(|h| h.clone()).unwrap_or_default();
+        for e in entries.into_iter().filter(|e| !in_hand.contains(&e.path)) {
+            if crate::store::now_ms() - e.written_at > JOURNAL_MAX_AGE_MS {
+                tracing::warn!(path = %e.path.display(), "a journaled post could not be stored for a week; dropped");
+                crate::metrics::journal_failed();
+                journal_remove(s, e.path).await;
+                continue;
+            }
             if receive(s, e.dest, &e.packed, Method::Direct).await == Received::Retry {
                 left += 1;
-                // The store is still away: the rest would fail the same way.
-                break;
+                retries_in_a_row += 1;
+                if retries_in_a_row >= REPLAY_RETRIES_PER_PASS {
+                    left = total - settled;
+                    break;
+                }
+                continue;
             }
+            retries_in_a_row = 0;
             journal_remove(s, e.path).await;
             settled += 1;
         }
@@ -193,8 +233,6 @@ struct Sender {
     hex: String,
 }
 
-/// Validates, authorises and stores (or executes) one inbound message; returns whether it may be
-/// proven.
 /// What became of an inbound message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Received {
@@ -207,6 +245,7 @@ pub enum Received {
     Retry,
 }
 
+/// Validates, authorises and stores (or executes) one inbound message, and says what became of it.
 async fn receive(s: &Arc<Services>, dest: [u8; 16], packed: &[u8], method: Method) -> Received {
     let group = lookup(&s.registry, &dest).map(|r| r.group_id);
     let outcome = |o: &'static str| crate::metrics::lxmf_received(method.label(), o, group);

@@ -115,7 +115,6 @@ pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>
     let in_progress = Arc::new(Semaphore::new(services.limits.max_inflight_requests.max(1)));
     let per_link = services.limits.max_requests_per_link.max(1);
     let new_link = |dest| LinkState { dest, identity: None, slots: Arc::new(Semaphore::new(per_link)) };
-    let refusals = LogBudget::new(1.0);
     while let Some(ev) = events.recv().await {
         match ev {
             NodeEvent::LinkEstablished { dest, link_id } => {
@@ -150,7 +149,7 @@ pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>
                 let permits = match admit(&services.life, &link.slots, &in_progress) {
                     Ok(p) => p,
                     Err(why) => {
-                        if refusals.allow() {
+                        if services.refusal_log.allow() {
                             tracing::warn!(reason = why.label(), "request refused at a limit");
                         }
                         crate::metrics::work_refused("request", why.label());

@@ -74,6 +74,8 @@ struct Inner {
     dests: Mutex<HashMap<[u8; 16], Registered>>,
     // Packet hashes captured by the proof callback, consumed by the pump.
     proved_tx: mpsc::Sender<([u8; 16], [u8; 32])>,
+    // Set when the proof callback could not queue a hash: the pump's pairing starts over.
+    hashes_lost: Arc<std::sync::atomic::AtomicBool>,
     // Interfaces that reconnect say so here, and every destination is announced again.
     reconnect_tx: mpsc::Sender<AddressHash>,
     // Outbound links we opened, by link id, and who waits for which outbound Resource.
@@ -152,6 +154,7 @@ impl Node {
                 transport,
                 dests: Mutex::new(HashMap::new()),
                 proved_tx,
+                hashes_lost: Arc::new(std::sync::atomic::AtomicBool::new(false)),
                 reconnect_tx,
                 out_links: Mutex::new(HashMap::new()),
                 resource_waiters: std::sync::Mutex::new(HashMap::new()),

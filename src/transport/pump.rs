@@ -135,9 +135,16 @@ struct ProofPairing {
 }
 
 impl ProofPairing {
-    /// A packet arrived: its event, if its hash is already here.
+    /// A packet arrived: its event, if its hash is already here. A hash older than the wait
+    /// belonged to a packet whose event was lost; it is dropped, never paired.
     fn packet(&mut self, dest: [u8; 16], data: Vec<u8>) -> Option<NodeEvent> {
-        match self.hashes.get_mut(&dest).and_then(VecDeque::pop_front) {
+        let fresh = self.hashes.get_mut(&dest).and_then(|q| {
+            while q.front().is_some_and(|(t, _)| t.elapsed() >= PROOF_PAIRING_WAIT) {
+                q.pop_front();
+            }
+            q.pop_front()
+        });
+        match fresh {
             Some((_, h)) => Some(NodeEvent::Packet { dest, data, packet_hash: Some(h) }),
             None => {
                 self.packets.entry(dest).or_default().push_back((Instant::now(), data));
@@ -157,6 +164,19 @@ impl ProofPairing {
                 }
                 q.push_back((Instant::now(), hash));
                 None
+            }
+        }
+    }
+
+    /// Forgets every waiting hash and sends the waiting packets on unprovable (their senders
+    /// retry): after a loss, the order that pairs them no longer holds.
+    fn clear(&mut self) {
+        self.hashes.clear();
+        for (_, q) in self.packets.iter_mut() {
+            for (t, _) in q.iter_mut() {
+                if let Some(old) = t.checked_sub(PROOF_PAIRING_WAIT) {
+                    *t = old;
+                }
             }
         }
     }
@@ -201,6 +221,10 @@ pub(super) async fn pump(
                 None => break,
             },
             Some((dest, hash)) = proved.recv() => {
+                // A hash the callback could not queue shifts the order as a lost packet would.
+                if node.upgrade().is_some_and(|n| n.hashes_lost.swap(false, std::sync::atomic::Ordering::Relaxed)) {
+                    pairing.clear();
+                }
                 if let Some(event) = pairing.hash(dest, hash)
                     && out.send(event).await.is_err()
                 {
@@ -218,7 +242,13 @@ pub(super) async fn pump(
             }
         };
         let event = match ev {
-            Raw::Lagged(channel, count) => Some(NodeEvent::EventsLost { channel, count }),
+            Raw::Lagged(channel, count) => {
+                // A lost packet event would pair every later hash with the wrong packet.
+                if channel == "received_data" {
+                    pairing.clear();
+                }
+                Some(NodeEvent::EventsLost { channel, count })
+            }
             Raw::Proof(packet_hash) => Some(NodeEvent::Proof { packet_hash }),
             Raw::Announce(a) => {
                 let d = a.destination.lock().await;

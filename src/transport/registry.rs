@@ -21,9 +21,10 @@ impl Node {
         // exposes the hash of an inbound packet, and we prove ourselves with `prove` once
         // the message is stored, so a proof never acknowledges something we could lose.
         dest.set_proof_strategy(ProofStrategy::App);
-        let proved = self.inner.proved_tx.clone();
+        let (proved, lost) = (self.inner.proved_tx.clone(), self.inner.hashes_lost.clone());
         dest.set_proof_requested_callback(Box::new(move |p: &Packet| {
             if proved.try_send((hash, p.hash().to_bytes())).is_err() {
+                lost.store(true, std::sync::atomic::Ordering::Relaxed);
                 crate::metrics::transport_events_lost("packet_hashes", 1);
             }
             false
