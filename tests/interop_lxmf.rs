@@ -421,7 +421,7 @@ fn random_stamp_brute_force_stores_nothing_and_earns_no_ticket() -> R {
     common::poll(Duration::from_secs(30), Duration::from_millis(500), "the raised cost at amy's router", || {
         Ok(peer.call(json!({"cmd": "stamp_cost", "as": "amy", "dest": lxmf}))?["cost"].as_u64().filter(|c| *c > 4))
     })?;
-    assert!(common::metric_sum(&server.metrics()?, "meshgroup_stamp_cost_raise_bits", &[]) >= 1.0);
+    assert!(common::metric_sum(&server.metrics()?, "meshgroup_stamp_cost_raise", &[]) >= 1.0);
     let paid = send_text(&mut peer, "amy", &lxmf, "still paid by ticket")?;
     assert_eq!((paid["delivered"].as_bool(), s(&paid, "stamp").len()), (Some(true), 32), "a ticket stamp, accepted: {paid}");
     Ok(())
