@@ -53,9 +53,11 @@ fn path_count() -> usize {
     Endpoint::ALL.len() + Path::ALL.len()
 }
 
-/// Input: `[path selector, caller selector, body…]`. The selector picks a path of the group or
-/// the server destination (modulo their number); an even caller byte is an identified caller.
-/// A refusal must be INVALID_ARGUMENT, or UNAUTHENTICATED for an anonymous caller.
+/// The decoding context of the harness's group, for `caller`.
+fn group_context<'a>(caller: &'a Caller, limits: &LimitsConfig) -> DecodeContext<'a> {
+    DecodeContext { group_id: 1, group_lxmf_hash: &GROUP_LXMF, caller, default_page: limits.default_page, max_page: limits.max_page, now_s: NOW_SECS as f64 }
+}
+
 /// A group path's body in MeshChat's JSON dialect: byte 0 picks the path, byte 1 the caller
 /// (even: identified), byte 2 nil (odd) or bytes; the rest is the body. It must decode or be
 /// refused INVALID_ARGUMENT (UNAUTHENTICATED for an anonymous caller), never panic.
@@ -65,14 +67,7 @@ pub fn api_request_json(data: &[u8]) {
     let caller = if who % 2 == 0 { &identity } else { &Caller::Anonymous };
     let limits = LimitsConfig::default();
     let (ep, _) = Endpoint::ALL[usize::from(*sel) % Endpoint::ALL.len()];
-    let ctx = DecodeContext {
-        group_id: 1,
-        group_lxmf_hash: &GROUP_LXMF,
-        caller,
-        default_page: limits.default_page,
-        max_page: limits.max_page,
-        now_s: NOW_SECS as f64,
-    };
+    let ctx = group_context(caller, &limits);
     let body = (nil % 2 == 0).then_some(body);
     match crate::api::decode_json_request(ep, body, &ctx) {
         Ok(d) => {
@@ -88,6 +83,9 @@ pub fn api_request_json(data: &[u8]) {
     }
 }
 
+/// Input: `[path selector, caller selector, body…]`. The selector picks a path of the group or
+/// the server destination (modulo their number); an even caller byte is an identified caller.
+/// A refusal must be INVALID_ARGUMENT, or UNAUTHENTICATED for an anonymous caller.
 pub fn api_request(data: &[u8]) {
     let [sel, who, body @ ..] = data else { return };
     let identity = Caller::Identity("e8".repeat(16));
@@ -96,14 +94,7 @@ pub fn api_request(data: &[u8]) {
     let index = usize::from(*sel) % path_count();
     let result: Result<(), crate::api::ApiError> = match Endpoint::ALL.get(index) {
         Some((ep, _)) => {
-            let ctx = DecodeContext {
-                group_id: 1,
-                group_lxmf_hash: &GROUP_LXMF,
-                caller,
-                default_page: limits.default_page,
-                max_page: limits.max_page,
-                now_s: NOW_SECS as f64,
-            };
+            let ctx = group_context(caller, &limits);
             decode_request(*ep, body, &ctx).map(|d| {
                 if let Some((_, stamp)) = d.join_stamp {
                     assert!(stamp.len() <= STAMP_MAX_LEN, "an over-long stamp was let through");
