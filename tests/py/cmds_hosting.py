@@ -16,8 +16,12 @@ def cmd_link_server(c):
 
 def cmd_link_from_entry(c):
     """Links to a group using only a directory entry's public key: no announce, no path request.
-    Reports what the peer knew of the group beforehand, so the test can tell it knew nothing."""
+    The server re-announces its groups to every new peer, so the peer may already have heard this
+    one: it forgets the identity and the path first, then reports what it knew, so the test can
+    tell the link came up from the entry alone."""
     dest_hash = bytes.fromhex(c["dest"])
+    RNS.Identity.known_destinations.pop(dest_hash, None)
+    RNS.Transport.path_table.pop(dest_hash, None)
     known_before = RNS.Identity.recall(dest_hash) is not None
     path_before = RNS.Transport.has_path(dest_hash)
     ident = RNS.Identity(create_keys=False)
