@@ -14,6 +14,12 @@ API (a link to meshchat.group, identify, /api/v1/join), 8 links at a time, while
 out (E2E_ANNOUNCE=0 skips those: the server then knows them from link identify only), and the
 report adds the join wave's time and the messages members received during it (the notice storm a
 join wave used to cause).
+
+With E2E_SIGTERM=1 a third post follows, and the server gets SIGTERM once a quarter of the members
+hold it (mid-fan-out). The report adds the exit status, the time from the signal to the exit,
+whether the log holds a panic, and, after a restart on the same data, when every member held the
+third post, how many hold a second different copy of any post (must be 0) and how many packet-level
+resends arrived.
 """
 import json
 import os
@@ -123,6 +129,39 @@ def post(peer, group, pid, nth, text, cap):
     }
 
 
+def sigterm_mid_fanout(peer, group, server, serve, log_path, n):
+    """A third post; SIGTERM once a quarter of the members hold it; a restart; then every member's tally."""
+    peer.call(cmd="send", dest=group["lxmf_destination_hash"], content=b"cut short by a SIGTERM".hex(), timeout=left(60),
+              **{"as": "poster"})
+    while peer.call(cmd="bench_tally", unique=3)["reached"] < n // 4 and time.time() < DEADLINE:
+        time.sleep(0.01)
+    at_signal = peer.call(cmd="bench_tally", unique=3)["reached"]
+    t0 = time.time()
+    server.send_signal(signal.SIGTERM)
+    status = server.wait(timeout=left(60))
+    exit_s = time.time() - t0
+    at_exit = peer.call(cmd="bench_tally", unique=3)["reached"]
+    with open(log_path, errors="replace") as f:
+        panicked = "panicked" in f.read()
+    t1 = time.time()
+    restarted = serve()
+    done = peer.call(cmd="bench_reached", unique=3, timeout=left(120))
+    after = peer.call(cmd="bench_tally", unique=3)
+    restarted.send_signal(signal.SIGTERM)
+    restarted.wait(timeout=left(30))
+    return {
+        "reached_at_signal": at_signal,
+        "reached_at_exit": at_exit,
+        "exit_status": status,
+        "exit_s": round(exit_s, 3),
+        "panic_in_log": panicked,
+        "reached_after_restart": done["reached"],
+        "all_reached_s_after_restart": round(done["times"][-1] - t1, 3) if done["reached"] == n and done["times"] else None,
+        "members_with_a_second_copy": after["over"],
+        "packet_resends": after["repeats"],
+    }
+
+
 def main():
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     pace = float(os.environ.get("E2E_ANNOUNCE_PACE", "0.05"))
@@ -150,17 +189,21 @@ def main():
     try:
         group = cli("group", "create", "--name", "E2E")
         gid = str(group["id"])
-        log = open(os.path.join(data, "server.log"), "w")
-        server = subprocess.Popen([BIN, "serve"], env=env, cwd=data, stdout=subprocess.DEVNULL, stderr=log)
-        CHILDREN.append(server)
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", rns_port), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > DEADLINE or server.poll() is not None:
-                    raise RuntimeError("server did not start")
-                time.sleep(0.05)
+        log_path = os.path.join(data, "server.log")
+
+        def serve():
+            proc = subprocess.Popen([BIN, "serve"], env=env, cwd=data, stdout=subprocess.DEVNULL, stderr=open(log_path, "a"))
+            CHILDREN.append(proc)
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", rns_port), timeout=1).close()
+                    return proc
+                except OSError:
+                    if time.time() > DEADLINE or proc.poll() is not None:
+                        raise RuntimeError("server did not start")
+                    time.sleep(0.05)
+
+        server = serve()
         peer = Peer(rns_port)
         t_setup = time.time()
         join = os.environ.get("E2E_JOIN") == "1"
@@ -202,6 +245,9 @@ def main():
             perf.send_signal(signal.SIGINT)
             perf.wait(timeout=30)
         counters = metrics(metrics_port)
+        sigterm = None
+        if os.environ.get("E2E_SIGTERM") == "1":
+            sigterm = sigterm_mid_fanout(peer, group, server, serve, log_path, n)
         result = {
             "members": n,
             "join_wave": wave,
@@ -215,6 +261,7 @@ def main():
             "announce_pace_s": pace,
             "cores": os.cpu_count(),
             "metrics": counters,
+            "sigterm": sigterm,
         }
         print(json.dumps(result), flush=True)
     finally:

@@ -84,6 +84,7 @@ where
         lxmf: crate::api::lxmf::Inbound::new(cfg.limits.max_inflight_packets),
         journal,
         refusal_log: crate::api::router::LogBudget::new(20.0),
+        side_writes: std::sync::Arc::new(tokio::sync::Semaphore::new(crate::api::router::SIDE_WRITES)),
         life: life.clone(),
     });
     // The router outlives the drain: proofs for the work in progress come through it. It stops
@@ -102,9 +103,10 @@ where
         }
     });
     let admin_socket = cfg.admin_socket();
-    // Without the socket the CLI still works: it writes the store, and the server follows within a second.
+    // Without the socket the CLI still works: it writes the store, and the server polls it.
     if let Err(err) = crate::admin::listen(&admin_socket, services.registry.clone(), services.supervisor.clone(), services.stamps.clone(), &life) {
         tracing::warn!(%err, "admin socket unavailable; CLI changes reach this server through the store");
+        services.supervisor.do_send(crate::actors::supervisor::PollStore);
     }
     // Every destination is registered now; only then do peers get to ask for paths.
     services.node.open_interfaces(interfaces).await?;

@@ -126,3 +126,21 @@ fn per_group_labels_only_when_the_operator_asks() -> R {
     }
     Ok(())
 }
+
+#[test]
+fn without_its_admin_socket_the_server_follows_cli_changes_through_the_store() -> R {
+    let mut server = Server::new()?;
+    let g = server.create_group(&["--name", "Socketless", "--private"])?;
+    // A directory where the socket goes: the server cannot bind it, and the CLI finds no server.
+    std::fs::create_dir_all(server.dir.join("admin.sock"))?;
+    server.start()?;
+    poll_secs(10, "the fallback poll to start", || Ok(server.log().contains("polling the store").then_some(())))?;
+    let mut peer = Peer::connect(server.rns_port)?;
+    let alice = peer.identity("alice")?;
+    peer.link("alice", &s(&g, "group_destination_hash"), Some("alice"))?;
+    assert!(!peer.info("alice")?.is_member);
+    server.cli(&["member", "add", &g["id"].to_string(), &alice, "--name", "alice"])?;
+    let info = poll_secs(10, "alice to be a member", || Ok(Some(peer.info("alice")?).filter(|i| i.is_member)))?;
+    assert_eq!(info.name, "Socketless");
+    Ok(())
+}

@@ -121,6 +121,11 @@ impl Supervised for GroupActor {
     /// A restarted actor re-reads its state: whatever it held in memory may be stale.
     fn restarting(&mut self, ctx: &mut Self::Context) {
         tracing::warn!(group = self.id, "group actor restarting");
+        // A restart drops the queued `Commit`: posts still waiting would wait forever.
+        self.commit_queued = !self.pending.is_empty();
+        if self.commit_queued {
+            ctx.notify(Commit);
+        }
         ctx.wait(
             self.exclusive(|mut core| async move {
                 let out = core.reload().await;

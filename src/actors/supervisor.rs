@@ -82,8 +82,10 @@ pub struct Supervisor {
     state: Option<State>,
     announce: mpsc::Sender<AnnounceCmd>,
     changed: Recipient<super::fanout::GroupChanged>,
-    poll: Duration,
 }
+
+/// How often the store is scanned for CLI changes when the admin socket is down.
+const STORE_POLL: Duration = Duration::from_secs(1);
 
 impl Supervisor {
     /// Loads every group, starts its actor and registers its destinations, then starts the announcer
@@ -122,7 +124,7 @@ impl Supervisor {
             st.spawn_group(g).await;
         }
         tracing::info!(groups = st.groups.len(), "group actors started");
-        Ok(Supervisor { state: Some(st), announce: tx, changed: fanout.recipient(), poll: Duration::from_secs(1) }.start())
+        Ok(Supervisor { state: Some(st), announce: tx, changed: fanout.recipient() }.start())
     }
 }
 
@@ -235,13 +237,25 @@ impl Supervisor {
 
 impl Actor for Supervisor {
     type Context = Context<Self>;
+}
 
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(self.poll, |_, ctx| ctx.notify(Sync));
+/// Starts the fallback for a server whose admin socket failed: the CLI then writes the store
+/// only, and bumps the group's `updated_at`, so the supervisor scans the groups' versions every
+/// second. With the socket up, changes arrive as messages and nothing is polled.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PollStore;
+
+impl Handler<PollStore> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: PollStore, ctx: &mut Self::Context) {
+        tracing::warn!(every = ?STORE_POLL, "admin socket down: polling the store for CLI changes");
+        ctx.run_interval(STORE_POLL, |_, ctx| ctx.notify(Sync));
     }
 }
 
-/// Re-reads the list of groups and applies what changed (sent by the timer, and after API changes).
+/// Re-reads the list of groups and applies what changed (sent by the fallback poll).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Sync;
@@ -316,10 +330,7 @@ impl Handler<AnnounceNow> for Supervisor {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, msg: AnnounceNow, _ctx: &mut Self::Context) -> Self::Result {
-        let announce = self.announce.clone();
-        Box::pin(async move {
-            let _ = announce.send(AnnounceCmd::Now(msg.0)).await;
-        })
+        self.to_announcer(AnnounceCmd::Now(msg.0))
     }
 }
 
@@ -334,6 +345,16 @@ impl Handler<AnnounceSoon> for Supervisor {
     fn handle(&mut self, msg: AnnounceSoon, ctx: &mut Self::Context) -> Self::Result {
         self.changed.do_send(super::fanout::GroupChanged(msg.0));
         self.handle(AnnounceNow(msg.0), ctx)
+    }
+}
+
+impl Supervisor {
+    /// Hands a command to the announcer; the caller waits while its queue is full.
+    fn to_announcer(&self, cmd: AnnounceCmd) -> ResponseFuture<()> {
+        let announce = self.announce.clone();
+        Box::pin(async move {
+            let _ = announce.send(cmd).await;
+        })
     }
 }
 
@@ -360,10 +381,7 @@ impl Handler<ReannounceAll> for Supervisor {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _msg: ReannounceAll, _ctx: &mut Self::Context) -> Self::Result {
-        let announce = self.announce.clone();
-        Box::pin(async move {
-            let _ = announce.send(AnnounceCmd::All).await;
-        })
+        self.to_announcer(AnnounceCmd::All)
     }
 }
 

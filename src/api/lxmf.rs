@@ -272,7 +272,7 @@ async fn receive(s: &Arc<Services>, dest: [u8; 16], packed: &[u8], method: Metho
         return Received::Refused;
     }
     let hash = identity_hash(&public_key);
-    crate::api::router::remember(&s.store, hex::encode(hash), public_key);
+    s.remember(hex::encode(hash), public_key);
     let sender = Sender { caller: Caller::Identity(hex::encode(hash)), hash, hex: hex::encode(hash) };
     let Some(info) = info(&route, &sender.caller).await else {
         outcome("error");

@@ -45,6 +45,38 @@ pub struct Services {
     pub journal: Option<Arc<crate::journal::Journal>>,
     /// How many refused requests are logged: a flood of bad input cannot fill the log.
     pub refusal_log: LogBudget,
+    /// Store writes nobody waits for (announces heard, keys verified) in flight at once.
+    pub side_writes: Arc<Semaphore>,
+}
+
+/// Side writes in flight at once: a flood of announces or identifies while the database is slow
+/// cannot pile up tasks. Beyond it a write is dropped and counted; each is an upsert that the
+/// peer's next announce or identify repeats.
+pub const SIDE_WRITES: usize = 64;
+
+impl Services {
+    /// Runs a store write that nobody waits for, off the event loop and within [`SIDE_WRITES`].
+    pub fn side_write<F>(&self, what: &'static str, write: F)
+    where
+        F: std::future::Future<Output = Result<(), crate::store::StoreError>> + Send + 'static,
+    {
+        let Ok(permit) = self.side_writes.clone().try_acquire_owned() else {
+            crate::metrics::work_refused(what, "busy");
+            return;
+        };
+        self.life.spawn(async move {
+            if let Err(err) = write.await {
+                tracing::debug!(%err, what, "side write failed");
+            }
+            drop(permit);
+        });
+    }
+
+    /// Keeps a verified key.
+    pub fn remember(&self, identity_hash: String, public_key: [u8; 64]) {
+        let store = self.store.clone();
+        self.side_write("remember_identity", async move { store.remember_identity(&identity_hash, &public_key).await });
+    }
 }
 
 /// Lines per second a kind of log line may take; beyond it lines are counted, then summarised.
@@ -126,7 +158,7 @@ pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>
                 if let Some(l) = links.get_mut(&link_id) {
                     l.identity = Some(hex_hash.clone());
                 }
-                remember(&services.store, hex_hash, public_key);
+                services.remember(hex_hash, public_key);
             }
             NodeEvent::LinkClosed { link_id, .. } => {
                 links.remove(&link_id);
@@ -219,11 +251,9 @@ pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>
                 }
                 if nh == group_name_hash {
                     let store = services.store.clone();
-                    tokio::spawn(async move {
+                    services.side_write("record_announce", async move {
                         let id = hex::encode(crate::wire::identity::identity_hash(&public_key));
-                        if let Err(err) = store.upsert_announce(&hex::encode(dest), GROUP_ASPECT, &id, public_key.to_vec(), app_data, 0).await {
-                            tracing::debug!(%err, "cannot record announce");
-                        }
+                        store.upsert_announce(&hex::encode(dest), GROUP_ASPECT, &id, public_key.to_vec(), app_data, 0).await
                     });
                 }
             }
@@ -309,16 +339,6 @@ impl Dialect {
             Dialect::Json => json_error(err),
         }
     }
-}
-
-/// Keeps a verified key, off the event loop.
-pub fn remember(store: &Store, identity_hash: String, public_key: [u8; 64]) {
-    let store = store.clone();
-    tokio::spawn(async move {
-        if let Err(err) = store.remember_identity(&identity_hash, &public_key).await {
-            tracing::debug!(%err, "cannot remember an identity");
-        }
-    });
 }
 
 /// Handles one API request: route, decode in the caller's dialect, check a join stamp off the

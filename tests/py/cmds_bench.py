@@ -149,3 +149,14 @@ def cmd_bench_inbox(c):
     with BENCH_LOCK:
         keys = c.get("members") or list(BENCH_MEMBERS.keys())
         return {"members": {h: [g[3] for g in BENCH_MEMBERS[h]] for h in keys}}
+
+
+def cmd_bench_tally(c):
+    """Without waiting: how many members hold at least `unique` distinct valid messages, how many
+    hold more than that (a second, different copy of a post would show here), and how many
+    receipts repeated a message already held (packet-level resends, which LXMF de-duplicates)."""
+    want = c.get("unique", 1)
+    with BENCH_LOCK:
+        distinct = [len({h for _, ok, h, _ in got if ok}) for got in BENCH_MEMBERS.values()]
+        repeats = sum(sum(1 for _, ok, _, _ in got if ok) - d for got, d in zip(BENCH_MEMBERS.values(), distinct))
+    return {"reached": sum(1 for d in distinct if d >= want), "over": sum(1 for d in distinct if d > want), "repeats": repeats}
