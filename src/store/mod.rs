@@ -12,6 +12,7 @@ mod join_requests;
 mod members;
 mod messages;
 mod outbox;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod tickets;
 

@@ -35,13 +35,36 @@ impl Drop for TestStore {
     }
 }
 
-/// Every backend a store test should run on.
-pub async fn stores() -> Result<Vec<TestStore>, StoreError> {
-    let mut out = vec![sqlite().await?];
-    if let Ok(url) = std::env::var(TEST_DATABASE_URL) {
-        out.push(postgres(&url).await?);
-    }
-    Ok(out)
+/// One store test as two named tests, `NAME::sqlite` and `NAME::postgres`, so a failure names its
+/// backend. The PostgreSQL one needs MESHGROUP_TEST_DATABASE_URL (set by `.ci/run`'s second pass);
+/// without it, it says so and passes.
+#[macro_export]
+macro_rules! store_test {
+    ($name:ident, |$t:ident| $body:block) => {
+        mod $name {
+            use super::*;
+            use $crate::store::testing::{TEST_DATABASE_URL, TestStore};
+
+            async fn run($t: TestStore) -> Result<(), Box<dyn std::error::Error>> {
+                $body
+                Ok(())
+            }
+
+            #[tokio::test]
+            async fn sqlite() -> Result<(), Box<dyn std::error::Error>> {
+                run($crate::store::testing::sqlite().await?).await
+            }
+
+            #[tokio::test]
+            async fn postgres() -> Result<(), Box<dyn std::error::Error>> {
+                let Ok(url) = std::env::var(TEST_DATABASE_URL) else {
+                    eprintln!("skipped: {TEST_DATABASE_URL} is not set");
+                    return Ok(());
+                };
+                run($crate::store::testing::postgres(&url).await?).await
+            }
+        }
+    };
 }
 
 /// A fresh SQLite store in a temporary directory.
