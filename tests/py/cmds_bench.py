@@ -1,8 +1,8 @@
 """Peer commands for benches/fanout_e2e.py: many LXMF members announced in the background, and a
 compact report of when each first held a valid message (member_inbox returns every receipt).
 
-Self-contained (peer.py runs each cmds_*.py in its own scope, and this one loads before
-cmds_fanout.py): members are plain RNS lxmf.delivery destinations with PROVE_ALL that unpack with
+Loaded by peer.py (each cmds_*.py runs in its own scope with peer.py's names, such as
+link_request, recall and wait_for; this one loads before cmds_fanout.py): members are plain RNS lxmf.delivery destinations with PROVE_ALL that unpack with
 the reference LXMF code, as in cmds_fanout.py."""
 import threading, time
 
@@ -102,11 +102,10 @@ def cmd_bench_join(c):
     lock = threading.Lock()
 
     def request(link, path, data):
-        done, box = threading.Event(), {}
-        link.request(path, data=data, response_callback=lambda r: (box.update(r=r.response), done.set()),
-                     failed_callback=lambda r: done.set(), timeout=30)
-        done.wait(40)
-        return box.get("r")
+        try:
+            return link_request(link, path, data)[0]
+        except RuntimeError:
+            return None
 
     def join_one(h):
         up = threading.Event()

@@ -9,7 +9,7 @@
   (`ignore_announces` keeps any announce of the group away, to show it).
 - `race_probe`: how often an unpatched RNS 1.5.7 `Link.request` loses an answer.
 
-Loaded by peer.py, so RNS, LINKS, LOCK, identity and wait_for are peer.py's.
+Loaded by peer.py, so RNS, LINKS, LOCK, identity, wait_for and link_request are peer.py's.
 """
 
 
@@ -35,28 +35,6 @@ SHAPES = {
 }
 
 
-def _link_request(link, path, data, timeout=None):
-    """One request as GroupChatClient.request makes it (no timeout of its own unless given), waited for."""
-    done, box = threading.Event(), {}
-
-    def ok(receipt):
-        box["response"] = receipt.response
-        done.set()
-
-    def failed(receipt):
-        box["failed"] = True
-        done.set()
-
-    receipt = link.request(path, data=data, response_callback=ok, failed_callback=failed, timeout=timeout)
-    if not receipt:
-        raise RuntimeError("request not sent")
-    if not done.wait((timeout or 30) + 15):
-        raise RuntimeError("no answer and no failure")
-    if box.get("failed"):
-        raise RuntimeError("request failed (timed out)")
-    return bytes(box["response"])
-
-
 def _answer(raw):
     try:
         return {"json": json.loads(raw.decode("utf-8")), "raw": raw.hex()}
@@ -67,13 +45,13 @@ def _answer(raw):
 def cmd_mc(c):
     """Runs one GroupChatClient call, c["call"] with keyword arguments c["args"], on link c["link"]."""
     path, data = SHAPES[c["call"]](**c.get("args", {}))
-    return _answer(_link_request(LINKS[c["link"]], path, data, c.get("timeout")))
+    return _answer(link_request(LINKS[c["link"]], path, data, c.get("timeout"))[0])
 
 
 def cmd_mc_raw(c):
     """Sends c["text"] (UTF-8) as the body of c["path"], or None with "nil": true; the answer as JSON."""
     data = None if c.get("nil") else c["text"].encode("utf-8")
-    return _answer(_link_request(LINKS[c["link"]], c["path"], data, c.get("timeout")))
+    return _answer(link_request(LINKS[c["link"]], c["path"], data, c.get("timeout"))[0])
 
 
 def cmd_remember_contact_link(c):
@@ -148,7 +126,7 @@ def cmd_race_probe(c):
         for _ in range(c["count"]):
             t0 = time.time()
             try:
-                _link_request(link, c["path"], data, c.get("timeout", 3))
+                link_request(link, c["path"], data, c.get("timeout", 3))
                 with LOCK:
                     stats["answered"] += 1
                     stats["secs"].append(time.time() - t0)

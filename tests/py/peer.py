@@ -107,10 +107,10 @@ def cmd_link(c):
     return link_to(c, "group")
 
 
-def cmd_request(c):
-    link = LINKS[c["link"]]
-    done = threading.Event()
-    box = {}
+def link_request(link, path, data, timeout=30):
+    """One link request, waited for: returns (response bytes, receipt, seconds) or raises. `timeout`
+    None leaves RNS its own default, as clients that pass none do; the wait is bounded either way."""
+    done, box = threading.Event(), {}
 
     def ok(r):
         box["resp"] = r.response
@@ -120,20 +120,24 @@ def cmd_request(c):
         box["failed"] = True
         done.set()
 
+    t0 = time.time()
+    receipt = link.request(path, data=data, response_callback=ok, failed_callback=fail, timeout=timeout)
+    if not receipt:
+        raise RuntimeError("request not sent")
+    if not done.wait((timeout or 30) + 15):
+        raise RuntimeError("no answer and no failure")
+    if box.get("failed"):
+        raise RuntimeError("request failed (timed out)")
+    return bytes(box["resp"]), receipt, time.time() - t0
+
+
+def cmd_request(c):
+    link = LINKS[c["link"]]
     # Protobuf bodies always travel as bytes, b"" for an empty message: a nil body (None) asks
     # for the JSON dialect. "nil": true sends None.
     data = None if c.get("nil") else bytes.fromhex(c.get("data", ""))
-    t0 = time.time()
-    receipt = link.request(c["path"], data=data, response_callback=ok, failed_callback=fail,
-                           timeout=c.get("timeout", 30))
-    if not receipt:
-        raise RuntimeError("request not sent")
-    if not done.wait(c.get("timeout", 30) + 10):
-        raise RuntimeError("no response")
-    if box.get("failed"):
-        raise RuntimeError("request failed")
-    resp = box["resp"]
-    return {"response": bytes(resp).hex(), "secs": round(time.time() - t0, 3), "link_status": link.status,
+    resp, receipt, secs = link_request(link, c["path"], data, c.get("timeout", 30))
+    return {"response": resp.hex(), "secs": round(secs, 3), "link_status": link.status,
             "request_id": bytes(receipt.request_id).hex()}
 
 
