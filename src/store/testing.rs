@@ -11,8 +11,16 @@ pub struct TestStore {
     pub store: Store,
     /// The PostgreSQL database name, for tests that hand the URL to a child process.
     pub name: Option<String>,
-    _dir: Option<tempfile_dir::Dir>,
+    /// A scratch directory, removed on drop (it holds the SQLite file, and whatever a bench puts there).
+    dir: tempfile_dir::Dir,
     pg_drop: Option<(String, String)>,
+}
+
+impl TestStore {
+    /// The scratch directory (on the temporary directory's file system).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir.path
+    }
 }
 
 impl Drop for TestStore {
@@ -71,7 +79,7 @@ macro_rules! store_test {
 pub async fn sqlite() -> Result<TestStore, StoreError> {
     let dir = tempfile_dir::Dir::new()?;
     let url = format!("sqlite://{}/test.db?mode=rwc", dir.path.display());
-    Ok(TestStore { store: Store::open(&url).await?, name: None, _dir: Some(dir), pg_drop: None })
+    Ok(TestStore { store: Store::open(&url).await?, name: None, dir, pg_drop: None })
 }
 
 /// A fresh database on the PostgreSQL server at `admin_url`.
@@ -85,7 +93,7 @@ pub async fn postgres(admin_url: &str) -> Result<TestStore, StoreError> {
         None => format!("{admin_url}/{name}"),
     };
     let store = Store::open(&url).await?;
-    Ok(TestStore { store, name: Some(name.clone()), _dir: None, pg_drop: Some((admin_url.to_owned(), name)) })
+    Ok(TestStore { store, name: Some(name.clone()), dir: tempfile_dir::Dir::new()?, pg_drop: Some((admin_url.to_owned(), name)) })
 }
 
 /// A tiny temporary directory, removed on drop (avoids a runtime dependency on `tempfile`).
