@@ -79,7 +79,8 @@ pub struct AnnounceSchedule {
 }
 
 impl AnnounceSchedule {
-    /// `budget_per_sec` announces per second in total, with a burst of one second's worth.
+    /// `budget_per_sec` announce packets per second in total, with a burst of one second's worth
+    /// ([`Self::next`] takes one token per group, [`Self::pace`] one per further packet).
     pub fn new(interval: Duration, jitter: f64, budget_per_sec: f64) -> Self {
         AnnounceSchedule {
             queue: BinaryHeap::new(),
@@ -110,6 +111,23 @@ impl AnnounceSchedule {
     /// peer until the next periodic announce.
     pub fn announce_change(&mut self, group: i64) {
         self.schedule_at(group, Instant::now() + until_next_second());
+    }
+
+    /// Waits for, and takes, one more budget token: a group's second announce packet goes out a
+    /// budget step after its first. The Python reference holds back every announce on a new
+    /// interface that hears more than 3 in a second, so packets never go back to back at the
+    /// default budget. Cancel-safe.
+    pub async fn pace(&mut self) {
+        loop {
+            let wait = self.budget.wait_time();
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            if self.budget.try_take() {
+                return;
+            }
+        }
     }
 
     pub fn remove(&mut self, group: i64) {
@@ -187,6 +205,17 @@ mod tests {
         // 10 tokens of burst, then 10/s: about 99 s, never faster.
         assert!((98.0..=101.0).contains(&took), "took {took}");
         assert!(deferred > 900);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_groups_second_packet_waits_a_budget_step() {
+        let mut s = AnnounceSchedule::new(Duration::from_secs(3600), 0.0, 1.0);
+        s.announce_now(1);
+        s.next().await;
+        let t0 = Instant::now();
+        s.pace().await;
+        let waited = t0.elapsed();
+        assert!(waited >= Duration::from_millis(990) && waited <= Duration::from_millis(1100), "waited {waited:?}");
     }
 
     #[tokio::test(start_paused = true)]

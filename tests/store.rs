@@ -294,3 +294,14 @@ store_test!(a_batch_of_posts_is_one_commit_with_each_outcome_in_order, |t| {
     assert_eq!(s.history(g.id, HistoryQuery { limit: 10, ..Default::default() }).await?.len(), 3);
     assert!(s.insert_message_batch(Vec::new()).await?.is_empty());
 });
+
+store_test!(groups_by_activity_puts_public_and_active_groups_first, |t| {
+    let s = &t.store;
+    let quiet = group(s, "quiet").await?;
+    let busy = group(s, "busy").await?;
+    let hidden = create_group(s, CreateGroup { name: "hidden".into(), private: true, ..Default::default() }).await?;
+    s.insert_message(msg(hidden.id, "p0", A)).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    s.insert_message(msg(busy.id, "b0", A)).await?;
+    assert_eq!(s.groups_by_activity().await?, vec![busy.id, quiet.id, hidden.id], "{}", s.backend());
+});

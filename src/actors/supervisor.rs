@@ -50,8 +50,9 @@ pub enum AnnounceCmd {
     Add(i64, Addr<GroupActor>),
     /// A group's name, visibility or costs changed: announce it soon (within a second).
     Now(i64),
-    /// An interface reconnected: announce every group again, as the budget allows.
-    All,
+    /// Someone new may listen: announce every group again, as the budget allows, in this order
+    /// (public and most active first); groups it leaves out follow.
+    All(Vec<i64>),
     Remove(i64),
 }
 
@@ -115,7 +116,7 @@ impl Supervisor {
         };
         // A group's turn sends two announces (meshchat.group and lxmf.delivery), and the budget
         // is in announces, so groups get half of it.
-        let schedule = AnnounceSchedule::new(Duration::from_secs(cfg.announce_interval_secs.max(1)), cfg.announce_jitter, cfg.announce_budget_per_sec / 2.0);
+        let schedule = AnnounceSchedule::new(Duration::from_secs(cfg.announce_interval_secs.max(1)), cfg.announce_jitter, cfg.announce_budget_per_sec);
         // Started before the groups: it takes their commands (a bounded queue) at once.
         // The announcer's state outlives a run that panicked: the restarted run goes on with it.
         let announcer_state = Arc::new(Mutex::new(Announcer { schedule, rx, actors: HashMap::new(), open: Some(interfaces_open), stamps }));
@@ -330,7 +331,10 @@ impl Handler<AnnounceNow> for Supervisor {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, msg: AnnounceNow, _ctx: &mut Self::Context) -> Self::Result {
-        self.to_announcer(AnnounceCmd::Now(msg.0))
+        let announce = self.announce.clone();
+        Box::pin(async move {
+            let _ = announce.send(AnnounceCmd::Now(msg.0)).await;
+        })
     }
 }
 
@@ -348,16 +352,6 @@ impl Handler<AnnounceSoon> for Supervisor {
     }
 }
 
-impl Supervisor {
-    /// Hands a command to the announcer; the caller waits while its queue is full.
-    fn to_announcer(&self, cmd: AnnounceCmd) -> ResponseFuture<()> {
-        let announce = self.announce.clone();
-        Box::pin(async move {
-            let _ = announce.send(cmd).await;
-        })
-    }
-}
-
 /// Announcer commands waiting at most; the supervisor waits when it is full.
 const ANNOUNCE_QUEUE: usize = 1024;
 
@@ -372,7 +366,8 @@ struct Announcer {
     stamps: crate::stamps::StampPool,
 }
 
-/// Announces every group again, paced by the budget (sent by the router when an interface reconnects).
+/// Announces every group again, public and most active first, paced by the budget (sent by the
+/// router when an interface reconnects or a client attaches).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ReannounceAll;
@@ -381,7 +376,17 @@ impl Handler<ReannounceAll> for Supervisor {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _msg: ReannounceAll, _ctx: &mut Self::Context) -> Self::Result {
-        self.to_announcer(AnnounceCmd::All)
+        let (store, announce) = (self.state.as_ref().map(|s| s.store.clone()), self.announce.clone());
+        Box::pin(async move {
+            let order = match store {
+                Some(store) => store.groups_by_activity().await.unwrap_or_else(|err| {
+                    tracing::warn!(%err, "cannot order the groups by activity; re-announcing by id");
+                    Vec::new()
+                }),
+                None => Vec::new(),
+            };
+            let _ = announce.send(AnnounceCmd::All(order)).await;
+        })
     }
 }
 
@@ -405,9 +410,12 @@ async fn announcer(state: Arc<Mutex<Announcer>>, node: Node, stop: tokio_util::s
                     schedule.announce_now(id);
                 }
                 Some(AnnounceCmd::Now(id)) => schedule.announce_change(id),
-                Some(AnnounceCmd::All) => {
-                    for id in actors.keys() {
-                        schedule.announce_change(*id);
+                Some(AnnounceCmd::All(order)) => {
+                    // Each is due a moment after the one scheduled before it, so they go out in this order.
+                    let listed: std::collections::HashSet<i64> = order.iter().copied().collect();
+                    let rest = actors.keys().copied().filter(|id| !listed.contains(id)).collect::<Vec<_>>();
+                    for id in order.into_iter().filter(|id| actors.contains_key(id)).chain(rest) {
+                        schedule.announce_change(id);
                     }
                 }
                 Some(AnnounceCmd::Remove(id)) => {
@@ -421,7 +429,14 @@ async fn announcer(state: Arc<Mutex<Announcer>>, node: Node, stop: tokio_util::s
                 }
                 let Some(addr) = actors.get(&id) else { schedule.remove(id); continue };
                 let Ok(Some(snap)) = addr.send(GetSnapshot).await else { continue };
-                announce_group(&node, &with_current_costs(stamps, snap)).await;
+                let snap = with_current_costs(stamps, snap);
+                announce(&node, &snap, snap.group_dest, &snap.group_app_data, "meshchat.group").await;
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = schedule.pace() => {}
+                }
+                let lxmf = crate::wire::lxmf::delivery_announce(&snap.lxmf_name, snap.post_stamp_cost);
+                announce(&node, &snap, snap.lxmf_dest, &lxmf, "lxmf.delivery").await;
             }
         }
         if opened {
@@ -440,14 +455,10 @@ fn with_current_costs(stamps: &crate::stamps::StampPool, mut snap: Snapshot) -> 
     snap
 }
 
-async fn announce_group(node: &Node, snap: &Snapshot) {
-    match node.announce(snap.group_dest, &snap.group_app_data).await {
-        Ok(()) => crate::metrics::announce_sent("meshchat.group"),
-        Err(err) => tracing::warn!(group = snap.id, %err, "announce failed"),
-    }
-    let lxmf = crate::wire::lxmf::delivery_announce(&snap.lxmf_name, snap.post_stamp_cost);
-    match node.announce(snap.lxmf_dest, &lxmf).await {
-        Ok(()) => crate::metrics::announce_sent("lxmf.delivery"),
-        Err(err) => tracing::warn!(group = snap.id, %err, "announce failed"),
+/// Sends one of a group's two announces.
+async fn announce(node: &Node, snap: &Snapshot, dest: [u8; 16], app_data: &[u8], aspect: &'static str) {
+    match node.announce(dest, app_data).await {
+        Ok(()) => crate::metrics::announce_sent(aspect),
+        Err(err) => tracing::warn!(group = snap.id, %err, aspect, "announce failed"),
     }
 }

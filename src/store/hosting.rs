@@ -55,6 +55,10 @@ fn like_pattern(filter: &str) -> String {
     p
 }
 
+/// A group's last activity: its newest message's arrival, else its creation (portable SQL; the
+/// subquery walks the index on group_id).
+const LAST_ACTIVITY: &str = "COALESCE((SELECT x.received_at FROM group_messages x WHERE x.group_id = groups.id ORDER BY x.id DESC LIMIT 1), groups.created_at)";
+
 impl Store {
     /// The server identity's private key, created (64 random bytes made by `generate`) on first use.
     /// Concurrent first starts agree: the insert does nothing if a row exists, and the row is read back.
@@ -95,8 +99,7 @@ impl Store {
             let total = Entity::find().filter(cond.clone()).count(&self.db).await?;
             // Portable SQL (SQLite and PostgreSQL); both subqueries walk an index on group_id.
             let members = Expr::cust("(SELECT COUNT(*) FROM group_members gm WHERE gm.group_id = groups.id)");
-            let activity =
-                Expr::cust("COALESCE((SELECT x.received_at FROM group_messages x WHERE x.group_id = groups.id ORDER BY x.id DESC LIMIT 1), groups.created_at)");
+            let activity = Expr::cust(LAST_ACTIVITY);
             let order = match q.sort {
                 DirectorySort::Members => "member_count",
                 DirectorySort::Activity => "last_activity_at",
@@ -125,6 +128,23 @@ impl Store {
                 .all(&self.db)
                 .await?;
             Ok((rows, total))
+        })
+        .await
+    }
+
+    /// Every group's id, public groups first, each part most recently active first: the order in
+    /// which a new listener should hear the announces.
+    pub async fn groups_by_activity(&self) -> Result<Vec<i64>, StoreError> {
+        self.timed("groups_by_activity", async {
+            Ok(Entity::find()
+                .select_only()
+                .column(Column::Id)
+                .order_by(Expr::cust("CASE WHEN groups.visibility = 'public' THEN 0 ELSE 1 END"), Order::Asc)
+                .order_by(Expr::cust(LAST_ACTIVITY), Order::Desc)
+                .order_by(Column::Id, Order::Asc)
+                .into_tuple::<i64>()
+                .all(&self.db)
+                .await?)
         })
         .await
     }
