@@ -161,7 +161,6 @@ fn argument_errors_are_one_line_and_json_errors_are_json() -> R {
     Ok(())
 }
 
-/// Issue 16: `identity export` overwrote an existing file without asking.
 #[test]
 fn group_show_prints_the_contact_link_and_its_qr_code() -> R {
     let env = Env::new();
@@ -193,6 +192,7 @@ fn group_show_prints_the_contact_link_and_its_qr_code() -> R {
     Ok(())
 }
 
+/// Issue 16: `identity export` overwrote an existing file without asking.
 #[test]
 fn identity_export_refuses_to_overwrite_without_force() -> R {
     let env = Env::new();

@@ -102,6 +102,11 @@ fn stranger_joins_public_group_and_reads_history() -> R {
     let mut want = vec![raw(&alice)?, raw(&bob)?];
     want.sort();
     assert_eq!(listed, want);
+
+    // Issue 16, item 3: once alice leaves, her posts keep the name she posted under.
+    peer.request("alice", "/api/v1/leave", &pb::LeaveRequest {})?.ok::<pb::Ack>()?;
+    let page = latest(&mut peer, "bob")?;
+    assert!(page.iter().all(|m| m.sender_display_name == "Alice"), "{:?}", page.iter().map(|m| &m.sender_display_name).collect::<Vec<_>>());
     Ok(())
 }
 

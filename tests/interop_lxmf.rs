@@ -426,3 +426,82 @@ fn random_stamp_brute_force_stores_nothing_and_earns_no_ticket() -> R {
     assert_eq!((paid["delivered"].as_bool(), s(&paid, "stamp").len()), (Some(true), 32), "a ticket stamp, accepted: {paid}");
     Ok(())
 }
+
+/// Issue 16: a stranger whose key can be had is told once, per identity, how to join (not again
+/// within the limit); a client that never announced is told too, its key fetched by a path
+/// request. A stock client asking to join a group with a join stamp is told what does work, and a
+/// `/history` too long for its five parts keeps the newest messages, numbered, and says what it cut.
+#[test]
+fn strangers_are_told_once_and_stock_clients_get_whole_answers() -> R {
+    let mut server = Server::new()?;
+    let door = server.create_group(&["--name", "Front Door"])?;
+    let stamped = server.create_group(&["--name", "Stamped Door", "--join-stamp-cost", "8"])?;
+    let archive = server.create_group(&["--name", "Archive"])?;
+    // 16 posts of about 130 characters, seeded through the library (as in the issue).
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let gid = archive["id"].as_i64().ok_or("id")?;
+    rt.block_on(async {
+        let store = meshgroup::store::Store::open(&server.db_url).await?;
+        let rows = (1..=16)
+            .map(|i| meshgroup::store::NewMessage {
+                group_id: gid,
+                message_hash: format!("{i:064x}"),
+                sender_identity_hash: "ab".repeat(16),
+                sender_display_name: "Poster".into(),
+                timestamp: 1_700_000_000.0 + i as f64,
+                title: Vec::new(),
+                content: format!("post {i:02} {}", "x".repeat(120)).into_bytes(),
+                fields: vec![0x80],
+            })
+            .collect();
+        store.insert_messages_bulk(rows).await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    server.start()?;
+    let (lxmf, stamped_lxmf, archive_lxmf) = (s(&door, "lxmf_destination_hash"), s(&stamped, "lxmf_destination_hash"), s(&archive, "lxmf_destination_hash"));
+    let mut peer = Peer::connect(server.rns_port)?;
+    peer.call(json!({"cmd": "router", "as": "dan"}))?;
+    peer.call(json!({"cmd": "router", "as": "eve", "announce": false}))?;
+    let told = "You are not a member of Front Door. Send /join to join.";
+    // Not stored, so never proven: the stock client shows the post as sent, not delivered.
+    let post = |peer: &mut Peer, who: &str| peer.call(json!({"cmd": "send", "as": who, "dest": lxmf, "content": hex::encode("hello?"), "wait": false}));
+    for who in ["dan", "eve"] {
+        post(&mut peer, who)?;
+        await_text(&mut peer, who, told)?;
+    }
+    // dan posts again: refused, and not told a second time.
+    post(&mut peer, "dan")?;
+    common::poll(Duration::from_secs(30), Duration::from_millis(200), "three refused posts", || {
+        Ok((common::metric_sum(&server.metrics()?, "meshgroup_lxmf_received_total", &["outcome=\"not_member\""]) >= 3.0).then_some(()))
+    })?;
+    assert_eq!(send_text(&mut peer, "dan", &lxmf, "/help")?["delivered"], true);
+    let got = await_text(&mut peer, "dan", "Commands:")?;
+    assert_eq!(got.iter().filter(|t| t.contains(told)).count(), 1, "told once: {got:?}");
+
+    // A join stamp: the stock client learns what it can do instead.
+    assert_eq!(send_text(&mut peer, "dan", &stamped_lxmf, "/join")?["delivered"], true);
+    let got = await_text(&mut peer, "dan", "proof of work")?;
+    let advice = got.iter().find(|t| t.contains("proof of work")).ok_or("no advice")?;
+    assert!(advice.contains("/api/v1/join") && advice.contains("operator to add you"), "{advice}");
+    assert!(!server.cli(&["member", "list", &stamped["id"].to_string()])?.to_string().contains(&peer.identity("dan")?));
+
+    // /history 10 over sixteen long posts: the newest arrive, numbered, and the cut is said.
+    assert_eq!(send_text(&mut peer, "dan", &archive_lxmf, "/join")?["delivered"], true);
+    await_text(&mut peer, "dan", "Welcome")?;
+    let seen = inbox_texts(&mut peer, "dan", 0)?.len();
+    assert_eq!(send_text(&mut peer, "dan", &archive_lxmf, "/history 10")?["delivered"], true);
+    let first = await_text_after(&mut peer, "dan", "older not shown", seen)?;
+    let n: usize =
+        first.iter().skip(seen).find_map(|t| t.strip_prefix("(1/")?.split(')').next()?.parse().ok()).ok_or(format!("no numbered part: {first:?}"))?;
+    let all = texts(&peer.call(json!({"cmd": "inbox", "as": "dan", "count": seen + n, "timeout": 30}))?);
+    let mut parts: Vec<&String> = all[seen..].iter().filter(|t| t.starts_with('(')).collect();
+    assert_eq!(parts.len(), n, "{all:?}");
+    parts.sort_by_key(|t| t[1..].split('/').next().and_then(|i| i.parse::<usize>().ok()));
+    let text: String = parts.iter().map(|p| p.as_str()).collect::<Vec<_>>().join("\n");
+    eprintln!("/history 10 in {n} parts:\n{text}");
+    assert!(text.contains("post 16 ") && text.contains("post 15 "), "the newest arrive: {text}");
+    let order: Vec<usize> = (1..=16).filter_map(|i| text.find(&format!("post {i:02} "))).collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "in order: {text}");
+    assert!(parts[0].lines().nth(1).is_some_and(|l| l.contains("older not shown")), "{text}");
+    Ok(())
+}

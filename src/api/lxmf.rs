@@ -193,6 +193,13 @@ impl Inbound {
         told.insert(key, now);
         true
     }
+
+    /// Undoes [`Self::should_tell`] for a reply that could not be sent.
+    fn forget_told(&self, group_id: i64, who: &str) {
+        if let Ok(mut told) = self.told.lock() {
+            told.remove(&(group_id, who.to_owned()));
+        }
+    }
 }
 
 /// Journals a post before it is handled; `None` (logged, counted) when there is no journal or it
@@ -298,7 +305,10 @@ async fn receive(s: &Arc<Services>, dest: [u8; 16], packed: &[u8], method: Metho
                 info.name,
                 if info.visibility == crate::domain::Visibility::Public { "join" } else { "ask the admins to let you in" }
             );
-            reply(s, &route, sender.hash, vec![how], commands::Keep::First, Vec::new()).await;
+            // Not told when nothing went out (no path yet): the client's retry may tell them.
+            if !reply(s, &route, sender.hash, vec![how], commands::Keep::First, Vec::new()).await {
+                s.lxmf.forget_told(route.group_id, &sender.hex);
+            }
         }
         return Received::Refused;
     }
@@ -495,13 +505,15 @@ async fn run_command(s: &Services, route: &Route, sender: &Sender, msg: &LxmfMes
     reply(s, route, sender.hash, lines, keep, Vec::new()).await;
 }
 
-/// Sends a best-effort reply from the group to one identity, split into packet-sized parts.
-async fn reply(s: &Services, route: &Route, to: [u8; 16], lines: Vec<String>, keep: commands::Keep, mut extra: Vec<(Value, Value)>) {
-    let Ok(Some(snap)) = route.addr.send(GetSnapshot).await else { return };
+/// Sends a best-effort reply from the group to one identity, split into packet-sized parts;
+/// says whether any part went out.
+async fn reply(s: &Services, route: &Route, to: [u8; 16], lines: Vec<String>, keep: commands::Keep, mut extra: Vec<(Value, Value)>) -> bool {
+    let Ok(Some(snap)) = route.addr.send(GetSnapshot).await else { return false };
     let Some(recipient) = s.courier.recipient_within(to, Duration::from_secs(10)).await else {
         crate::metrics::lxmf_sent("opportunistic", "no_path");
-        return;
+        return false;
     };
+    let mut sent = false;
     for part in commands::chunk(&lines, REPLY_CHUNK, 5, keep) {
         let mut fields = vec![(Value::from(FIELD_CUSTOM_TYPE), Value::from(CUSTOM_TYPE_GROUP))];
         fields.append(&mut extra);
@@ -510,7 +522,10 @@ async fn reply(s: &Services, route: &Route, to: [u8; 16], lines: Vec<String>, ke
         let prepared = tokio::task::spawn_blocking(move || key.map(|k| prepare(&k, lxmf, &r, &body))).await;
         match prepared {
             Ok(Some(Ok(p))) => match s.courier.send(&p).await {
-                Ok(_) => crate::metrics::lxmf_sent("opportunistic", "sent"),
+                Ok(_) => {
+                    sent = true;
+                    crate::metrics::lxmf_sent("opportunistic", "sent");
+                }
                 Err(err) => {
                     tracing::debug!(%err, "reply not sent");
                     crate::metrics::lxmf_sent("opportunistic", "failed");
@@ -519,6 +534,7 @@ async fn reply(s: &Services, route: &Route, to: [u8; 16], lines: Vec<String>, ke
             _ => crate::metrics::lxmf_sent("opportunistic", "failed"),
         }
     }
+    sent
 }
 
 fn snap_key(snap: &Snapshot) -> Option<crate::wire::lxmf::Signer> {

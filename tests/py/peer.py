@@ -176,7 +176,9 @@ def cmd_router(c):
 
     router.register_delivery_callback(delivered)
     ROUTERS[name] = (router, local)
-    router.announce(local.hash)
+    # "announce": false is a client that has not announced yet: its key is only had by asking.
+    if c.get("announce", True):
+        router.announce(local.hash)
     return {"lxmf_hash": local.hash.hex()}
 
 
