@@ -145,6 +145,10 @@ fn argument_errors_are_one_line_and_json_errors_are_json() -> R {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
     assert!(err.starts_with("meshgroup: "), "{err}");
+    // What is missing is named on that one line (clap puts it on the next).
+    let out = env.run(&["group", "create"]);
+    assert_input_error(&out, "not provided: --name <NAME>");
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim_end().lines().count(), 1);
 
     for args in [&["--json", "group", "create", "--name", "X", "--join-stamp-cost", "300"][..], &["--json", "group", "show", "999"][..]] {
         let out = env.run(args);

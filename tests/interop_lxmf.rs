@@ -180,7 +180,7 @@ fn text_commands_from_a_stock_client() -> R {
     // A stranger joins a public group with /join, under the name their client announces.
     assert_eq!(send_text(&mut peer, "carol", &lxmf, "/join")?["delivered"], true);
     let texts = inbox_texts(&mut peer, "carol", 1)?;
-    assert!(texts[0].contains("Welcome"), "{texts:?}");
+    assert!(texts[0].contains("Welcome") && texts[0].contains("/name NEW NAME"), "{texts:?}");
     let listed = server.cli(&["member", "list", &group["id"].to_string()])?.to_string();
     assert!(listed.contains("\"carol\""), "listed by the announced name: {listed}");
     // alice posts (and carol, a member now, receives it), then carol reads history.
@@ -195,9 +195,9 @@ fn text_commands_from_a_stock_client() -> R {
     await_text(&mut peer, "carol", "Notifications: none")?;
     // A holder of the kick right kicks with /kick; carol hears of it, and is no longer a member.
     assert_eq!(send_text(&mut peer, "alice", &lxmf, &format!("/kick {carol}"))?["delivered"], true);
-    let texts = inbox_texts(&mut peer, "alice", 1)?;
-    assert!(texts.iter().any(|t| t.contains("Removed")), "{texts:?}");
-    await_text(&mut peer, "carol", "You were removed")?;
+    // Both sides by display name: alice hears whom she removed, carol who removed her.
+    await_text(&mut peer, "alice", &format!("Removed Carol C <{carol}>."))?;
+    await_text(&mut peer, "carol", "You were removed from the group by alice.")?;
     let members = server.cli(&["member", "list", &group["id"].to_string()])?;
     assert!(!members.to_string().contains(&carol));
     // Without the right, /ban is refused.

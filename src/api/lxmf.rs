@@ -484,10 +484,17 @@ async fn run_command(s: &Services, route: &Route, sender: &Sender, msg: &LxmfMes
             }
             // The name the client announces, as stock clients show it; else a hash prefix.
             let name = s.courier.announced_name(sender.hash).unwrap_or_else(|| sender.hex.get(..8).unwrap_or_default().to_owned());
+            // Whom a kick or ban is about, by name: read first, since a kick removes the row.
+            let subject = match &cmd {
+                commands::Command::Kick(id) | commands::Command::Ban(id, _) => {
+                    s.store.member(route.group_id, id).await.ok().flatten().map(|m| m.display_name).filter(|n| !n.is_empty())
+                }
+                _ => None,
+            };
             match cmd.op(&name, stamp_ok) {
                 None => vec![commands::HELP.to_owned()],
                 Some(op) => match crate::actors::supervisor::run_op(&s.supervisor, route, sender.caller.clone(), op).await {
-                    Ok(Ok(r)) => commands::render(&cmd, &r),
+                    Ok(Ok(r)) => commands::render(&cmd, &r, subject.as_deref()),
                     Ok(Err(GroupError::StampRequired { cost })) => {
                         let cost = s.stamps.cost(route.group_id, cost);
                         // Stock clients stamp only at the announced post cost, so say what does work.

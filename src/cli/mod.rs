@@ -65,10 +65,11 @@ where
         Err(e) => {
             let message = match e.kind() {
                 ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => "a subcommand is required".to_owned(),
+                // clap puts what is missing (or a tip) on the lines after the first: keep them, on one line.
                 _ => {
                     let rendered = e.render().to_string();
-                    let first = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
-                    first.trim().trim_start_matches("error: ").to_owned()
+                    let lines: Vec<&str> = rendered.lines().take_while(|l| !l.starts_with("Usage:")).map(str::trim).filter(|l| !l.is_empty()).collect();
+                    if lines.is_empty() { "invalid arguments".to_owned() } else { lines.join(" ").trim_start_matches("error: ").to_owned() }
                 }
             };
             report_error(json, &format!("{message} (see --help)"), 2);

@@ -121,10 +121,15 @@ fn member_line(m: &Member) -> String {
     format!("{} <{}>{admin}", if m.display_name.is_empty() { "?" } else { &m.display_name }, m.identity_hash)
 }
 
-/// The reply lines for a successful command.
-pub fn render(cmd: &Command, reply: &Reply) -> Vec<String> {
+/// The reply lines for a successful command. `subject` is the display name of the member a
+/// kick or ban is about, when known.
+pub fn render(cmd: &Command, reply: &Reply, subject: Option<&str>) -> Vec<String> {
+    let named = |id: &str| subject.map_or_else(|| id.to_owned(), |n| format!("{n} <{id}>"));
     match (cmd, reply) {
-        (Command::Join, Reply::Joined(JoinOutcome::Joined)) => vec!["Welcome! You are a member now. /help lists the commands.".into()],
+        (Command::Join, Reply::Joined(JoinOutcome::Joined)) => {
+            // Listed under the name the client announced (or a hash prefix): say how to change it.
+            vec!["Welcome! You are a member now. Send /name NEW NAME to change the name you are listed under; /help lists the commands.".into()]
+        }
         (Command::Join, Reply::Joined(JoinOutcome::AlreadyMember)) => vec!["You are already a member.".into()],
         (Command::Join, Reply::Joined(JoinOutcome::Requested)) => vec!["Join request sent; an admin will decide.".into()],
         (Command::Leave, _) => vec!["You left the group.".into()],
@@ -154,8 +159,8 @@ pub fn render(cmd: &Command, reply: &Reply) -> Vec<String> {
             lines.extend(rs.iter().map(|r| format!("{} <{}> {}", r.display_name, r.identity_hash, r.note)));
             lines
         }
-        (Command::Kick(id), _) => vec![format!("Removed {id}.")],
-        (Command::Ban(id, _), _) => vec![format!("Banned {id}.")],
+        (Command::Kick(id), _) => vec![format!("Removed {}.", named(id))],
+        (Command::Ban(id, _), _) => vec![format!("Banned {}.", named(id))],
         (Command::Unban(id), _) => vec![format!("Unbanned {id}.")],
         (Command::Approve(id), _) => vec![format!("Approved {id}.")],
         (Command::Reject(id), _) => vec![format!("Declined {id}'s request.")],
