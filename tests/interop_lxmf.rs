@@ -431,12 +431,15 @@ fn random_stamp_brute_force_stores_nothing_and_earns_no_ticket() -> R {
 /// within the limit); a client that never announced is told too, its key fetched by a path
 /// request. A stock client asking to join a group with a join stamp is told what does work, and a
 /// `/history` too long for its five parts keeps the newest messages, numbered, and says what it cut.
+/// Where the post cost is at least the join cost, the stock client's own stamp pays for the join.
 #[test]
 fn strangers_are_told_once_and_stock_clients_get_whole_answers() -> R {
     let mut server = Server::new()?;
     let door = server.create_group(&["--name", "Front Door"])?;
     let stamped = server.create_group(&["--name", "Stamped Door", "--join-stamp-cost", "8"])?;
     let archive = server.create_group(&["--name", "Archive"])?;
+    // A post cost at or above the join cost: the stock client's own stamp pays for the join.
+    let even = server.create_group(&["--name", "Even Door", "--join-stamp-cost", "4", "--post-stamp-cost", "8"])?;
     // 16 posts of about 130 characters, seeded through the library (as in the issue).
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let gid = archive["id"].as_i64().ok_or("id")?;
@@ -484,10 +487,15 @@ fn strangers_are_told_once_and_stock_clients_get_whole_answers() -> R {
     let advice = got.iter().find(|t| t.contains("proof of work")).ok_or("no advice")?;
     assert!(advice.contains("/api/v1/join") && advice.contains("operator to add you"), "{advice}");
     assert!(!server.cli(&["member", "list", &stamped["id"].to_string()])?.to_string().contains(&peer.identity("dan")?));
+    let even_lxmf = s(&even, "lxmf_destination_hash");
+    assert_eq!(peer.call(json!({"cmd": "stamp_cost", "as": "dan", "dest": even_lxmf}))?["cost"], 8);
+    assert_eq!(send_text(&mut peer, "dan", &even_lxmf, "/join")?["delivered"], true);
+    await_text(&mut peer, "dan", "Welcome")?;
 
     // /history 10 over sixteen long posts: the newest arrive, numbered, and the cut is said.
+    let seen = inbox_texts(&mut peer, "dan", 0)?.len();
     assert_eq!(send_text(&mut peer, "dan", &archive_lxmf, "/join")?["delivered"], true);
-    await_text(&mut peer, "dan", "Welcome")?;
+    await_text_after(&mut peer, "dan", "Welcome", seen)?;
     let seen = inbox_texts(&mut peer, "dan", 0)?.len();
     assert_eq!(send_text(&mut peer, "dan", &archive_lxmf, "/history 10")?["delivered"], true);
     let first = await_text_after(&mut peer, "dan", "older not shown", seen)?;
