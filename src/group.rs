@@ -6,7 +6,11 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::domain::{Action, DeliveryClass, Denied, NotifyMode, Policy, Rights, Role, Visibility, authorize, may_change_rights};
-use crate::store::{Ban, Event, Group, GroupPatch, HistoryQuery, InsertOutcome, JoinRequest, Member, Message, NewMessage, Store, StoreError};
+use crate::store::{Ban, Event, Group, GroupPatch, HistoryQuery, InsertOutcome, JoinRequest, Member, Message, NewMessage, ReactionOutcome, Store, StoreError};
+
+/// Reactions one member may hold on one message: enough for a few emoji, not a flood (each one
+/// is a copy to every full-mode member).
+pub const MAX_REACTIONS_PER_MEMBER: u64 = 3;
 
 /// Who is calling: the operator, an identified peer (identity hash, hex), or an unidentified link.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +116,8 @@ pub struct FanoutJob {
     pub group_id: i64,
     pub message_id: Option<i64>,
     pub event_id: Option<i64>,
+    /// A reaction to `message_id`: its rows carry the reaction, not the message.
+    pub reaction_id: Option<i64>,
     pub class: DeliveryClass,
     /// Who receives it and how; members who chose `none` are left out of posts.
     pub recipients: Vec<(String, NotifyMode)>,
@@ -279,7 +285,7 @@ impl GroupCore {
         if let Some((audience, class)) = notice {
             let founder = self.group.founder_identity_hash.as_deref();
             let recipients = audience_members(audience, subject, founder, self.members.values());
-            self.fanout.push(FanoutJob { group_id: self.group.id, message_id: None, event_id: Some(ev.id), class, recipients });
+            self.fanout.push(FanoutJob { group_id: self.group.id, message_id: None, event_id: Some(ev.id), reaction_id: None, class, recipients });
         }
         Ok(())
     }
@@ -501,6 +507,7 @@ impl GroupCore {
                     if let Some(m) = self.members.get(&msg.sender_identity_hash) {
                         msg.sender_display_name = m.display_name.clone();
                     }
+                    msg.reply_to_id = self.reply_target(&msg.fields).await;
                     outcomes.push(None);
                     senders.push(msg.sender_identity_hash.clone());
                     allowed.push(msg);
@@ -535,7 +542,14 @@ impl GroupCore {
                     if let InsertOutcome::Inserted(id) = out {
                         crate::metrics::group_action("post", self.group.id);
                         let recipients = self.recipients(&sender).into_iter().filter(|(_, mode)| *mode != NotifyMode::None).collect();
-                        self.fanout.push(FanoutJob { group_id: self.group.id, message_id: Some(id), event_id: None, class: DeliveryClass::Post, recipients });
+                        self.fanout.push(FanoutJob {
+                            group_id: self.group.id,
+                            message_id: Some(id),
+                            event_id: None,
+                            reaction_id: None,
+                            class: DeliveryClass::Post,
+                            recipients,
+                        });
                     }
                     Ok(out)
                 })
@@ -543,12 +557,77 @@ impl GroupCore {
             .collect()
     }
 
-    /// Deletes a message: one's own with membership, anyone's with the delete right.
+    /// The group message a post's `FIELD_REPLY_TO` names (the original's hash or any member's
+    /// copy's); `None` when it names none of ours. A store fault leaves the reply unthreaded
+    /// rather than refused: the post itself is what must not be lost.
+    async fn reply_target(&self, fields: &[u8]) -> Option<i64> {
+        let fields = crate::wire::lxmf::decode_fields(fields).ok()?;
+        let hash = crate::wire::lxmf::reply_to_field(&fields)?;
+        match self.store.resolve_message_hash(self.group.id, &hash).await {
+            Ok(id) => id,
+            Err(err) => {
+                tracing::warn!(%err, group = self.group.id, "cannot resolve a reply's target; stored without it");
+                None
+            }
+        }
+    }
+
+    /// Adds (or removes) the caller's reaction to a message, named by id or by the hash of the
+    /// original or of any member's copy. A new reaction goes to the full-mode members (not the
+    /// reactor), each naming their own copy of the message; removal is history only.
+    pub async fn react(&mut self, caller: &Caller, target: &MessageRef, emoji: &str, remove: bool) -> Result<(), GroupError> {
+        self.check(caller, Action::Post)?;
+        let who = Self::identity_of(caller)?.to_owned();
+        if !crate::wire::lxmf::valid_reaction(emoji) {
+            return Err(GroupError::InvalidArgument(format!("a reaction is one emoji of at most {} bytes", crate::wire::lxmf::MAX_REACTION_LEN)));
+        }
+        let id = match target {
+            MessageRef::Id(id) => *id,
+            MessageRef::Hash(h) => {
+                let hash: [u8; 32] = hex::decode(h).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| GroupError::InvalidArgument("message hash".into()))?;
+                self.store.resolve_message_hash(self.group.id, &hash).await?.ok_or_else(|| GroupError::NotFound("message".into()))?
+            }
+        };
+        let msg = self.store.message(self.group.id, id).await?;
+        if msg.deleted_at.is_some() {
+            return Err(GroupError::NotFound("message (deleted)".into()));
+        }
+        if remove {
+            return match self.store.remove_reaction(id, &who, emoji).await? {
+                true => Ok(()),
+                false => Err(GroupError::NotFound("reaction".into())),
+            };
+        }
+        match self.store.add_reaction(self.group.id, id, &who, emoji, MAX_REACTIONS_PER_MEMBER).await? {
+            ReactionOutcome::Added(reaction) => {
+                crate::metrics::group_action("reaction", self.group.id);
+                let recipients = self.recipients(&who).into_iter().filter(|(_, mode)| *mode == NotifyMode::Full).collect();
+                self.fanout.push(FanoutJob {
+                    group_id: self.group.id,
+                    message_id: Some(id),
+                    event_id: None,
+                    reaction_id: Some(reaction),
+                    class: DeliveryClass::Direct,
+                    recipients,
+                });
+                Ok(())
+            }
+            ReactionOutcome::Duplicate => Ok(()),
+            ReactionOutcome::Capped { max } => Err(GroupError::InvalidArgument(format!("at most {max} reactions per member on a message"))),
+        }
+    }
+
+    /// Deletes a message: one's own with membership, anyone's with the delete right. Its copies
+    /// still queued are stopped: no member is sent a message after its tombstone.
     pub async fn delete_message(&mut self, caller: &Caller, id: i64) -> Result<Message, GroupError> {
         let msg = self.store.message(self.group.id, id).await?;
         let own = Self::identity_of(caller).ok() == Some(msg.sender_identity_hash.as_str());
         self.check(caller, if own { Action::DeleteOwnMessage } else { Action::DeleteAnyMessage })?;
         let msg = self.store.delete_message(self.group.id, id, caller.label()).await?;
+        let stopped = self.store.cancel_copies(id).await?;
+        if stopped > 0 {
+            tracing::info!(group = self.group.id, message = id, stopped, "queued copies of a deleted message stopped");
+        }
         self.event("message_deleted", caller, &id.to_string(), "").await?;
         Ok(msg)
     }
@@ -770,6 +849,12 @@ pub enum Op {
     DeleteMessage {
         id: i64,
     },
+    /// Adds or removes the caller's reaction (an emoji) to a message.
+    React {
+        target: MessageRef,
+        emoji: String,
+        remove: bool,
+    },
     Kick {
         identity: String,
     },
@@ -813,6 +898,15 @@ pub enum Op {
     ClearFounder,
 }
 
+/// A message as a caller names it: its history id, or an LXMF hash (hex) of the original or of
+/// any member's copy.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageRef {
+    Id(i64),
+    Hash(String),
+}
+
 /// What the caller sees of the group in `/api/v1/info`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InfoView {
@@ -847,6 +941,8 @@ pub enum Reply {
     History {
         messages: Vec<(Message, String)>,
         events: Vec<Event>,
+        /// Reaction counts per message id of the page: `(emoji, count)`, most frequent first.
+        reactions: HashMap<i64, Vec<(String, u64)>>,
     },
     Posted(InsertOutcome),
     Bans(Vec<Ban>),
@@ -942,12 +1038,18 @@ impl GroupCore {
                         };
                         (m, name)
                     })
-                    .collect();
-                Reply::History { messages, events }
+                    .collect::<Vec<_>>();
+                let ids: Vec<i64> = messages.iter().map(|(m, _)| m.id).collect();
+                let reactions = self.store.reaction_counts(&ids).await?;
+                Reply::History { messages, events, reactions }
             }
             Op::Post(msg) => Reply::Posted(self.post(caller, msg).await?),
             Op::DeleteMessage { id } => {
                 self.delete_message(caller, id).await?;
+                Reply::Done
+            }
+            Op::React { target, emoji, remove } => {
+                self.react(caller, &target, &emoji, remove).await?;
                 Reply::Done
             }
             Op::Kick { identity } => {
@@ -1027,6 +1129,7 @@ mod tests {
                 title: Vec::new(),
                 content: b"hi".to_vec(),
                 fields: vec![0x80],
+                reply_to_id: None,
             };
             core.post(&Caller::Identity(who.clone()), msg).await.expect("post");
         }

@@ -67,6 +67,7 @@ fn message(group_id: i64, sender: &str, tag: &str) -> NewMessage {
         title: vec![],
         content: b"hi".to_vec(),
         fields: vec![0x80],
+        reply_to_id: None,
     }
 }
 

@@ -386,6 +386,7 @@ fn latest_fifty_of_a_hundred_thousand_messages_over_a_link() -> R {
                 title: Vec::new(),
                 content: format!("message {i}").into_bytes(),
                 fields: vec![0x80],
+                reply_to_id: None,
             })
             .collect();
         let stored = store.insert_messages_bulk(rows).await?;

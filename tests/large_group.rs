@@ -59,6 +59,7 @@ async fn ten_thousand_joins_push_nothing_and_one_post_schedules_every_member_at_
                     title: Vec::new(),
                     content: b"hello, everyone".to_vec(),
                     fields: vec![0x80],
+                    reply_to_id: None,
                 },
             )
             .await?;

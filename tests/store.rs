@@ -21,6 +21,7 @@ fn msg(group_id: i64, hash: &str, sender: &str) -> NewMessage {
         title: b"".to_vec(),
         content: format!("hello {hash}").into_bytes(),
         fields: vec![0x80],
+        reply_to_id: None,
     }
 }
 
@@ -164,6 +165,7 @@ async fn outbox_batch_due_and_states() -> R {
                 kind: "message",
                 message_id: Some(id),
                 event_id: None,
+                reaction_id: None,
                 mode: "full",
                 class: DeliveryClass::Post,
             })
@@ -233,6 +235,7 @@ async fn deleting_a_group_removes_its_rows() -> R {
                 kind: "message",
                 message_id: Some(mid),
                 event_id: None,
+                reaction_id: None,
                 mode: "full",
                 class: DeliveryClass::Post,
             }])
@@ -255,7 +258,7 @@ async fn deleting_a_group_removes_its_rows() -> R {
 }
 
 fn row(group_id: i64, member: &str, message_id: Option<i64>, class: DeliveryClass) -> NewOutboxRow {
-    NewOutboxRow { group_id, member_identity_hash: member.into(), kind: "message", message_id, event_id: None, mode: "full", class }
+    NewOutboxRow { group_id, member_identity_hash: member.into(), kind: "message", message_id, event_id: None, reaction_id: None, mode: "full", class }
 }
 
 #[tokio::test]

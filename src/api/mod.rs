@@ -11,7 +11,7 @@ use prost::Message as _;
 use sha2::{Digest, Sha256};
 
 use crate::domain::{NotifyMode, Rights, Visibility};
-use crate::group::{Caller, GroupError, InfoView, JoinOutcome, Op, Reply, Settings};
+use crate::group::{Caller, GroupError, InfoView, JoinOutcome, MessageRef, Op, Reply, Settings};
 use crate::store::{HistoryQuery, InsertOutcome, NewMessage, Order};
 use crate::wire::identity::truncated_hash;
 use crate::wire::proto as pb;
@@ -59,6 +59,7 @@ pub enum Endpoint {
     Messages,
     Send,
     Delete,
+    React,
     Kick,
     Ban,
     Unban,
@@ -83,6 +84,7 @@ impl Endpoint {
         (Endpoint::Messages, "/api/v1/messages"),
         (Endpoint::Send, "/api/v1/messages/send"),
         (Endpoint::Delete, "/api/v1/messages/delete"),
+        (Endpoint::React, "/api/v1/messages/react"),
         (Endpoint::Kick, "/api/v1/members/kick"),
         (Endpoint::Ban, "/api/v1/members/ban"),
         (Endpoint::Unban, "/api/v1/members/unban"),
@@ -259,6 +261,7 @@ fn post(ctx: &DecodeContext<'_>, nonce: Vec<u8>, timestamp_s: f64, title: Vec<u8
             title,
             content,
             fields,
+            reply_to_id: None,
         }),
         join_stamp: None,
     })
@@ -348,6 +351,10 @@ pub fn decode_request(ep: Endpoint, body: &[u8], ctx: &DecodeContext<'_>) -> Res
         Endpoint::Delete => {
             let r: pb::DeleteMessageRequest = decode(body)?;
             plain(Op::DeleteMessage { id: r.id })
+        }
+        Endpoint::React => {
+            let r: pb::ReactRequest = decode(body)?;
+            plain(Op::React { target: MessageRef::Id(r.id), emoji: r.emoji, remove: r.remove })
         }
         Endpoint::Kick => {
             let r: pb::KickRequest = decode(body)?;
@@ -558,7 +565,7 @@ pub fn encode_reply(reply: Reply) -> Vec<u8> {
                 .collect(),
         }
         .encode_to_vec(),
-        Reply::History { messages, events } => pb::MessagesResponse {
+        Reply::History { messages, events, mut reactions } => pb::MessagesResponse {
             events: events
                 .into_iter()
                 .map(|e| pb::GroupEvent { id: e.id, kind: e.kind, actor: e.actor, subject: e.subject, detail: e.detail, created_at: e.created_at })
@@ -577,6 +584,13 @@ pub fn encode_reply(reply: Reply) -> Vec<u8> {
                     deleted: m.deleted_at.is_some(),
                     deleted_by: m.deleted_by.as_deref().map(hash_bytes).unwrap_or_default(),
                     deleted_at: m.deleted_at.unwrap_or(0),
+                    reply_to_id: m.reply_to_id.unwrap_or(0),
+                    reactions: reactions
+                        .remove(&m.id)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(emoji, count)| pb::ReactionCount { emoji, count: count.min(u64::from(u32::MAX)) as u32 })
+                        .collect(),
                 })
                 .collect(),
         }

@@ -13,6 +13,7 @@ mod members;
 mod messages;
 mod outbox;
 pub mod testing;
+mod threads;
 mod tickets;
 
 use std::future::Future;
@@ -33,7 +34,8 @@ pub use entity::ticket::Model as Ticket;
 pub use groups::{GroupPatch, NewGroup};
 pub use hosting::{DirectoryQuery, DirectoryRow, DirectorySort};
 pub use messages::{HistoryQuery, InsertOutcome, NewMessage, Order};
-pub use outbox::NewOutboxRow;
+pub use outbox::{FannedOut, NewOutboxRow};
+pub use threads::{Copy, Reaction, ReactionOutcome};
 
 /// Everything that can go wrong in the store, as callers need to tell it apart.
 #[derive(Debug, thiserror::Error)]

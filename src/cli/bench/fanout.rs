@@ -386,7 +386,7 @@ pub async fn outbox(a: OutboxArgs) -> Result<Output, CliError> {
         let (gid, mid) = seeded(&batch_db.store).await?;
         let rows = outbox_rows(gid, Some(mid), n);
         let t0 = Instant::now();
-        let written = batch_db.store.schedule_fanout(rows, Some(mid), None).await?;
+        let written = batch_db.store.schedule_fanout(rows, crate::store::FannedOut::Message(mid)).await?;
         let batch = t0.elapsed();
         if written != n as u64 {
             return Err(CliError::Failure(format!("wrote {written} rows, not {n}")));
@@ -461,6 +461,7 @@ async fn seeded(store: &Store) -> Result<(i64, i64), CliError> {
             title: Vec::new(),
             content: CONTENT.as_bytes().to_vec(),
             fields: vec![0x80],
+            reply_to_id: None,
         })
         .await?;
     Ok((group.id, outcome.id()))
@@ -474,6 +475,7 @@ fn outbox_rows(group_id: i64, message_id: Option<i64>, n: usize) -> Vec<NewOutbo
             kind: "message",
             message_id,
             event_id: None,
+            reaction_id: None,
             mode: "full",
             class: crate::domain::DeliveryClass::Post,
         })

@@ -112,6 +112,7 @@ async fn accept(keys: Arc<GroupKeys>, addr: Addr<GroupActor>, group_id: i64, p: 
         title: msg.title,
         content: msg.content,
         fields: msg.fields,
+        reply_to_id: None,
     };
     match addr.send(crate::actors::group::Post { caller: Caller::Identity(p.sender.clone()), msg: post }).await {
         Ok(Ok(InsertOutcome::Inserted(_))) => {
