@@ -264,9 +264,11 @@ pub fn valid_reaction(emoji: &str) -> bool {
     !emoji.trim().is_empty() && emoji.len() <= MAX_REACTION_LEN && !emoji.chars().any(char::is_control)
 }
 
-/// `FIELD_REACTION` as we send it, naming the recipient's own copy of the target.
+/// `FIELD_REACTION` as we send it, naming the recipient's own copy of the target; the content is
+/// UTF-8 bytes, as LXMF's `REACTION_CONTENT` specifies.
 pub fn reaction_value(target: &[u8], emoji: &str) -> (Value, Value) {
-    (Value::from(FIELD_REACTION), Value::Map(vec![(Value::from(0x00u8), Value::Binary(target.to_vec())), (Value::from(0x01u8), Value::from(emoji))]))
+    let map = vec![(Value::from(0x00u8), Value::Binary(target.to_vec())), (Value::from(0x01u8), Value::Binary(emoji.as_bytes().to_vec()))];
+    (Value::from(FIELD_REACTION), Value::Map(map))
 }
 
 /// Reads `FIELD_TICKET` (`[expires, ticket]`) if present and well formed.

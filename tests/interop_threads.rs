@@ -1,0 +1,114 @@
+//! Threads across the relay against three stock Python `LXMRouter`s (lxmf 1.2.1), Alice, Bob and
+//! Carol: each member's copy has its own LXMF hash, and a reply or reaction to any copy reaches
+//! each member naming the copy they hold (the author: her original), across a server restart.
+
+mod common;
+
+use common::{Peer, R, Server, poll_secs, s};
+use meshgroup::wire::proto as pb;
+use serde_json::{Value, json};
+
+/// Joins `name` over the link API (membership is immediate); the link stays open as `join-NAME`.
+fn join(peer: &mut Peer, group: &Value, name: &str) -> R {
+    peer.link(&format!("join-{name}"), &s(group, "group_destination_hash"), Some(name))?;
+    assert_eq!(peer.join(&format!("join-{name}"), name)?, pb::JoinState::Joined);
+    Ok(())
+}
+
+/// The `n`-th message router `who` received (waiting for it), as `inbox_fields` reports it.
+fn received(peer: &mut Peer, who: &str, n: usize) -> R<Value> {
+    let inbox = peer.call(json!({"cmd": "inbox_fields", "as": who, "count": n + 1, "timeout": 60}))?;
+    let got = inbox["messages"].get(n).cloned().ok_or_else(|| format!("{who} got no message #{n}: {inbox}"))?;
+    Ok(got)
+}
+
+fn field_hex(msg: &Value, path: &[&str]) -> String {
+    let mut v = &msg["fields"];
+    for p in path {
+        v = &v[*p];
+    }
+    v["hex"].as_str().unwrap_or_default().to_owned()
+}
+
+fn history(peer: &mut Peer, link: &str) -> R<Vec<pb::GroupMessage>> {
+    let r: pb::MessagesResponse =
+        peer.request(link, "/api/v1/messages", &pb::MessagesRequest { limit: 50, order: pb::Order::OldestFirst as i32, ..Default::default() })?.ok()?;
+    Ok(r.messages)
+}
+
+#[test]
+fn replies_and_reactions_name_each_members_own_copy_across_a_restart() -> R {
+    let mut server = Server::new()?;
+    let group = server.create_group(&["--name", "Threads"])?;
+    server.start()?;
+    let lxmf = s(&group, "lxmf_destination_hash");
+    let mut peer = Peer::connect(server.rns_port)?;
+    for who in ["alice", "bob", "carol"] {
+        peer.call(json!({"cmd": "router", "as": who}))?;
+        join(&mut peer, &group, who)?;
+    }
+
+    let sent = peer.call(json!({"cmd": "send_threaded", "as": "alice", "dest": lxmf, "content": "who is on the air tonight?"}))?;
+    assert_eq!(sent["delivered"], true, "{sent}");
+    let original = s(&sent, "hash");
+    let (bob_copy, carol_copy) = (s(&received(&mut peer, "bob", 0)?, "hash"), s(&received(&mut peer, "carol", 0)?, "hash"));
+    assert!(original != bob_copy && bob_copy != carol_copy && original != carol_copy, "each member's copy has its own hash");
+
+    // The mapping is in the database: a restart between the post and the reply loses nothing.
+    server.terminate()?;
+    server.start()?;
+    // The links died with the server: new ones for the API, once the peer has reconnected (a
+    // link request sent while its interface was down is lost, so each attempt is bounded).
+    for who in ["alice", "bob"] {
+        let dest = s(&group, "group_destination_hash");
+        poll_secs(90, "a link after the restart", || {
+            Ok(peer.call(json!({"cmd": "link", "link": who, "dest": dest, "as": who, "timeout": 8})).ok().map(|_| ()))
+        })?;
+    }
+
+    let sent = peer.call(json!({"cmd": "send_threaded", "as": "bob", "dest": lxmf, "content": "me, on 2m", "reply_to": bob_copy, "quote": "who is on the air tonight?"}))?;
+    assert_eq!(sent["delivered"], true, "{sent}");
+    let to_alice = received(&mut peer, "alice", 0)?;
+    let to_carol = received(&mut peer, "carol", 1)?;
+    assert_eq!(field_hex(&to_alice, &["48"]), original, "Alice's copy of the reply names her original: {to_alice}");
+    assert_eq!(field_hex(&to_carol, &["48"]), carol_copy, "Carol's names her own copy: {to_carol}");
+    assert_eq!(field_hex(&to_carol, &["49"]), hex::encode("who is on the air tonight?"), "the quote travels as sent");
+    let reply_copy_for_carol = s(&to_carol, "hash");
+
+    // Carol reacts to her copy: Alice hears it on her original, Bob on his copy; Carol is not echoed.
+    let sent = peer.call(json!({"cmd": "send_threaded", "as": "carol", "dest": lxmf, "react_to": carol_copy, "emoji": "👍"}))?;
+    assert_eq!(sent["delivered"], true, "{sent}");
+    let r_alice = received(&mut peer, "alice", 1)?;
+    let r_bob = received(&mut peer, "bob", 1)?;
+    assert_eq!(field_hex(&r_alice, &["64", "0"]), original, "{r_alice}");
+    assert_eq!(field_hex(&r_bob, &["64", "0"]), bob_copy, "{r_bob}");
+    assert_eq!(field_hex(&r_bob, &["64", "1"]), hex::encode("👍"));
+
+    // History: the reply points at the post by id, the post holds one 👍, and no reaction is a chat line.
+    let h = history(&mut peer, "alice")?;
+    assert_eq!(h.len(), 2, "two chat lines: {h:?}");
+    assert_eq!(h[1].reply_to_id, h[0].id);
+    assert_eq!(h[0].reactions, vec![pb::ReactionCount { emoji: "👍".into(), count: 1 }]);
+
+    // A reaction to a copy of the reply resolves too; the API removes one; a cap holds.
+    let ack = peer.request("bob", "/api/v1/messages/react", &pb::ReactRequest { id: h[0].id, emoji: "🎉".into(), remove: false })?;
+    ack.ok::<pb::Ack>()?;
+    let sent = peer.call(json!({"cmd": "send_threaded", "as": "alice", "dest": lxmf, "react_to": reply_copy_for_carol, "emoji": "📻"}))?;
+    assert_eq!(sent["delivered"], true);
+    let h = poll_secs(20, "the reaction to the reply", || {
+        let h = history(&mut peer, "alice")?;
+        Ok((h[1].reactions.len() == 1).then_some(h))
+    })?;
+    assert_eq!(h[0].reactions.len(), 2, "{:?}", h[0].reactions);
+    peer.request("bob", "/api/v1/messages/react", &pb::ReactRequest { id: h[0].id, emoji: "🎉".into(), remove: true })?.ok::<pb::Ack>()?;
+    let code = peer.code("bob", "/api/v1/messages/react", &pb::ReactRequest { id: h[0].id, emoji: "🎉".into(), remove: true })?;
+    assert_eq!(code, Some(pb::ErrorCode::NotFound), "removing a reaction one does not hold");
+    for e in ["a", "b", "c"] {
+        peer.request("bob", "/api/v1/messages/react", &pb::ReactRequest { id: h[0].id, emoji: e.into(), remove: false })?.ok::<pb::Ack>()?;
+    }
+    let code = peer.code("bob", "/api/v1/messages/react", &pb::ReactRequest { id: h[0].id, emoji: "d".into(), remove: false })?;
+    assert_eq!(code, Some(pb::ErrorCode::InvalidArgument), "a fourth reaction of one member on one message");
+    let code = peer.code("bob", "/api/v1/messages/react", &pb::ReactRequest { id: h[0].id, emoji: "x".repeat(40), remove: false })?;
+    assert_eq!(code, Some(pb::ErrorCode::InvalidArgument), "a reaction is not a message");
+    Ok(())
+}
