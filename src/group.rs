@@ -8,6 +8,21 @@ use std::collections::{HashMap, HashSet};
 use crate::domain::{Action, DeliveryClass, Denied, NotifyMode, Policy, Rights, Role, Visibility, authorize, may_change_rights};
 use crate::store::{Ban, Event, Group, GroupPatch, HistoryQuery, InsertOutcome, JoinRequest, Member, Message, NewMessage, ReactionOutcome, Store, StoreError};
 
+/// Every attachment kind.
+const ALL_KINDS: u32 = crate::wire::lxmf::KIND_IMAGE | crate::wire::lxmf::KIND_FILE | crate::wire::lxmf::KIND_AUDIO;
+
+/// Attachment kind bits in words: "images and audio".
+pub fn kind_names(kinds: u32) -> String {
+    use crate::wire::lxmf::{KIND_AUDIO, KIND_FILE, KIND_IMAGE};
+    let names: Vec<&str> = [(KIND_IMAGE, "images"), (KIND_FILE, "files"), (KIND_AUDIO, "audio")].iter().filter(|(k, _)| kinds & k != 0).map(|(_, n)| *n).collect();
+    names.join(" and ")
+}
+
+/// A size as people read it: `812 B`, `45.3 KB`.
+pub fn human_bytes(n: u64) -> String {
+    if n < 1024 { format!("{n} B") } else { format!("{:.1} KB", n as f64 / 1024.0) }
+}
+
 /// Reactions one member may hold on one message: enough for a few emoji, not a flood (each one
 /// is a copy to every full-mode member).
 pub const MAX_REACTIONS_PER_MEMBER: u64 = 3;
@@ -84,12 +99,22 @@ pub struct Settings {
     pub post_stamp_cost: Option<u32>,
     pub history_public: Option<bool>,
     pub listed: Option<bool>,
+    /// Most bytes of attachments a post may carry, at most [`crate::wire::lxmf::MAX_PACKED_LEN`].
+    pub attachment_max_bytes: Option<u32>,
+    /// Attachment kinds allowed (bits of `KIND_IMAGE`, `KIND_FILE`, `KIND_AUDIO`).
+    pub attachment_kinds: Option<u32>,
 }
 
 impl Settings {
     /// Whether the change leaves every setting as it is.
     pub fn is_empty(&self) -> bool {
-        self.visibility.is_none() && self.join_stamp_cost.is_none() && self.post_stamp_cost.is_none() && self.history_public.is_none() && self.listed.is_none()
+        self.visibility.is_none()
+            && self.join_stamp_cost.is_none()
+            && self.post_stamp_cost.is_none()
+            && self.history_public.is_none()
+            && self.listed.is_none()
+            && self.attachment_max_bytes.is_none()
+            && self.attachment_kinds.is_none()
     }
 }
 
@@ -433,7 +458,7 @@ impl GroupCore {
     }
 
     /// The caller's notification choices: how posts reach them, and whether they get the digest.
-    pub async fn set_notifications(&mut self, caller: &Caller, mode: Option<NotifyMode>, digest: Option<bool>) -> Result<Member, GroupError> {
+    pub async fn set_notifications(&mut self, caller: &Caller, mode: Option<NotifyMode>, digest: Option<bool>, text_only: Option<bool>) -> Result<Member, GroupError> {
         self.check(caller, Action::SetNotifications)?;
         let who = Self::identity_of(caller)?.to_owned();
         let mut m = self.members.get(&who).cloned().ok_or_else(|| GroupError::NotFound("member".into()))?;
@@ -442,6 +467,9 @@ impl GroupCore {
         }
         if let Some(on) = digest {
             m = self.store.set_member_digest(self.group.id, &who, on).await?;
+        }
+        if let Some(on) = text_only {
+            m = self.store.set_member_text_only(self.group.id, &who, on).await?;
         }
         self.members.insert(who, m.clone());
         Ok(m)
@@ -501,7 +529,7 @@ impl GroupCore {
         let mut allowed = Vec::new();
         let mut senders = Vec::new();
         for (caller, mut msg) in posts {
-            match self.check(&caller, Action::Post) {
+            match self.check(&caller, Action::Post).and_then(|_| self.attachment_policy(&msg.fields)) {
                 Ok(_) => {
                     // History keeps the name a message was posted under, after the sender leaves.
                     if let Some(m) = self.members.get(&msg.sender_identity_hash) {
@@ -555,6 +583,42 @@ impl GroupCore {
                 })
             })
             .collect()
+    }
+
+    /// Refuses a post whose attachments the group does not take, saying why (the sender is told).
+    fn attachment_policy(&self, fields: &[u8]) -> Result<(), GroupError> {
+        let Ok(fields) = crate::wire::lxmf::decode_fields(fields) else { return Ok(()) };
+        let (kinds, size) = crate::wire::lxmf::attachment_size(&fields);
+        if kinds == 0 {
+            return Ok(());
+        }
+        let refused = kinds & !(self.group.attachment_kinds as u32);
+        if refused != 0 {
+            return Err(GroupError::InvalidArgument(format!("{} not allowed in this group", kind_names(refused))));
+        }
+        if size as i64 > self.group.attachment_max_bytes {
+            return Err(GroupError::InvalidArgument(format!(
+                "attachments of {} are over this group's limit of {}",
+                human_bytes(size as u64),
+                human_bytes(self.group.attachment_max_bytes.max(0) as u64)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The attachments of a message, for members who were sent it without them.
+    pub async fn attachments(&self, caller: &Caller, id: i64) -> Result<Vec<crate::wire::lxmf::Attachment>, GroupError> {
+        self.check(caller, Action::ReadHistory)?;
+        let msg = self.store.message(self.group.id, id).await?;
+        if msg.deleted_at.is_some() {
+            return Err(GroupError::NotFound("message (deleted)".into()));
+        }
+        let fields = crate::wire::lxmf::decode_fields(&msg.fields).unwrap_or_default();
+        let found = crate::wire::lxmf::attachments(&fields);
+        if found.is_empty() {
+            return Err(GroupError::NotFound("attachment".into()));
+        }
+        Ok(found)
     }
 
     /// The group message a post's `FIELD_REPLY_TO` names (the original's hash or any member's
@@ -660,6 +724,16 @@ impl GroupCore {
             post_stamp_cost: cost(s.post_stamp_cost)?,
             history_public: s.history_public,
             listed: s.listed,
+            attachment_max_bytes: match s.attachment_max_bytes {
+                Some(n) if n as usize > crate::wire::lxmf::MAX_PACKED_LEN => {
+                    return Err(GroupError::InvalidArgument(format!("attachment limit {n} over {} bytes", crate::wire::lxmf::MAX_PACKED_LEN)));
+                }
+                n => n.map(i64::from),
+            },
+            attachment_kinds: match s.attachment_kinds {
+                Some(k) if k & !ALL_KINDS != 0 => return Err(GroupError::InvalidArgument(format!("unknown attachment kind bits {k:#x}"))),
+                k => k.map(|k| k as i32),
+            },
             ..Default::default()
         };
         self.group = self.store.update_group(self.group.id, patch).await?;
@@ -879,6 +953,13 @@ pub enum Op {
     SetNotifications {
         mode: Option<NotifyMode>,
         digest: Option<bool>,
+        /// Posts without their attachments (a line says what was left out); `None` keeps it.
+        #[serde(default)]
+        text_only: Option<bool>,
+    },
+    /// The attachments of one message, for a member who got it text-only.
+    Attachments {
+        id: i64,
     },
     /// The caller's own display name in the group.
     SetMemberName {
@@ -946,6 +1027,7 @@ pub enum Reply {
     },
     Posted(InsertOutcome),
     Bans(Vec<Ban>),
+    Attachments(Vec<crate::wire::lxmf::Attachment>),
 }
 
 impl GroupCore {
@@ -1077,10 +1159,11 @@ impl GroupCore {
                 self.update_settings(caller, s).await?;
                 Reply::Done
             }
-            Op::SetNotifications { mode, digest } => {
-                self.set_notifications(caller, mode, digest).await?;
+            Op::SetNotifications { mode, digest, text_only } => {
+                self.set_notifications(caller, mode, digest, text_only).await?;
                 Reply::Done
             }
+            Op::Attachments { id } => Reply::Attachments(self.attachments(caller, id).await?),
             Op::SetMemberName { name } => {
                 self.set_member_name(caller, &name).await?;
                 Reply::Done

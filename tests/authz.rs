@@ -113,7 +113,7 @@ fn op_for(name: &str, role: usize, own_msg: i64, target_msg: i64, group_id: i64)
         "members/permissions" => Op::SetPermissions { identity: id(TARGET), rights: Rights::PERMISSIONS },
         "display-name/update" => Op::Rename { public_name: Some("new".into()), private_name: None },
         "settings/update" => Op::UpdateSettings(Settings { history_public: Some(true), ..Default::default() }),
-        "notifications/update" => Op::SetNotifications { mode: Some(NotifyMode::Short), digest: None },
+        "notifications/update" => Op::SetNotifications { mode: Some(NotifyMode::Short), digest: None, text_only: None },
         "groups/delete" => Op::DeleteGroup,
         "groups/transfer" => Op::TransferFounder { identity: id(TARGET) },
         other => panic!("no op for {other}"),

@@ -112,3 +112,64 @@ fn replies_and_reactions_name_each_members_own_copy_across_a_restart() -> R {
     assert_eq!(code, Some(pb::ErrorCode::InvalidArgument), "a reaction is not a message");
     Ok(())
 }
+
+/// The text of a received message.
+fn text(msg: &Value) -> String {
+    String::from_utf8_lossy(&hex::decode(s(msg, "content")).unwrap_or_default()).into_owned()
+}
+
+#[test]
+fn text_only_members_get_the_text_and_fetch_the_image_and_oversized_or_disallowed_attachments_are_refused() -> R {
+    let mut server = Server::new()?;
+    let group = server.create_group(&["--name", "Pictures"])?;
+    server.start()?;
+    let lxmf = s(&group, "lxmf_destination_hash");
+    let mut peer = Peer::connect(server.rns_port)?;
+    for who in ["alice", "bob", "carol"] {
+        peer.call(json!({"cmd": "router", "as": who}))?;
+        join(&mut peer, &group, who)?;
+    }
+    // Bob is on LoRa: text-only, set with the stock client's text command.
+    peer.call(json!({"cmd": "send", "as": "bob", "dest": lxmf, "content": hex::encode("/notify textonly on")}))?;
+    let said = received(&mut peer, "bob", 0)?;
+    assert!(text(&said).starts_with("Text only: posts come without"), "{said}");
+
+    let sent = peer.call(json!({"cmd": "send_threaded", "as": "alice", "dest": lxmf, "content": "the antenna", "image_len": 3000, "method": "direct"}))?;
+    assert_eq!(sent["delivered"], true, "{sent}");
+    let to_carol = received(&mut peer, "carol", 0)?;
+    assert_eq!(to_carol["fields"]["6"][0], "webp", "Carol (full) gets the image: {to_carol}");
+    assert_eq!(to_carol["fields"]["6"][1]["hex"].as_str().map(str::len), Some(6000));
+    let to_bob = received(&mut peer, "bob", 1)?;
+    assert!(to_bob["fields"].get("6").is_none(), "Bob gets no image: {to_bob}");
+    let line = text(&to_bob);
+    assert!(line.starts_with("alice: the antenna\n[images (2.9 KB) left out: text-only."), "{line}");
+
+    // He fetches it over the link API (a Resource: larger than a link packet).
+    let id = h_last_id(&mut peer, "join-bob")?;
+    assert!(line.ends_with(&format!("id {id}]")), "{line}");
+    let got: pb::AttachmentsResponse = peer.request("join-bob", "/api/v1/messages/attachment", &pb::AttachmentRequest { id })?.ok()?;
+    assert_eq!(got.attachments.len(), 1);
+    assert_eq!((got.attachments[0].field, got.attachments[0].name.as_str(), got.attachments[0].data.len()), (6, "webp", 3000));
+    assert_eq!(got.attachments[0].data[..256], (0..=255u8).collect::<Vec<_>>()[..]);
+
+    // Over the default 32 KB: refused, Alice is told why, nothing is stored.
+    let sent = peer.call(json!({"cmd": "send_threaded", "as": "alice", "dest": lxmf, "content": "the big one", "image_len": 40_000, "method": "direct"}))?;
+    assert_eq!(sent["delivered"], true, "proven, so the client does not send it again: {sent}");
+    let why = received(&mut peer, "alice", 0)?;
+    assert!(text(&why).contains("Not posted: invalid argument: attachments of 39.1 KB are over this group's limit of 32.0 KB"), "{why}");
+    // A kind the group does not take (set while the server runs): refused too.
+    server.cli(&["group", "update", &group["id"].to_string(), "--attachment-kinds", "image"])?;
+    let sent = peer.call(json!({"cmd": "send_threaded", "as": "alice", "dest": lxmf, "content": "listen", "audio_len": 100}))?;
+    assert_eq!(sent["delivered"], true, "{sent}");
+    let why = received(&mut peer, "alice", 1)?;
+    assert!(text(&why).contains("audio not allowed in this group"), "{why}");
+    assert_eq!(h_last_id(&mut peer, "join-bob")?, id, "neither refused post is in the history");
+    let code = peer.code("join-bob", "/api/v1/messages/attachment", &pb::AttachmentRequest { id: id + 100 })?;
+    assert_eq!(code, Some(pb::ErrorCode::NotFound));
+    Ok(())
+}
+
+fn h_last_id(peer: &mut Peer, link: &str) -> R<i64> {
+    Ok(history(peer, link)?.last().map(|m| m.id).unwrap_or(0))
+}
+

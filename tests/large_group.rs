@@ -29,7 +29,7 @@ async fn ten_thousand_joins_push_nothing_and_one_post_schedules_every_member_at_
         assert_eq!(jobs, 0, "{}: no join pushes anything to anyone", store.backend());
         // Three members opt in to the digest; a kick tells its subject once.
         for i in 1..=3 {
-            core.apply(&member(i), Op::SetNotifications { mode: None, digest: Some(true) }).await?;
+            core.apply(&member(i), Op::SetNotifications { mode: None, digest: Some(true), text_only: None }).await?;
         }
         core.kick(&Caller::Owner, &format!("{:032x}", MEMBERS - 1)).await?;
         let kick = core.take_fanout();

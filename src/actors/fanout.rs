@@ -232,6 +232,8 @@ struct BatchCache {
     /// looked up together, once per target.
     members: Vec<String>,
     copies: HashMap<i64, Arc<HashMap<String, Copy>>>,
+    /// Per group, the round's members who are text-only; read once, when a post has attachments.
+    text_only: HashMap<i64, Arc<HashSet<String>>>,
 }
 
 /// The hash a recipient knows a message by: their own copy's, or the original's for its author
@@ -445,6 +447,16 @@ impl Delivery {
         Ok(c)
     }
 
+    /// The round's members of a group who are text-only.
+    async fn text_only(&self, group_id: i64, cache: &mut BatchCache) -> Result<Arc<HashSet<String>>, StoreError> {
+        if let Some(t) = cache.text_only.get(&group_id) {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(self.store.text_only_members(group_id, &cache.members).await?);
+        cache.text_only.insert(group_id, t.clone());
+        Ok(t)
+    }
+
     /// A reaction to one member, as LXMF's `FIELD_REACTION` naming their own copy of the message;
     /// `None` while that copy waits to be built. A removed reaction, or one to a deleted
     /// message, is not sent.
@@ -514,6 +526,17 @@ impl Delivery {
             let mut content = format!("{name}: ").into_bytes();
             content.extend_from_slice(&m.content);
             let Some(mut fields) = self.copy_fields(row, &m, cache).await? else { return Ok(None) };
+            let (kinds, size) = crate::wire::lxmf::attachment_size(&fields);
+            if kinds != 0 && self.text_only(row.group_id, cache).await?.contains(&row.member_identity_hash) {
+                fields.retain(|(k, _)| k.as_u64().and_then(crate::wire::lxmf::attachment_kind).is_none());
+                let line = format!(
+                    "\n[{} ({}) left out: text-only. Fetch with /api/v1/messages/attachment, id {}]",
+                    crate::group::kind_names(kinds),
+                    crate::group::human_bytes(size as u64),
+                    m.id
+                );
+                content.extend_from_slice(line.as_bytes());
+            }
             fields.extend(attribution(&sender, &name, &hash, m.id, "message"));
             Ok(Some(Body { timestamp, title: m.title.clone(), content, fields }))
         } else if let Some(eid) = row.event_id {
@@ -647,7 +670,7 @@ impl Delivery {
                 self.mark_sent(&row, attempts, wait.max(180_000)).await;
                 let (confirmed, courier) = (self.confirmed.clone(), self.courier.clone());
                 self.life.spawn(async move {
-                    let result = courier.send_direct(lxmf_dest, packed).await;
+                    let result = courier.send_direct(lxmf_dest, to.public_key, packed).await;
                     if let Err(err) = &result {
                         tracing::debug!(%err, row = row.id, "direct delivery failed");
                     }

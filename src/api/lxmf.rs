@@ -358,6 +358,14 @@ async fn receive(s: &Arc<Services>, dest: [u8; 16], packed: &[u8], method: Metho
             outcome("error");
             Received::Retry
         }
+        Ok(Err(err @ GroupError::InvalidArgument(_))) => {
+            // Refused for what it carries (an attachment the group does not take): the sender is
+            // told why, and the message is proven, so their client does not send it again.
+            tracing::info!(%err, sender = sender.hex, group = route.group_id, "post refused");
+            outcome("refused");
+            reply(s, &route, sender.hash, vec![format!("Not posted: {err}.")], commands::Keep::First, Vec::new()).await;
+            Received::Accepted
+        }
         Ok(Err(err)) => {
             tracing::warn!(%err, group = route.group_id, "post refused");
             outcome("error");

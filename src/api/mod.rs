@@ -60,6 +60,7 @@ pub enum Endpoint {
     Send,
     Delete,
     React,
+    Attachment,
     Kick,
     Ban,
     Unban,
@@ -85,6 +86,7 @@ impl Endpoint {
         (Endpoint::Send, "/api/v1/messages/send"),
         (Endpoint::Delete, "/api/v1/messages/delete"),
         (Endpoint::React, "/api/v1/messages/react"),
+        (Endpoint::Attachment, "/api/v1/messages/attachment"),
         (Endpoint::Kick, "/api/v1/members/kick"),
         (Endpoint::Ban, "/api/v1/members/ban"),
         (Endpoint::Unban, "/api/v1/members/unban"),
@@ -356,6 +358,10 @@ pub fn decode_request(ep: Endpoint, body: &[u8], ctx: &DecodeContext<'_>) -> Res
             let r: pb::ReactRequest = decode(body)?;
             plain(Op::React { target: MessageRef::Id(r.id), emoji: r.emoji, remove: r.remove })
         }
+        Endpoint::Attachment => {
+            let r: pb::AttachmentRequest = decode(body)?;
+            plain(Op::Attachments { id: r.id })
+        }
         Endpoint::Kick => {
             let r: pb::KickRequest = decode(body)?;
             plain(Op::Kick { identity: hash16(&r.identity_hash, "identity_hash")? })
@@ -391,6 +397,8 @@ pub fn decode_request(ep: Endpoint, body: &[u8], ctx: &DecodeContext<'_>) -> Res
                 post_stamp_cost: stamp_cost(r.post_stamp_cost)?,
                 history_public: r.history_public,
                 listed: r.listed,
+                attachment_max_bytes: r.attachment_max_bytes,
+                attachment_kinds: r.attachment_kinds,
             }))
         }
         Endpoint::Notifications => {
@@ -400,7 +408,7 @@ pub fn decode_request(ep: Endpoint, body: &[u8], ctx: &DecodeContext<'_>) -> Res
                 (None, Some(_)) => None,
                 (mode, _) => Some(notify_mode(mode.unwrap_or_default())?),
             };
-            plain(Op::SetNotifications { mode, digest: r.digest })
+            plain(Op::SetNotifications { mode, digest: r.digest, text_only: r.text_only })
         }
         // On the group's own destination the group is implied; a named one is ignored.
         Endpoint::DeleteGroup => decode::<pb::DeleteGroupRequest>(body).and_then(|_| plain(Op::DeleteGroup)),
@@ -602,6 +610,10 @@ pub fn encode_reply(reply: Reply) -> Vec<u8> {
             };
             pb::SendMessageResponse { id, message_hash: Vec::new(), duplicate }.encode_to_vec()
         }
+        Reply::Attachments(found) => pb::AttachmentsResponse {
+            attachments: found.into_iter().map(|a| pb::Attachment { field: a.field as u32, name: a.name, data: a.data }).collect(),
+        }
+        .encode_to_vec(),
         Reply::Bans(bans) => pb::BansResponse {
             bans: bans
                 .into_iter()

@@ -55,6 +55,8 @@ pub struct GroupPatch {
     pub history_public: Option<bool>,
     pub listed: Option<bool>,
     pub founder_identity_hash: Option<Option<String>>,
+    pub attachment_max_bytes: Option<i64>,
+    pub attachment_kinds: Option<i32>,
 }
 
 impl Store {
@@ -140,6 +142,12 @@ impl Store {
             }
             if let Some(v) = patch.founder_identity_hash {
                 am.founder_identity_hash = Set(v);
+            }
+            if let Some(v) = patch.attachment_max_bytes {
+                am.attachment_max_bytes = Set(v);
+            }
+            if let Some(v) = patch.attachment_kinds {
+                am.attachment_kinds = Set(v);
             }
             am.updated_at = Set(now_ms());
             Ok(am.update(&self.db).await?)

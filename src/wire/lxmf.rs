@@ -264,6 +264,66 @@ pub fn valid_reaction(emoji: &str) -> bool {
     !emoji.trim().is_empty() && emoji.len() <= MAX_REACTION_LEN && !emoji.chars().any(char::is_control)
 }
 
+/// Attachment kinds, as bits of a group's policy.
+pub const KIND_IMAGE: u32 = 1;
+pub const KIND_FILE: u32 = 2;
+pub const KIND_AUDIO: u32 = 4;
+
+/// One attachment of a message, as the link API hands it out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    /// `FIELD_IMAGE`, `FIELD_FILE_ATTACHMENTS` or `FIELD_AUDIO`.
+    pub field: u64,
+    /// The file name, the image type (`webp`, `png`, …), or the audio mode (as text).
+    pub name: String,
+    pub data: Vec<u8>,
+}
+
+/// The attachment kind of a field key, if it is one.
+pub fn attachment_kind(key: u64) -> Option<u32> {
+    match key {
+        FIELD_IMAGE => Some(KIND_IMAGE),
+        FIELD_FILE_ATTACHMENTS => Some(KIND_FILE),
+        FIELD_AUDIO => Some(KIND_AUDIO),
+        _ => None,
+    }
+}
+
+/// The attachment fields of a message, summed up for a policy: the kinds present (bits) and
+/// their size, the msgpack bytes of their values, whatever their shape.
+pub fn attachment_size(fields: &[(Value, Value)]) -> (u32, usize) {
+    fields.iter().filter_map(|(k, v)| Some((attachment_kind(k.as_u64()?)?, encode(v).len()))).fold((0, 0), |(kinds, size), (k, n)| (kinds | k, size + n))
+}
+
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::Integer(i) => i.to_string(),
+        other => bytes_of(other).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default(),
+    }
+}
+
+/// Every attachment of a message: `FIELD_IMAGE = [type, data]`, `FIELD_AUDIO = [mode, data]`,
+/// `FIELD_FILE_ATTACHMENTS = [[name, data], …]`. Entries of another shape are skipped.
+pub fn attachments(fields: &[(Value, Value)]) -> Vec<Attachment> {
+    let pair = |field: u64, v: &Value| match v {
+        Value::Array(a) if a.len() >= 2 => bytes_of(&a[1]).map(|data| Attachment { field, name: text_of(&a[0]), data }),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    for (k, v) in fields {
+        match k.as_u64() {
+            Some(f @ (FIELD_IMAGE | FIELD_AUDIO)) => out.extend(pair(f, v)),
+            Some(FIELD_FILE_ATTACHMENTS) => {
+                if let Value::Array(files) = v {
+                    out.extend(files.iter().filter_map(|f| pair(FIELD_FILE_ATTACHMENTS, f)));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// `FIELD_REACTION` as we send it, naming the recipient's own copy of the target; the content is
 /// UTF-8 bytes, as LXMF's `REACTION_CONTENT` specifies.
 pub fn reaction_value(target: &[u8], emoji: &str) -> (Value, Value) {
@@ -378,6 +438,24 @@ mod tests {
         assert!(bad(Value::Map(vec![(Value::from(0x01u8), Value::from("👍"))])), "no target");
         assert!(bad(Value::Map(vec![(Value::from(0x00u8), Value::Binary(target.to_vec())), (Value::from(0x01u8), Value::from(""))])));
         assert!(bad(Value::Map(vec![(Value::from(0x00u8), Value::Binary(target.to_vec())), (Value::from(0x01u8), Value::from("x".repeat(40)))])));
+    }
+
+    #[test]
+    fn attachments_are_found_and_measured() {
+        let fields = vec![
+            (Value::from(FIELD_IMAGE), Value::Array(vec![Value::from("webp"), Value::Binary(vec![1; 100])])),
+            (Value::from(FIELD_FILE_ATTACHMENTS), Value::Array(vec![Value::Array(vec![Value::from("a.txt"), Value::Binary(vec![2; 10])]), Value::from(3)])),
+            (Value::from(FIELD_AUDIO), Value::Array(vec![Value::from(16), Value::Binary(vec![3; 5])])),
+            (Value::from(FIELD_REPLY_TO), Value::Binary(vec![0; 32])),
+        ];
+        let found = attachments(&fields);
+        assert_eq!(found.len(), 3, "the malformed file entry is skipped");
+        assert_eq!((found[0].field, found[0].name.as_str(), found[0].data.len()), (FIELD_IMAGE, "webp", 100));
+        assert_eq!((found[1].name.as_str(), found[2].name.as_str()), ("a.txt", "16"));
+        let (kinds, size) = attachment_size(&fields);
+        assert_eq!(kinds, KIND_IMAGE | KIND_FILE | KIND_AUDIO);
+        assert!(size > 115 && size < 160, "{size}");
+        assert_eq!(attachment_size(&fields[3..]), (0, 0));
     }
 
     #[test]

@@ -3,8 +3,9 @@ reaction fields (FIELD_REPLY_TO, FIELD_REPLY_QUOTE, FIELD_REACTION), and what ea
 
 
 def cmd_send_threaded(c):
-    """Sends like `send`, with a reply (`reply_to` hash hex, `quote` text) or a reaction
-    (`react_to` hash hex, `emoji`) in the fields, as MeshChatX, Columba and Ratspeak do."""
+    """Sends like `send`, with a reply (`reply_to` hash hex, `quote` text), a reaction (`react_to`
+    hash hex, `emoji`), an image or audio of `image_len` / `audio_len` bytes in the fields, as
+    MeshChatX, Columba and Ratspeak do."""
     router, local = ROUTERS[c["as"]]
     dest_hash = bytes.fromhex(c["dest"])
     ident = recall(dest_hash, c.get("timeout", 20))
@@ -16,11 +17,15 @@ def cmd_send_threaded(c):
         fields[LXMF.FIELD_REPLY_TO] = bytes.fromhex(c["reply_to"])
     if c.get("quote"):
         fields[LXMF.FIELD_REPLY_QUOTE] = c["quote"].encode()
+    if c.get("image_len"):
+        fields[LXMF.FIELD_IMAGE] = ["webp", bytes(range(256)) * (c["image_len"] // 256) + b"x" * (c["image_len"] % 256)]
+    if c.get("audio_len"):
+        fields[LXMF.FIELD_AUDIO] = [LXMF.AM_CODEC2_1200, b"a" * c["audio_len"]]
     if c.get("react_to"):
         fields[LXMF.FIELD_REACTION] = {LXMF.REACTION_TO: bytes.fromhex(c["react_to"]),
                                        LXMF.REACTION_CONTENT: c["emoji"].encode()}
-    m = LXMF.LXMessage(dest, local, c.get("content", "").encode(), b"", fields=fields,
-                       desired_method=LXMF.LXMessage.OPPORTUNISTIC)
+    method = {"opportunistic": LXMF.LXMessage.OPPORTUNISTIC, "direct": LXMF.LXMessage.DIRECT}[c.get("method", "opportunistic")]
+    m = LXMF.LXMessage(dest, local, c.get("content", "").encode(), b"", fields=fields, desired_method=method)
     router.handle_outbound(m)
     final = wait_for(lambda: m.state in (LXMF.LXMessage.DELIVERED, LXMF.LXMessage.FAILED,
                                          LXMF.LXMessage.REJECTED) and m.state, c.get("timeout", 45))
