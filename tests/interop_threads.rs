@@ -173,3 +173,45 @@ fn h_last_id(peer: &mut Peer, link: &str) -> R<i64> {
     Ok(history(peer, link)?.last().map(|m| m.id).unwrap_or(0))
 }
 
+
+#[test]
+fn a_deleted_message_is_not_sent_to_members_whose_copy_is_still_queued() -> R {
+    let mut server = Server::new()?;
+    // Paced at 2 copies a second, so the deletion lands mid-fan-out.
+    server.extra_env = vec![("MESHGROUP_FANOUT__RATE_PER_SEC".into(), "2".into()), ("MESHGROUP_FANOUT__BURST".into(), "1".into())];
+    let group = server.create_group(&["--name", "Oops"])?;
+    server.start()?;
+    let gid = group["id"].to_string();
+    let mut peer = Peer::connect(server.rns_port)?;
+    let members: Vec<String> =
+        peer.call(json!({"cmd": "members", "n": 10, "pace": 0.3}))?["members"].as_array().ok_or("members")?.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+    for m in &members {
+        server.cli(&["member", "add", &gid, m])?;
+    }
+    peer.call(json!({"cmd": "router", "as": "alice"}))?;
+    join(&mut peer, &group, "alice")?;
+    let sent = peer.call(json!({"cmd": "send_threaded", "as": "alice", "dest": s(&group, "lxmf_destination_hash"), "content": "wrong group, sorry"}))?;
+    assert_eq!(sent["delivered"], true);
+    let holders = |peer: &mut Peer| -> R<usize> {
+        let inbox = peer.call(json!({"cmd": "member_inbox", "unique": 1, "timeout": 0}))?;
+        Ok(inbox["members"].as_object().ok_or("inbox")?.values().filter(|got| got.as_array().is_some_and(|a| !a.is_empty())).count())
+    };
+    poll_secs(30, "the first copy", || Ok((holders(&mut peer)? > 0).then_some(())))?;
+    let id = h_last_id(&mut peer, "join-alice")?;
+    peer.request("join-alice", "/api/v1/messages/delete", &pb::DeleteMessageRequest { id })?.ok::<pb::Ack>()?;
+
+    // Once no copy is owed any more, nothing else can go out.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let store = rt.block_on(meshgroup::store::Store::open(&server.db_url))?;
+    let expired = poll_secs(30, "the queued copies stopped", || {
+        let depth = rt.block_on(store.outbox_depth())?;
+        let owed: i64 = depth.iter().filter(|(state, _, _)| state == "pending" || state == "sent").map(|(_, _, n)| n).sum();
+        Ok((owed == 0).then(|| depth.iter().filter(|(state, _, _)| state == "expired").map(|(_, _, n)| *n).sum::<i64>()))
+    })?;
+    let got = holders(&mut peer)?;
+    eprintln!("{got} of 10 members got the message before it was deleted; {expired} queued copies were stopped");
+    assert!(got < members.len(), "the deletion stopped the fan-out ({got} got it)");
+    assert!(expired as usize >= members.len() - got, "every copy not sent was stopped ({expired} expired)");
+    assert!(server.log().contains("queued copies of a deleted message stopped"), "{}", server.log());
+    Ok(())
+}
