@@ -297,8 +297,8 @@ async fn scheduling_a_fanout_twice_writes_its_rows_once() -> R {
         let g = group(s, "g").await?;
         let id = s.insert_message(msg(g.id, "h", A)).await?.id();
         let rows = || vec![row(g.id, B, Some(id), DeliveryClass::Post)];
-        assert_eq!(s.schedule_fanout(rows(), Some(id), None).await?, 1);
-        assert_eq!(s.schedule_fanout(rows(), Some(id), None).await?, 0, "{}: already scheduled", s.backend());
+        assert_eq!(s.schedule_fanout(rows(), meshgroup::store::FannedOut::Message(id)).await?, 1);
+        assert_eq!(s.schedule_fanout(rows(), meshgroup::store::FannedOut::Message(id)).await?, 0, "{}: already scheduled", s.backend());
         assert_eq!(s.due_outbox(meshgroup::store::now_ms() + 1, 10).await?.len(), 1);
         assert!(s.unfanned(10).await?.0.is_empty());
     }
@@ -339,6 +339,52 @@ async fn a_batch_of_posts_is_one_commit_with_each_outcome_in_order() -> R {
         assert_eq!(out[3], InsertOutcome::Duplicate(out[0].id()), "a retry within the batch");
         assert_eq!(s.history(g.id, HistoryQuery { limit: 10, ..Default::default() }).await?.len(), 3);
         assert!(s.insert_message_batch(Vec::new()).await?.is_empty());
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn copy_hashes_resolve_and_reactions_count_and_cap() -> R {
+    use meshgroup::store::{Copy, FannedOut, ReactionOutcome};
+    for t in stores().await? {
+        let s = &t.store;
+        let g = group(s, "threads").await?;
+        let id = s.insert_message(msg(g.id, &"ab".repeat(32), A)).await?.id();
+        let rows = vec![row(g.id, A, Some(id), DeliveryClass::Post), row(g.id, B, Some(id), DeliveryClass::Post)];
+        s.schedule_fanout(rows, FannedOut::Message(id)).await?;
+        let due = s.due_outbox(meshgroup::store::now_ms() + 1, 10).await?;
+        let (a_row, b_row) = (due.iter().find(|r| r.member_identity_hash == A).ok_or("A")?, due.iter().find(|r| r.member_identity_hash == B).ok_or("B")?);
+        s.record_copies(&[(a_row.id, [1; 32])]).await?;
+        let copies = s.copies_of(id, &[A.into(), B.into(), "c".repeat(32)]).await?;
+        assert_eq!(copies.get(A), Some(&Copy::Built(vec![1; 32])), "{}", s.backend());
+        assert_eq!(copies.get(B), Some(&Copy::Queued), "B's copy is owed, not built");
+        assert_eq!(copies.len(), 2, "no row, no copy");
+        s.record_copies(&[(b_row.id, [2; 32])]).await?;
+        // Any copy's hash, or the original's, names the message; a stranger's hash names none.
+        for h in [[1u8; 32], [2; 32], [0xab; 32]] {
+            assert_eq!(s.resolve_message_hash(g.id, &h).await?, Some(id), "{}", s.backend());
+        }
+        assert_eq!(s.resolve_message_hash(g.id, &[3; 32]).await?, None);
+        let other = group(s, "other").await?;
+        assert_eq!(s.resolve_message_hash(other.id, &[1; 32]).await?, None, "a copy resolves in its own group only");
+
+        // Reactions: one per emoji per member, at most `max`, counted per message.
+        let ReactionOutcome::Added(first) = s.add_reaction(g.id, id, B, "👍", 2).await? else { return Err("not added".into()) };
+        assert_eq!(s.add_reaction(g.id, id, B, "👍", 2).await?, ReactionOutcome::Duplicate);
+        assert!(matches!(s.add_reaction(g.id, id, B, "🎉", 2).await?, ReactionOutcome::Added(_)));
+        assert_eq!(s.add_reaction(g.id, id, B, "📻", 2).await?, ReactionOutcome::Capped { max: 2 });
+        assert!(matches!(s.add_reaction(g.id, id, A, "👍", 2).await?, ReactionOutcome::Added(_)));
+        let counts = s.reaction_counts(&[id]).await?;
+        assert_eq!(counts.get(&id), Some(&vec![("👍".to_owned(), 2), ("🎉".to_owned(), 1)]), "{}", s.backend());
+        assert_eq!(s.unfanned_reactions(10).await?.len(), 3);
+        assert_eq!(s.schedule_fanout(vec![], FannedOut::Reaction(first)).await?, 0);
+        assert_eq!(s.unfanned_reactions(10).await?.len(), 2, "scheduling marks a reaction");
+        assert!(s.remove_reaction(id, B, "🎉").await?);
+        assert!(!s.remove_reaction(id, B, "🎉").await?, "removed already");
+        // A tombstone stops the queued copies and drops the reactions.
+        assert_eq!(s.cancel_copies(id).await?, 2);
+        assert_eq!(s.count_reactions(id).await?, 0);
+        assert!(matches!(s.reaction(first).await, Err(StoreError::NotFound { .. })));
     }
     Ok(())
 }
