@@ -1225,4 +1225,60 @@ mod tests {
         let names: Vec<&str> = messages.iter().map(|(_, n)| n.as_str()).collect();
         assert_eq!(names, vec!["Bob", "Alice"]);
     }
+
+    /// Bad input to replies, reactions and attachments gets a clear error, and nothing is stored.
+    #[tokio::test]
+    async fn threads_and_attachments_refuse_bad_input() {
+        use rmpv::Value;
+        let t = crate::store::testing::sqlite().await.expect("store");
+        let g = create_group(&t.store, CreateGroup { name: "bad".into(), ..Default::default() }).await.expect("group");
+        let mut core = GroupCore::load(t.store.clone(), g.clone()).await.expect("core");
+        let alice = Caller::Identity("a".repeat(32));
+        core.join(&alice, "Alice", "").await.expect("join");
+        let fields = |f: Vec<(Value, Value)>| {
+            let mut out = Vec::new();
+            rmpv::encode::write_value(&mut out, &Value::Map(f)).expect("encode");
+            out
+        };
+        let post = |hash: &str, f: Vec<u8>| NewMessage {
+            group_id: g.id,
+            message_hash: hash.repeat(64),
+            sender_identity_hash: "a".repeat(32),
+            sender_display_name: String::new(),
+            timestamp: 1.0,
+            title: Vec::new(),
+            content: b"hi".to_vec(),
+            fields: f,
+            reply_to_id: None,
+        };
+        // A reply to a hash the group never saw is stored unthreaded, not refused.
+        let unknown = vec![(Value::from(crate::wire::lxmf::FIELD_REPLY_TO), Value::Binary(vec![9; 32]))];
+        let id = core.post(&alice, post("1", fields(unknown))).await.expect("post").id();
+        assert_eq!(core.store.message(g.id, id).await.expect("row").reply_to_id, None);
+        // Reactions: to an unknown hash, an unknown id, too long, or by a stranger.
+        let react = |target| Op::React { target, emoji: "👍".into(), remove: false };
+        assert!(matches!(core.apply(&alice, react(MessageRef::Hash("9".repeat(64)))).await, Err(GroupError::NotFound(_))));
+        assert!(matches!(core.apply(&alice, react(MessageRef::Hash("zz".into()))).await, Err(GroupError::InvalidArgument(_))));
+        assert!(matches!(core.apply(&alice, react(MessageRef::Id(id + 7))).await, Err(GroupError::NotFound(_))));
+        let long = Op::React { target: MessageRef::Id(id), emoji: "🎉".repeat(9), remove: false };
+        assert!(matches!(core.apply(&alice, long).await, Err(GroupError::InvalidArgument(_))));
+        assert!(matches!(core.apply(&Caller::Identity("c".repeat(32)), react(MessageRef::Id(id))).await, Err(GroupError::Forbidden(_))));
+        assert_eq!(core.store.count_reactions(id).await.expect("count"), 0);
+        // Attachments: a kind the group refuses, or too many bytes; and bad settings.
+        let settings = |max, kinds| Op::UpdateSettings(Settings { attachment_max_bytes: max, attachment_kinds: kinds, ..Default::default() });
+        assert!(matches!(core.apply(&Caller::Owner, settings(None, Some(8))).await, Err(GroupError::InvalidArgument(_))));
+        assert!(matches!(core.apply(&Caller::Owner, settings(Some(2_000_000), None)).await, Err(GroupError::InvalidArgument(_))));
+        core.apply(&Caller::Owner, settings(Some(100), Some(crate::wire::lxmf::KIND_IMAGE))).await.expect("settings");
+        let image = |n| vec![(Value::from(crate::wire::lxmf::FIELD_IMAGE), Value::Array(vec![Value::from("png"), Value::Binary(vec![0; n])]))];
+        let audio = vec![(Value::from(crate::wire::lxmf::FIELD_AUDIO), Value::Array(vec![Value::from(1), Value::Binary(vec![0; 10])]))];
+        let refused = core.post(&alice, post("2", fields(audio))).await;
+        assert!(matches!(&refused, Err(GroupError::InvalidArgument(why)) if why.contains("audio not allowed")), "{refused:?}");
+        let refused = core.post(&alice, post("3", fields(image(200)))).await;
+        assert!(matches!(&refused, Err(GroupError::InvalidArgument(why)) if why.contains("over this group's limit of 100 B")), "{refused:?}");
+        let ok = core.post(&alice, post("4", fields(image(50)))).await.expect("within the limit").id();
+        assert_eq!(core.store.history(g.id, HistoryQuery { limit: 10, ..Default::default() }).await.expect("history").len(), 2, "nothing refused is stored");
+        let Reply::Attachments(found) = core.apply(&alice, Op::Attachments { id: ok }).await.expect("attachments") else { panic!("not attachments") };
+        assert_eq!((found.len(), found[0].data.len()), (1, 50));
+        assert!(matches!(core.apply(&alice, Op::Attachments { id }).await, Err(GroupError::NotFound(_))), "a message without attachments");
+    }
 }

@@ -110,6 +110,16 @@ fn replies_and_reactions_name_each_members_own_copy_across_a_restart() -> R {
     assert_eq!(code, Some(pb::ErrorCode::InvalidArgument), "a fourth reaction of one member on one message");
     let code = peer.code("bob", "/api/v1/messages/react", &pb::ReactRequest { id: h[0].id, emoji: "x".repeat(40), remove: false })?;
     assert_eq!(code, Some(pb::ErrorCode::InvalidArgument), "a reaction is not a message");
+    // A malformed reaction over LXMF (its target is no message hash) is refused, unproven, and
+    // its sender told why; one to a message the group never had is proven and answered.
+    let sent = peer.call(json!({"cmd": "send_threaded", "as": "alice", "dest": lxmf, "react_to": "ab".repeat(16), "emoji": "👍", "timeout": 5}))?;
+    assert_eq!(sent["delivered"], false, "{sent}");
+    let told = peer.call(json!({"cmd": "inbox", "as": "alice", "contains": "Reaction refused: payload has the wrong shape: reaction target", "timeout": 30}))?;
+    assert!(told["messages"].to_string().contains(&hex::encode("Reaction refused")), "{told}");
+    let sent = peer.call(json!({"cmd": "send_threaded", "as": "alice", "dest": lxmf, "react_to": "cd".repeat(32), "emoji": "👍"}))?;
+    assert_eq!(sent["delivered"], true, "{sent}");
+    let told = peer.call(json!({"cmd": "inbox", "as": "alice", "contains": "Reaction refused: message not found", "timeout": 30}))?;
+    assert!(told["messages"].to_string().contains(&hex::encode("Reaction refused: message not found")), "{told}");
     Ok(())
 }
 
