@@ -465,7 +465,7 @@ pub fn encode_json_reply(ep: Endpoint, reply: Reply) -> Result<Vec<u8>, ApiError
             let members: Vec<MemberEntry> = members.into_iter().map(|m| MemberEntry { identity_hash: m.identity_hash, display_name: m.display_name }).collect();
             mj::encode(&json!({ "members": members }))
         }
-        Reply::History { messages, .. } => {
+        Reply::History { messages, mut reactions, .. } => {
             let messages: Vec<MessageEntry> = messages
                 .into_iter()
                 .map(|(m, display_name)| MessageEntry {
@@ -475,6 +475,8 @@ pub fn encode_json_reply(ep: Endpoint, reply: Reply) -> Result<Vec<u8>, ApiError
                     content: String::from_utf8_lossy(&m.content).into_owned(),
                     created_at: mj::created_at(m.received_at),
                     deleted: m.deleted_at.is_some(),
+                    reply_to: m.reply_to_id,
+                    reactions: reactions.remove(&m.id).unwrap_or_default().into_iter().collect(),
                 })
                 .collect();
             mj::encode(&json!({ "messages": messages }))
