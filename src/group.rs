@@ -14,7 +14,8 @@ const ALL_KINDS: u32 = crate::wire::lxmf::KIND_IMAGE | crate::wire::lxmf::KIND_F
 /// Attachment kind bits in words: "images and audio".
 pub fn kind_names(kinds: u32) -> String {
     use crate::wire::lxmf::{KIND_AUDIO, KIND_FILE, KIND_IMAGE};
-    let names: Vec<&str> = [(KIND_IMAGE, "images"), (KIND_FILE, "files"), (KIND_AUDIO, "audio")].iter().filter(|(k, _)| kinds & k != 0).map(|(_, n)| *n).collect();
+    let names: Vec<&str> =
+        [(KIND_IMAGE, "images"), (KIND_FILE, "files"), (KIND_AUDIO, "audio")].iter().filter(|(k, _)| kinds & k != 0).map(|(_, n)| *n).collect();
     names.join(" and ")
 }
 
@@ -458,7 +459,13 @@ impl GroupCore {
     }
 
     /// The caller's notification choices: how posts reach them, and whether they get the digest.
-    pub async fn set_notifications(&mut self, caller: &Caller, mode: Option<NotifyMode>, digest: Option<bool>, text_only: Option<bool>) -> Result<Member, GroupError> {
+    pub async fn set_notifications(
+        &mut self,
+        caller: &Caller,
+        mode: Option<NotifyMode>,
+        digest: Option<bool>,
+        text_only: Option<bool>,
+    ) -> Result<Member, GroupError> {
         self.check(caller, Action::SetNotifications)?;
         let who = Self::identity_of(caller)?.to_owned();
         let mut m = self.members.get(&who).cloned().ok_or_else(|| GroupError::NotFound("member".into()))?;

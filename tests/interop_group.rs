@@ -339,10 +339,11 @@ fn notification_mode_and_display_name_updates() -> R {
     assert_eq!(peer.join("nina", "Nina")?, pb::JoinState::Joined);
     assert_eq!(peer.info("nina")?.notify_mode, pb::NotifyMode::NotifyFull as i32);
     for mode in [pb::NotifyMode::NotifyNone, pb::NotifyMode::NotifyShort, pb::NotifyMode::NotifyNone] {
-        peer.request("nina", "/api/v1/notifications/update", &pb::NotificationsUpdate { mode: Some(mode as i32), digest: None })?.ok::<pb::Ack>()?;
+        peer.request("nina", "/api/v1/notifications/update", &pb::NotificationsUpdate { mode: Some(mode as i32), digest: None, text_only: None })?
+            .ok::<pb::Ack>()?;
         assert_eq!(peer.info("nina")?.notify_mode, mode as i32);
     }
-    let none = pb::NotificationsUpdate { mode: Some(pb::NotifyMode::NotifyNone as i32), digest: None };
+    let none = pb::NotificationsUpdate { mode: Some(pb::NotifyMode::NotifyNone as i32), digest: None, text_only: None };
     assert_eq!(peer.code("stranger", "/api/v1/notifications/update", &none)?, Some(pb::ErrorCode::Forbidden));
 
     let rename = pb::DisplayNameUpdate { public_name: Some("New Name".into()), private_name: None };

@@ -66,7 +66,9 @@ fn replies_and_reactions_name_each_members_own_copy_across_a_restart() -> R {
         })?;
     }
 
-    let sent = peer.call(json!({"cmd": "send_threaded", "as": "bob", "dest": lxmf, "content": "me, on 2m", "reply_to": bob_copy, "quote": "who is on the air tonight?"}))?;
+    let sent = peer.call(
+        json!({"cmd": "send_threaded", "as": "bob", "dest": lxmf, "content": "me, on 2m", "reply_to": bob_copy, "quote": "who is on the air tonight?"}),
+    )?;
     assert_eq!(sent["delivered"], true, "{sent}");
     let to_alice = received(&mut peer, "alice", 0)?;
     let to_carol = received(&mut peer, "carol", 1)?;
@@ -114,7 +116,8 @@ fn replies_and_reactions_name_each_members_own_copy_across_a_restart() -> R {
     // its sender told why; one to a message the group never had is proven and answered.
     let sent = peer.call(json!({"cmd": "send_threaded", "as": "alice", "dest": lxmf, "react_to": "ab".repeat(16), "emoji": "👍", "timeout": 5}))?;
     assert_eq!(sent["delivered"], false, "{sent}");
-    let told = peer.call(json!({"cmd": "inbox", "as": "alice", "contains": "Reaction refused: payload has the wrong shape: reaction target", "timeout": 30}))?;
+    let told =
+        peer.call(json!({"cmd": "inbox", "as": "alice", "contains": "Reaction refused: payload has the wrong shape: reaction target", "timeout": 30}))?;
     assert!(told["messages"].to_string().contains(&hex::encode("Reaction refused")), "{told}");
     let sent = peer.call(json!({"cmd": "send_threaded", "as": "alice", "dest": lxmf, "react_to": "cd".repeat(32), "emoji": "👍"}))?;
     assert_eq!(sent["delivered"], true, "{sent}");
@@ -183,7 +186,6 @@ fn h_last_id(peer: &mut Peer, link: &str) -> R<i64> {
     Ok(history(peer, link)?.last().map(|m| m.id).unwrap_or(0))
 }
 
-
 #[test]
 fn a_deleted_message_is_not_sent_to_members_whose_copy_is_still_queued() -> R {
     let mut server = Server::new()?;
@@ -193,8 +195,12 @@ fn a_deleted_message_is_not_sent_to_members_whose_copy_is_still_queued() -> R {
     server.start()?;
     let gid = group["id"].to_string();
     let mut peer = Peer::connect(server.rns_port)?;
-    let members: Vec<String> =
-        peer.call(json!({"cmd": "members", "n": 10, "pace": 0.3}))?["members"].as_array().ok_or("members")?.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+    let members: Vec<String> = peer.call(json!({"cmd": "members", "n": 10, "pace": 0.3}))?["members"]
+        .as_array()
+        .ok_or("members")?
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
     for m in &members {
         server.cli(&["member", "add", &gid, m])?;
     }

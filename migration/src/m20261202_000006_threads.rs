@@ -68,10 +68,8 @@ impl MigrationTrait for Migration {
         // An inbound reply or reaction names a copy by its hash.
         m.create_index(Index::create().name("ix_outbox_copy_hash").table(Outbox::Table).col(Outbox::CopyHash).to_owned()).await?;
         // The fan-out maps a target to each recipient's copy of it; a deletion finds a post's queued copies.
-        m.create_index(
-            Index::create().name("ix_outbox_message_member").table(Outbox::Table).col(Outbox::MessageId).col(Outbox::MemberIdentityHash).to_owned(),
-        )
-        .await?;
+        m.create_index(Index::create().name("ix_outbox_message_member").table(Outbox::Table).col(Outbox::MessageId).col(Outbox::MemberIdentityHash).to_owned())
+            .await?;
         m.create_table(
             Table::create()
                 .table(MessageReactions::Table)

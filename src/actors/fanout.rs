@@ -366,8 +366,8 @@ impl Delivery {
         let mut out = Vec::with_capacity(rows.len());
         // A member whose earlier row waits also waits with the later ones: order per member holds.
         let mut held: HashSet<String> = HashSet::new();
-        let mut cache = BatchCache::default();
-        cache.members = rows.iter().map(|r| r.member_identity_hash.clone()).collect::<HashSet<_>>().into_iter().collect();
+        let members = rows.iter().map(|r| r.member_identity_hash.clone()).collect::<HashSet<_>>().into_iter().collect();
+        let mut cache = BatchCache { members, ..Default::default() };
         let now = now_ms();
         for row in rows {
             if held.contains(&row.member_identity_hash) {

@@ -612,10 +612,10 @@ pub fn encode_reply(reply: Reply) -> Vec<u8> {
             };
             pb::SendMessageResponse { id, message_hash: Vec::new(), duplicate }.encode_to_vec()
         }
-        Reply::Attachments(found) => pb::AttachmentsResponse {
-            attachments: found.into_iter().map(|a| pb::Attachment { field: a.field as u32, name: a.name, data: a.data }).collect(),
+        Reply::Attachments(found) => {
+            pb::AttachmentsResponse { attachments: found.into_iter().map(|a| pb::Attachment { field: a.field as u32, name: a.name, data: a.data }).collect() }
+                .encode_to_vec()
         }
-        .encode_to_vec(),
         Reply::Bans(bans) => pb::BansResponse {
             bans: bans
                 .into_iter()

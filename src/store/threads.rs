@@ -240,8 +240,7 @@ impl Store {
 
     /// How many reactions a message holds, for tests and the CLI.
     pub async fn count_reactions(&self, message_id: i64) -> Result<u64, StoreError> {
-        self.timed("count_reactions", async { Ok(reaction::Entity::find().filter(reaction::Column::MessageId.eq(message_id)).count(&self.db).await?) })
-            .await
+        self.timed("count_reactions", async { Ok(reaction::Entity::find().filter(reaction::Column::MessageId.eq(message_id)).count(&self.db).await?) }).await
     }
 
     /// Marks a reaction whose outbox rows are written (inside the scheduling transaction).
