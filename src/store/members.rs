@@ -16,6 +16,8 @@ pub(super) fn new_member(group_id: i64, identity_hash: &str, display_name: &str,
         created_at: Set(now),
         updated_at: Set(now),
         last_seen: Set(now),
+        digest: Set(false),
+        text_only: Set(false),
         ..Default::default()
     }
 }
