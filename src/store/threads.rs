@@ -238,7 +238,7 @@ impl Store {
         .await
     }
 
-    /// How many reactions a message holds, for tests and the CLI.
+    /// How many reactions a message holds (tests and checks).
     pub async fn count_reactions(&self, message_id: i64) -> Result<u64, StoreError> {
         self.timed("count_reactions", async { Ok(reaction::Entity::find().filter(reaction::Column::MessageId.eq(message_id)).count(&self.db).await?) }).await
     }
