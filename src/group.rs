@@ -655,7 +655,10 @@ impl GroupCore {
         let id = match target {
             MessageRef::Id(id) => *id,
             MessageRef::Hash(h) => {
-                let hash: [u8; 32] = hex::decode(h).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| GroupError::InvalidArgument("a message hash is 64 hex characters".into()))?;
+                let hash: [u8; 32] = hex::decode(h)
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| GroupError::InvalidArgument("a message hash is 64 hex characters".into()))?;
                 self.store.resolve_message_hash(self.group.id, &hash).await?.ok_or_else(|| GroupError::NotFound("message".into()))?
             }
         };
