@@ -133,12 +133,16 @@ pub fn request_envelope(data: &[u8]) {
 }
 
 /// Input: a packed LXMF message (a direct delivery; an opportunistic one is the same with the
-/// destination prefixed). Its fields, ticket and text command are read as inbound handling does.
+/// destination prefixed). Its fields (ticket, reply target, reaction, attachments) and text command are read as inbound handling does.
 pub fn lxmf_message(data: &[u8]) {
     if let Ok(msg) = crate::wire::lxmf::unpack(data) {
         assert_eq!(&msg.signed_part[..32], &data[..32], "the signed part starts with the addresses");
         if let Ok(fields) = msg.fields_map() {
             let _ = crate::wire::lxmf::ticket_field(&fields);
+            let _ = crate::wire::lxmf::reply_to_field(&fields);
+            let _ = crate::wire::lxmf::reaction_field(&fields);
+            let _ = crate::wire::lxmf::attachment_size(&fields);
+            let _ = crate::wire::lxmf::attachments(&fields);
         }
         text_command(&String::from_utf8_lossy(&msg.content));
     }

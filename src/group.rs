@@ -6,7 +6,27 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::domain::{Action, DeliveryClass, Denied, NotifyMode, Policy, Rights, Role, Visibility, authorize, may_change_rights};
-use crate::store::{Ban, Event, Group, GroupPatch, HistoryQuery, InsertOutcome, JoinRequest, Member, Message, NewMessage, Store, StoreError};
+use crate::store::{Ban, Event, Group, GroupPatch, HistoryQuery, InsertOutcome, JoinRequest, Member, Message, NewMessage, ReactionOutcome, Store, StoreError};
+
+/// Every attachment kind.
+const ALL_KINDS: u32 = crate::wire::lxmf::KIND_IMAGE | crate::wire::lxmf::KIND_FILE | crate::wire::lxmf::KIND_AUDIO;
+
+/// Attachment kind bits in words: "images and audio".
+pub fn kind_names(kinds: u32) -> String {
+    use crate::wire::lxmf::{KIND_AUDIO, KIND_FILE, KIND_IMAGE};
+    let names: Vec<&str> =
+        [(KIND_IMAGE, "images"), (KIND_FILE, "files"), (KIND_AUDIO, "audio")].iter().filter(|(k, _)| kinds & k != 0).map(|(_, n)| *n).collect();
+    names.join(" and ")
+}
+
+/// A size as people read it: `812 B`, `45.3 KB`.
+pub fn human_bytes(n: u64) -> String {
+    if n < 1024 { format!("{n} B") } else { format!("{:.1} KB", n as f64 / 1024.0) }
+}
+
+/// Reactions one member may hold on one message: enough for a few emoji, not a flood (each one
+/// is a copy to every full-mode member).
+pub const MAX_REACTIONS_PER_MEMBER: u64 = 3;
 
 /// Who is calling: the operator, an identified peer (identity hash, hex), or an unidentified link.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,12 +100,22 @@ pub struct Settings {
     pub post_stamp_cost: Option<u32>,
     pub history_public: Option<bool>,
     pub listed: Option<bool>,
+    /// Most bytes of attachments a post may carry, at most [`crate::wire::lxmf::MAX_PACKED_LEN`].
+    pub attachment_max_bytes: Option<u32>,
+    /// Attachment kinds allowed (bits of `KIND_IMAGE`, `KIND_FILE`, `KIND_AUDIO`).
+    pub attachment_kinds: Option<u32>,
 }
 
 impl Settings {
     /// Whether the change leaves every setting as it is.
     pub fn is_empty(&self) -> bool {
-        self.visibility.is_none() && self.join_stamp_cost.is_none() && self.post_stamp_cost.is_none() && self.history_public.is_none() && self.listed.is_none()
+        self.visibility.is_none()
+            && self.join_stamp_cost.is_none()
+            && self.post_stamp_cost.is_none()
+            && self.history_public.is_none()
+            && self.listed.is_none()
+            && self.attachment_max_bytes.is_none()
+            && self.attachment_kinds.is_none()
     }
 }
 
@@ -112,6 +142,8 @@ pub struct FanoutJob {
     pub group_id: i64,
     pub message_id: Option<i64>,
     pub event_id: Option<i64>,
+    /// A reaction to `message_id`: its rows carry the reaction, not the message.
+    pub reaction_id: Option<i64>,
     pub class: DeliveryClass,
     /// Who receives it and how; members who chose `none` are left out of posts.
     pub recipients: Vec<(String, NotifyMode)>,
@@ -279,7 +311,7 @@ impl GroupCore {
         if let Some((audience, class)) = notice {
             let founder = self.group.founder_identity_hash.as_deref();
             let recipients = audience_members(audience, subject, founder, self.members.values());
-            self.fanout.push(FanoutJob { group_id: self.group.id, message_id: None, event_id: Some(ev.id), class, recipients });
+            self.fanout.push(FanoutJob { group_id: self.group.id, message_id: None, event_id: Some(ev.id), reaction_id: None, class, recipients });
         }
         Ok(())
     }
@@ -427,7 +459,13 @@ impl GroupCore {
     }
 
     /// The caller's notification choices: how posts reach them, and whether they get the digest.
-    pub async fn set_notifications(&mut self, caller: &Caller, mode: Option<NotifyMode>, digest: Option<bool>) -> Result<Member, GroupError> {
+    pub async fn set_notifications(
+        &mut self,
+        caller: &Caller,
+        mode: Option<NotifyMode>,
+        digest: Option<bool>,
+        text_only: Option<bool>,
+    ) -> Result<Member, GroupError> {
         self.check(caller, Action::SetNotifications)?;
         let who = Self::identity_of(caller)?.to_owned();
         let mut m = self.members.get(&who).cloned().ok_or_else(|| GroupError::NotFound("member".into()))?;
@@ -436,6 +474,9 @@ impl GroupCore {
         }
         if let Some(on) = digest {
             m = self.store.set_member_digest(self.group.id, &who, on).await?;
+        }
+        if let Some(on) = text_only {
+            m = self.store.set_member_text_only(self.group.id, &who, on).await?;
         }
         self.members.insert(who, m.clone());
         Ok(m)
@@ -495,12 +536,13 @@ impl GroupCore {
         let mut allowed = Vec::new();
         let mut senders = Vec::new();
         for (caller, mut msg) in posts {
-            match self.check(&caller, Action::Post) {
+            match self.check(&caller, Action::Post).and_then(|_| self.attachment_policy(&msg.fields)) {
                 Ok(_) => {
                     // History keeps the name a message was posted under, after the sender leaves.
                     if let Some(m) = self.members.get(&msg.sender_identity_hash) {
                         msg.sender_display_name = m.display_name.clone();
                     }
+                    msg.reply_to_id = self.reply_target(&msg.fields).await;
                     outcomes.push(None);
                     senders.push(msg.sender_identity_hash.clone());
                     allowed.push(msg);
@@ -535,7 +577,14 @@ impl GroupCore {
                     if let InsertOutcome::Inserted(id) = out {
                         crate::metrics::group_action("post", self.group.id);
                         let recipients = self.recipients(&sender).into_iter().filter(|(_, mode)| *mode != NotifyMode::None).collect();
-                        self.fanout.push(FanoutJob { group_id: self.group.id, message_id: Some(id), event_id: None, class: DeliveryClass::Post, recipients });
+                        self.fanout.push(FanoutJob {
+                            group_id: self.group.id,
+                            message_id: Some(id),
+                            event_id: None,
+                            reaction_id: None,
+                            class: DeliveryClass::Post,
+                            recipients,
+                        });
                     }
                     Ok(out)
                 })
@@ -543,12 +592,116 @@ impl GroupCore {
             .collect()
     }
 
-    /// Deletes a message: one's own with membership, anyone's with the delete right.
+    /// Refuses a post whose attachments the group does not take, saying why (the sender is told).
+    fn attachment_policy(&self, fields: &[u8]) -> Result<(), GroupError> {
+        let Ok(fields) = crate::wire::lxmf::decode_fields(fields) else { return Ok(()) };
+        let (kinds, size) = crate::wire::lxmf::attachment_size(&fields);
+        if kinds == 0 {
+            return Ok(());
+        }
+        let refused = kinds & !(self.group.attachment_kinds as u32);
+        if refused != 0 {
+            return Err(GroupError::InvalidArgument(format!("{} not allowed in this group", kind_names(refused))));
+        }
+        if size as i64 > self.group.attachment_max_bytes {
+            return Err(GroupError::InvalidArgument(format!(
+                "attachments of {} are over this group's limit of {}",
+                human_bytes(size as u64),
+                human_bytes(self.group.attachment_max_bytes.max(0) as u64)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The attachments of a message, for members who were sent it without them.
+    pub async fn attachments(&self, caller: &Caller, id: i64) -> Result<Vec<crate::wire::lxmf::Attachment>, GroupError> {
+        self.check(caller, Action::ReadHistory)?;
+        let msg = self.store.message(self.group.id, id).await?;
+        if msg.deleted_at.is_some() {
+            return Err(GroupError::NotFound("message (deleted)".into()));
+        }
+        let fields = crate::wire::lxmf::decode_fields(&msg.fields).unwrap_or_default();
+        let found = crate::wire::lxmf::attachments(&fields);
+        if found.is_empty() {
+            return Err(GroupError::NotFound("attachment".into()));
+        }
+        Ok(found)
+    }
+
+    /// The group message a post's `FIELD_REPLY_TO` names (the original's hash or any member's
+    /// copy's); `None` when it names none of ours. A store fault leaves the reply unthreaded
+    /// rather than refused: the post itself is what must not be lost.
+    async fn reply_target(&self, fields: &[u8]) -> Option<i64> {
+        let fields = crate::wire::lxmf::decode_fields(fields).ok()?;
+        let hash = crate::wire::lxmf::reply_to_field(&fields)?;
+        match self.store.resolve_message_hash(self.group.id, &hash).await {
+            Ok(id) => id,
+            Err(err) => {
+                tracing::warn!(%err, group = self.group.id, "cannot resolve a reply's target; stored without it");
+                None
+            }
+        }
+    }
+
+    /// Adds (or removes) the caller's reaction to a message, named by id or by the hash of the
+    /// original or of any member's copy. A new reaction goes to the full-mode members (not the
+    /// reactor), each naming their own copy of the message; removal is history only.
+    pub async fn react(&mut self, caller: &Caller, target: &MessageRef, emoji: &str, remove: bool) -> Result<(), GroupError> {
+        self.check(caller, Action::Post)?;
+        let who = Self::identity_of(caller)?.to_owned();
+        if !crate::wire::lxmf::valid_reaction(emoji) {
+            return Err(GroupError::InvalidArgument(format!("a reaction is one emoji of at most {} bytes", crate::wire::lxmf::MAX_REACTION_LEN)));
+        }
+        let id = match target {
+            MessageRef::Id(id) => *id,
+            MessageRef::Hash(h) => {
+                let hash: [u8; 32] = hex::decode(h)
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| GroupError::InvalidArgument("a message hash is 64 hex characters".into()))?;
+                self.store.resolve_message_hash(self.group.id, &hash).await?.ok_or_else(|| GroupError::NotFound("message".into()))?
+            }
+        };
+        let msg = self.store.message(self.group.id, id).await?;
+        if msg.deleted_at.is_some() {
+            return Err(GroupError::NotFound("message (deleted)".into()));
+        }
+        if remove {
+            return match self.store.remove_reaction(id, &who, emoji).await? {
+                true => Ok(()),
+                false => Err(GroupError::NotFound("reaction".into())),
+            };
+        }
+        match self.store.add_reaction(self.group.id, id, &who, emoji, MAX_REACTIONS_PER_MEMBER).await? {
+            ReactionOutcome::Added(reaction) => {
+                crate::metrics::group_action("reaction", self.group.id);
+                let recipients = self.recipients(&who).into_iter().filter(|(_, mode)| *mode == NotifyMode::Full).collect();
+                self.fanout.push(FanoutJob {
+                    group_id: self.group.id,
+                    message_id: Some(id),
+                    event_id: None,
+                    reaction_id: Some(reaction),
+                    class: DeliveryClass::Direct,
+                    recipients,
+                });
+                Ok(())
+            }
+            ReactionOutcome::Duplicate => Ok(()),
+            ReactionOutcome::Capped { max } => Err(GroupError::InvalidArgument(format!("at most {max} reactions per member on a message"))),
+        }
+    }
+
+    /// Deletes a message: one's own with membership, anyone's with the delete right. Its copies
+    /// still queued are stopped: no member is sent a message after its tombstone.
     pub async fn delete_message(&mut self, caller: &Caller, id: i64) -> Result<Message, GroupError> {
         let msg = self.store.message(self.group.id, id).await?;
         let own = Self::identity_of(caller).ok() == Some(msg.sender_identity_hash.as_str());
         self.check(caller, if own { Action::DeleteOwnMessage } else { Action::DeleteAnyMessage })?;
         let msg = self.store.delete_message(self.group.id, id, caller.label()).await?;
+        let stopped = self.store.cancel_copies(id).await?;
+        if stopped > 0 {
+            tracing::info!(group = self.group.id, message = id, stopped, "queued copies of a deleted message stopped");
+        }
         self.event("message_deleted", caller, &id.to_string(), "").await?;
         Ok(msg)
     }
@@ -581,6 +734,16 @@ impl GroupCore {
             post_stamp_cost: cost(s.post_stamp_cost)?,
             history_public: s.history_public,
             listed: s.listed,
+            attachment_max_bytes: match s.attachment_max_bytes {
+                Some(n) if n as usize > crate::wire::lxmf::MAX_PACKED_LEN => {
+                    return Err(GroupError::InvalidArgument(format!("attachment limit {n} over {} bytes", crate::wire::lxmf::MAX_PACKED_LEN)));
+                }
+                n => n.map(i64::from),
+            },
+            attachment_kinds: match s.attachment_kinds {
+                Some(k) if k & !ALL_KINDS != 0 => return Err(GroupError::InvalidArgument(format!("unknown attachment kind bits {k:#x}"))),
+                k => k.map(|k| k as i32),
+            },
             ..Default::default()
         };
         self.group = self.store.update_group(self.group.id, patch).await?;
@@ -770,6 +933,12 @@ pub enum Op {
     DeleteMessage {
         id: i64,
     },
+    /// Adds or removes the caller's reaction (an emoji) to a message.
+    React {
+        target: MessageRef,
+        emoji: String,
+        remove: bool,
+    },
     Kick {
         identity: String,
     },
@@ -794,6 +963,13 @@ pub enum Op {
     SetNotifications {
         mode: Option<NotifyMode>,
         digest: Option<bool>,
+        /// Posts without their attachments (a line says what was left out); `None` keeps it.
+        #[serde(default)]
+        text_only: Option<bool>,
+    },
+    /// The attachments of one message, for a member who got it text-only.
+    Attachments {
+        id: i64,
     },
     /// The caller's own display name in the group.
     SetMemberName {
@@ -811,6 +987,15 @@ pub enum Op {
     },
     /// The operator takes a self-service group back: the founder keeps no rights.
     ClearFounder,
+}
+
+/// A message as a caller names it: its history id, or an LXMF hash (hex) of the original or of
+/// any member's copy.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageRef {
+    Id(i64),
+    Hash(String),
 }
 
 /// What the caller sees of the group in `/api/v1/info`.
@@ -847,9 +1032,12 @@ pub enum Reply {
     History {
         messages: Vec<(Message, String)>,
         events: Vec<Event>,
+        /// Reaction counts per message id of the page: `(emoji, count)`, most frequent first.
+        reactions: HashMap<i64, Vec<(String, u64)>>,
     },
     Posted(InsertOutcome),
     Bans(Vec<Ban>),
+    Attachments(Vec<crate::wire::lxmf::Attachment>),
 }
 
 impl GroupCore {
@@ -942,12 +1130,18 @@ impl GroupCore {
                         };
                         (m, name)
                     })
-                    .collect();
-                Reply::History { messages, events }
+                    .collect::<Vec<_>>();
+                let ids: Vec<i64> = messages.iter().map(|(m, _)| m.id).collect();
+                let reactions = self.store.reaction_counts(&ids).await?;
+                Reply::History { messages, events, reactions }
             }
             Op::Post(msg) => Reply::Posted(self.post(caller, msg).await?),
             Op::DeleteMessage { id } => {
                 self.delete_message(caller, id).await?;
+                Reply::Done
+            }
+            Op::React { target, emoji, remove } => {
+                self.react(caller, &target, &emoji, remove).await?;
                 Reply::Done
             }
             Op::Kick { identity } => {
@@ -975,10 +1169,11 @@ impl GroupCore {
                 self.update_settings(caller, s).await?;
                 Reply::Done
             }
-            Op::SetNotifications { mode, digest } => {
-                self.set_notifications(caller, mode, digest).await?;
+            Op::SetNotifications { mode, digest, text_only } => {
+                self.set_notifications(caller, mode, digest, text_only).await?;
                 Reply::Done
             }
+            Op::Attachments { id } => Reply::Attachments(self.attachments(caller, id).await?),
             Op::SetMemberName { name } => {
                 self.set_member_name(caller, &name).await?;
                 Reply::Done
@@ -1027,6 +1222,7 @@ mod tests {
                 title: Vec::new(),
                 content: b"hi".to_vec(),
                 fields: vec![0x80],
+                reply_to_id: None,
             };
             core.post(&Caller::Identity(who.clone()), msg).await.expect("post");
         }
@@ -1038,5 +1234,61 @@ mod tests {
         };
         let names: Vec<&str> = messages.iter().map(|(_, n)| n.as_str()).collect();
         assert_eq!(names, vec!["Bob", "Alice"]);
+    }
+
+    /// Bad input to replies, reactions and attachments gets a clear error, and nothing is stored.
+    #[tokio::test]
+    async fn threads_and_attachments_refuse_bad_input() {
+        use rmpv::Value;
+        let t = crate::store::testing::sqlite().await.expect("store");
+        let g = create_group(&t.store, CreateGroup { name: "bad".into(), ..Default::default() }).await.expect("group");
+        let mut core = GroupCore::load(t.store.clone(), g.clone()).await.expect("core");
+        let alice = Caller::Identity("a".repeat(32));
+        core.join(&alice, "Alice", "").await.expect("join");
+        let fields = |f: Vec<(Value, Value)>| {
+            let mut out = Vec::new();
+            rmpv::encode::write_value(&mut out, &Value::Map(f)).expect("encode");
+            out
+        };
+        let post = |hash: &str, f: Vec<u8>| NewMessage {
+            group_id: g.id,
+            message_hash: hash.repeat(64),
+            sender_identity_hash: "a".repeat(32),
+            sender_display_name: String::new(),
+            timestamp: 1.0,
+            title: Vec::new(),
+            content: b"hi".to_vec(),
+            fields: f,
+            reply_to_id: None,
+        };
+        // A reply to a hash the group never saw is stored unthreaded, not refused.
+        let unknown = vec![(Value::from(crate::wire::lxmf::FIELD_REPLY_TO), Value::Binary(vec![9; 32]))];
+        let id = core.post(&alice, post("1", fields(unknown))).await.expect("post").id();
+        assert_eq!(core.store.message(g.id, id).await.expect("row").reply_to_id, None);
+        // Reactions: to an unknown hash, an unknown id, too long, or by a stranger.
+        let react = |target| Op::React { target, emoji: "👍".into(), remove: false };
+        assert!(matches!(core.apply(&alice, react(MessageRef::Hash("9".repeat(64)))).await, Err(GroupError::NotFound(_))));
+        assert!(matches!(core.apply(&alice, react(MessageRef::Hash("zz".into()))).await, Err(GroupError::InvalidArgument(_))));
+        assert!(matches!(core.apply(&alice, react(MessageRef::Id(id + 7))).await, Err(GroupError::NotFound(_))));
+        let long = Op::React { target: MessageRef::Id(id), emoji: "🎉".repeat(9), remove: false };
+        assert!(matches!(core.apply(&alice, long).await, Err(GroupError::InvalidArgument(_))));
+        assert!(matches!(core.apply(&Caller::Identity("c".repeat(32)), react(MessageRef::Id(id))).await, Err(GroupError::Forbidden(_))));
+        assert_eq!(core.store.count_reactions(id).await.expect("count"), 0);
+        // Attachments: a kind the group refuses, or too many bytes; and bad settings.
+        let settings = |max, kinds| Op::UpdateSettings(Settings { attachment_max_bytes: max, attachment_kinds: kinds, ..Default::default() });
+        assert!(matches!(core.apply(&Caller::Owner, settings(None, Some(8))).await, Err(GroupError::InvalidArgument(_))));
+        assert!(matches!(core.apply(&Caller::Owner, settings(Some(2_000_000), None)).await, Err(GroupError::InvalidArgument(_))));
+        core.apply(&Caller::Owner, settings(Some(100), Some(crate::wire::lxmf::KIND_IMAGE))).await.expect("settings");
+        let image = |n| vec![(Value::from(crate::wire::lxmf::FIELD_IMAGE), Value::Array(vec![Value::from("png"), Value::Binary(vec![0; n])]))];
+        let audio = vec![(Value::from(crate::wire::lxmf::FIELD_AUDIO), Value::Array(vec![Value::from(1), Value::Binary(vec![0; 10])]))];
+        let refused = core.post(&alice, post("2", fields(audio))).await;
+        assert!(matches!(&refused, Err(GroupError::InvalidArgument(why)) if why.contains("audio not allowed")), "{refused:?}");
+        let refused = core.post(&alice, post("3", fields(image(200)))).await;
+        assert!(matches!(&refused, Err(GroupError::InvalidArgument(why)) if why.contains("over this group's limit of 100 B")), "{refused:?}");
+        let ok = core.post(&alice, post("4", fields(image(50)))).await.expect("within the limit").id();
+        assert_eq!(core.store.history(g.id, HistoryQuery { limit: 10, ..Default::default() }).await.expect("history").len(), 2, "nothing refused is stored");
+        let Reply::Attachments(found) = core.apply(&alice, Op::Attachments { id: ok }).await.expect("attachments") else { panic!("not attachments") };
+        assert_eq!((found.len(), found[0].data.len()), (1, 50));
+        assert!(matches!(core.apply(&alice, Op::Attachments { id }).await, Err(GroupError::NotFound(_))), "a message without attachments");
     }
 }

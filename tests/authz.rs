@@ -4,7 +4,7 @@
 //! Legend: Y allowed, F forbidden, U unauthenticated (identify first), - not applicable.
 
 use meshgroup::domain::{NotifyMode, Rights};
-use meshgroup::group::{Caller, CreateGroup, GroupCore, GroupError, Op, Settings, create_group};
+use meshgroup::group::{Caller, CreateGroup, GroupCore, GroupError, MessageRef, Op, Settings, create_group};
 use meshgroup::store::{HistoryQuery, NewMessage, Store};
 
 const ROLES: [&str; 13] =
@@ -22,6 +22,8 @@ const MATRIX: &[(&str, &str, &str)] = &[
     ("messages/send", "-YYYYYYYYYFFU", "-YYYYYYYYYFFU"),
     ("messages/delete (own)", "-YYYYYYYYYFFU", "-YYYYYYYYYFFU"),
     ("messages/delete (any)", "YYFFFYFFFFFFU", "YYFFFYFFFFFFU"),
+    ("messages/react", "-YYYYYYYYYFFU", "-YYYYYYYYYFFU"),
+    ("messages/attachment", "YYYYYYYYYYYFY", "YYYYYYYYYYFFU"),
     ("members/kick", "YYFYFFFFFFFFU", "YYFYFFFFFFFFU"),
     ("members/ban", "YYFFYFFFFFFFU", "YYFFYFFFFFFFU"),
     ("members/unban", "YYFFYFFFFFFFU", "YYFFYFFFFFFFU"),
@@ -67,6 +69,7 @@ fn message(group_id: i64, sender: &str, tag: &str) -> NewMessage {
         title: vec![],
         content: b"hi".to_vec(),
         fields: vec![0x80],
+        reply_to_id: None,
     }
 }
 
@@ -105,6 +108,8 @@ fn op_for(name: &str, role: usize, own_msg: i64, target_msg: i64, group_id: i64)
         "messages/send" => Op::Post(message(group_id, &who, "new")),
         "messages/delete (own)" => Op::DeleteMessage { id: if who.is_empty() { target_msg } else { own_msg } },
         "messages/delete (any)" => Op::DeleteMessage { id: target_msg },
+        "messages/react" => Op::React { target: MessageRef::Id(target_msg), emoji: "👍".into(), remove: false },
+        "messages/attachment" => Op::Attachments { id: target_msg },
         "members/kick" => Op::Kick { identity: id(TARGET) },
         "members/ban" => Op::Ban { identity: id(TARGET), reason: "spam".into() },
         "members/unban" => Op::Unban { identity: id(12) },
@@ -112,7 +117,7 @@ fn op_for(name: &str, role: usize, own_msg: i64, target_msg: i64, group_id: i64)
         "members/permissions" => Op::SetPermissions { identity: id(TARGET), rights: Rights::PERMISSIONS },
         "display-name/update" => Op::Rename { public_name: Some("new".into()), private_name: None },
         "settings/update" => Op::UpdateSettings(Settings { history_public: Some(true), ..Default::default() }),
-        "notifications/update" => Op::SetNotifications { mode: Some(NotifyMode::Short), digest: None },
+        "notifications/update" => Op::SetNotifications { mode: Some(NotifyMode::Short), digest: None, text_only: None },
         "groups/delete" => Op::DeleteGroup,
         "groups/transfer" => Op::TransferFounder { identity: id(TARGET) },
         other => panic!("no op for {other}"),
@@ -124,6 +129,8 @@ fn outcome(r: &Result<meshgroup::group::Reply, GroupError>) -> char {
         Ok(_) => 'Y',
         Err(GroupError::Forbidden(_)) => 'F',
         Err(GroupError::Unauthenticated) => 'U',
+        // Allowed, and the test's message has no attachment to hand out.
+        Err(GroupError::NotFound(what)) if what == "attachment" => 'Y',
         Err(other) => panic!("unexpected error {other:?}"),
     }
 }

@@ -94,16 +94,24 @@ fn write_seeds() -> R {
             }
             .encode_to_vec(),
             "/api/v1/messages/delete" => pb::DeleteMessageRequest { id: 42 }.encode_to_vec(),
+            "/api/v1/messages/react" => pb::ReactRequest { id: 42, emoji: "👍".into(), remove: false }.encode_to_vec(),
+            "/api/v1/messages/attachment" => pb::AttachmentRequest { id: 42 }.encode_to_vec(),
             "/api/v1/members/kick" => pb::KickRequest { identity_hash: id.clone() }.encode_to_vec(),
             "/api/v1/members/ban" => pb::BanRequest { identity_hash: id.clone(), reason: "spam".into() }.encode_to_vec(),
             "/api/v1/members/unban" => pb::UnbanRequest { identity_hash: id.clone() }.encode_to_vec(),
             "/api/v1/members/permissions" => pb::PermissionsRequest { identity_hash: id.clone(), rights: 3 }.encode_to_vec(),
             "/api/v1/display-name/update" => pb::DisplayNameUpdate { public_name: Some("Mesh".into()), private_name: Some("Family".into()) }.encode_to_vec(),
-            "/api/v1/settings/update" => {
-                pb::SettingsUpdate { visibility: Some(1), join_stamp_cost: Some(8), post_stamp_cost: Some(12), history_public: Some(false), listed: Some(true) }
-                    .encode_to_vec()
+            "/api/v1/settings/update" => pb::SettingsUpdate {
+                visibility: Some(1),
+                join_stamp_cost: Some(8),
+                post_stamp_cost: Some(12),
+                history_public: Some(false),
+                listed: Some(true),
+                attachment_max_bytes: Some(32768),
+                attachment_kinds: Some(5),
             }
-            "/api/v1/notifications/update" => pb::NotificationsUpdate { mode: Some(1), digest: Some(true) }.encode_to_vec(),
+            .encode_to_vec(),
+            "/api/v1/notifications/update" => pb::NotificationsUpdate { mode: Some(1), digest: Some(true), text_only: Some(true) }.encode_to_vec(),
             "/api/v1/groups/delete" => pb::DeleteGroupRequest { group_destination: dest.clone() }.encode_to_vec(),
             "/api/v1/groups/transfer" => pb::TransferFounderRequest { identity_hash: id.clone(), group_destination: dest.clone() }.encode_to_vec(),
             "/api/v1/groups" => pb::DirectoryRequest { offset: 1, limit: 50, sort: 1, name_filter: "mesh".into() }.encode_to_vec(),

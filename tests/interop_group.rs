@@ -344,10 +344,11 @@ fn notification_mode_and_display_name_updates() -> R {
     assert_eq!(peer.join("nina", "Nina")?, pb::JoinState::Joined);
     assert_eq!(peer.info("nina")?.notify_mode, pb::NotifyMode::NotifyFull as i32);
     for mode in [pb::NotifyMode::NotifyNone, pb::NotifyMode::NotifyShort, pb::NotifyMode::NotifyNone] {
-        peer.request("nina", "/api/v1/notifications/update", &pb::NotificationsUpdate { mode: Some(mode as i32), digest: None })?.ok::<pb::Ack>()?;
+        peer.request("nina", "/api/v1/notifications/update", &pb::NotificationsUpdate { mode: Some(mode as i32), digest: None, text_only: None })?
+            .ok::<pb::Ack>()?;
         assert_eq!(peer.info("nina")?.notify_mode, mode as i32);
     }
-    let none = pb::NotificationsUpdate { mode: Some(pb::NotifyMode::NotifyNone as i32), digest: None };
+    let none = pb::NotificationsUpdate { mode: Some(pb::NotifyMode::NotifyNone as i32), digest: None, text_only: None };
     assert_eq!(peer.code("stranger", "/api/v1/notifications/update", &none)?, Some(pb::ErrorCode::Forbidden));
 
     let rename = pb::DisplayNameUpdate { public_name: Some("New Name".into()), private_name: None };
@@ -391,6 +392,7 @@ fn latest_fifty_of_a_hundred_thousand_messages_over_a_link() -> R {
                 title: Vec::new(),
                 content: format!("message {i}").into_bytes(),
                 fields: vec![0x80],
+                reply_to_id: None,
             })
             .collect();
         let stored = store.insert_messages_bulk(rows).await?;

@@ -7,6 +7,7 @@ use meshgroup::group::{Caller, CreateGroup, GroupCore, JoinOutcome, Op, create_g
 use meshgroup::store::NewMessage;
 use meshgroup::store_test;
 
+
 const MEMBERS: usize = 10_000;
 
 fn member(i: usize) -> Caller {
@@ -25,7 +26,7 @@ store_test!(ten_thousand_joins_push_nothing_and_one_post_schedules_every_member_
     assert_eq!(jobs, 0, "{}: no join pushes anything to anyone", store.backend());
     // Three members opt in to the digest; a kick tells its subject once.
     for i in 1..=3 {
-        core.apply(&member(i), Op::SetNotifications { mode: None, digest: Some(true) }).await?;
+        core.apply(&member(i), Op::SetNotifications { mode: None, digest: Some(true), text_only: None }).await?;
     }
     core.kick(&Caller::Owner, &format!("{:032x}", MEMBERS - 1)).await?;
     let kick = core.take_fanout();
@@ -55,6 +56,7 @@ store_test!(ten_thousand_joins_push_nothing_and_one_post_schedules_every_member_
                 title: Vec::new(),
                 content: b"hello, everyone".to_vec(),
                 fields: vec![0x80],
+                reply_to_id: None,
             },
         )
         .await?;

@@ -3,8 +3,9 @@
 
 use meshgroup::domain::DeliveryClass;
 use meshgroup::group::{CreateGroup, create_group};
-use meshgroup::store::{GroupPatch, HistoryQuery, InsertOutcome, NewMessage, NewOutboxRow, Order, Store, StoreError};
 use meshgroup::store_test;
+use meshgroup::store::{GroupPatch, HistoryQuery, InsertOutcome, NewMessage, NewOutboxRow, Order, Store, StoreError};
+
 
 async fn group(store: &Store, name: &str) -> Result<meshgroup::store::Group, Box<dyn std::error::Error>> {
     Ok(create_group(store, CreateGroup { name: name.into(), ..Default::default() }).await?)
@@ -20,6 +21,7 @@ fn msg(group_id: i64, hash: &str, sender: &str) -> NewMessage {
         title: b"".to_vec(),
         content: format!("hello {hash}").into_bytes(),
         fields: vec![0x80],
+        reply_to_id: None,
     }
 }
 
@@ -145,6 +147,7 @@ store_test!(outbox_batch_due_and_states, |t| {
             kind: "message",
             message_id: Some(id),
             event_id: None,
+            reaction_id: None,
             mode: "full",
             class: DeliveryClass::Post,
         })
@@ -206,6 +209,7 @@ store_test!(deleting_a_group_removes_its_rows, |t| {
             kind: "message",
             message_id: Some(mid),
             event_id: None,
+            reaction_id: None,
             mode: "full",
             class: DeliveryClass::Post,
         }])
@@ -226,7 +230,7 @@ store_test!(deleting_a_group_removes_its_rows, |t| {
 });
 
 fn row(group_id: i64, member: &str, message_id: Option<i64>, class: DeliveryClass) -> NewOutboxRow {
-    NewOutboxRow { group_id, member_identity_hash: member.into(), kind: "message", message_id, event_id: None, mode: "full", class }
+    NewOutboxRow { group_id, member_identity_hash: member.into(), kind: "message", message_id, event_id: None, reaction_id: None, mode: "full", class }
 }
 
 store_test!(due_outbox_puts_posts_first_and_groups_take_turns, |t| {
@@ -259,8 +263,8 @@ store_test!(scheduling_a_fanout_twice_writes_its_rows_once, |t| {
     let g = group(s, "g").await?;
     let id = s.insert_message(msg(g.id, "h", A)).await?.id();
     let rows = || vec![row(g.id, B, Some(id), DeliveryClass::Post)];
-    assert_eq!(s.schedule_fanout(rows(), Some(id), None).await?, 1);
-    assert_eq!(s.schedule_fanout(rows(), Some(id), None).await?, 0, "{}: already scheduled", s.backend());
+    assert_eq!(s.schedule_fanout(rows(), meshgroup::store::FannedOut::Message(id)).await?, 1);
+    assert_eq!(s.schedule_fanout(rows(), meshgroup::store::FannedOut::Message(id)).await?, 0, "{}: already scheduled", s.backend());
     assert_eq!(s.due_outbox(meshgroup::store::now_ms() + 1, 10).await?.len(), 1);
     assert!(s.unfanned(10).await?.0.is_empty());
 });
@@ -293,6 +297,48 @@ store_test!(a_batch_of_posts_is_one_commit_with_each_outcome_in_order, |t| {
     assert_eq!(out[3], InsertOutcome::Duplicate(out[0].id()), "a retry within the batch");
     assert_eq!(s.history(g.id, HistoryQuery { limit: 10, ..Default::default() }).await?.len(), 3);
     assert!(s.insert_message_batch(Vec::new()).await?.is_empty());
+});
+
+store_test!(copy_hashes_resolve_and_reactions_count_and_cap, |t| {
+    use meshgroup::store::{Copy, FannedOut, ReactionOutcome};
+    let s = &t.store;
+    let g = group(s, "threads").await?;
+    let id = s.insert_message(msg(g.id, &"ab".repeat(32), A)).await?.id();
+    let rows = vec![row(g.id, A, Some(id), DeliveryClass::Post), row(g.id, B, Some(id), DeliveryClass::Post)];
+    s.schedule_fanout(rows, FannedOut::Message(id)).await?;
+    let due = s.due_outbox(meshgroup::store::now_ms() + 1, 10).await?;
+    let (a_row, b_row) = (due.iter().find(|r| r.member_identity_hash == A).ok_or("A")?, due.iter().find(|r| r.member_identity_hash == B).ok_or("B")?);
+    s.record_copies(&[(a_row.id, [1; 32])]).await?;
+    let copies = s.copies_of(id, &[A.into(), B.into(), "c".repeat(32)]).await?;
+    assert_eq!(copies.get(A), Some(&Copy::Built(vec![1; 32])), "{}", s.backend());
+    assert_eq!(copies.get(B), Some(&Copy::Queued), "B's copy is owed, not built");
+    assert_eq!(copies.len(), 2, "no row, no copy");
+    s.record_copies(&[(b_row.id, [2; 32])]).await?;
+    // Any copy's hash, or the original's, names the message; a stranger's hash names none.
+    for h in [[1u8; 32], [2; 32], [0xab; 32]] {
+        assert_eq!(s.resolve_message_hash(g.id, &h).await?, Some(id), "{}", s.backend());
+    }
+    assert_eq!(s.resolve_message_hash(g.id, &[3; 32]).await?, None);
+    let other = group(s, "other").await?;
+    assert_eq!(s.resolve_message_hash(other.id, &[1; 32]).await?, None, "a copy resolves in its own group only");
+
+    // Reactions: one per emoji per member, at most `max`, counted per message.
+    let ReactionOutcome::Added(first) = s.add_reaction(g.id, id, B, "👍", 2).await? else { return Err("not added".into()) };
+    assert_eq!(s.add_reaction(g.id, id, B, "👍", 2).await?, ReactionOutcome::Duplicate);
+    assert!(matches!(s.add_reaction(g.id, id, B, "🎉", 2).await?, ReactionOutcome::Added(_)));
+    assert_eq!(s.add_reaction(g.id, id, B, "📻", 2).await?, ReactionOutcome::Capped { max: 2 });
+    assert!(matches!(s.add_reaction(g.id, id, A, "👍", 2).await?, ReactionOutcome::Added(_)));
+    let counts = s.reaction_counts(&[id]).await?;
+    assert_eq!(counts.get(&id), Some(&vec![("👍".to_owned(), 2), ("🎉".to_owned(), 1)]), "{}", s.backend());
+    assert_eq!(s.unfanned_reactions(10).await?.len(), 3);
+    assert_eq!(s.schedule_fanout(vec![], FannedOut::Reaction(first)).await?, 0);
+    assert_eq!(s.unfanned_reactions(10).await?.len(), 2, "scheduling marks a reaction");
+    assert!(s.remove_reaction(id, B, "🎉").await?);
+    assert!(!s.remove_reaction(id, B, "🎉").await?, "removed already");
+    // A tombstone stops the queued copies and drops the reactions.
+    assert_eq!(s.cancel_copies(id).await?, 2);
+    assert_eq!(s.count_reactions(id).await?, 0);
+    assert!(matches!(s.reaction(first).await, Err(StoreError::NotFound { .. })));
 });
 
 store_test!(groups_by_activity_puts_public_and_active_groups_first, |t| {

@@ -27,6 +27,10 @@ pub struct Model {
     pub founder_identity_hash: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Most bytes of attachments (images, files, audio together) a post may carry.
+    pub attachment_max_bytes: i64,
+    /// Attachment kinds allowed: bit 1 images, 2 files, 4 audio.
+    pub attachment_kinds: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -18,6 +18,9 @@ pub struct Model {
     pub last_seen: i64,
     /// Opted in to the periodic digest of membership changes (off by default).
     pub digest: bool,
+    /// Text-only (for members on LoRa): posts come without their attachments, with a line saying
+    /// what was left out; the member fetches those over the link API.
+    pub text_only: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -24,6 +24,8 @@ pub struct Model {
     pub fanned_out: bool,
     /// The sender's display name when the message was posted (kept after they leave).
     pub sender_display_name: String,
+    /// The group message this one answers (LXMF `FIELD_REPLY_TO`, resolved), if any.
+    pub reply_to_id: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -12,6 +12,7 @@ pub mod group_member;
 pub mod group_message;
 pub mod join_request;
 pub mod known_identity;
+pub mod message_reaction;
 pub mod outbox;
 pub mod server_identity;
 pub mod ticket;

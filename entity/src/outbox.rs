@@ -23,6 +23,11 @@ pub struct Model {
     pub updated_at: i64,
     /// Delivery class: 0 post copies, 1 direct notices, 2 digests; lower goes first.
     pub class: i16,
+    /// The LXMF message hash of this member's copy, once it was built (32 bytes): an inbound
+    /// reply or reaction to the copy resolves through it.
+    pub copy_hash: Option<Vec<u8>>,
+    /// The reaction this row carries (kind `reaction`; `message_id` is then the reacted-to message).
+    pub reaction_id: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -6,6 +6,7 @@ mod m20261126_000002_fanout_flags;
 mod m20261126_000003_known_identities;
 mod m20261126_000004_server;
 mod m20261201_000005_delivery_classes;
+mod m20261202_000006_threads;
 
 /// Applies every migration in order; sea-orm records what already ran.
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000003_known_identities::Migration),
             Box::new(m20261126_000004_server::Migration),
             Box::new(m20261201_000005_delivery_classes::Migration),
+            Box::new(m20261202_000006_threads::Migration),
         ]
     }
 }

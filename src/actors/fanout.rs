@@ -24,7 +24,7 @@ use crate::lifecycle::Lifecycle;
 use crate::lxmf::courier::Courier;
 use crate::lxmf::outbound::{Body, OutboundError, Outgoing, Recipient, attribution, pack_for, prepare_any};
 use crate::pacing::TokenBucket;
-use crate::store::{Group, NewOutboxRow, OutboxRow, Store, StoreError, now_ms};
+use crate::store::{Copy, FannedOut, Group, NewOutboxRow, OutboxRow, Store, StoreError, now_ms};
 use crate::wire::identity::parse_hash;
 
 /// How often the delivery task looks for posts and notices whose hand-off never happened.
@@ -124,7 +124,12 @@ impl Handler<GroupChanged> for FanoutActor {
 
 /// Writes a job's outbox rows (members in mode `none` left out) in one transaction; idempotent.
 pub async fn schedule(store: &Store, job: FanoutJob) -> Result<u64, StoreError> {
-    let kind = if job.message_id.is_some() { "message" } else { "notice" };
+    let (kind, item) = match (job.reaction_id, job.message_id, job.event_id) {
+        (Some(r), _, _) => ("reaction", FannedOut::Reaction(r)),
+        (None, Some(m), _) => ("message", FannedOut::Message(m)),
+        (None, None, Some(e)) => ("notice", FannedOut::Event(e)),
+        (None, None, None) => ("notice", FannedOut::Nothing),
+    };
     let rows = job
         .recipients
         .into_iter()
@@ -135,11 +140,12 @@ pub async fn schedule(store: &Store, job: FanoutJob) -> Result<u64, StoreError> 
             kind,
             message_id: job.message_id,
             event_id: job.event_id,
+            reaction_id: job.reaction_id,
             mode: if mode == NotifyMode::Short { "short" } else { "full" },
             class: job.class,
         })
         .collect();
-    store.schedule_fanout(rows, job.message_id, job.event_id).await
+    store.schedule_fanout(rows, item).await
 }
 
 /// Re-schedules posts and notices that were stored but never scheduled: a crash between the
@@ -148,7 +154,8 @@ pub async fn schedule(store: &Store, job: FanoutJob) -> Result<u64, StoreError> 
 async fn recover(store: &Store) -> Result<(), StoreError> {
     loop {
         let (messages, events) = store.unfanned(200).await?;
-        if messages.is_empty() && events.is_empty() {
+        let reactions = store.unfanned_reactions(200).await?;
+        if messages.is_empty() && events.is_empty() && reactions.is_empty() {
             return Ok(());
         }
         for m in messages {
@@ -159,7 +166,24 @@ async fn recover(store: &Store) -> Result<(), StoreError> {
                 .map(|x| (x.identity_hash, NotifyMode::parse(&x.notify_mode).unwrap_or(NotifyMode::Full)))
                 .collect();
             tracing::info!(message = m.id, "scheduling a fan-out interrupted by a restart");
-            let job = FanoutJob { group_id: m.group_id, message_id: Some(m.id), event_id: None, class: DeliveryClass::Post, recipients };
+            let job = FanoutJob { group_id: m.group_id, message_id: Some(m.id), event_id: None, reaction_id: None, class: DeliveryClass::Post, recipients };
+            schedule(store, job).await?;
+        }
+        for r in &reactions {
+            let members = store.all_members(r.group_id).await?;
+            let recipients = members
+                .into_iter()
+                .filter(|x| x.identity_hash != r.member_identity_hash && NotifyMode::parse(&x.notify_mode).unwrap_or(NotifyMode::Full) == NotifyMode::Full)
+                .map(|x| (x.identity_hash, NotifyMode::Full))
+                .collect();
+            let job = FanoutJob {
+                group_id: r.group_id,
+                message_id: Some(r.message_id),
+                event_id: None,
+                reaction_id: Some(r.id),
+                class: DeliveryClass::Direct,
+                recipients,
+            };
             schedule(store, job).await?;
         }
         for e in events {
@@ -171,7 +195,7 @@ async fn recover(store: &Store) -> Result<(), StoreError> {
                 }
                 None => (Vec::new(), DeliveryClass::Direct),
             };
-            schedule(store, FanoutJob { group_id: e.group_id, message_id: None, event_id: Some(e.id), class, recipients }).await?;
+            schedule(store, FanoutJob { group_id: e.group_id, message_id: None, event_id: Some(e.id), reaction_id: None, class, recipients }).await?;
         }
     }
 }
@@ -204,6 +228,27 @@ struct Delivery {
 struct BatchCache {
     names: HashMap<(i64, String), String>,
     messages: HashMap<i64, Arc<crate::store::Message>>,
+    /// The members with a row in this round, whose copies of a reply's or reaction's target are
+    /// looked up together, once per target.
+    members: Vec<String>,
+    copies: HashMap<i64, Arc<HashMap<String, Copy>>>,
+    /// Per group, the round's members who are text-only; read once, when a post has attachments.
+    text_only: HashMap<i64, Arc<HashSet<String>>>,
+}
+
+/// The hash a recipient knows a message by: their own copy's, or the original's for its author
+/// and for members who never had a copy. `None` while their copy is owed but not built: a copy
+/// that names it waits, or it would name a message the member does not hold yet.
+fn known_as(target: &crate::store::Message, member: &str, copies: &HashMap<String, Copy>) -> Option<Vec<u8>> {
+    let original = || hex::decode(&target.message_hash).unwrap_or_default();
+    if target.sender_identity_hash == member {
+        return Some(original());
+    }
+    match copies.get(member) {
+        Some(Copy::Built(hash)) => Some(hash.clone()),
+        Some(Copy::Queued) => None,
+        None => Some(original()),
+    }
 }
 
 /// One row ready for the crypto pool.
@@ -253,6 +298,7 @@ impl Delivery {
             let started = Instant::now();
             let prepared = prepare_all(jobs).await;
             crate::metrics::fanout_prepare(started.elapsed());
+            self.record_copies(&prepared).await;
             self.mark_packets_sent(&prepared).await;
             let mut round = prepared.into_iter();
             for (job, result) in round.by_ref() {
@@ -320,7 +366,8 @@ impl Delivery {
         let mut out = Vec::with_capacity(rows.len());
         // A member whose earlier row waits also waits with the later ones: order per member holds.
         let mut held: HashSet<String> = HashSet::new();
-        let mut cache = BatchCache::default();
+        let members = rows.iter().map(|r| r.member_identity_hash.clone()).collect::<HashSet<_>>().into_iter().collect();
+        let mut cache = BatchCache { members, ..Default::default() };
         let now = now_ms();
         for row in rows {
             if held.contains(&row.member_identity_hash) {
@@ -350,7 +397,14 @@ impl Delivery {
                 continue;
             };
             match self.body(&row, &keys, &mut cache).await {
-                Ok(body) => out.push(Job { row, keys, to, body }),
+                Ok(Some(body)) => out.push(Job { row, keys, to, body }),
+                Ok(None) => {
+                    // It names a copy this member is owed but was not built yet (often in this
+                    // very round): it goes once that copy has its hash, and so do their later rows.
+                    held.insert(row.member_identity_hash.clone());
+                    let wait = 2_000 + rand::random::<u64>() % 3_000;
+                    self.retry(&row, row.attempts, wait as i64, "waiting for the copy it names").await;
+                }
                 Err(err) => {
                     tracing::debug!(%err, row = row.id, "nothing to deliver");
                     self.finish(&row, "expired", row.attempts, Some(err.to_string())).await;
@@ -373,16 +427,82 @@ impl Delivery {
         name
     }
 
-    async fn body(&self, row: &OutboxRow, keys: &GroupKeys, cache: &mut BatchCache) -> Result<Body, StoreError> {
+    /// A message of the round, read once however many rows need it.
+    async fn cached_message(&self, group_id: i64, id: i64, cache: &mut BatchCache) -> Result<Arc<crate::store::Message>, StoreError> {
+        if let Some(m) = cache.messages.get(&id) {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(self.store.message(group_id, id).await?);
+        cache.messages.insert(id, m.clone());
+        Ok(m)
+    }
+
+    /// The round's members' copies of a target message, read once per round.
+    async fn copies(&self, target: i64, cache: &mut BatchCache) -> Result<Arc<HashMap<String, Copy>>, StoreError> {
+        if let Some(c) = cache.copies.get(&target) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(self.store.copies_of(target, &cache.members).await?);
+        cache.copies.insert(target, c.clone());
+        Ok(c)
+    }
+
+    /// The round's members of a group who are text-only.
+    async fn text_only(&self, group_id: i64, cache: &mut BatchCache) -> Result<Arc<HashSet<String>>, StoreError> {
+        if let Some(t) = cache.text_only.get(&group_id) {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(self.store.text_only_members(group_id, &cache.members).await?);
+        cache.text_only.insert(group_id, t.clone());
+        Ok(t)
+    }
+
+    /// A reaction to one member, as LXMF's `FIELD_REACTION` naming their own copy of the message;
+    /// `None` while that copy waits to be built. A removed reaction, or one to a deleted
+    /// message, is not sent.
+    async fn reaction_body(&self, row: &OutboxRow, reaction_id: i64, cache: &mut BatchCache) -> Result<Option<Body>, StoreError> {
+        let r = self.store.reaction(reaction_id).await?;
+        let target = self.cached_message(row.group_id, r.message_id, cache).await?;
+        if target.deleted_at.is_some() {
+            return Err(StoreError::NotFound { what: "message (deleted)" });
+        }
+        let copies = self.copies(target.id, cache).await?;
+        let Some(known) = known_as(&target, &row.member_identity_hash, &copies) else { return Ok(None) };
+        let name = self.display_name(row.group_id, &r.member_identity_hash, &mut cache.names).await;
+        let reactor = hex::decode(&r.member_identity_hash).unwrap_or_default();
+        let mut fields = vec![crate::wire::lxmf::reaction_value(&known, &r.emoji)];
+        fields.extend(attribution(&reactor, &name, &known, target.id, "reaction"));
+        Ok(Some(Body { timestamp: r.created_at as f64 / 1000.0, title: Vec::new(), content: r.emoji.into_bytes(), fields }))
+    }
+
+    /// A full copy's fields: the sender's, with `FIELD_REPLY_TO` naming the recipient's own copy
+    /// of the message answered. `None` while that copy waits to be built.
+    async fn copy_fields(&self, row: &OutboxRow, m: &crate::store::Message, cache: &mut BatchCache) -> Result<Option<Vec<(Value, Value)>>, StoreError> {
+        let mut fields = relayed_fields(&m.fields);
+        let Some(target_id) = m.reply_to_id else { return Ok(Some(fields)) };
+        let target = match self.cached_message(row.group_id, target_id, cache).await {
+            Ok(t) => t,
+            // The target's row is gone: the reply goes as the sender wrote it.
+            Err(StoreError::NotFound { .. }) => return Ok(Some(fields)),
+            Err(e) => return Err(e),
+        };
+        let copies = self.copies(target_id, cache).await?;
+        let Some(known) = known_as(&target, &row.member_identity_hash, &copies) else { return Ok(None) };
+        for (k, v) in fields.iter_mut() {
+            if k.as_u64() == Some(crate::wire::lxmf::FIELD_REPLY_TO) {
+                *v = Value::Binary(known.clone());
+            }
+        }
+        Ok(Some(fields))
+    }
+
+    /// The body of a row's copy; `None` when it must wait for the copy it names.
+    async fn body(&self, row: &OutboxRow, keys: &GroupKeys, cache: &mut BatchCache) -> Result<Option<Body>, StoreError> {
+        if let Some(rid) = row.reaction_id {
+            return self.reaction_body(row, rid, cache).await;
+        }
         if let Some(mid) = row.message_id {
-            let m = match cache.messages.get(&mid) {
-                Some(m) => m.clone(),
-                None => {
-                    let m = Arc::new(self.store.message(row.group_id, mid).await?);
-                    cache.messages.insert(mid, m.clone());
-                    m
-                }
-            };
+            let m = self.cached_message(row.group_id, mid, cache).await?;
             let names = &mut cache.names;
             // The name the message was posted under; the lookup only serves rows from before it was kept.
             if !m.sender_display_name.is_empty() {
@@ -396,18 +516,29 @@ impl Delivery {
             let hash = hex::decode(&m.message_hash).unwrap_or_default();
             let timestamp = m.received_at as f64 / 1000.0;
             if row.mode == "short" {
-                return Ok(Body {
+                return Ok(Some(Body {
                     timestamp,
                     title: Vec::new(),
                     content: short_line(&keys.name, &name, &m.content, m.id).into_bytes(),
                     fields: attribution(&sender, &name, &hash, m.id, "short"),
-                });
+                }));
             }
             let mut content = format!("{name}: ").into_bytes();
             content.extend_from_slice(&m.content);
-            let mut fields = relayed_fields(&m.fields);
+            let Some(mut fields) = self.copy_fields(row, &m, cache).await? else { return Ok(None) };
+            let (kinds, size) = crate::wire::lxmf::attachment_size(&fields);
+            if kinds != 0 && self.text_only(row.group_id, cache).await?.contains(&row.member_identity_hash) {
+                fields.retain(|(k, _)| k.as_u64().and_then(crate::wire::lxmf::attachment_kind).is_none());
+                let line = format!(
+                    "\n[{} ({}) left out: text-only. Fetch with /api/v1/messages/attachment, id {}]",
+                    crate::group::kind_names(kinds),
+                    crate::group::human_bytes(size as u64),
+                    m.id
+                );
+                content.extend_from_slice(line.as_bytes());
+            }
             fields.extend(attribution(&sender, &name, &hash, m.id, "message"));
-            Ok(Body { timestamp, title: m.title.clone(), content, fields })
+            Ok(Some(Body { timestamp, title: m.title.clone(), content, fields }))
         } else if let Some(eid) = row.event_id {
             let names = &mut cache.names;
             let e = self.store.event(eid).await?;
@@ -415,12 +546,12 @@ impl Delivery {
             let subject = self.display_name(row.group_id, &e.subject, names).await;
             let text = notice_text(&e.kind, &actor, &e.detail);
             let subject_bytes = hex::decode(&e.subject).unwrap_or_default();
-            Ok(Body {
+            Ok(Some(Body {
                 timestamp: e.created_at as f64 / 1000.0,
                 title: Vec::new(),
                 content: format!("[{}] {text}", keys.name).into_bytes(),
                 fields: attribution(&subject_bytes, &subject, &[], e.id, &e.kind),
-            })
+            }))
         } else {
             Err(StoreError::NotFound { what: "message or event" })
         }
@@ -434,6 +565,25 @@ impl Delivery {
     /// Whether a row has failed often enough to go to the propagation node instead.
     fn to_propagation(&self, row: &OutboxRow) -> bool {
         row.attempts >= self.cfg.max_attempts && self.courier.propagation.target().is_some()
+    }
+
+    /// Records the LXMF hash of every post copy built in this round that has none yet, before
+    /// any goes out, so a reply or reaction to a copy resolves, after a restart too. The same
+    /// copy always has the same hash, so a resend needs no new record.
+    async fn record_copies(&self, prepared: &[(Job, Result<Outgoing, OutboundError>)]) {
+        let copies: Vec<(i64, [u8; 32])> = prepared
+            .iter()
+            .filter(|(job, _)| job.row.kind == "message" && job.row.copy_hash.is_none())
+            .filter_map(|(job, result)| match result {
+                Ok(Outgoing::Packet(p)) => Some((job.row.id, p.message_id)),
+                Ok(Outgoing::Direct { message_id, .. }) => Some((job.row.id, *message_id)),
+                Err(_) => None,
+            })
+            .collect();
+        if let Err(err) = self.store.record_copies(&copies).await {
+            // The copies still go; replies to them then reach the others unthreaded.
+            tracing::warn!(%err, rows = copies.len(), "cannot record copy hashes");
+        }
     }
 
     /// Marks every copy of the round that goes as a packet sent, in one write per attempt count,
@@ -520,7 +670,7 @@ impl Delivery {
                 self.mark_sent(&row, attempts, wait.max(180_000)).await;
                 let (confirmed, courier) = (self.confirmed.clone(), self.courier.clone());
                 self.life.spawn(async move {
-                    let result = courier.send_direct(lxmf_dest, packed).await;
+                    let result = courier.send_direct(lxmf_dest, to.public_key, packed).await;
                     if let Err(err) = &result {
                         tracing::debug!(%err, row = row.id, "direct delivery failed");
                     }

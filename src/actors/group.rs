@@ -343,7 +343,10 @@ mod tests {
                 .await
                 .expect("mailbox")
                 .expect("join");
-            addr.send(Call { caller: alice, op: Op::SetNotifications { mode: None, digest: Some(true) } }).await.expect("mailbox").expect("digest on");
+            addr.send(Call { caller: alice, op: Op::SetNotifications { mode: None, digest: Some(true), text_only: None } })
+                .await
+                .expect("mailbox")
+                .expect("digest on");
             for _ in 0..50 {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 let events = t.store.events_after(g.id, 0, 10).await.expect("events");

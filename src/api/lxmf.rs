@@ -13,13 +13,13 @@ use rmpv::Value;
 use crate::actors::group::{GetInfo, GetSnapshot, Post, Snapshot};
 use crate::actors::supervisor::{DestKind, Route, lookup};
 use crate::api::router::Services;
-use crate::group::{Caller, GroupError, InfoView};
+use crate::group::{Caller, GroupError, InfoView, MessageRef, Op};
 use crate::lxmf::commands;
 use crate::lxmf::outbound::{Body, prepare, ticket_field};
 use crate::stamps::{Check, Purpose, Refused};
 use crate::store::{InsertOutcome, NewMessage, now_ms};
 use crate::wire::identity::identity_hash;
-use crate::wire::lxmf::{CUSTOM_TYPE_GROUP, FIELD_CUSTOM_TYPE, LxmfMessage, unpack};
+use crate::wire::lxmf::{CUSTOM_TYPE_GROUP, FIELD_CUSTOM_TYPE, LxmfMessage, reaction_field, unpack};
 use crate::wire::stamp::MESSAGE_ROUNDS;
 
 /// How long an inbound message waits for its sender's identity before it is dropped unproven
@@ -324,6 +324,18 @@ async fn receive(s: &Arc<Services>, dest: [u8; 16], packed: &[u8], method: Metho
             }
         }
     }
+    // A reaction is stored as one, not as a chat line.
+    match msg.fields_map().map(|f| reaction_field(&f)) {
+        Ok(Ok(Some((target, emoji)))) => return react(s, &route, &sender, target, emoji, outcome).await,
+        Ok(Err(err)) => {
+            tracing::info!(sender = sender.hex, group = route.group_id, %err, "malformed reaction refused");
+            outcome("malformed");
+            reply(s, &route, sender.hash, vec![format!("Reaction refused: {err}.")], commands::Keep::First, Vec::new()).await;
+            return Received::Refused;
+        }
+        // No reaction, or fields that are not a map: a post, relayed as sent.
+        Ok(Ok(None)) | Err(_) => {}
+    }
     let post = Post {
         caller: sender.caller.clone(),
         msg: NewMessage {
@@ -335,6 +347,7 @@ async fn receive(s: &Arc<Services>, dest: [u8; 16], packed: &[u8], method: Metho
             title: msg.title.clone(),
             content: msg.content.clone(),
             fields: msg.fields.clone(),
+            reply_to_id: None,
         },
     };
     let received = match route.addr.send(post).await {
@@ -355,6 +368,14 @@ async fn receive(s: &Arc<Services>, dest: [u8; 16], packed: &[u8], method: Metho
             outcome("error");
             Received::Retry
         }
+        Ok(Err(err @ GroupError::InvalidArgument(_))) => {
+            // Refused for what it carries (an attachment the group does not take): the sender is
+            // told why, and the message is proven, so their client does not send it again.
+            tracing::info!(%err, sender = sender.hex, group = route.group_id, "post refused");
+            outcome("refused");
+            reply(s, &route, sender.hash, vec![format!("Not posted: {err}.")], commands::Keep::First, Vec::new()).await;
+            Received::Accepted
+        }
         Ok(Err(err)) => {
             tracing::warn!(%err, group = route.group_id, "post refused");
             outcome("error");
@@ -372,6 +393,36 @@ async fn receive(s: &Arc<Services>, dest: [u8; 16], packed: &[u8], method: Metho
         s.life.clone().spawn(async move { issue_ticket(&s, &route, &sender).await });
     }
     received
+}
+
+/// Stores a member's reaction (`FIELD_REACTION`) to the message its target hash names (the
+/// original's or any member's copy's). One the group cannot take (an unknown message, the
+/// per-member cap) is proven all the same, so the client does not send it again, and the sender
+/// is told why.
+async fn react(s: &Arc<Services>, route: &Route, sender: &Sender, target: [u8; 32], emoji: String, outcome: impl Fn(&'static str)) -> Received {
+    let op = Op::React { target: MessageRef::Hash(hex::encode(target)), emoji, remove: false };
+    match crate::actors::supervisor::run_op(&s.supervisor, route, sender.caller.clone(), op).await {
+        Ok(Ok(_)) => {
+            outcome("reaction");
+            Received::Accepted
+        }
+        Ok(Err(err @ (GroupError::Store(_) | GroupError::RateLimited))) => {
+            tracing::warn!(%err, group = route.group_id, "reaction not stored for now");
+            outcome("error");
+            Received::Retry
+        }
+        Ok(Err(err)) => {
+            tracing::info!(%err, sender = sender.hex, group = route.group_id, "reaction refused");
+            outcome("reaction_refused");
+            reply(s, route, sender.hash, vec![format!("Reaction refused: {err}.")], commands::Keep::First, Vec::new()).await;
+            Received::Accepted
+        }
+        Err(err) => {
+            tracing::error!(%err, "group actor unavailable");
+            outcome("error");
+            Received::Retry
+        }
+    }
 }
 
 /// The group as the sender sees it; `None` (logged) when the actor cannot say.

@@ -11,7 +11,7 @@ use prost::Message as _;
 use sha2::{Digest, Sha256};
 
 use crate::domain::{NotifyMode, Rights, Visibility};
-use crate::group::{Caller, GroupError, InfoView, JoinOutcome, Op, Reply, Settings};
+use crate::group::{Caller, GroupError, InfoView, JoinOutcome, MessageRef, Op, Reply, Settings};
 use crate::store::{HistoryQuery, InsertOutcome, NewMessage, Order};
 use crate::wire::identity::truncated_hash;
 use crate::wire::proto as pb;
@@ -59,6 +59,8 @@ pub enum Endpoint {
     Messages,
     Send,
     Delete,
+    React,
+    Attachment,
     Kick,
     Ban,
     Unban,
@@ -93,6 +95,9 @@ impl Endpoint {
         (Endpoint::Notifications, "/api/v1/notifications/update"),
         (Endpoint::DeleteGroup, "/api/v1/groups/delete"),
         (Endpoint::TransferFounder, "/api/v1/groups/transfer"),
+        // Last, so the fuzz corpus's path selectors keep naming the paths they were made for.
+        (Endpoint::React, "/api/v1/messages/react"),
+        (Endpoint::Attachment, "/api/v1/messages/attachment"),
     ];
 
     /// The path string, also the metrics label.
@@ -259,6 +264,7 @@ fn post(ctx: &DecodeContext<'_>, nonce: Vec<u8>, timestamp_s: f64, title: Vec<u8
             title,
             content,
             fields,
+            reply_to_id: None,
         }),
         join_stamp: None,
     })
@@ -349,6 +355,14 @@ pub fn decode_request(ep: Endpoint, body: &[u8], ctx: &DecodeContext<'_>) -> Res
             let r: pb::DeleteMessageRequest = decode(body)?;
             plain(Op::DeleteMessage { id: r.id })
         }
+        Endpoint::React => {
+            let r: pb::ReactRequest = decode(body)?;
+            plain(Op::React { target: MessageRef::Id(r.id), emoji: r.emoji, remove: r.remove })
+        }
+        Endpoint::Attachment => {
+            let r: pb::AttachmentRequest = decode(body)?;
+            plain(Op::Attachments { id: r.id })
+        }
         Endpoint::Kick => {
             let r: pb::KickRequest = decode(body)?;
             plain(Op::Kick { identity: hash16(&r.identity_hash, "identity_hash")? })
@@ -384,6 +398,8 @@ pub fn decode_request(ep: Endpoint, body: &[u8], ctx: &DecodeContext<'_>) -> Res
                 post_stamp_cost: stamp_cost(r.post_stamp_cost)?,
                 history_public: r.history_public,
                 listed: r.listed,
+                attachment_max_bytes: r.attachment_max_bytes,
+                attachment_kinds: r.attachment_kinds,
             }))
         }
         Endpoint::Notifications => {
@@ -393,7 +409,7 @@ pub fn decode_request(ep: Endpoint, body: &[u8], ctx: &DecodeContext<'_>) -> Res
                 (None, Some(_)) => None,
                 (mode, _) => Some(notify_mode(mode.unwrap_or_default())?),
             };
-            plain(Op::SetNotifications { mode, digest: r.digest })
+            plain(Op::SetNotifications { mode, digest: r.digest, text_only: r.text_only })
         }
         // On the group's own destination the group is implied; a named one is ignored.
         Endpoint::DeleteGroup => decode::<pb::DeleteGroupRequest>(body).and_then(|_| plain(Op::DeleteGroup)),
@@ -450,7 +466,7 @@ pub fn encode_json_reply(ep: Endpoint, reply: Reply) -> Result<Vec<u8>, ApiError
             let members: Vec<MemberEntry> = members.into_iter().map(|m| MemberEntry { identity_hash: m.identity_hash, display_name: m.display_name }).collect();
             mj::encode(&json!({ "members": members }))
         }
-        Reply::History { messages, .. } => {
+        Reply::History { messages, mut reactions, .. } => {
             let messages: Vec<MessageEntry> = messages
                 .into_iter()
                 .map(|(m, display_name)| MessageEntry {
@@ -460,6 +476,8 @@ pub fn encode_json_reply(ep: Endpoint, reply: Reply) -> Result<Vec<u8>, ApiError
                     content: String::from_utf8_lossy(&m.content).into_owned(),
                     created_at: mj::created_at(m.received_at),
                     deleted: m.deleted_at.is_some(),
+                    reply_to: m.reply_to_id,
+                    reactions: reactions.remove(&m.id).unwrap_or_default().into_iter().collect(),
                 })
                 .collect();
             mj::encode(&json!({ "messages": messages }))
@@ -558,7 +576,7 @@ pub fn encode_reply(reply: Reply) -> Vec<u8> {
                 .collect(),
         }
         .encode_to_vec(),
-        Reply::History { messages, events } => pb::MessagesResponse {
+        Reply::History { messages, events, mut reactions } => pb::MessagesResponse {
             events: events
                 .into_iter()
                 .map(|e| pb::GroupEvent { id: e.id, kind: e.kind, actor: e.actor, subject: e.subject, detail: e.detail, created_at: e.created_at })
@@ -577,6 +595,13 @@ pub fn encode_reply(reply: Reply) -> Vec<u8> {
                     deleted: m.deleted_at.is_some(),
                     deleted_by: m.deleted_by.as_deref().map(hash_bytes).unwrap_or_default(),
                     deleted_at: m.deleted_at.unwrap_or(0),
+                    reply_to_id: m.reply_to_id.unwrap_or(0),
+                    reactions: reactions
+                        .remove(&m.id)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(emoji, count)| pb::ReactionCount { emoji, count: count.min(u64::from(u32::MAX)) as u32 })
+                        .collect(),
                 })
                 .collect(),
         }
@@ -587,6 +612,10 @@ pub fn encode_reply(reply: Reply) -> Vec<u8> {
                 InsertOutcome::Duplicate(id) => (id, true),
             };
             pb::SendMessageResponse { id, message_hash: Vec::new(), duplicate }.encode_to_vec()
+        }
+        Reply::Attachments(found) => {
+            pb::AttachmentsResponse { attachments: found.into_iter().map(|a| pb::Attachment { field: a.field as u32, name: a.name, data: a.data }).collect() }
+                .encode_to_vec()
         }
         Reply::Bans(bans) => pb::BansResponse {
             bans: bans

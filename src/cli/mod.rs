@@ -176,6 +176,12 @@ pub struct UpdateArgs {
     /// Whether a private group is listed (as "Private Group") in the server directory.
     #[arg(long)]
     pub listed: Option<bool>,
+    /// Most bytes of attachments one post may carry (images, files and audio together).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub attachment_max_bytes: Option<u32>,
+    /// Attachment kinds allowed: a list of image, file, audio, or none.
+    #[arg(long, value_parser = parse_kinds)]
+    pub attachment_kinds: Option<u32>,
     /// Take the group back from its founder: the operator alone holds it again.
     #[arg(long)]
     pub clear_founder: bool,
@@ -360,6 +366,18 @@ fn identity_arg(s: &str) -> Result<String, CliError> {
     parse_hash(s).map(hex::encode).ok_or_else(|| CliError::Input(format!("malformed identity hash: {s}")))
 }
 
+/// `--attachment-kinds image,file,audio` (or `none`) as policy bits.
+fn parse_kinds(s: &str) -> Result<u32, String> {
+    use crate::wire::lxmf::{KIND_AUDIO, KIND_FILE, KIND_IMAGE};
+    s.split(',').map(str::trim).filter(|w| !w.is_empty()).try_fold(0, |bits, w| match w {
+        "image" | "images" => Ok(bits | KIND_IMAGE),
+        "file" | "files" => Ok(bits | KIND_FILE),
+        "audio" => Ok(bits | KIND_AUDIO),
+        "none" => Ok(bits),
+        other => Err(format!("unknown attachment kind {other:?} (image, file, audio, none)")),
+    })
+}
+
 fn rights_arg(s: &str) -> Result<Rights, CliError> {
     Rights::parse_list(s).map_err(CliError::Input)
 }
@@ -404,6 +422,8 @@ pub fn group_json(g: &Group, members: u64) -> Value {
         "join_stamp_cost": g.join_stamp_cost,
         "post_stamp_cost": g.post_stamp_cost,
         "history_public": g.history_public,
+        "attachment_max_bytes": g.attachment_max_bytes,
+        "attachment_kinds": g.attachment_kinds,
         "listed": g.listed,
         "founder": g.founder_identity_hash,
         "members": members,
@@ -510,6 +530,8 @@ async fn group_cmd(ctx: &Ctx, c: GroupCmd) -> Result<Output, CliError> {
                 post_stamp_cost: a.post_stamp_cost,
                 history_public: a.history_public,
                 listed: a.listed,
+                attachment_max_bytes: a.attachment_max_bytes,
+                attachment_kinds: a.attachment_kinds,
             };
             if !settings.is_empty() {
                 ctx.owner_op(&a.group, Op::UpdateSettings(settings)).await?;

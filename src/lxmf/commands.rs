@@ -20,6 +20,8 @@ pub enum Command {
     Notify(NotifyMode),
     /// `/notify digest on|off`: the periodic membership digest.
     Digest(bool),
+    /// `/notify textonly on|off`: posts without their attachments (for members on LoRa).
+    TextOnly(bool),
     /// Pending join requests (approvers).
     Requests,
     /// `/name NEW NAME`: the member's display name in this group.
@@ -33,7 +35,7 @@ pub enum Command {
     Delete(i64),
 }
 
-pub const HELP: &str = "Commands: /join, /leave, /members, /history [N], /name NEW NAME, /notify full|short|off, /notify digest on|off. \
+pub const HELP: &str = "Commands: /join, /leave, /members, /history [N], /name NEW NAME, /notify full|short|off, /notify digest on|off, /notify textonly on|off. \
 Admins: /requests, /approve ID, /reject ID, /kick ID, /ban ID reason, /unban ID, /delete MSG_ID. ID = identity hash.";
 
 fn identity(arg: Option<&str>) -> Result<String, String> {
@@ -57,12 +59,14 @@ pub fn parse(text: &str) -> Option<Result<Command, String>> {
             Some(_) => Err("usage: /history [N]".into()),
         },
         "notify" => {
-            const USAGE: &str = "usage: /notify full|short|off, or /notify digest on|off";
+            const USAGE: &str = "usage: /notify full|short|off, /notify digest on|off, or /notify textonly on|off";
             let first = words.next().map(str::to_ascii_lowercase);
             let second = words.next().map(str::to_ascii_lowercase);
             match (first.as_deref(), second.as_deref()) {
                 (Some("digest"), Some("on")) => Ok(Command::Digest(true)),
                 (Some("digest"), Some("off")) => Ok(Command::Digest(false)),
+                (Some("textonly"), Some("on")) => Ok(Command::TextOnly(true)),
+                (Some("textonly"), Some("off")) => Ok(Command::TextOnly(false)),
                 (Some(m), None) => NotifyMode::parse(m).map(Command::Notify).ok_or_else(|| USAGE.to_owned()),
                 _ => Err(USAGE.into()),
             }
@@ -102,8 +106,9 @@ impl Command {
             Command::Leave => Op::Leave,
             Command::Members => Op::Members { offset: 0, limit: 30 },
             Command::History(n) => Op::History(HistoryQuery { limit: *n, order: Order::OldestFirst, ..Default::default() }),
-            Command::Notify(m) => Op::SetNotifications { mode: Some(*m), digest: None },
-            Command::Digest(on) => Op::SetNotifications { mode: None, digest: Some(*on) },
+            Command::Notify(m) => Op::SetNotifications { mode: Some(*m), digest: None, text_only: None },
+            Command::Digest(on) => Op::SetNotifications { mode: None, digest: Some(*on), text_only: None },
+            Command::TextOnly(on) => Op::SetNotifications { mode: None, digest: None, text_only: Some(*on) },
             Command::Requests => Op::JoinRequests,
             Command::Name(n) => Op::SetMemberName { name: n.clone() },
             Command::Kick(id) => Op::Kick { identity: id.clone() },
@@ -153,6 +158,10 @@ pub fn render(cmd: &Command, reply: &Reply, subject: Option<&str>) -> Vec<String
         (Command::Notify(m), _) => vec![format!("Notifications: {}.", m.as_str())],
         (Command::Name(n), _) => vec![format!("You are now called {n} in this group.")],
         (Command::Digest(on), _) => vec![format!("Membership digest: {}.", if *on { "on" } else { "off" })],
+        (Command::TextOnly(true), _) => {
+            vec!["Text only: posts come without their attachments, and a line says what was left out. Fetch one with the link API (/api/v1/messages/attachment).".into()]
+        }
+        (Command::TextOnly(false), _) => vec!["Text only: off; posts come with their attachments.".into()],
         (Command::Requests, Reply::JoinRequests(rs)) if rs.is_empty() => vec!["No pending join requests.".into()],
         (Command::Requests, Reply::JoinRequests(rs)) => {
             let mut lines = vec![format!("{} pending (send /approve ID or /reject ID):", rs.len())];
@@ -251,6 +260,8 @@ mod tests {
         assert_eq!(parse(" /history 5 "), Some(Ok(Command::History(5))));
         assert_eq!(parse("/history 500"), Some(Ok(Command::History(MAX_HISTORY))));
         assert_eq!(parse("/notify off"), Some(Ok(Command::Notify(NotifyMode::None))));
+        assert_eq!(parse("/notify textonly on"), Some(Ok(Command::TextOnly(true))));
+        assert!(matches!(parse("/notify textonly maybe"), Some(Err(_))));
         let id = "3e3c2cef10df1fa5ed6139690e3a9620";
         assert_eq!(parse(&format!("/ban {id} spam and abuse")), Some(Ok(Command::Ban(id.into(), "spam and abuse".into()))));
         assert!(matches!(parse(&format!("/ban {id}")), Some(Err(_))));

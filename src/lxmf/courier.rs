@@ -167,8 +167,9 @@ impl Courier {
 
     /// Delivers a packed message over a direct link as a Resource; returns once the member's
     /// side has proven the transfer.
-    pub async fn send_direct(&self, lxmf_dest: [u8; 16], packed: Vec<u8>) -> Result<(), NodeError> {
-        let link = self.node.open_link(lxmf_dest, "lxmf", "delivery", Duration::from_secs(20)).await?;
+    pub async fn send_direct(&self, lxmf_dest: [u8; 16], public_key: [u8; 64], packed: Vec<u8>) -> Result<(), NodeError> {
+        // The member's key from their join serves when their announce was never heard.
+        let link = self.node.open_link_known(lxmf_dest, Some(public_key), "lxmf", "delivery", Duration::from_secs(20)).await?;
         self.node.send_resource(link, packed, Duration::from_secs(120)).await
     }
 

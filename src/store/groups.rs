@@ -4,6 +4,12 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, EntityTrait, PaginatorTr
 use super::{Group, Store, StoreError, now_ms};
 use entity::group::{ActiveModel, Column, Entity};
 
+/// A new group takes attachments of at most this many bytes in all (the migration's default too):
+/// a photo thumbnail or a short voice note, not a file that holds a LoRa channel for an hour.
+pub const DEFAULT_ATTACHMENT_MAX_BYTES: i64 = 32 * 1024;
+/// A new group allows images, files and audio (bits 1, 2, 4), within the size.
+pub const DEFAULT_ATTACHMENT_KINDS: i32 = 7;
+
 /// What a new group is made of; the caller has already generated its identity.
 #[derive(Clone, Debug)]
 pub struct NewGroup {
@@ -39,6 +45,9 @@ impl NewGroup {
             founder_identity_hash: Set(self.founder_identity_hash),
             created_at: Set(now),
             updated_at: Set(now),
+            // Set here, not left to the column defaults: the returned row must hold every column.
+            attachment_max_bytes: Set(DEFAULT_ATTACHMENT_MAX_BYTES),
+            attachment_kinds: Set(DEFAULT_ATTACHMENT_KINDS),
             ..Default::default()
         }
     }
@@ -55,6 +64,8 @@ pub struct GroupPatch {
     pub history_public: Option<bool>,
     pub listed: Option<bool>,
     pub founder_identity_hash: Option<Option<String>>,
+    pub attachment_max_bytes: Option<i64>,
+    pub attachment_kinds: Option<i32>,
 }
 
 impl Store {
@@ -140,6 +151,12 @@ impl Store {
             }
             if let Some(v) = patch.founder_identity_hash {
                 am.founder_identity_hash = Set(v);
+            }
+            if let Some(v) = patch.attachment_max_bytes {
+                am.attachment_max_bytes = Set(v);
+            }
+            if let Some(v) = patch.attachment_kinds {
+                am.attachment_kinds = Set(v);
             }
             am.updated_at = Set(now_ms());
             Ok(am.update(&self.db).await?)

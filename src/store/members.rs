@@ -16,6 +16,8 @@ pub(super) fn new_member(group_id: i64, identity_hash: &str, display_name: &str,
         created_at: Set(now),
         updated_at: Set(now),
         last_seen: Set(now),
+        digest: Set(false),
+        text_only: Set(false),
         ..Default::default()
     }
 }
@@ -130,6 +132,39 @@ impl Store {
             am.digest = Set(on);
             am.updated_at = Set(now_ms());
             Ok(am.update(&self.db).await?)
+        })
+        .await
+    }
+
+    /// Turns a member's text-only setting on or off.
+    pub async fn set_member_text_only(&self, group_id: i64, identity_hash: &str, on: bool) -> Result<Member, StoreError> {
+        self.timed("set_member_text_only", async {
+            let current = self.member(group_id, identity_hash).await?.ok_or(StoreError::NotFound { what: "member" })?;
+            let mut am: group_member::ActiveModel = current.into();
+            am.text_only = Set(on);
+            am.updated_at = Set(now_ms());
+            Ok(am.update(&self.db).await?)
+        })
+        .await
+    }
+
+    /// Which of the listed members are text-only (one query for a delivery round).
+    pub async fn text_only_members(&self, group_id: i64, members: &[String]) -> Result<std::collections::HashSet<String>, StoreError> {
+        self.timed("text_only_members", async {
+            let mut out = std::collections::HashSet::new();
+            for chunk in members.chunks(500) {
+                let rows = group_member::Entity::find()
+                    .select_only()
+                    .column(group_member::Column::IdentityHash)
+                    .filter(group_member::Column::GroupId.eq(group_id))
+                    .filter(group_member::Column::TextOnly.eq(true))
+                    .filter(group_member::Column::IdentityHash.is_in(chunk.iter().cloned()))
+                    .into_tuple::<String>()
+                    .all(&self.db)
+                    .await?;
+                out.extend(rows);
+            }
+            Ok(out)
         })
         .await
     }

@@ -24,6 +24,7 @@ fn message_row(new: NewMessage, now: i64, fanned_out: bool) -> ActiveModel {
         deleted_at: Set(None),
         deleted_by: Set(None),
         fanned_out: Set(fanned_out),
+        reply_to_id: Set(new.reply_to_id),
         ..Default::default()
     }
 }
@@ -40,6 +41,8 @@ pub struct NewMessage {
     pub title: Vec<u8>,
     pub content: Vec<u8>,
     pub fields: Vec<u8>,
+    /// The group message it answers (its `FIELD_REPLY_TO`, resolved by the group).
+    pub reply_to_id: Option<i64>,
 }
 
 /// Whether an insert stored a new row or met a sender's retry of one already stored.

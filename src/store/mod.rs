@@ -14,6 +14,7 @@ mod messages;
 mod outbox;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod threads;
 mod tickets;
 
 use std::future::Future;
@@ -34,7 +35,8 @@ pub use entity::ticket::Model as Ticket;
 pub use groups::{GroupPatch, NewGroup};
 pub use hosting::{DirectoryQuery, DirectoryRow, DirectorySort};
 pub use messages::{HistoryQuery, InsertOutcome, NewMessage, Order};
-pub use outbox::NewOutboxRow;
+pub use outbox::{FannedOut, NewOutboxRow};
+pub use threads::{Copy, Reaction, ReactionOutcome};
 
 /// Everything that can go wrong in the store, as callers need to tell it apart.
 #[derive(Debug, thiserror::Error)]

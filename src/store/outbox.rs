@@ -21,6 +21,8 @@ pub struct NewOutboxRow {
     pub event_id: Option<i64>,
     pub mode: &'static str,
     pub class: DeliveryClass,
+    /// A reaction's rows name it here, and the reacted-to message in `message_id`.
+    pub reaction_id: Option<i64>,
 }
 
 /// Multi-row INSERTs of at most [`INSERT_CHUNK`] rows, for SQLite.
@@ -36,6 +38,7 @@ async fn insert_chunked(txn: &DatabaseTransaction, rows: Vec<NewOutboxRow>, now:
                 kind: Set(r.kind.to_owned()),
                 message_id: Set(r.message_id),
                 event_id: Set(r.event_id),
+                reaction_id: Set(r.reaction_id),
                 mode: Set(r.mode.to_owned()),
                 class: Set(r.class.as_i16()),
                 state: Set("pending".to_owned()),
@@ -57,28 +60,44 @@ async fn insert_chunked(txn: &DatabaseTransaction, rows: Vec<NewOutboxRow>, now:
 async fn insert_pg(txn: &DatabaseTransaction, rows: &[NewOutboxRow], now: i64) -> Result<(), StoreError> {
     let batch: Vec<serde_json::Value> = rows
         .iter()
-        .map(|r| serde_json::json!({"g": r.group_id, "m": r.member_identity_hash, "k": r.kind, "mi": r.message_id, "ei": r.event_id, "mo": r.mode, "c": r.class.as_i16()}))
+        .map(|r| serde_json::json!({"g": r.group_id, "m": r.member_identity_hash, "k": r.kind, "mi": r.message_id, "ei": r.event_id, "r": r.reaction_id, "mo": r.mode, "c": r.class.as_i16()}))
         .collect();
-    let sql = "INSERT INTO outbox (group_id, member_identity_hash, kind, message_id, event_id, mode, class, state, attempts, \
+    let sql = "INSERT INTO outbox (group_id, member_identity_hash, kind, message_id, event_id, reaction_id, mode, class, state, attempts, \
                next_attempt_at, created_at, updated_at) \
-               SELECT g, m, k, mi, ei, mo, c, 'pending', 0, $2, $2, $2 \
-               FROM json_to_recordset($1::json) AS t(g bigint, m text, k text, mi bigint, ei bigint, mo text, c smallint)";
+               SELECT g, m, k, mi, ei, r, mo, c, 'pending', 0, $2, $2, $2 \
+               FROM json_to_recordset($1::json) AS t(g bigint, m text, k text, mi bigint, ei bigint, r bigint, mo text, c smallint)";
     let values = [serde_json::Value::Array(batch).to_string().into(), now.into()];
     txn.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values)).await?;
     Ok(())
 }
 
+/// The item whose fan-out a batch of rows is, marked in the same transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FannedOut {
+    Message(i64),
+    Event(i64),
+    Reaction(i64),
+    /// Rows of no item (benchmarks, tests).
+    Nothing,
+}
+
 impl Store {
     /// Writes every row in one transaction: either the whole fan-out is scheduled or none of it.
     pub async fn insert_outbox_batch(&self, rows: Vec<NewOutboxRow>) -> Result<u64, StoreError> {
-        self.schedule_fanout(rows, None, None).await
+        self.schedule_fanout(rows, FannedOut::Nothing).await
     }
 
     /// Writes a fan-out's rows and marks its message or event as fanned out, in one transaction,
     /// so after a crash exactly the unscheduled items are found again (see [`Store::unfanned`]).
     /// Idempotent: an item already marked is left alone and `Ok(0)` returned, so the periodic
     /// recovery and a late hand-off can never write a second set of rows for one post.
-    pub async fn schedule_fanout(&self, rows: Vec<NewOutboxRow>, message_id: Option<i64>, event_id: Option<i64>) -> Result<u64, StoreError> {
+    pub async fn schedule_fanout(&self, rows: Vec<NewOutboxRow>, item: FannedOut) -> Result<u64, StoreError> {
+        let (message_id, event_id, reaction_id) = match item {
+            FannedOut::Message(id) => (Some(id), None, None),
+            FannedOut::Event(id) => (None, Some(id), None),
+            FannedOut::Reaction(id) => (None, None, Some(id)),
+            FannedOut::Nothing => (None, None, None),
+        };
         self.timed("schedule_fanout", async {
             let now = now_ms();
             let total = rows.len() as u64;
@@ -105,6 +124,11 @@ impl Store {
                     return Ok(0);
                 }
             }
+            if let Some(id) = reaction_id
+                && !Store::mark_reaction_fanned_out(&txn, id).await?
+            {
+                return Ok(0);
+            }
             if self.db.get_database_backend() == DbBackend::Postgres {
                 insert_pg(&txn, &rows, now).await?;
             } else {
@@ -124,7 +148,7 @@ impl Store {
     pub async fn due_outbox(&self, now: i64, limit: u64) -> Result<Vec<OutboxRow>, StoreError> {
         self.timed("due_outbox", async {
             let sql = "SELECT id, group_id, member_identity_hash, kind, message_id, event_id, mode, state, attempts, \
-                       next_attempt_at, last_error, created_at, updated_at, class FROM ( \
+                       next_attempt_at, last_error, created_at, updated_at, class, copy_hash, reaction_id FROM ( \
                        SELECT o.*, ROW_NUMBER() OVER (PARTITION BY o.class, o.group_id ORDER BY o.id) AS turn \
                        FROM outbox o WHERE o.state IN ('pending', 'sent') AND o.next_attempt_at <= $1) t \
                        ORDER BY class, turn, group_id LIMIT $2";

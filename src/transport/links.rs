@@ -27,8 +27,17 @@ impl Node {
     /// Opens (or reuses) an outbound link to a remote destination whose identity we know, and
     /// waits until it is active. Returns the link id for the calls below.
     pub async fn open_link(&self, dest: [u8; 16], app: &str, aspects: &str, timeout: Duration) -> Result<[u8; 16], NodeError> {
+        self.open_link_known(dest, None, app, aspects, timeout).await
+    }
+
+    /// [`Node::open_link`] to a destination whose identity (`x25519 ‖ ed25519`) we may hold from
+    /// elsewhere (a member's link identify), used when the node has heard no announce of it.
+    pub async fn open_link_known(&self, dest: [u8; 16], known: Option<[u8; 64]>, app: &str, aspects: &str, timeout: Duration) -> Result<[u8; 16], NodeError> {
         let address_hash = AddressHash::new(dest);
-        let identity = self.inner.transport.destination_identity(&address_hash).await.ok_or(NodeError::UnknownIdentity(dest))?;
+        let identity = match self.inner.transport.destination_identity(&address_hash).await {
+            Some(identity) => identity,
+            None => known.map(|k| rns_transport::identity::Identity::new_from_slices(&k[..32], &k[32..])).ok_or(NodeError::UnknownIdentity(dest))?,
+        };
         let desc = rns_transport::destination::DestinationDesc { identity, address_hash, name: DestinationName::new(app, aspects) };
         let link = self.inner.transport.link(desc).await;
         let deadline = tokio::time::Instant::now() + timeout;

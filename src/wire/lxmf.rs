@@ -16,6 +16,18 @@ pub const FIELD_TICKET: u64 = 0x0C;
 pub const FIELD_CUSTOM_TYPE: u64 = 0xFB;
 pub const FIELD_CUSTOM_DATA: u64 = 0xFC;
 pub const FIELD_CUSTOM_META: u64 = 0xFD;
+/// `FIELD_FILE_ATTACHMENTS`, `FIELD_IMAGE`, `FIELD_AUDIO`: attachments, as LXMF defines them.
+pub const FIELD_FILE_ATTACHMENTS: u64 = 0x05;
+pub const FIELD_IMAGE: u64 = 0x06;
+pub const FIELD_AUDIO: u64 = 0x07;
+/// `FIELD_REPLY_TO`: the hash (32 bytes) of the message answered.
+pub const FIELD_REPLY_TO: u64 = 0x30;
+/// `FIELD_REPLY_QUOTE`: the quoted text of the message answered.
+pub const FIELD_REPLY_QUOTE: u64 = 0x31;
+/// `FIELD_REACTION`: `{0x00: target message hash, 0x01: the reaction, an emoji}`.
+pub const FIELD_REACTION: u64 = 0x40;
+/// Longest reaction we take, in bytes: an emoji with its modifiers, not a message.
+pub const MAX_REACTION_LEN: usize = 32;
 /// The value of `FIELD_CUSTOM_TYPE` on messages relayed by a meshgroup server.
 pub const CUSTOM_TYPE_GROUP: &str = "meshgroup.v1";
 /// Largest packed message we accept (the reference's default delivery limit is 1000 KB).
@@ -215,6 +227,110 @@ pub fn pack(msg: &OutgoingMessage<'_>, signer: &Signer) -> Result<(Vec<u8>, [u8;
     Ok((packed, message_id))
 }
 
+fn field(fields: &[(Value, Value)], key: u64) -> Option<&Value> {
+    fields.iter().find(|(k, _)| k.as_u64() == Some(key)).map(|(_, v)| v)
+}
+
+fn hash32(v: &Value) -> Option<[u8; 32]> {
+    bytes_of(v)?.try_into().ok()
+}
+
+/// Reads `FIELD_REPLY_TO` when it is a 32-byte message hash.
+pub fn reply_to_field(fields: &[(Value, Value)]) -> Option<[u8; 32]> {
+    hash32(field(fields, FIELD_REPLY_TO)?)
+}
+
+/// Reads `FIELD_REACTION`: `Ok(None)` when there is none, an error when it is malformed (a
+/// reaction without a 32-byte target, or whose content is empty, not UTF-8, or too long).
+pub fn reaction_field(fields: &[(Value, Value)]) -> Result<Option<([u8; 32], String)>, LxmfError> {
+    let Some(v) = field(fields, FIELD_REACTION) else { return Ok(None) };
+    let Value::Map(m) = v else { return Err(LxmfError::BadShape("reaction is not a map")) };
+    let target = field(m, 0x00).and_then(hash32).ok_or(LxmfError::BadShape("reaction target is not a 32-byte hash"))?;
+    let emoji = match field(m, 0x01) {
+        Some(Value::String(s)) => s.as_str().map(str::to_owned),
+        Some(Value::Binary(b)) => String::from_utf8(b.clone()).ok(),
+        _ => None,
+    }
+    .ok_or(LxmfError::BadShape("reaction content is not text"))?;
+    if !valid_reaction(&emoji) {
+        return Err(LxmfError::BadShape("reaction content must be one short emoji"));
+    }
+    Ok(Some((target, emoji)))
+}
+
+/// A reaction is short text, not a message: non-blank, at most [`MAX_REACTION_LEN`] bytes, no
+/// control characters.
+pub fn valid_reaction(emoji: &str) -> bool {
+    !emoji.trim().is_empty() && emoji.len() <= MAX_REACTION_LEN && !emoji.chars().any(char::is_control)
+}
+
+/// Attachment kinds, as bits of a group's policy.
+pub const KIND_IMAGE: u32 = 1;
+pub const KIND_FILE: u32 = 2;
+pub const KIND_AUDIO: u32 = 4;
+
+/// One attachment of a message, as the link API hands it out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    /// `FIELD_IMAGE`, `FIELD_FILE_ATTACHMENTS` or `FIELD_AUDIO`.
+    pub field: u64,
+    /// The file name, the image type (`webp`, `png`, …), or the audio mode (as text).
+    pub name: String,
+    pub data: Vec<u8>,
+}
+
+/// The attachment kind of a field key, if it is one.
+pub fn attachment_kind(key: u64) -> Option<u32> {
+    match key {
+        FIELD_IMAGE => Some(KIND_IMAGE),
+        FIELD_FILE_ATTACHMENTS => Some(KIND_FILE),
+        FIELD_AUDIO => Some(KIND_AUDIO),
+        _ => None,
+    }
+}
+
+/// The attachment fields of a message, summed up for a policy: the kinds present (bits) and
+/// their size, the msgpack bytes of their values, whatever their shape.
+pub fn attachment_size(fields: &[(Value, Value)]) -> (u32, usize) {
+    fields.iter().filter_map(|(k, v)| Some((attachment_kind(k.as_u64()?)?, encode(v).len()))).fold((0, 0), |(kinds, size), (k, n)| (kinds | k, size + n))
+}
+
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::Integer(i) => i.to_string(),
+        other => bytes_of(other).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default(),
+    }
+}
+
+/// Every attachment of a message: `FIELD_IMAGE = [type, data]`, `FIELD_AUDIO = [mode, data]`,
+/// `FIELD_FILE_ATTACHMENTS = [[name, data], …]`. Entries of another shape are skipped.
+pub fn attachments(fields: &[(Value, Value)]) -> Vec<Attachment> {
+    let pair = |field: u64, v: &Value| match v {
+        Value::Array(a) if a.len() >= 2 => bytes_of(&a[1]).map(|data| Attachment { field, name: text_of(&a[0]), data }),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    for (k, v) in fields {
+        match k.as_u64() {
+            Some(f @ (FIELD_IMAGE | FIELD_AUDIO)) => out.extend(pair(f, v)),
+            Some(FIELD_FILE_ATTACHMENTS) => {
+                if let Value::Array(files) = v {
+                    out.extend(files.iter().filter_map(|f| pair(FIELD_FILE_ATTACHMENTS, f)));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `FIELD_REACTION` as we send it, naming the recipient's own copy of the target; the content is
+/// UTF-8 bytes, as LXMF's `REACTION_CONTENT` specifies.
+pub fn reaction_value(target: &[u8], emoji: &str) -> (Value, Value) {
+    let map = vec![(Value::from(0x00u8), Value::Binary(target.to_vec())), (Value::from(0x01u8), Value::Binary(emoji.as_bytes().to_vec()))];
+    (Value::from(FIELD_REACTION), Value::Map(map))
+}
+
 /// Reads `FIELD_TICKET` (`[expires, ticket]`) if present and well formed.
 pub fn ticket_field(fields: &[(Value, Value)]) -> Option<(f64, Vec<u8>)> {
     let (_, v) = fields.iter().find(|(k, _)| k.as_u64() == Some(FIELD_TICKET))?;
@@ -306,6 +422,40 @@ mod tests {
             }));
             let _ = unpack(&data);
         }
+    }
+
+    #[test]
+    fn reply_and_reaction_fields_round_trip() {
+        let target = [7u8; 32];
+        let fields = vec![(Value::from(FIELD_REPLY_TO), Value::Binary(target.to_vec())), reaction_value(&target, "👍")];
+        let decoded = decode_fields(&encode(&Value::Map(fields))).expect("fields");
+        assert_eq!(reply_to_field(&decoded), Some(target));
+        assert_eq!(reaction_field(&decoded), Ok(Some((target, "👍".to_owned()))));
+        assert_eq!(reaction_field(&[]), Ok(None));
+        assert_eq!(reply_to_field(&[(Value::from(FIELD_REPLY_TO), Value::Binary(vec![1; 16]))]), None, "not a message hash");
+        let bad = |v: Value| reaction_field(&[(Value::from(FIELD_REACTION), v)]).is_err();
+        assert!(bad(Value::from(1)));
+        assert!(bad(Value::Map(vec![(Value::from(0x01u8), Value::from("👍"))])), "no target");
+        assert!(bad(Value::Map(vec![(Value::from(0x00u8), Value::Binary(target.to_vec())), (Value::from(0x01u8), Value::from(""))])));
+        assert!(bad(Value::Map(vec![(Value::from(0x00u8), Value::Binary(target.to_vec())), (Value::from(0x01u8), Value::from("x".repeat(40)))])));
+    }
+
+    #[test]
+    fn attachments_are_found_and_measured() {
+        let fields = vec![
+            (Value::from(FIELD_IMAGE), Value::Array(vec![Value::from("webp"), Value::Binary(vec![1; 100])])),
+            (Value::from(FIELD_FILE_ATTACHMENTS), Value::Array(vec![Value::Array(vec![Value::from("a.txt"), Value::Binary(vec![2; 10])]), Value::from(3)])),
+            (Value::from(FIELD_AUDIO), Value::Array(vec![Value::from(16), Value::Binary(vec![3; 5])])),
+            (Value::from(FIELD_REPLY_TO), Value::Binary(vec![0; 32])),
+        ];
+        let found = attachments(&fields);
+        assert_eq!(found.len(), 3, "the malformed file entry is skipped");
+        assert_eq!((found[0].field, found[0].name.as_str(), found[0].data.len()), (FIELD_IMAGE, "webp", 100));
+        assert_eq!((found[1].name.as_str(), found[2].name.as_str()), ("a.txt", "16"));
+        let (kinds, size) = attachment_size(&fields);
+        assert_eq!(kinds, KIND_IMAGE | KIND_FILE | KIND_AUDIO);
+        assert!(size > 115 && size < 160, "{size}");
+        assert_eq!(attachment_size(&fields[3..]), (0, 0));
     }
 
     #[test]

@@ -174,6 +174,12 @@ pub struct MessageEntry {
     pub created_at: String,
     /// A tombstone: the message was deleted and its content erased.
     pub deleted: bool,
+    /// The id of the message it answers (LXMF `FIELD_REPLY_TO`, resolved); only when it answers one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<i64>,
+    /// Reaction counts, emoji to members, when it has any.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub reactions: std::collections::BTreeMap<String, u64>,
 }
 
 /// Formats Unix milliseconds as the prototype's `created_at`.

@@ -157,6 +157,17 @@ def cmd_stamp(c):
     return {"stamp": stamp.hex(), "value": value}
 
 
+def _plain(v):
+    """LXMF field values as JSON: bytes as {"hex": ...}, maps with string keys."""
+    if isinstance(v, (bytes, bytearray)):
+        return {"hex": bytes(v).hex()}
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
 def cmd_router(c):
     name = c["as"]
     # A returning user keeps their storage (and with it their ratchet keys): "storage" reuses one.
@@ -172,6 +183,7 @@ def cmd_router(c):
                 "source": m.source_hash.hex(), "title": m.title.hex(), "content": m.content.hex(),
                 "signature_validated": bool(m.signature_validated), "hash": m.hash.hex(),
                 "method": m.method, "fields": {str(k): repr(v) for k, v in (m.fields or {}).items()},
+                "fields_plain": {str(k): _plain(v) for k, v in (m.fields or {}).items()},
             })
 
     router.register_delivery_callback(delivered)

@@ -92,6 +92,7 @@ async fn seeded_group(store: &Store, size: u64) -> Result<(GroupCore, Caller), C
             title: Vec::new(),
             content: content.clone(),
             fields: vec![0x80],
+            reply_to_id: None,
         })
         .collect();
     store.insert_messages_bulk(batch).await?;
@@ -117,8 +118,8 @@ async fn measure(mut groups: Vec<Sized>, a: &HistoryArgs) -> Result<Vec<Row>, Cl
         // A wrong page would make every figure meaningless, so check it once before timing.
         let expect = a.page.min(g.size);
         match g.core.apply(&g.caller, op()).await? {
-            Reply::History { messages, events } if messages.len() as u64 == expect => {
-                g.response_bytes = crate::api::encode_reply(Reply::History { messages, events }).len()
+            Reply::History { messages, events, reactions } if messages.len() as u64 == expect => {
+                g.response_bytes = crate::api::encode_reply(Reply::History { messages, events, reactions }).len()
             }
             _ => return Err(CliError::Failure(format!("{}: the latest page of {} messages is not {expect} rows", g.t.store.backend(), g.size))),
         }

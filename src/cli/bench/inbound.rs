@@ -138,6 +138,7 @@ async fn handle(keys: &GroupKeys, addr: Addr<GroupActor>, group_id: i64, p: Inbo
         title: msg.title,
         content: msg.content,
         fields: msg.fields,
+        reply_to_id: None,
     };
     match addr.send(crate::actors::group::Post { caller: Caller::Identity(p.sender.clone()), msg: post }).await {
         Ok(Ok(InsertOutcome::Inserted(_))) => {
