@@ -455,6 +455,7 @@ fn strangers_are_told_once_and_stock_clients_get_whole_answers() -> R {
                 title: Vec::new(),
                 content: format!("post {i:02} {}", "x".repeat(120)).into_bytes(),
                 fields: vec![0x80],
+                reply_to_id: None,
             })
             .collect();
         store.insert_messages_bulk(rows).await?;

@@ -7,7 +7,6 @@ use meshgroup::group::{Caller, CreateGroup, GroupCore, JoinOutcome, Op, create_g
 use meshgroup::store::NewMessage;
 use meshgroup::store_test;
 
-
 const MEMBERS: usize = 10_000;
 
 fn member(i: usize) -> Caller {

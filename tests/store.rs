@@ -3,9 +3,8 @@
 
 use meshgroup::domain::DeliveryClass;
 use meshgroup::group::{CreateGroup, create_group};
-use meshgroup::store_test;
 use meshgroup::store::{GroupPatch, HistoryQuery, InsertOutcome, NewMessage, NewOutboxRow, Order, Store, StoreError};
-
+use meshgroup::store_test;
 
 async fn group(store: &Store, name: &str) -> Result<meshgroup::store::Group, Box<dyn std::error::Error>> {
     Ok(create_group(store, CreateGroup { name: name.into(), ..Default::default() }).await?)
