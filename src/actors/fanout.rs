@@ -342,7 +342,11 @@ impl Delivery {
                     continue;
                 }
             };
-            let Some(to) = self.courier.recipient(member, row.attempts > 0).await else {
+            // Just after start-up, a member not heard from yet waits for the path asked for it,
+            // its attempts untouched, instead of a copy going out blind.
+            let waiting = self.courier.awaiting_path(member).await;
+            let to = self.courier.recipient(member, row.attempts > 0 || waiting).await.filter(|_| !waiting);
+            let Some(to) = to else {
                 held.insert(row.member_identity_hash.clone());
                 let wait = 5_000 + rand::random::<u64>() % 10_000;
                 self.retry(&row, row.attempts, wait as i64, "path unknown").await;

@@ -16,6 +16,11 @@ const EARLY_PROOF_TTL: Duration = Duration::from_secs(120);
 /// many messages wait for it.
 const PATH_REQUEST_BACKOFF: [Duration; 4] = [Duration::from_secs(5), Duration::from_secs(10), Duration::from_secs(20), Duration::from_secs(30)];
 
+/// After start-up, members have not announced yet, and a copy sent without a path is most likely
+/// lost (and spends one of its attempts): for this long, a copy to a member not heard from since
+/// the start waits for the path asked for it (see [`Courier::awaiting_path`]).
+const START_PATH_WAIT: Duration = Duration::from_secs(60);
+
 /// Shared by replies and the fan-out.
 pub struct Courier {
     node: Node,
@@ -31,6 +36,7 @@ pub struct Courier {
     path_requests: Mutex<HashMap<[u8; 16], (Instant, usize)>>,
     /// Display names `lxmf.delivery` destinations announce.
     names: Mutex<HashMap<[u8; 16], String>>,
+    started: Instant,
 }
 
 /// Announced names held at most; past it the map starts again (members re-announce).
@@ -48,7 +54,14 @@ impl Courier {
             stamp_costs: Mutex::default(),
             path_requests: Mutex::default(),
             names: Mutex::default(),
+            started: Instant::now(),
         }
+    }
+
+    /// Whether a copy to this member should wait: within [`START_PATH_WAIT`] of start-up, while
+    /// the node has heard nothing of the member's `lxmf.delivery` (asked for with `recipient`).
+    pub async fn awaiting_path(&self, identity_hash: [u8; 16]) -> bool {
+        self.started.elapsed() < START_PATH_WAIT && self.node.recall_identity(destination_hash(LXMF_ASPECT, &identity_hash)).await.is_none()
     }
 
     pub fn node(&self) -> &Node {
