@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use rmpv::Value;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +44,11 @@ pub struct FanoutActor {
 /// Groups changed at once at most before the delivery task drops its whole cache instead.
 const CHANGED_QUEUE: usize = 1024;
 
+/// Copies too large for a packet (a link and a Resource each) in transfer at once. Each holds its
+/// packed message and the transport's compressed and encrypted copies of it until the member
+/// proves it, so this, not the group's size, bounds the memory a large post takes.
+const DIRECT_AT_ONCE: usize = 4;
+
 impl FanoutActor {
     /// Starts the actor and its delivery task; first repairs fan-outs a crash left unscheduled.
     /// The delivery task stops at shutdown; the confirmer writes the last proofs, then stops.
@@ -56,6 +61,7 @@ impl FanoutActor {
         // A restarted delivery task takes over the same queue of changes.
         let changes = Arc::new(tokio::sync::Mutex::new(changes));
         let (st, w, l, all) = (store.clone(), wake.clone(), life.clone(), changed_all.clone());
+        let direct = Arc::new(Semaphore::new(DIRECT_AT_ONCE));
         life.supervise("delivery", move |token| {
             let changes = changes.clone();
             let delivery = Delivery {
@@ -67,6 +73,7 @@ impl FanoutActor {
                 groups: HashMap::new(),
                 life: l.clone(),
                 changed_all: all.clone(),
+                direct: direct.clone(),
             };
             async move {
                 if let Err(err) = recover(&delivery.store).await {
@@ -196,14 +203,19 @@ struct Delivery {
     life: Lifecycle,
     /// Set when more groups changed than the queue holds: drop the whole cache.
     changed_all: Arc<std::sync::atomic::AtomicBool>,
+    /// Places for direct (link and Resource) copies in transfer; see [`DIRECT_AT_ONCE`].
+    direct: Arc<Semaphore>,
 }
 
-/// What one scheduling round looks up once, however many of its rows need it: a post's row
-/// and the display names (a post to 10,000 members reads its message once, not 10,000 times).
+/// What one scheduling round looks up once, however many of its rows need it: a post's row,
+/// the display names, and each body (a post to 10,000 members reads its message once and holds
+/// one plaintext, not 10,000).
 #[derive(Default)]
 struct BatchCache {
     names: HashMap<(i64, String), String>,
     messages: HashMap<i64, Arc<crate::store::Message>>,
+    /// By (message, event, short mode): everything a body depends on.
+    bodies: HashMap<(Option<i64>, Option<i64>, bool), Arc<Body>>,
 }
 
 /// One row ready for the crypto pool.
@@ -211,7 +223,7 @@ struct Job {
     row: OutboxRow,
     keys: Arc<GroupKeys>,
     to: Recipient,
-    body: Body,
+    body: Arc<Body>,
 }
 
 impl Delivery {
@@ -377,7 +389,18 @@ impl Delivery {
         name
     }
 
-    async fn body(&self, row: &OutboxRow, keys: &GroupKeys, cache: &mut BatchCache) -> Result<Body, StoreError> {
+    /// The body of a row's copy, shared by every row of the round with the same one.
+    async fn body(&self, row: &OutboxRow, keys: &GroupKeys, cache: &mut BatchCache) -> Result<Arc<Body>, StoreError> {
+        let key = (row.message_id, row.event_id, row.mode == "short");
+        if let Some(b) = cache.bodies.get(&key) {
+            return Ok(b.clone());
+        }
+        let b = Arc::new(self.build_body(row, keys, cache).await?);
+        cache.bodies.insert(key, b.clone());
+        Ok(b)
+    }
+
+    async fn build_body(&self, row: &OutboxRow, keys: &GroupKeys, cache: &mut BatchCache) -> Result<Body, StoreError> {
         if let Some(mid) = row.message_id {
             let m = match cache.messages.get(&mid) {
                 Some(m) => m.clone(),
@@ -519,12 +542,20 @@ impl Delivery {
                     crate::metrics::delivery(&row.mode, "opportunistic", "failed", row.group_id);
                 }
             },
-            Ok(Outgoing::Direct { lxmf_dest, packed, .. }) => {
-                // A link plus a Resource takes round trips: it runs on its own, the row waits as sent.
+            Ok(Outgoing::Direct { lxmf_dest, .. }) => {
+                // A link plus a Resource takes round trips: it runs on its own, the row waits as
+                // sent. The message is packed again once a place is free (see `prepare_all`).
                 self.mark_sent(&row, attempts, wait.max(180_000)).await;
-                let (confirmed, courier) = (self.confirmed.clone(), self.courier.clone());
+                let (confirmed, courier, direct) = (self.confirmed.clone(), self.courier.clone(), self.direct.clone());
                 self.life.spawn(async move {
-                    let result = courier.send_direct(lxmf_dest, packed).await;
+                    let result = match direct.acquire_owned().await {
+                        Ok(_place) => match tokio::task::spawn_blocking(move || pack_for(&keys.signer, keys.lxmf_dest, &to, &body)).await {
+                            Ok(Ok((packed, _))) => courier.send_direct(lxmf_dest, packed).await.map_err(|e| e.to_string()),
+                            Ok(Err(e)) => Err(e.to_string()),
+                            Err(e) => Err(e.to_string()),
+                        },
+                        Err(e) => Err(e.to_string()),
+                    };
                     if let Err(err) = &result {
                         tracing::debug!(%err, row = row.id, "direct delivery failed");
                     }
@@ -617,10 +648,15 @@ fn backoff_ms(attempts: i32, cap_secs: u64) -> i64 {
     capped + (rand::random::<u64>() % (capped as u64 / 4 + 1)) as i64
 }
 
-/// Builds, signs and encrypts on the blocking pool, one chunk per core.
+/// Builds, signs and encrypts on the blocking pool, one chunk per core. A copy too large for a
+/// packet keeps only its verdict: holding every member's packed copy of a large post at once is
+/// what made memory grow with members × post size; it is packed again when its turn comes.
 async fn prepare_all(jobs: Vec<Job>) -> Vec<(Job, Result<Outgoing, OutboundError>)> {
     on_all_cores(jobs, |job: Job| {
-        let result = prepare_any(&job.keys.signer, job.keys.lxmf_dest, &job.to, &job.body);
+        let result = prepare_any(&job.keys.signer, job.keys.lxmf_dest, &job.to, &job.body).map(|o| match o {
+            Outgoing::Direct { lxmf_dest, message_id, .. } => Outgoing::Direct { lxmf_dest, packed: Vec::new(), message_id },
+            packet => packet,
+        });
         (job, result)
     })
     .await
