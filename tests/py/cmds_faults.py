@@ -79,3 +79,68 @@ def cmd_links_open(c):
     """How many of the links named `prefix`-N are still active."""
     p = c.get("prefix", "flood") + "-"
     return {"open": sum(1 for k, l in LINKS.items() if k.startswith(p) and l.status == RNS.Link.ACTIVE)}
+
+
+def cmd_links_close(c):
+    """Tears down the links named `prefix`-N."""
+    p = c.get("prefix", "flood") + "-"
+    names = [k for k in LINKS if k.startswith(p)]
+    for k in names:
+        LINKS.pop(k).teardown()
+    return {"closed": len(names)}
+
+
+PROBE = {"stop": None, "thread": None, "samples": []}
+
+
+def _pb_bytes(num, raw):
+    out, key, n = b"", num << 3 | 2, len(raw)
+    for v in (key, n):
+        while True:
+            b = v & 0x7F
+            v >>= 7
+            out += bytes([b | 0x80]) if v else bytes([b])
+            if not v:
+                break
+    return out + raw
+
+
+def cmd_probe_start(c):
+    """A legitimate member at work in the background, on link `link`: every `period` seconds an
+    /api/v1/info, then a post (/api/v1/messages/send), each timed; see probe_stop."""
+    link = LINKS[c["link"]]
+    stop = threading.Event()
+    PROBE["stop"], PROBE["samples"] = stop, []
+
+    def timed(path, data):
+        done, box = threading.Event(), {}
+        t0 = time.time()
+        # Answered without an error (a Response whose field 1, the error, is absent).
+        ok = lambda r: box.update(ok=bytes(r.response or b"")[:1] != b"\x0a")
+        link.request(path, data=data, response_callback=lambda r: (ok(r), done.set()),
+                     failed_callback=lambda r: done.set(), timeout=c.get("timeout", 15))
+        done.wait(c.get("timeout", 15) + 5)
+        with LOCK:
+            PROBE["samples"].append({"t": t0, "path": path, "ok": bool(box.get("ok")), "secs": time.time() - t0})
+
+    def run():
+        i = 0
+        while not stop.is_set():
+            timed("/api/v1/info", b"")
+            body = _pb_bytes(1, ("probe %d" % i).encode()) + _pb_bytes(5, os.urandom(16))
+            timed("/api/v1/messages/send", body)
+            i += 1
+            stop.wait(c.get("period", 0.5))
+
+    PROBE["thread"] = threading.Thread(target=run, daemon=True)
+    PROBE["thread"].start()
+    return {}
+
+
+def cmd_probe_stop(c):
+    """Stops the probe; returns its samples (start time, path, answered, seconds)."""
+    if PROBE["stop"]:
+        PROBE["stop"].set()
+        PROBE["thread"].join(c.get("timeout", 30))
+    with LOCK:
+        return {"samples": list(PROBE["samples"])}
