@@ -2,7 +2,8 @@
 posting and reading info, one scenario after another, each bounded.
 
 Run through benches/flood.sh. Starts `meshgroup serve` (MESHGROUP_BIN, default the release build)
-on free loopback ports with a fresh SQLite data dir and one group (join and post stamp cost 12).
+on free loopback ports with a fresh SQLite data dir and one group (join and post stamp cost 12, or
+FLOOD_COST: bigposts wants 0, or the member's own router spends seconds on each stamp).
 A Python peer process (tests/py/peer.py) is the member: joined over the link API, it requests
 /api/v1/info and posts through /api/v1/messages/send every 0.5 s, each timed
 (tests/py/cmds_faults.py probe_*). A second peer process (its own TCP connection, so its own
@@ -16,6 +17,8 @@ interface on the server) attacks. Scenarios, in order (FLOOD_SCENARIOS picks som
   bomb      4 anonymous links at once, each a request whose body is 60 MB of zeros (bz2: a few KB)
   bigposts  3 posts of 950 KB to 99 members (the fan-out's memory; the members are plain
             lxmf.delivery destinations that prove what they get)
+  pgstop    with FLOOD_PG=1 only (the run then uses a private PostgreSQL cluster): the database
+            stopped for FLOOD_PG_SECS (20) seconds, then 5 s after it is back
 
 For each: the server's CPU share (CPU seconds / wall seconds, of one core), its peak RSS sampled
 every 50 ms during the scenario with its idle RSS at start as the baseline, and the member's
@@ -33,7 +36,50 @@ import fanout_e2e as e2e  # noqa: E402  (Peer, proc_status, free_port, metrics, 
 
 BIN = os.environ.get("MESHGROUP_BIN", e2e.BIN)
 e2e.BIN = BIN
-ALL = ["baseline", "links", "requests", "joins", "posts", "bomb", "bigposts"]
+ALL = ["baseline", "links", "requests", "joins", "posts", "bomb", "bigposts", "pgstop"]
+
+
+class Cluster:
+    """A private PostgreSQL cluster (initdb in a temporary directory, its own port), so the shared
+    server other work uses stays up when this one is stopped. As root it belongs to `postgres`."""
+
+    def __init__(self, port):
+        import glob
+        import subprocess
+        import tempfile
+        bins = glob.glob("/usr/lib/postgresql/*/bin/initdb")
+        if not bins:
+            raise RuntimeError("FLOOD_PG=1 needs PostgreSQL server binaries under /usr/lib/postgresql")
+        self.bin, self.port = os.path.dirname(bins[0]), port
+        self.dir = tempfile.mkdtemp(prefix="meshgroup-flood-pg-")
+        self.root = os.geteuid() == 0
+        if self.root:
+            subprocess.run(["chown", "postgres", self.dir], check=True)
+        self.run("initdb", "-D", self.dir + "/data", "-A", "trust", "-U", "postgres")
+        self.up()
+
+    def run(self, tool, *args):
+        import subprocess
+        cmd = [os.path.join(self.bin, tool), *args]
+        subprocess.run((["runuser", "-u", "postgres", "--"] if self.root else []) + cmd, check=True, capture_output=True)
+
+    def up(self):
+        self.run("pg_ctl", "-D", self.dir + "/data", "-w", "-l", self.dir + "/log",
+                 "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1", "start")
+
+    def down(self):
+        self.run("pg_ctl", "-D", self.dir + "/data", "-w", "-m", "fast", "stop")
+
+    def url(self):
+        return f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+
+    def close(self):
+        import shutil
+        try:
+            self.down()
+        except Exception:
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Sampler:
@@ -59,10 +105,17 @@ class Sampler:
 
 
 def latency(samples):
-    secs = sorted(s["secs"] for s in samples if s["ok"])
-    pick = lambda q: round(secs[min(len(secs) - 1, int(len(secs) * q))] * 1000, 1) if secs else None
-    return {"n": len(samples), "failed": sum(1 for s in samples if not s["ok"]),
-            "median_ms": pick(0.5), "p95_ms": pick(0.95), "max_ms": round(secs[-1] * 1000, 1) if secs else None}
+    """Per path (info, post): answered calls' median, p95 and max; failed calls (an error answer or
+    none within 15 s) and the longest one took."""
+    out = {}
+    for path, key in (("/api/v1/info", "info"), ("/api/v1/messages/send", "post")):
+        mine = [s for s in samples if s["path"] == path]
+        secs = sorted(s["secs"] for s in mine if s["ok"])
+        bad = [s["secs"] for s in mine if not s["ok"]]
+        pick = lambda q: round(secs[min(len(secs) - 1, int(len(secs) * q))] * 1000, 1) if secs else None
+        out[key] = {"n": len(mine), "median_ms": pick(0.5), "p95_ms": pick(0.95), "max_ms": round(secs[-1] * 1000, 1) if secs else None,
+                    "failed": len(bad), "failed_max_ms": round(max(bad) * 1000, 1) if bad else None}
+    return out
 
 
 def refused(port):
@@ -96,6 +149,9 @@ def main():
         "RUST_LOG": env.get("RUST_LOG", "warn"),
     })
     env.pop("MESHGROUP_CONFIG", None)
+    pg = Cluster(e2e.free_port()) if os.environ.get("FLOOD_PG") == "1" else None
+    if pg:
+        env["MESHGROUP_DATABASE__URL"] = pg.url()
 
     def cli(*args):
         out = subprocess.run([BIN, "--json", *args], env=env, cwd=data, capture_output=True, text=True, timeout=e2e.left(30))
@@ -104,7 +160,8 @@ def main():
         return json.loads(out.stdout)
 
     try:
-        group = cli("group", "create", "--name", "Flood", "--join-stamp-cost", "12", "--post-stamp-cost", "12")
+        cost = os.environ.get("FLOOD_COST", "12")
+        group = cli("group", "create", "--name", "Flood", "--join-stamp-cost", cost, "--post-stamp-cost", cost)
         gid, gdest, lxmf = str(group["id"]), group["group_destination_hash"], group["lxmf_destination_hash"]
         log = open(os.path.join(data, "server.log"), "w")
         server = subprocess.Popen([BIN, "serve"], env=env, cwd=data, stdout=subprocess.DEVNULL, stderr=log)
@@ -159,7 +216,7 @@ def main():
 
         def requests():
             attacker.call(cmd="link", link="burst", dest=gdest)
-            r = attacker.call(cmd="burst", link="burst", path="/api/v1/info", n=10000, timeout=e2e.left(90))
+            r = attacker.call(cmd="burst", link="burst", path="/api/v1/info", n=10000, timeout=e2e.left(30))
             return {"answered": len(r["answers"]), "missing": r["missing"]}
 
         def joins():
@@ -191,24 +248,37 @@ def main():
             for i, m in enumerate(ms):
                 cli("member", "add", gid, m, "--name", f"m{i}")
             attacker.call(cmd="bench_announced", timeout=e2e.left(60))
-            sent = []
-            for i in range(3):
-                body = os.urandom(950 * 1024)
-                sent.append(member.call(cmd="request", link="m", path="/api/v1/messages/send",
-                                        data=(b"\x0a" + varint(len(body)) + body + b"\x2a\x10" + os.urandom(16)).hex(), timeout=60).get("ok"))
+            # Posted as stock clients post large messages: LXMF over a direct link, as a Resource.
+            member.call(cmd="router", **{"as": "member"})
+            sent = [member.call(cmd="send", **{"as": "member"}, dest=lxmf, content=os.urandom(950 * 1024).hex(), method="direct",
+                                timeout=e2e.left(90))["delivered"] for _ in range(3)]
             # The copies are prepared and in transfer for a while after: keep sampling.
             wait_secs(20)
-            return {"posts": len(sent), "members": len(ms)}
+            return {"posts_delivered": sum(1 for d in sent if d), "members": len(ms)}
+
+        def pgstop():
+            secs = float(os.environ.get("FLOOD_PG_SECS", "20"))
+            pg.down()
+            t0 = time.time()
+            wait_secs(secs)
+            pg.up()
+            back = time.time() - t0
+            wait_secs(5)
+            return {"stopped_s": round(back, 1), "then_s": 5}
 
         table = {"baseline": lambda: wait_secs(10), "links": links, "requests": requests, "joins": joins,
-                 "posts": posts, "bomb": bomb, "bigposts": bigposts}
+                 "posts": posts, "bomb": bomb, "bigposts": bigposts, "pgstop": pgstop}
         for name in ALL:
+            if name == "pgstop" and not pg:
+                continue
             if name in wanted:
                 scenario(name, table[name])
         base = results.get("baseline", {}).get("member", {})
         for r in results.values():
-            if base.get("median_ms") and r["member"]["median_ms"]:
-                r["member_median_vs_baseline"] = round(r["member"]["median_ms"] / base["median_ms"], 2)
+            for k in ("info", "post"):
+                b, m = base.get(k, {}).get("median_ms"), r["member"][k]["median_ms"]
+                if b and m:
+                    r["member"][k]["median_vs_baseline"] = round(m / b, 2)
         print(json.dumps({"idle_rss_mib": round(idle_rss, 1), "scenarios": results, "refused": refused(metrics_port),
                           "binary": BIN, "cores": os.cpu_count()}), flush=True)
     finally:
@@ -221,21 +291,12 @@ def main():
             except subprocess.TimeoutExpired:
                 c.kill()
                 c.wait()
+        if pg:
+            pg.close()
         if os.environ.get("MESHGROUP_KEEP_TEST_DIRS"):
             sys.stderr.write(f"data dir kept: {data}\n")
         else:
             shutil.rmtree(data, ignore_errors=True)
-
-
-def varint(n):
-    out = b""
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out += bytes([b | 0x80])
-        else:
-            return out + bytes([b])
 
 
 if __name__ == "__main__":
