@@ -356,8 +356,7 @@ impl Delivery {
             };
             // Just after start-up, a member not heard from yet waits for the path asked for it,
             // its attempts untouched, instead of a copy going out blind.
-            let waiting = self.courier.awaiting_path(member).await;
-            let to = self.courier.recipient(member, row.attempts > 0 || waiting).await.filter(|_| !waiting);
+            let to = if self.courier.awaiting_path(member).await { None } else { self.courier.recipient(member, row.attempts > 0).await };
             let Some(to) = to else {
                 held.insert(row.member_identity_hash.clone());
                 let wait = 5_000 + rand::random::<u64>() % 10_000;

@@ -59,9 +59,19 @@ impl Courier {
     }
 
     /// Whether a copy to this member should wait: within [`START_PATH_WAIT`] of start-up, while
-    /// the node has heard nothing of the member's `lxmf.delivery` (asked for with `recipient`).
+    /// the node has heard nothing of the member's `lxmf.delivery`. Its path is asked for, within
+    /// the per-destination back-off (so at most 4 small requests per member in that minute: the
+    /// first ones may go out before the member's interface is back).
     pub async fn awaiting_path(&self, identity_hash: [u8; 16]) -> bool {
-        self.started.elapsed() < START_PATH_WAIT && self.node.recall_identity(destination_hash(LXMF_ASPECT, &identity_hash)).await.is_none()
+        if self.started.elapsed() >= START_PATH_WAIT {
+            return false;
+        }
+        let lxmf_dest = destination_hash(LXMF_ASPECT, &identity_hash);
+        if self.node.recall_identity(lxmf_dest).await.is_some() {
+            return false;
+        }
+        self.ask_path(lxmf_dest).await;
+        true
     }
 
     pub fn node(&self) -> &Node {
