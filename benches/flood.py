@@ -14,7 +14,8 @@ interface on the server) attacks. Scenarios, in order (FLOOD_SCENARIOS picks som
   requests  10,000 requests (/api/v1/info) on one link, as fast as RNS sends them
   joins     2,000 join attempts with junk stamps at cost 12 (4 identities, 4 in flight each)
   posts     2,000 LXMF posts with random stamps from a member (cost 12)
-  bomb      4 anonymous links at once, each a request whose body is 60 MB of zeros (bz2: a few KB)
+  bomb      4 anonymous links at once, each a request whose body is 60 MB of zeros (bz2: a few KB);
+            each waits FLOOD_BOMB_SECS (30) for its answer
   bigposts  3 posts of 950 KB to 99 members (the fan-out's memory; the members are plain
             lxmf.delivery destinations that prove what they get)
   pgstop    with FLOOD_PG=1 only (the run then uses a private PostgreSQL cluster): the database
@@ -241,7 +242,7 @@ def main():
             return attacker.call(cmd="send_random_stamps", **{"as": "junker"}, dest=lxmf, n=2000, pace=0.005)
 
         def bomb():
-            return attacker.call(cmd="bomb", dest=gdest, links=4, size=60 * 1024 * 1024, request_timeout=30)
+            return attacker.call(cmd="bomb", dest=gdest, links=4, size=60 * 1024 * 1024, request_timeout=float(os.environ.get("FLOOD_BOMB_SECS", "30")))
 
         def bigposts():
             ms = attacker.call(cmd="bench_members", n=99, pace=0.02, announce=True)["members"]

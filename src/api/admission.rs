@@ -143,7 +143,7 @@ impl Admission {
     /// its advertised size is over `max_transfer_bytes`.
     pub fn transfer(&mut self, link_id: [u8; 16], hash: [u8; 32], stage: TransferStage) -> Result<(), LinkRefused> {
         let Some(entry) = self.links.get(&link_id) else { return Ok(()) };
-        if let TransferStage::Receiving { .. } = stage {
+        if stage == TransferStage::Receiving {
             match entry.transfer {
                 Some(h) if h == hash => {}
                 Some(_) => return Err(LinkRefused::TransfersPerLink),
@@ -160,34 +160,28 @@ impl Admission {
         }
         let Some(entry) = self.links.get_mut(&link_id) else { return Ok(()) };
         entry.last_active = Instant::now();
+        if stage == TransferStage::Receiving {
+            if entry.transfer.replace(hash).is_none() {
+                self.transfers += 1;
+            }
+            return Ok(());
+        }
+        // Ended, or one segment of a split Resource done (the next comes under a hash of its
+        // own): the link's place is free, and a segment tells the whole's advertised size.
+        if entry.transfer.take().is_some() {
+            self.transfers = self.transfers.saturating_sub(1);
+        }
         match stage {
-            TransferStage::Receiving { .. } => {
-                if entry.transfer.replace(hash).is_none() {
-                    self.transfers += 1;
-                }
-                Ok(())
+            TransferStage::Segment { total_bytes } if total_bytes > self.limits.max_transfer_bytes as u64 => {
+                Err(LinkRefused::TransferTooLarge(total_bytes, self.limits.max_transfer_bytes))
             }
-            // A split Resource's next segment comes under a hash of its own: the link's slot is
-            // free for it, and the whole's advertised size is now known.
-            TransferStage::Segment { total_bytes } => {
-                if entry.transfer.take().is_some() {
-                    self.transfers = self.transfers.saturating_sub(1);
-                }
-                let max = self.limits.max_transfer_bytes;
-                if total_bytes > max as u64 { Err(LinkRefused::TransferTooLarge(total_bytes, max)) } else { Ok(()) }
-            }
-            TransferStage::Ended => {
-                if entry.transfer.take().is_some() {
-                    self.transfers = self.transfers.saturating_sub(1);
-                }
-                Ok(())
-            }
+            _ => Ok(()),
         }
     }
 
     /// The link closed, or was refused: its counts are given back.
-    pub fn closed(&mut self, link_id: &[u8; 16]) -> Option<LinkEntry> {
-        let e = self.links.remove(link_id)?;
+    pub fn closed(&mut self, link_id: &[u8; 16]) {
+        let Some(e) = self.links.remove(link_id) else { return };
         if let Some(i) = e.iface {
             release(&mut self.per_iface, &i);
         }
@@ -197,7 +191,6 @@ impl Admission {
         if e.transfer.is_some() {
             self.transfers = self.transfers.saturating_sub(1);
         }
-        Some(e)
     }
 
     /// Links with nothing from their peer for `link_idle_secs` (0: never). The crate keeps a
@@ -208,10 +201,6 @@ impl Admission {
         }
         let after = Duration::from_secs(self.limits.link_idle_secs);
         self.links.iter().filter(|(_, e)| e.transfer.is_none() && now.duration_since(e.last_active) >= after).map(|(id, _)| *id).collect()
-    }
-
-    pub fn get(&self, link_id: &[u8; 16]) -> Option<&LinkEntry> {
-        self.links.get(link_id)
     }
 }
 
@@ -246,7 +235,7 @@ mod tests {
         }
     }
 
-    const RX: TransferStage = TransferStage::Receiving { transfer_bytes: 100 };
+    const RX: TransferStage = TransferStage::Receiving;
 
     #[test]
     fn links_are_capped_in_total_per_interface_and_per_identity() {

@@ -104,8 +104,8 @@ pub enum NodeEvent {
 /// How far an inbound Resource has come (see [`NodeEvent::Transfer`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransferStage {
-    /// Parts are arriving; `transfer_bytes` is the advertised size on the wire (compressed).
-    Receiving { transfer_bytes: u64 },
+    /// Parts are arriving (the first event of each Resource, or of each segment of a split one).
+    Receiving,
     /// A segment of a split Resource is complete; `total_bytes` is the advertised size of the
     /// whole, decompressed: the first figure that tells a bomb from a big honest body.
     Segment { total_bytes: u64 },
@@ -341,9 +341,9 @@ pub(super) async fn pump(
             Raw::Resource(r) => {
                 let (link_id, hash) = (addr(&r.link_id), r.hash.to_bytes());
                 let stage = match &r.kind {
-                    ResourceEventKind::Progress(p) if receiving.get(&link_id) != Some(&hash) => {
+                    ResourceEventKind::Progress(_) if receiving.get(&link_id) != Some(&hash) => {
                         receiving.insert(link_id, hash);
-                        Some(TransferStage::Receiving { transfer_bytes: p.total_bytes })
+                        Some(TransferStage::Receiving)
                     }
                     ResourceEventKind::SegmentComplete(seg) => {
                         receiving.remove(&link_id);
