@@ -88,3 +88,25 @@ fn a_peer_opening_too_many_links_keeps_only_its_share() -> R {
     c.info("fresh")?;
     Ok(())
 }
+
+#[test]
+fn an_idle_link_is_closed_by_the_server_and_a_busy_one_is_not() -> R {
+    let mut server = Server::new()?;
+    server.extra_env.push(("MESHGROUP_LIMITS__LINK_IDLE_SECS".into(), "3".into()));
+    let g = server.create_group(&["--name", "Idle Links"])?;
+    server.start()?;
+    let dest = s(&g, "group_destination_hash");
+    let mut peer = Peer::connect(server.rns_port)?;
+    peer.call(json!({"cmd": "link_flood", "dest": dest, "n": 1, "prefix": "idle"}))?;
+    peer.call(json!({"cmd": "link", "link": "busy", "dest": dest}))?;
+    let started = std::time::Instant::now();
+    // The busy link makes a request every second; the idle one carries nothing and goes.
+    poll(Duration::from_secs(20), Duration::from_secs(1), "the idle link closed", || {
+        peer.info("busy")?;
+        let open = peer.call(json!({"cmd": "links_open", "prefix": "idle"}))?["open"].as_u64().unwrap_or(1);
+        Ok((open == 0).then_some(()))
+    })?;
+    assert!(started.elapsed() >= Duration::from_secs(3), "not before link_idle_secs");
+    peer.info("busy")?;
+    Ok(())
+}
