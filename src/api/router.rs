@@ -137,6 +137,7 @@ pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>
                     crate::metrics::links_open(links.len());
                     continue;
                 }
+                services.courier.note_heard(identity_hash);
                 remember(&services.store, hex_hash, public_key);
             }
             NodeEvent::LinkClosed { link_id, .. } => {

@@ -37,6 +37,9 @@ pub struct Courier {
     /// Display names `lxmf.delivery` destinations announce.
     names: Mutex<HashMap<[u8; 16], String>>,
     started: Instant,
+    /// Identities that identified on a link since the start (kept only during
+    /// [`START_PATH_WAIT`]): reachable without a path, as they just spoke to us.
+    heard: Mutex<std::collections::HashSet<[u8; 16]>>,
 }
 
 /// Announced names held at most; past it the map starts again (members re-announce).
@@ -55,15 +58,30 @@ impl Courier {
             path_requests: Mutex::default(),
             names: Mutex::default(),
             started: Instant::now(),
+            heard: Mutex::default(),
+        }
+    }
+
+    /// An identity identified on one of our links (see [`Courier::awaiting_path`]).
+    pub fn note_heard(&self, identity_hash: [u8; 16]) {
+        if self.started.elapsed() < START_PATH_WAIT
+            && let Ok(mut h) = self.heard.lock()
+            && h.len() < MAX_NAMES
+        {
+            h.insert(identity_hash);
         }
     }
 
     /// Whether a copy to this member should wait: within [`START_PATH_WAIT`] of start-up, while
-    /// the node has heard nothing of the member's `lxmf.delivery`. Its path is asked for, within
+    /// the node has heard nothing of the member (no announce of its `lxmf.delivery`, no link
+    /// identify since the start). Its path is asked for, within
     /// the per-destination back-off (so at most 4 small requests per member in that minute: the
     /// first ones may go out before the member's interface is back).
     pub async fn awaiting_path(&self, identity_hash: [u8; 16]) -> bool {
         if self.started.elapsed() >= START_PATH_WAIT {
+            return false;
+        }
+        if self.heard.lock().is_ok_and(|h| h.contains(&identity_hash)) {
             return false;
         }
         let lxmf_dest = destination_hash(LXMF_ASPECT, &identity_hash);
