@@ -283,6 +283,21 @@ pub struct LimitsConfig {
     pub response_floor_ms: u64,
     /// Direct posts the journal holds at most while the database is away (each is one small file).
     pub journal_max_entries: usize,
+    /// Inbound links kept at once, in total, per interface (one TCP client is one interface) and
+    /// per identity (counted once a link identifies); a link beyond a cap is torn down.
+    pub max_links: usize,
+    pub max_links_per_interface: usize,
+    pub max_links_per_identity: usize,
+    /// Inbound Resources (large requests, direct LXMF) in progress at once, in total and per
+    /// identity; one link carries one at a time. A link that starts one beyond a cap is torn down.
+    pub max_inbound_transfers: usize,
+    pub max_inbound_transfers_per_identity: usize,
+    /// Largest advertised size, decompressed, of a split inbound Resource; its link is torn down
+    /// after the first segment of a bigger one.
+    pub max_transfer_bytes: usize,
+    /// Seconds a link may carry nothing (no request, packet or transfer) before it is closed;
+    /// 0 = never. The transport alone keeps a vanished peer's link for 720 s.
+    pub link_idle_secs: u64,
 }
 
 /// How `serve` stops on SIGTERM or SIGINT.
@@ -369,6 +384,13 @@ impl Default for LimitsConfig {
             max_inflight_packets: 512,
             response_floor_ms: 20,
             journal_max_entries: 100_000,
+            max_links: 4096,
+            max_links_per_interface: 1024,
+            max_links_per_identity: 32,
+            max_inbound_transfers: 8,
+            max_inbound_transfers_per_identity: 2,
+            max_transfer_bytes: 4 * 1024 * 1024,
+            link_idle_secs: 300,
         }
     }
 }

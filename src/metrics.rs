@@ -181,7 +181,7 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: WORK_REFUSED,
         kind: Kind::Counter,
         labels: &["kind", "reason"],
-        help: "Inbound work refused at a limit: kind request or packet; reason server_busy, link_busy or shutting_down.",
+        help: "Inbound work refused at a limit: kind request or packet (reason server_busy, link_busy, shutting_down), link (reason links, links_per_interface, links_per_identity; the link is torn down) or transfer (reason transfers, transfers_per_identity, transfers_per_link, transfer_too_large; its link is torn down).",
     },
     MetricDef {
         name: RESPONSES_DROPPED,

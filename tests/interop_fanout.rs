@@ -106,6 +106,11 @@ fn interrupted_fanout(stop: impl FnOnce(&mut Server) -> R) -> R {
         resent += total - 1;
     }
     eprintln!("every member has exactly one copy; {resent} packet-level resends were de-duplicated by message id");
+    // The restarted node has heard no member yet: their copies waited for the paths it asked for,
+    // instead of going out blind before the members' interfaces were back.
+    let waited = common::metric_sum(&server.metrics()?, "meshgroup_deliveries_total", &["outcome=\"no_path\""]);
+    eprintln!("{waited} copies waited for a path after the restart");
+    assert!(waited > 0.0, "after a restart, copies wait for their members' paths");
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use rmpv::Value;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +44,11 @@ pub struct FanoutActor {
 /// Groups changed at once at most before the delivery task drops its whole cache instead.
 const CHANGED_QUEUE: usize = 1024;
 
+/// Copies too large for a packet (a link and a Resource each) in transfer at once. Each holds its
+/// packed message and the transport's compressed and encrypted copies of it until the member
+/// proves it, so this, not the group's size, bounds the memory a large post takes.
+const DIRECT_AT_ONCE: usize = 4;
+
 impl FanoutActor {
     /// Starts the actor and its delivery task; first repairs fan-outs a crash left unscheduled.
     /// The delivery task stops at shutdown; the confirmer writes the last proofs, then stops.
@@ -56,6 +61,7 @@ impl FanoutActor {
         // A restarted delivery task takes over the same queue of changes.
         let changes = Arc::new(tokio::sync::Mutex::new(changes));
         let (st, w, l, all) = (store.clone(), wake.clone(), life.clone(), changed_all.clone());
+        let direct = Arc::new(Semaphore::new(DIRECT_AT_ONCE));
         life.supervise("delivery", move |token| {
             let changes = changes.clone();
             let delivery = Delivery {
@@ -67,6 +73,7 @@ impl FanoutActor {
                 groups: HashMap::new(),
                 life: l.clone(),
                 changed_all: all.clone(),
+                direct: direct.clone(),
             };
             async move {
                 if let Err(err) = recover(&delivery.store).await {
@@ -220,10 +227,13 @@ struct Delivery {
     life: Lifecycle,
     /// Set when more groups changed than the queue holds: drop the whole cache.
     changed_all: Arc<std::sync::atomic::AtomicBool>,
+    /// Places for direct (link and Resource) copies in transfer; see [`DIRECT_AT_ONCE`].
+    direct: Arc<Semaphore>,
 }
 
-/// What one scheduling round looks up once, however many of its rows need it: a post's row
-/// and the display names (a post to 10,000 members reads its message once, not 10,000 times).
+/// What one scheduling round looks up once, however many of its rows need it: a post's row,
+/// the display names, and each body (a post to 10,000 members reads its message once and holds
+/// one plaintext, not 10,000).
 #[derive(Default)]
 struct BatchCache {
     names: HashMap<(i64, String), String>,
@@ -234,6 +244,9 @@ struct BatchCache {
     copies: HashMap<i64, Arc<HashMap<String, Copy>>>,
     /// Per group, the round's members who are text-only; read once, when a post has attachments.
     text_only: HashMap<i64, Arc<HashSet<String>>>,
+    /// By (message, event, short mode): the bodies every member gets alike (not reactions, nor
+    /// full copies of replies or of posts with attachments, which differ per member).
+    bodies: HashMap<(Option<i64>, Option<i64>, bool), Arc<Body>>,
 }
 
 /// The hash a recipient knows a message by: their own copy's, or the original's for its author
@@ -256,7 +269,7 @@ struct Job {
     row: OutboxRow,
     keys: Arc<GroupKeys>,
     to: Recipient,
-    body: Body,
+    body: Arc<Body>,
 }
 
 impl Delivery {
@@ -389,7 +402,10 @@ impl Delivery {
                     continue;
                 }
             };
-            let Some(to) = self.courier.recipient(member, row.attempts > 0).await else {
+            // Just after start-up, a member not heard from yet waits for the path asked for it,
+            // its attempts untouched, instead of a copy going out blind.
+            let to = if self.courier.awaiting_path(member).await { None } else { self.courier.recipient(member, row.attempts > 0).await };
+            let Some(to) = to else {
                 held.insert(row.member_identity_hash.clone());
                 let wait = 5_000 + rand::random::<u64>() % 10_000;
                 self.retry(&row, row.attempts, wait as i64, "path unknown").await;
@@ -496,11 +512,26 @@ impl Delivery {
         Ok(Some(fields))
     }
 
-    /// The body of a row's copy; `None` when it must wait for the copy it names.
-    async fn body(&self, row: &OutboxRow, keys: &GroupKeys, cache: &mut BatchCache) -> Result<Option<Body>, StoreError> {
+    /// The body of a row's copy, shared by every row of the round with the same one where it is
+    /// alike for every member; `None` when it must wait for the copy it names.
+    async fn body(&self, row: &OutboxRow, keys: &GroupKeys, cache: &mut BatchCache) -> Result<Option<Arc<Body>>, StoreError> {
         if let Some(rid) = row.reaction_id {
-            return self.reaction_body(row, rid, cache).await;
+            return Ok(self.reaction_body(row, rid, cache).await?.map(Arc::new));
         }
+        let key = (row.message_id, row.event_id, row.mode == "short");
+        if let Some(b) = cache.bodies.get(&key) {
+            return Ok(Some(b.clone()));
+        }
+        let Some((body, alike)) = self.build_body(row, keys, cache).await? else { return Ok(None) };
+        let body = Arc::new(body);
+        if alike {
+            cache.bodies.insert(key, body.clone());
+        }
+        Ok(Some(body))
+    }
+
+    /// A post's or notice's body, and whether every member of the round gets it alike.
+    async fn build_body(&self, row: &OutboxRow, keys: &GroupKeys, cache: &mut BatchCache) -> Result<Option<(Body, bool)>, StoreError> {
         if let Some(mid) = row.message_id {
             let m = self.cached_message(row.group_id, mid, cache).await?;
             let names = &mut cache.names;
@@ -516,12 +547,13 @@ impl Delivery {
             let hash = hex::decode(&m.message_hash).unwrap_or_default();
             let timestamp = m.received_at as f64 / 1000.0;
             if row.mode == "short" {
-                return Ok(Some(Body {
+                let body = Body {
                     timestamp,
                     title: Vec::new(),
                     content: short_line(&keys.name, &name, &m.content, m.id).into_bytes(),
                     fields: attribution(&sender, &name, &hash, m.id, "short"),
-                }));
+                };
+                return Ok(Some((body, true)));
             }
             let mut content = format!("{name}: ").into_bytes();
             content.extend_from_slice(&m.content);
@@ -538,7 +570,9 @@ impl Delivery {
                 content.extend_from_slice(line.as_bytes());
             }
             fields.extend(attribution(&sender, &name, &hash, m.id, "message"));
-            Ok(Some(Body { timestamp, title: m.title.clone(), content, fields }))
+            // A reply names each member's own copy; attachments are left out for the text-only.
+            let alike = m.reply_to_id.is_none() && kinds == 0;
+            Ok(Some((Body { timestamp, title: m.title.clone(), content, fields }, alike)))
         } else if let Some(eid) = row.event_id {
             let names = &mut cache.names;
             let e = self.store.event(eid).await?;
@@ -546,12 +580,13 @@ impl Delivery {
             let subject = self.display_name(row.group_id, &e.subject, names).await;
             let text = notice_text(&e.kind, &actor, &e.detail);
             let subject_bytes = hex::decode(&e.subject).unwrap_or_default();
-            Ok(Some(Body {
+            let body = Body {
                 timestamp: e.created_at as f64 / 1000.0,
                 title: Vec::new(),
                 content: format!("[{}] {text}", keys.name).into_bytes(),
                 fields: attribution(&subject_bytes, &subject, &[], e.id, &e.kind),
-            }))
+            };
+            Ok(Some((body, true)))
         } else {
             Err(StoreError::NotFound { what: "message or event" })
         }
@@ -665,12 +700,21 @@ impl Delivery {
                     crate::metrics::delivery(&row.mode, "opportunistic", "failed", row.group_id);
                 }
             },
-            Ok(Outgoing::Direct { lxmf_dest, packed, .. }) => {
-                // A link plus a Resource takes round trips: it runs on its own, the row waits as sent.
+            Ok(Outgoing::Direct { lxmf_dest, .. }) => {
+                // A link plus a Resource takes round trips: it runs on its own, the row waits as
+                // sent. The message is packed again once a place is free (see `prepare_all`).
                 self.mark_sent(&row, attempts, wait.max(180_000)).await;
-                let (confirmed, courier) = (self.confirmed.clone(), self.courier.clone());
+                let (confirmed, courier, direct) = (self.confirmed.clone(), self.courier.clone(), self.direct.clone());
                 self.life.spawn(async move {
-                    let result = courier.send_direct(lxmf_dest, to.public_key, packed).await;
+                    let key = to.public_key;
+                    let result = match direct.acquire_owned().await {
+                        Ok(_place) => match tokio::task::spawn_blocking(move || pack_for(&keys.signer, keys.lxmf_dest, &to, &body)).await {
+                            Ok(Ok((packed, _))) => courier.send_direct(lxmf_dest, key, packed).await.map_err(|e| e.to_string()),
+                            Ok(Err(e)) => Err(e.to_string()),
+                            Err(e) => Err(e.to_string()),
+                        },
+                        Err(e) => Err(e.to_string()),
+                    };
                     if let Err(err) = &result {
                         tracing::debug!(%err, row = row.id, "direct delivery failed");
                     }
@@ -763,10 +807,15 @@ fn backoff_ms(attempts: i32, cap_secs: u64) -> i64 {
     capped + (rand::random::<u64>() % (capped as u64 / 4 + 1)) as i64
 }
 
-/// Builds, signs and encrypts on the blocking pool, one chunk per core.
+/// Builds, signs and encrypts on the blocking pool, one chunk per core. A copy too large for a
+/// packet keeps only its verdict: holding every member's packed copy of a large post at once is
+/// what made memory grow with members × post size; it is packed again when its turn comes.
 async fn prepare_all(jobs: Vec<Job>) -> Vec<(Job, Result<Outgoing, OutboundError>)> {
     on_all_cores(jobs, |job: Job| {
-        let result = prepare_any(&job.keys.signer, job.keys.lxmf_dest, &job.to, &job.body);
+        let result = prepare_any(&job.keys.signer, job.keys.lxmf_dest, &job.to, &job.body).map(|o| match o {
+            Outgoing::Direct { lxmf_dest, message_id, .. } => Outgoing::Direct { lxmf_dest, packed: Vec::new(), message_id },
+            packet => packet,
+        });
         (job, result)
     })
     .await

@@ -3,6 +3,7 @@
 //! Decoding and encoding are pure functions; the transport router calls [`handle`] with the group
 //! actor, and the response bytes go back on the link (as a Resource when large).
 
+pub mod admission;
 pub mod hosting;
 pub mod lxmf;
 pub mod router;

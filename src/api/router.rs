@@ -4,7 +4,6 @@
 //! Those tasks are bounded, over all links and per link: a request beyond either limit is
 //! answered `rate_limited` at once and counted, never queued.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +11,7 @@ use actix::Addr;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::actors::supervisor::{Registry, Route, Supervisor, lookup, run_op};
+use crate::api::admission::{Admission, LinkRefused};
 use crate::api::{
     ApiError, DecodeContext, Endpoint, decode_json_request, decode_request, encode_json_reply, encode_reply, error_response, json_error, ok_response,
 };
@@ -106,13 +106,6 @@ impl LogBudget {
     }
 }
 
-struct LinkState {
-    dest: [u8; 16],
-    identity: Option<String>,
-    /// The link's share of requests in progress.
-    slots: Arc<Semaphore>,
-}
-
 /// Why a request was refused before it ran.
 #[derive(Clone, Copy, Debug)]
 enum Refusal {
@@ -141,33 +134,59 @@ impl Refusal {
 
 /// Consumes node events until the node stops (or the router is stopped, after the shutdown grace).
 pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>) {
-    let mut links: HashMap<[u8; 16], LinkState> = HashMap::new();
+    let mut links = Admission::new(&services.limits);
     let group_name_hash = name_hash(GROUP_ASPECT);
     let lxmf_name_hash = name_hash(crate::wire::identity::LXMF_ASPECT);
     let in_progress = Arc::new(Semaphore::new(services.limits.max_inflight_requests.max(1)));
-    let per_link = services.limits.max_requests_per_link.max(1);
-    let new_link = |dest| LinkState { dest, identity: None, slots: Arc::new(Semaphore::new(per_link)) };
-    while let Some(ev) = events.recv().await {
+    let mut sweep = tokio::time::interval(IDLE_SWEEP);
+    loop {
+        let ev = tokio::select! {
+            ev = events.recv() => match ev {
+                Some(ev) => ev,
+                None => break,
+            },
+            _ = sweep.tick() => {
+                for link_id in links.idle(Instant::now()) {
+                    links.closed(&link_id);
+                    close_link(&services, link_id, "idle");
+                }
+                crate::metrics::links_open(links.len());
+                continue;
+            }
+        };
         match ev {
-            NodeEvent::LinkEstablished { dest, link_id } => {
-                links.insert(link_id, new_link(dest));
+            NodeEvent::LinkEstablished { dest, link_id, iface } => {
+                if let Err(why) = links.open(link_id, dest, iface) {
+                    refuse_link(&services, link_id, "link", why);
+                }
                 crate::metrics::links_open(links.len());
             }
             NodeEvent::LinkIdentified { link_id, identity_hash, public_key, .. } => {
                 let hex_hash = hex::encode(identity_hash);
-                if let Some(l) = links.get_mut(&link_id) {
-                    l.identity = Some(hex_hash.clone());
+                if let Err(why) = links.identified(link_id, &hex_hash) {
+                    links.closed(&link_id);
+                    refuse_link(&services, link_id, "link", why);
+                    crate::metrics::links_open(links.len());
+                    continue;
                 }
+                services.courier.note_heard(identity_hash);
                 services.remember(hex_hash, public_key);
             }
             NodeEvent::LinkClosed { link_id, .. } => {
-                links.remove(&link_id);
+                links.closed(&link_id);
                 crate::metrics::links_open(links.len());
+            }
+            NodeEvent::Transfer { link_id, hash, stage } => {
+                if let Err(why) = links.transfer(link_id, hash, stage) {
+                    links.closed(&link_id);
+                    refuse_link(&services, link_id, "transfer", why);
+                    crate::metrics::links_open(links.len());
+                }
             }
             NodeEvent::Request { dest, link_id, request_id, path_hash, data, requested_at } => {
                 let arrived_at = crate::store::now_ms() as f64 / 1000.0;
                 // A link whose establishment event was lost still gets its share.
-                let link = links.entry(link_id).or_insert_with(|| new_link(dest));
+                let link = links.get_or_insert(link_id, dest);
                 let caller = match link.identity.clone() {
                     Some(h) => Caller::Identity(h),
                     None => Caller::Anonymous,
@@ -236,7 +255,8 @@ pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>
             NodeEvent::Packet { dest, data, packet_hash } => {
                 services.lxmf.opportunistic(services.clone(), dest, data, packet_hash);
             }
-            NodeEvent::LinkPacket { dest, data, .. } | NodeEvent::LinkResource { dest, data, .. } => {
+            NodeEvent::LinkPacket { dest, link_id, data } | NodeEvent::LinkResource { dest, link_id, data } => {
+                links.touch(&link_id);
                 services.lxmf.direct(services.clone(), dest, data).await;
             }
             NodeEvent::Announce { dest, public_key, name_hash: nh, app_data, ratchet } => {
@@ -270,6 +290,29 @@ pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>
             }
         }
     }
+}
+
+/// How often links are checked for idleness (see [`Admission::idle`]).
+const IDLE_SWEEP: Duration = Duration::from_secs(5);
+
+/// Tears a link down in the background: the router goes on with the next event.
+fn close_link(services: &Arc<Services>, link_id: [u8; 16], why: &'static str) {
+    let node = services.node.clone();
+    services.life.spawn(async move {
+        // An unknown link has closed already; a failed close frame still closed it locally.
+        if let Err(err) = node.close_link(link_id).await {
+            tracing::debug!(%err, why, "link close");
+        }
+    });
+}
+
+/// A link over a cap: torn down, counted, and logged within the refusal budget.
+fn refuse_link(services: &Arc<Services>, link_id: [u8; 16], kind: &'static str, why: LinkRefused) {
+    if services.refusal_log.allow() {
+        tracing::warn!(kind, reason = why.label(), link = %hex::encode(link_id), "link torn down at a limit: {why}");
+    }
+    crate::metrics::work_refused(kind, why.label());
+    close_link(services, link_id, why.label());
 }
 
 /// A group whose adaptive stamp cost rose is announced at once; decay and the pool's clean-up run

@@ -16,6 +16,11 @@ const EARLY_PROOF_TTL: Duration = Duration::from_secs(120);
 /// many messages wait for it.
 const PATH_REQUEST_BACKOFF: [Duration; 4] = [Duration::from_secs(5), Duration::from_secs(10), Duration::from_secs(20), Duration::from_secs(30)];
 
+/// After start-up, members have not announced yet, and a copy sent without a path is most likely
+/// lost (and spends one of its attempts): for this long, a copy to a member not heard from since
+/// the start waits for the path asked for it (see [`Courier::awaiting_path`]).
+const START_PATH_WAIT: Duration = Duration::from_secs(60);
+
 /// Shared by replies and the fan-out.
 pub struct Courier {
     node: Node,
@@ -31,6 +36,10 @@ pub struct Courier {
     path_requests: Mutex<HashMap<[u8; 16], (Instant, usize)>>,
     /// Display names `lxmf.delivery` destinations announce.
     names: Mutex<HashMap<[u8; 16], String>>,
+    started: Instant,
+    /// Identities that identified on a link since the start (kept only during
+    /// [`START_PATH_WAIT`]): reachable without a path, as they just spoke to us.
+    heard: Mutex<std::collections::HashSet<[u8; 16]>>,
 }
 
 /// Announced names held at most; past it the map starts again (members re-announce).
@@ -48,7 +57,39 @@ impl Courier {
             stamp_costs: Mutex::default(),
             path_requests: Mutex::default(),
             names: Mutex::default(),
+            started: Instant::now(),
+            heard: Mutex::default(),
         }
+    }
+
+    /// An identity identified on one of our links (see [`Courier::awaiting_path`]).
+    pub fn note_heard(&self, identity_hash: [u8; 16]) {
+        if self.started.elapsed() < START_PATH_WAIT
+            && let Ok(mut h) = self.heard.lock()
+            && h.len() < MAX_NAMES
+        {
+            h.insert(identity_hash);
+        }
+    }
+
+    /// Whether a copy to this member should wait: within [`START_PATH_WAIT`] of start-up, while
+    /// the node has heard nothing of the member (no announce of its `lxmf.delivery`, no link
+    /// identify since the start). Its path is asked for, within
+    /// the per-destination back-off (so at most 4 small requests per member in that minute: the
+    /// first ones may go out before the member's interface is back).
+    pub async fn awaiting_path(&self, identity_hash: [u8; 16]) -> bool {
+        if self.started.elapsed() >= START_PATH_WAIT {
+            return false;
+        }
+        if self.heard.lock().is_ok_and(|h| h.contains(&identity_hash)) {
+            return false;
+        }
+        let lxmf_dest = destination_hash(LXMF_ASPECT, &identity_hash);
+        if self.node.recall_identity(lxmf_dest).await.is_some() {
+            return false;
+        }
+        self.ask_path(lxmf_dest).await;
+        true
     }
 
     pub fn node(&self) -> &Node {

@@ -24,6 +24,13 @@ impl Node {
         }
     }
 
+    /// Tears down an inbound link: its Resources in progress are dropped with it, undecompressed.
+    pub async fn close_link(&self, link_id: [u8; 16]) -> Result<(), NodeError> {
+        let link = self.inner.transport.find_in_link(&AddressHash::new(link_id)).await.ok_or(NodeError::UnknownLink(link_id))?;
+        self.inner.transport.teardown_link(&link).await?;
+        Ok(())
+    }
+
     /// Opens (or reuses) an outbound link to a remote destination whose identity we know, and
     /// waits until it is active. Returns the link id for the calls below.
     pub async fn open_link(&self, dest: [u8; 16], app: &str, aspects: &str, timeout: Duration) -> Result<[u8; 16], NodeError> {

@@ -23,7 +23,7 @@ use rns_transport::transport::{SendPacketOutcome, Transport, TransportConfig};
 use tokio::sync::{Mutex, mpsc};
 
 use crate::config::{Config, ConfigError, InterfaceConfig};
-pub use pump::NodeEvent;
+pub use pump::{NodeEvent, TransferStage};
 use pump::{PROVED_QUEUE, ProofSink, RAW_QUEUE, Raw, drain};
 
 const EVENT_QUEUE: usize = 8192;
@@ -36,6 +36,9 @@ pub struct NodeConfig {
     /// Where announced ratchets of remote peers are kept, so that outbound packets
     /// are encrypted to them like the reference does. `None` keeps them off.
     pub ratchet_store: Option<PathBuf>,
+    /// The largest request a peer may advertise as a Resource, in transfer (compressed) bytes:
+    /// the crate refuses a bigger advertisement before it accepts a single part. `None`: no limit.
+    pub max_request_transfer: Option<usize>,
 }
 
 #[derive(thiserror::Error, Debug)]
@@ -83,6 +86,8 @@ struct Inner {
     resource_waiters: std::sync::Mutex<HashMap<[u8; 32], tokio::sync::oneshot::Sender<bool>>>,
     // The status of each TCP server we listen on: the crate tells of accepted clients only there.
     listeners: std::sync::Mutex<Vec<rns_transport::iface::tcp_server::TcpListenerRuntimeStatusHandle>>,
+    // Set on every destination we register (see `NodeConfig::max_request_transfer`).
+    max_request_transfer: Option<usize>,
 }
 
 #[derive(Clone)]
@@ -159,6 +164,7 @@ impl Node {
                 out_links: Mutex::new(HashMap::new()),
                 resource_waiters: std::sync::Mutex::new(HashMap::new()),
                 listeners: std::sync::Mutex::new(Vec::new()),
+                max_request_transfer: cfg.max_request_transfer,
             }),
         };
         tokio::spawn(announce::forward_reconnects(reconnect_rx, out_tx.clone()));
@@ -188,5 +194,11 @@ pub fn node_config(cfg: &Config) -> Result<NodeConfig, ConfigError> {
             }
         });
     }
-    Ok(NodeConfig { interfaces, transport_identity: None, ratchet_store: Some(cfg.data_dir.join("ratchets")) })
+    Ok(NodeConfig {
+        interfaces,
+        transport_identity: None,
+        ratchet_store: Some(cfg.data_dir.join("ratchets")),
+        // The envelope (timestamp, path hash) and the link encryption add well under 1 KiB.
+        max_request_transfer: Some(cfg.limits.max_request_bytes.saturating_add(1024)),
+    })
 }

@@ -30,6 +30,17 @@ pub enum NodeEvent {
     LinkEstablished {
         dest: [u8; 16],
         link_id: [u8; 16],
+        /// The interface the link came in on, when the crate still knows the link.
+        iface: Option<[u8; 16]>,
+    },
+    /// An inbound Resource on one of our links: the first part of a transfer, a finished segment
+    /// of a split one, or its end. The crate accepts every advertisement (but requests over
+    /// [`super::NodeConfig::max_request_transfer`]), so this is where transfers can be counted and
+    /// a link carrying too many, or too large ones, torn down before the rest is decompressed.
+    Transfer {
+        link_id: [u8; 16],
+        hash: [u8; 32],
+        stage: TransferStage,
     },
     LinkIdentified {
         dest: [u8; 16],
@@ -88,6 +99,18 @@ pub enum NodeEvent {
     NewListeners {
         cause: &'static str,
     },
+}
+
+/// How far an inbound Resource has come (see [`NodeEvent::Transfer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferStage {
+    /// Parts are arriving (the first event of each Resource, or of each segment of a split one).
+    Receiving,
+    /// A segment of a split Resource is complete; `total_bytes` is the advertised size of the
+    /// whole, decompressed: the first figure that tells a bomb from a big honest body.
+    Segment { total_bytes: u64 },
+    /// Completed or failed.
+    Ended,
 }
 
 pub(super) enum Raw {
@@ -212,6 +235,8 @@ pub(super) async fn pump(
     node: std::sync::Weak<Inner>,
 ) {
     let mut links: HashMap<[u8; 16], [u8; 16]> = HashMap::new();
+    // The Resource each inbound link last reported parts of: one event per transfer, not per part.
+    let mut receiving: HashMap<[u8; 16], [u8; 32]> = HashMap::new();
     let mut pairing = ProofPairing::default();
     let mut sweep = tokio::time::interval(PROOF_PAIRING_WAIT / 4);
     loop {
@@ -265,13 +290,21 @@ pub(super) async fn pump(
                 match l.event {
                     LinkEvent::Activated => {
                         links.insert(link_id, dest);
-                        Some(NodeEvent::LinkEstablished { dest, link_id })
+                        let iface = match node.upgrade() {
+                            Some(inner) => match inner.transport.find_in_link(&l.id).await {
+                                Some(link) => link.lock().await.ingress_iface().map(|i| addr(&i)),
+                                None => None,
+                            },
+                            None => None,
+                        };
+                        Some(NodeEvent::LinkEstablished { dest, link_id, iface })
                     }
                     LinkEvent::PeerIdentified(id) => {
                         Some(NodeEvent::LinkIdentified { dest, link_id, public_key: public_key(&id), identity_hash: addr(&id.address_hash) })
                     }
                     LinkEvent::Closed => {
                         links.remove(&link_id);
+                        receiving.remove(&link_id);
                         Some(NodeEvent::LinkClosed { dest, link_id })
                     }
                     LinkEvent::Data(p) => match (p.context(), p.request_id()) {
@@ -304,10 +337,31 @@ pub(super) async fn pump(
                 }
                 None
             }
-            Raw::Resource(r) => match r.kind {
-                ResourceEventKind::Complete(c) if !c.is_response => {
-                    let link_id = addr(&r.link_id);
-                    match links.get(&link_id).copied() {
+            Raw::Resource(r) if !links.contains_key(&addr(&r.link_id)) => None,
+            Raw::Resource(r) => {
+                let (link_id, hash) = (addr(&r.link_id), r.hash.to_bytes());
+                let stage = match &r.kind {
+                    ResourceEventKind::Progress(_) if receiving.get(&link_id) != Some(&hash) => {
+                        receiving.insert(link_id, hash);
+                        Some(TransferStage::Receiving)
+                    }
+                    ResourceEventKind::SegmentComplete(seg) => {
+                        receiving.remove(&link_id);
+                        Some(TransferStage::Segment { total_bytes: seg.total_data_size })
+                    }
+                    ResourceEventKind::Complete(_) | ResourceEventKind::InboundFailed(_) => {
+                        receiving.remove(&link_id);
+                        Some(TransferStage::Ended)
+                    }
+                    _ => None,
+                };
+                if let Some(stage) = stage
+                    && out.send(NodeEvent::Transfer { link_id, hash, stage }).await.is_err()
+                {
+                    break;
+                }
+                match r.kind {
+                    ResourceEventKind::Complete(c) if !c.is_response => match links.get(&link_id).copied() {
                         None => None,
                         Some(dest) if c.is_request => {
                             let rid = c.request_id.as_deref().and_then(|b| <[u8; 16]>::try_from(b).ok());
@@ -315,10 +369,10 @@ pub(super) async fn pump(
                             request_event(dest, link_id, rid, &c.data)
                         }
                         Some(dest) => Some(NodeEvent::LinkResource { dest, link_id, data: c.data }),
-                    }
+                    },
+                    _ => None,
                 }
-                _ => None,
-            },
+            }
         };
         if let Some(event) = event
             && out.send(event).await.is_err()

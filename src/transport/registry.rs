@@ -29,6 +29,9 @@ impl Node {
             }
             false
         }));
+        if let Some(limit) = self.inner.max_request_transfer {
+            dest.set_max_request_size(limit)?;
+        }
         let dest = self.inner.transport.register_destination(dest).await;
         self.inner.dests.lock().await.insert(hash, Registered { dest, app_data: None });
         Ok(hash)

@@ -133,6 +133,11 @@ impl Server {
         Err("the server did not exit within 20 s of SIGTERM".into())
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -432,4 +437,11 @@ pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && labels.iter().all(|n| l.contains(n)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// A memory figure of a process in KiB from /proc (`VmRSS` now, `VmHWM` the peak so far).
+pub fn proc_kib(pid: u32, field: &str) -> R<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with(field)).ok_or(format!("no {field} in /proc/{pid}/status"))?;
+    Ok(line.split_whitespace().nth(1).ok_or("malformed status line")?.parse()?)
 }
