@@ -11,8 +11,8 @@ use common::{Peer, R, Server, poll, s};
 use meshgroup::wire::proto as pb;
 use serde_json::{Value, json};
 
-/// Adds members with the library (as an operator's bulk import would) and bumps the group's
-/// `updated_at`, which a running server picks up within a second.
+/// Adds members with the library (as an operator's bulk import would), bumps the group's
+/// `updated_at`, and asks a running server to refresh the group through its admin socket.
 fn add_members(server: &Server, group: &Value, members: &[String], mode: &str) -> R {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
@@ -22,6 +22,8 @@ fn add_members(server: &Server, group: &Value, members: &[String], mode: &str) -
             store.add_member(gid, m, &format!("m{i}"), 0, mode).await?;
         }
         store.update_group(gid, meshgroup::store::GroupPatch::default()).await?;
+        // The server holds the group in memory: the admin socket's refresh reloads it.
+        meshgroup::admin::start(&server.dir.join("admin.sock"), gid).await?;
         Ok(())
     })
 }

@@ -203,20 +203,27 @@ impl State {
                     tracing::info!(group = id, name = %g.public_name, "new group");
                     self.spawn_group(g).await;
                 }
-                Some(e) if e.updated_at != updated_at => {
-                    e.updated_at = updated_at;
-                    match e.addr.send(Reload).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(err)) => tracing::warn!(group = id, %err, "reload failed"),
-                        Err(err) => tracing::error!(group = id, %err, "group actor unavailable; reload not delivered"),
-                    }
-                    self.changed.do_send(super::fanout::GroupChanged(id));
-                    let _ = self.announce.send(AnnounceCmd::Now(id)).await;
-                }
-                Some(_) => {}
+                Some(_) => self.reload_if_changed(id, updated_at).await,
             }
         }
         Ok(())
+    }
+
+    /// Reloads a running group whose row changed outside this process (`updated_at` moved), and
+    /// has it announced and its caches dropped.
+    async fn reload_if_changed(&mut self, id: i64, updated_at: i64) {
+        let Some(e) = self.groups.get_mut(&id) else { return };
+        if e.updated_at == updated_at {
+            return;
+        }
+        e.updated_at = updated_at;
+        match e.addr.send(Reload).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(group = id, %err, "reload failed"),
+            Err(err) => tracing::error!(group = id, %err, "group actor unavailable; reload not delivered"),
+        }
+        self.changed.do_send(super::fanout::GroupChanged(id));
+        let _ = self.announce.send(AnnounceCmd::Now(id)).await;
     }
 }
 
@@ -276,7 +283,7 @@ impl Handler<Sync> for Supervisor {
 }
 
 /// Brings one group in line with the store at once: starts a group created through the hosting
-/// service, or stops a deleted one, instead of waiting for the next poll.
+/// service or the CLI, reloads one whose row changed (`updated_at`), or stops a deleted one.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Refresh(pub i64);
@@ -288,7 +295,7 @@ impl Handler<Refresh> for Supervisor {
         self.exclusive(|mut st| async move {
             match st.store.group_by_id(msg.0).await {
                 Ok(g) if !st.groups.contains_key(&g.id) => st.spawn_group(g).await,
-                Ok(_) => {}
+                Ok(g) => st.reload_if_changed(g.id, g.updated_at).await,
                 Err(crate::store::StoreError::NotFound { .. }) => st.stop_group(msg.0).await,
                 Err(err) => tracing::warn!(group = msg.0, %err, "group refresh failed"),
             }
