@@ -81,8 +81,10 @@ pub(super) async fn run(ctx: Ctx, mut events: mpsc::Receiver<NodeEvent>) {
     while let Some(ev) = events.recv().await {
         match ev {
             NodeEvent::Announce { dest, public_key, name_hash: nh, app_data, .. } if nh == group_name => {
-                let Ok(a) = crate::wire::announce::decode_group_announce(&app_data) else {
-                    tracing::debug!(dest = %hex::encode(dest), "a group announce that does not decode");
+                // An announce without our app data (api_version 0: empty, or not a GroupAnnounce)
+                // is no group's: nothing is cached from it.
+                let Some(a) = crate::wire::announce::decode_group_announce(&app_data).ok().filter(|a| a.api_version > 0) else {
+                    tracing::debug!(dest = %hex::encode(dest), "a meshchat.group announce without a GroupAnnounce");
                     continue;
                 };
                 let news = GroupNews {
@@ -159,7 +161,8 @@ async fn copy(ctx: &Ctx, packed: &[u8]) -> bool {
     // The server prefixes the author ("alice: ") for stock clients; the cache keeps the text.
     let prefix = format!("{}: ", attribution.name);
     let content = msg.content.strip_prefix(prefix.as_bytes()).unwrap_or(&msg.content).to_vec();
-    let message = CachedMessage { id: attribution.id, sender: attribution.sender, sender_name: attribution.name, timestamp_s: msg.timestamp, content, deleted: false };
+    let message =
+        CachedMessage { id: attribution.id, sender: attribution.sender, sender_name: attribution.name, timestamp_s: msg.timestamp, content, deleted: false };
     if kind == "message"
         && message.id > 0
         && let Err(err) = ctx.cache.put_live_message(&group.dest, &message).await

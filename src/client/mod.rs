@@ -273,16 +273,18 @@ impl Client {
         let deadline = Instant::now() + self.timeout;
         let public_key = self.find(dest, deadline).await?;
         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
-        let link = self.node.open_link(dest, "meshchat", aspect, left).await.map_err(|e| ClientError::Unreachable { what: format!("<{}>", hex::encode(dest)), why: e.to_string() })?;
+        let link = self
+            .node
+            .open_link(dest, "meshchat", aspect, left)
+            .await
+            .map_err(|e| ClientError::Unreachable { what: format!("<{}>", hex::encode(dest)), why: e.to_string() })?;
         self.node.identify_link(link, &self.me.private_key).await?;
         Ok(Session { client: self, dest, link, public_key })
     }
 
-    /// An identified link to a group; its public key is cached on the way.
+    /// An identified link to a group. Nothing is cached until the group answers ([`Session::info`]).
     pub async fn group(&self, dest: [u8; 16]) -> Result<Session<'_>, ClientError> {
-        let s = self.link(dest, "group").await?;
-        self.cache.note_group(&dest, GroupNews { public_key: Some(s.public_key.to_vec()), ..Default::default() }).await?;
-        Ok(s)
+        self.link(dest, "group").await
     }
 
     /// An identified link to a server's `meshchat.groupserver` (directory, creation).
@@ -348,7 +350,10 @@ impl Client {
         .map_err(|e| ClientError::Input(format!("cannot send this as one LXMF packet: {e}")))?;
         match built {
             (None, packed, message_id) => {
-                self.propagation.deposit(&to, &packed).await.map_err(|e| ClientError::Unreachable { what: "the propagation node".into(), why: e.to_string() })?;
+                self.propagation
+                    .deposit(&to, &packed)
+                    .await
+                    .map_err(|e| ClientError::Unreachable { what: "the propagation node".into(), why: e.to_string() })?;
                 Ok(Posted::Propagated { message_id })
             }
             (Some(p), _, message_id) => {
@@ -473,8 +478,15 @@ impl Session<'_> {
         let cache = &self.client.cache;
         let was = cache.group(&self.dest).await?.map(|g| g.membership).unwrap_or_default();
         // A pending request stays pending until the server says we are in.
-        let membership = if info.is_member { "member".to_owned() } else if was == "requested" { was } else { String::new() };
+        let membership = if info.is_member {
+            "member".to_owned()
+        } else if was == "requested" {
+            was
+        } else {
+            String::new()
+        };
         let news = GroupNews {
+            public_key: Some(self.public_key.to_vec()),
             lxmf_dest: Some(info.lxmf_destination.clone()),
             name: Some(info.name.clone()),
             private: Some(info.visibility == pb::Visibility::Private as i32),
@@ -545,7 +557,14 @@ impl Session<'_> {
     /// committed with its cursors, so an interrupted sync resumes where it stopped.
     pub async fn sync(&self) -> Result<SyncReport, ClientError> {
         let cache = &self.client.cache;
-        let g = cache.group(&self.dest).await?.unwrap_or_default();
+        // A group new to the cache is asked who it is first: its row, then its history.
+        let g = match cache.group(&self.dest).await? {
+            Some(g) => g,
+            None => {
+                self.info().await?;
+                cache.group(&self.dest).await?.unwrap_or_default()
+            }
+        };
         let me = hex::encode(self.client.me.hash);
         let mut report = SyncReport::default();
         let (mut after, mut events_after) = (g.message_cursor, g.event_cursor);
@@ -603,7 +622,14 @@ impl Session<'_> {
         let req = pb::SendMessageRequest { content: content.to_vec(), timestamp_s: now_s(), nonce: nonce.to_vec(), ..Default::default() };
         let r: pb::SendMessageResponse = self.call(paths::SEND, &req).await?;
         let name = self.client.display_name().await?;
-        let own = CachedMessage { id: r.id, sender: self.client.me.hash.to_vec(), sender_name: name, timestamp_s: req.timestamp_s, content: content.to_vec(), deleted: false };
+        let own = CachedMessage {
+            id: r.id,
+            sender: self.client.me.hash.to_vec(),
+            sender_name: name,
+            timestamp_s: req.timestamp_s,
+            content: content.to_vec(),
+            deleted: false,
+        };
         self.client.cache.put_live_message(&self.dest, &own).await?;
         Ok(Posted::Link { id: r.id, duplicate: r.duplicate })
     }
@@ -710,7 +736,10 @@ mod tests {
             error: Some(pb::Error { code: pb::ErrorCode::StampRequired as i32, message: "stamp".into(), stamp_cost: 8, challenge: vec![1; 32] }),
             payload: vec![],
         };
-        assert!(matches!(decode_reply::<pb::JoinResponse>(reply(&refused)), Err(ClientError::Refused { code: pb::ErrorCode::StampRequired, stamp_cost: 8, .. })));
+        assert!(matches!(
+            decode_reply::<pb::JoinResponse>(reply(&refused)),
+            Err(ClientError::Refused { code: pb::ErrorCode::StampRequired, stamp_cost: 8, .. })
+        ));
         assert!(matches!(decode_reply::<pb::JoinResponse>(rmpv::Value::Nil), Err(ClientError::Malformed(_))));
         assert!(matches!(decode_reply::<pb::JoinResponse>(rmpv::Value::Binary(vec![0xff, 0xff, 0xff])), Err(ClientError::Malformed(_))));
         let bad_payload = pb::Response { error: None, payload: vec![0x0a, 0x05, 1] };

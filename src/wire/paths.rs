@@ -27,6 +27,23 @@ pub const CREATE: &str = "/api/v1/groups/create";
 
 /// Every path above, for the check against the server's tables.
 pub const ALL: &[&str] = &[
-    INFO, JOIN, LEAVE, MEMBERS, JOIN_REQUESTS, APPROVE, REJECT, MESSAGES, SEND, DELETE, KICK, BAN, UNBAN, PERMISSIONS, RENAME, SETTINGS, NOTIFICATIONS,
-    DIRECTORY, CREATE,
+    INFO,
+    JOIN,
+    LEAVE,
+    MEMBERS,
+    JOIN_REQUESTS,
+    APPROVE,
+    REJECT,
+    MESSAGES,
+    SEND,
+    DELETE,
+    KICK,
+    BAN,
+    UNBAN,
+    PERMISSIONS,
+    RENAME,
+    SETTINGS,
+    NOTIFICATIONS,
+    DIRECTORY,
+    CREATE,
 ];
