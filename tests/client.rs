@@ -263,3 +263,75 @@ fn bad_input_gets_one_clear_line_and_leaves_the_cache_consistent() -> R {
     assert_eq!(texts(&ok(&bob, port, &["history", &s(&g, "group_destination_hash")])?), ["kept"]);
     Ok(())
 }
+
+/// A tmux session, killed on drop.
+struct Tmux(String);
+
+impl Tmux {
+    fn keys(&self, keys: &[&str]) -> R {
+        let ok = Command::new("tmux").args(["send-keys", "-t", &self.0]).args(keys).status()?.success();
+        if ok { Ok(()) } else { Err("tmux send-keys failed".into()) }
+    }
+
+    fn screen(&self) -> R<String> {
+        Ok(String::from_utf8_lossy(&Command::new("tmux").args(["capture-pane", "-p", "-t", &self.0]).output()?.stdout).into_owned())
+    }
+
+    fn wait_for(&self, what: &str) -> R<String> {
+        common::poll_secs(40, &format!("the screen shows {what:?}"), || Ok(self.screen().ok().filter(|s| s.contains(what))))
+    }
+
+    fn alive(&self) -> bool {
+        Command::new("tmux").args(["has-session", "-t", &self.0]).status().is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).status();
+    }
+}
+
+#[test]
+fn the_tui_sends_a_message_and_shows_a_python_members_answer() -> R {
+    let mut server = Server::new()?;
+    let alpha = server.create_group(&["--name", "Alpha"])?;
+    let open = server.create_group(&["--name", "Open Mesh"])?;
+    server.start()?;
+    let port = server.rns_port;
+    let alice = server.dir.join("alice");
+    let mut peer = Peer::connect(port)?;
+    peer.call(json!({"cmd": "router", "as": "bob"}))?;
+    peer.link("b", &s(&open, "group_destination_hash"), Some("bob"))?;
+    peer.join("b", "bob")?;
+    ok(&alice, port, &["join", &s(&alpha, "group_destination_hash"), "--name", "alice"])?;
+    ok(&alice, port, &["join", &s(&open, "group_destination_hash")])?;
+
+    // A person opens the UI in a terminal, picks the group, types a message and presses Enter.
+    let tmux = Tmux(common::unique("tui")?);
+    let command = format!("{} client --data-dir {} --tcp 127.0.0.1:{port} ui", env!("CARGO_BIN_EXE_meshgroup"), alice.display());
+    assert!(Command::new("tmux").args(["new-session", "-d", "-s", &tmux.0, "-x", "160", "-y", "40", &command]).status()?.success());
+    tmux.wait_for("Groups")?;
+    for _ in 0..3 {
+        if tmux.screen()?.contains("┌Open Mesh─") {
+            break;
+        }
+        tmux.keys(&["Down"])?;
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    tmux.wait_for("┌Open Mesh─")?;
+    tmux.wait_for("bob")?; // the member list, synced
+    tmux.keys(&["-l", "typed in the tui"])?;
+    tmux.keys(&["Enter"])?;
+    let screen = tmux.wait_for("acknowledged #")?;
+    assert!(screen.contains("alice: typed in the tui"), "{screen}");
+    // Fanned out to the stock member ...
+    peer.call(json!({"cmd": "inbox", "as": "bob", "contains": "typed in the tui", "timeout": 30}))?;
+    // ... whose answer comes back to the UI live.
+    let lxmf = s(&open, "lxmf_destination_hash");
+    peer.call(json!({"cmd": "send", "as": "bob", "dest": lxmf, "content": hex::encode("bob answers")}))?;
+    tmux.wait_for("bob: bob answers")?;
+    tmux.keys(&["Escape"])?;
+    common::poll_secs(10, "the UI exits on Esc", || Ok((!tmux.alive()).then_some(())))?;
+    Ok(())
+}

@@ -157,6 +157,11 @@ pub enum ClientCmd {
         #[arg(long)]
         listed: Option<bool>,
     },
+    /// The terminal UI: groups, history, members, join requests, an input line.
+    Ui {
+        /// The group to open first.
+        group: Option<String>,
+    },
     /// Create a group on a server (SERVER: its meshchat.groupserver hash); you become its founder.
     Create {
         server: String,
@@ -236,6 +241,14 @@ async fn command(cfg: ClientConfig, cmd: ClientCmd, as_json: bool, out: &Stdout)
     let group = |key: String| async move { c.resolve(&key).await.map_err(CliError::from) };
     let id_arg = |s: &str| hash_arg("identity", s);
     Ok(match cmd {
+        ClientCmd::Ui { group: key } => {
+            let first = match key {
+                Some(k) => Some(group(k).await?),
+                None => None,
+            };
+            let tty = out.writer().ok_or_else(|| CliError::Failure("no terminal to draw on".into()))?;
+            return super::ui::run(client, first, tty).await;
+        }
         ClientCmd::Profile { name } => {
             if let Some(n) = name {
                 c.set_display_name(&n).await?;
@@ -525,6 +538,11 @@ impl Stdout {
         }
         // SAFETY: `saved` is a descriptor we own; the File closes it.
         Stdout { saved: Some(unsafe { std::fs::File::from_raw_fd(saved) }) }
+    }
+
+    /// A handle on the real stdout, for the TUI to draw on.
+    fn writer(&self) -> Option<std::fs::File> {
+        self.saved.as_ref().and_then(|f| f.try_clone().ok())
     }
 
     /// One line on the real stdout, at once.

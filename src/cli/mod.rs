@@ -7,6 +7,7 @@
 #[cfg(feature = "bench")]
 pub mod bench;
 pub mod client;
+mod ui;
 
 use std::path::PathBuf;
 
