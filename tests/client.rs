@@ -335,3 +335,41 @@ fn the_tui_sends_a_message_and_shows_a_python_members_answer() -> R {
     common::poll_secs(10, "the UI exits on Esc", || Ok((!tmux.alive()).then_some(())))?;
     Ok(())
 }
+
+/// The default way in: the client attaches to the user's rnsd as a shared-instance client (the
+/// Unix socket `rns/NAME`), like the server beside it.
+#[test]
+fn the_client_reaches_a_group_through_the_users_rnsd() -> R {
+    use common::{Daemon, free_port, tcp_server_iface, unique, wait_port};
+    let name = unique("cli-rnsd")?;
+    let hub_port = free_port()?;
+    let work = std::env::temp_dir().join(&name);
+    let config = format!(
+        "[reticulum]\n  enable_transport = False\n  share_instance = Yes\n  instance_name = {name}\n  panic_on_interface_error = No\n[logging]\n  loglevel = 4\n[interfaces]\n{}",
+        tcp_server_iface(hub_port)
+    );
+    let rnsd = Daemon::rnsd(&work, &config)?;
+    wait_port(hub_port, std::time::Duration::from_secs(20)).map_err(|e| format!("{e}; rnsd log:\n{}", rnsd.log()))?;
+    let mut server = Server::new()?;
+    server.interfaces = Some(format!("[{{type=\"shared_instance\",instance_name=\"{name}\"}}]"));
+    let g = server.create_group(&["--name", "Via rnsd"])?;
+    server.start()?;
+    let dir = server.dir.join("dora");
+    let run = |args: &[&str]| -> R<Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_meshgroup"))
+            .args(["--json", "client", "--data-dir"])
+            .arg(&dir)
+            .args(["--instance", &name, "--timeout", "30"])
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            return Err(format!("client {args:?}: {}\nserver log:\n{}", String::from_utf8_lossy(&out.stderr), server.log()).into());
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    let j = run(&["join", &s(&g, "group_destination_hash"), "--name", "dora"])?;
+    assert_eq!(s(&j, "state"), "joined");
+    run(&["post", "Via rnsd", "through the shared instance"])?;
+    assert_eq!(texts(&run(&["history", "Via rnsd"])?), ["through the shared instance"]);
+    Ok(())
+}
