@@ -373,3 +373,24 @@ fn the_client_reaches_a_group_through_the_users_rnsd() -> R {
     assert_eq!(texts(&run(&["history", "Via rnsd"])?), ["through the shared instance"]);
     Ok(())
 }
+
+/// `post --propagate`: the post is deposited on a real lxmd, and the group collects it from there
+/// on its next inbox sync.
+#[test]
+fn a_propagated_post_reaches_the_group_through_lxmd() -> R {
+    let (_hub, _lxmd, hub_port, pn) = common::hub_and_node()?;
+    let mut server = Server::new()?;
+    server.interfaces = Some(format!("[{{type=\"tcp_client\",target=\"127.0.0.1:{hub_port}\"}}]"));
+    server.extra_env.extend([("MESHGROUP_PROPAGATION__NODE".to_owned(), pn.clone()), ("MESHGROUP_PROPAGATION__SYNC_INTERVAL_SECS".to_owned(), "5".to_owned())]);
+    let g = server.create_group(&["--name", "Far Away"])?;
+    server.start()?;
+    let alice = server.dir.join("alice");
+    ok(&alice, hub_port, &["--timeout", "40", "join", &s(&g, "group_destination_hash"), "--name", "alice"])?;
+    let p = ok(&alice, hub_port, &["--timeout", "40", "--propagation-node", &pn, "post", "Far Away", "left on the node", "--propagate"])?;
+    assert_eq!(s(&p, "via"), "propagation");
+    common::poll_secs(90, "the group collected the post", || {
+        let h = ok(&alice, hub_port, &["--timeout", "40", "history", "Far Away"])?;
+        Ok(texts(&h).contains(&"left on the node".to_owned()).then_some(()))
+    })?;
+    Ok(())
+}

@@ -33,6 +33,9 @@ pub struct ClientArgs {
     /// Seconds to wait for a path, a link or an answer.
     #[arg(long, default_value_t = 15)]
     pub timeout: u64,
+    /// The propagation node (its lxmf.propagation hash) for `post --propagate`; default: the last heard.
+    #[arg(long)]
+    pub propagation_node: Option<String>,
     #[command(subcommand)]
     pub command: ClientCmd,
 }
@@ -225,7 +228,8 @@ pub async fn run(args: ClientArgs, as_json: bool) -> Result<Output, CliError> {
         (Some(target), _) => InterfaceConfig::TcpClient { target: target.clone() },
         (None, port) => InterfaceConfig::SharedInstance { instance_name: args.instance.clone(), tcp_port: port },
     }];
-    let cfg = ClientConfig { data_dir: args.data_dir, interfaces, timeout: Duration::from_secs(args.timeout.max(1)) };
+    let propagation_node = args.propagation_node.as_deref().map(|h| hash_arg("propagation node", h)).transpose()?;
+    let cfg = ClientConfig { data_dir: args.data_dir, interfaces, timeout: Duration::from_secs(args.timeout.max(1)), propagation_node };
     // reticulum-rs prints link closes on stdout: it goes to /dev/null while the node runs, and
     // our own lines go to the real stdout.
     let out = Stdout::quiet();

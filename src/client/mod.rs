@@ -72,6 +72,8 @@ pub struct ClientConfig {
     pub interfaces: Vec<InterfaceConfig>,
     /// How long to wait for a path, a link or an answer.
     pub timeout: Duration,
+    /// The propagation node for `--propagate`; `None` takes the last one heard.
+    pub propagation_node: Option<[u8; 16]>,
 }
 
 /// A running client: its node, identity and cache.
@@ -198,7 +200,7 @@ impl Client {
         let my_lxmf = node.register_destination(&me.private_key, "lxmf", "delivery").await?;
         let (tx, rx) = mpsc::channel(INCOMING_QUEUE);
         let proofs = Arc::new(events::Proofs::default());
-        let propagation = Arc::new(crate::lxmf::propagation::Propagation::new(node.clone(), None));
+        let propagation = Arc::new(crate::lxmf::propagation::Propagation::new(node.clone(), cfg.propagation_node));
         let ctx = events::Ctx { node: node.clone(), cache: cache.clone(), my_lxmf, incoming: tx, proofs: proofs.clone(), propagation: propagation.clone() };
         tokio::spawn(events::run(ctx, node_events));
         Ok(Client { node, me, cache, timeout: cfg.timeout, incoming: Some(rx), proofs, propagation })
@@ -334,6 +336,9 @@ impl Client {
     /// at the group's announced post cost, and waits for the server's proof.
     async fn post_lxmf(&self, g: &CachedGroup, text: &str, propagate: bool) -> Result<Posted, ClientError> {
         let (to, signer) = self.recipient_of(g)?;
+        // The group checks the signature with our key, which it learns from our announce (a
+        // group that collects from a propagation node cannot ask us then: we may be gone).
+        self.announce().await?;
         let body = crate::lxmf::outbound::Body { timestamp: now_s(), title: vec![], content: text.as_bytes().to_vec(), fields: vec![] };
         let my_lxmf = self.lxmf_hash();
         let to2 = to.clone();
@@ -350,6 +355,11 @@ impl Client {
         .map_err(|e| ClientError::Input(format!("cannot send this as one LXMF packet: {e}")))?;
         match built {
             (None, packed, message_id) => {
+                let (pn, _) = self
+                    .propagation
+                    .target()
+                    .ok_or_else(|| ClientError::Unreachable { what: "a propagation node".into(), why: "none heard yet (give --propagation-node)".into() })?;
+                self.find(pn, Instant::now() + self.timeout).await?;
                 self.propagation
                     .deposit(&to, &packed)
                     .await
