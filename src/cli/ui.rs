@@ -202,12 +202,12 @@ pub async fn run(mut client: Client, first: Option<[u8; 16]>, tty: std::fs::File
         });
     }
     // Syncs: history, roster, and for approvers the request queue; one at a time.
-    let (sync_tx, mut sync_rx) = mpsc::channel::<[u8; 16]>(4);
+    let (sync_tx, mut sync_rx) = mpsc::channel::<([u8; 16], bool)>(4);
     {
         let (client, tx) = (client.clone(), tx.clone());
         tokio::spawn(async move {
-            while let Some(dest) = sync_rx.recv().await {
-                let (requests, error) = match sync_one(&client, dest).await {
+            while let Some((dest, roster)) = sync_rx.recv().await {
+                let (requests, error) = match sync_one(&client, dest, roster).await {
                     Ok(r) => (r, None),
                     Err(e) => (vec![], Some(e.to_string())),
                 };
@@ -238,14 +238,18 @@ pub async fn run(mut client: Client, first: Option<[u8; 16]>, tty: std::fs::File
     result
 }
 
-async fn sync_one(client: &Client, dest: [u8; 16]) -> Result<Vec<pb::PendingJoin>, ClientError> {
+/// One background sync. The roster (`roster`) is fetched when a group is opened, not on every
+/// tick: it costs one request per 200 members, the only read here that grows with the group.
+async fn sync_one(client: &Client, dest: [u8; 16], roster: bool) -> Result<Vec<pb::PendingJoin>, ClientError> {
     let s = client.group(dest).await?;
     let info = s.info().await?;
     if !info.is_member {
         return Ok(vec![]);
     }
     s.sync().await?;
-    s.members().await?;
+    if roster {
+        s.members().await?;
+    }
     if i64::from(info.rights) & Rights::APPROVE.0 != 0 { s.join_requests().await } else { Ok(vec![]) }
 }
 
@@ -254,7 +258,7 @@ async fn ui_loop(
     first: Option<[u8; 16]>,
     rx: &mut mpsc::Receiver<UiEvent>,
     send_tx: &mpsc::Sender<(u64, [u8; 16], String)>,
-    sync_tx: &mpsc::Sender<[u8; 16]>,
+    sync_tx: &mpsc::Sender<([u8; 16], bool)>,
     writer: std::fs::File,
 ) -> Result<Output, CliError> {
     let mut terminal = Terminal::new(CrosstermBackend::new(writer)).map_err(|e| CliError::Failure(format!("terminal: {e}")))?;
@@ -264,7 +268,7 @@ async fn ui_loop(
         v.selected = v.groups.iter().position(|(g, _)| g.dest == d).unwrap_or(0);
     }
     if let Some(d) = v.dest() {
-        let _ = sync_tx.try_send(d);
+        let _ = sync_tx.try_send((d, true));
         v.status = "syncing…".into();
     }
     let mut seq = 0u64;
@@ -283,7 +287,7 @@ async fn ui_loop(
                     v.scroll = 0;
                     v.requests.clear();
                     if let Some(d) = v.groups.get(v.selected).map(|(g, _)| g.dest) {
-                        let _ = sync_tx.try_send(d);
+                        let _ = sync_tx.try_send((d, true));
                     }
                 }
                 KeyCode::PageUp => v.scroll = v.scroll.saturating_add(5),
@@ -337,7 +341,7 @@ async fn ui_loop(
             }
             UiEvent::Tick => {
                 if let Some(d) = v.dest() {
-                    let _ = sync_tx.try_send(d);
+                    let _ = sync_tx.try_send((d, false));
                 }
             }
         }
