@@ -20,7 +20,7 @@ use crate::store::StoreError;
 use crate::store::cache::{CachedGroup, CachedMember, CachedMessage, ClientCache, GroupNews};
 use crate::transport::interfaces::InterfaceConfig;
 use crate::transport::{Node, NodeConfig, NodeError};
-use crate::wire::identity::{GROUP_ASPECT, GroupIdentity, LXMF_ASPECT, identity_hash, parse_hash};
+use crate::wire::identity::{GroupIdentity, LXMF_ASPECT, identity_hash, parse_hash};
 use crate::wire::proto as pb;
 use crate::wire::{paths, stamp};
 
@@ -723,11 +723,6 @@ impl Session<'_> {
         self.info().await?;
         Ok(())
     }
-}
-
-/// The `meshchat.group` destination of a group identity (for a directory entry's key).
-pub fn group_destination(public_key: &[u8; 64]) -> [u8; 16] {
-    crate::wire::identity::destination_hash(GROUP_ASPECT, &identity_hash(public_key))
 }
 
 #[cfg(test)]
