@@ -29,6 +29,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("stamp", stamp),
     ("admin_json", admin_json),
     ("propagation_response", propagation_response),
+    ("client_reply", client_reply),
 ];
 
 /// The test identity of `tests/vectors.json` (`peer_identity`), whose `lxmf.delivery` the
@@ -143,6 +144,8 @@ pub fn lxmf_message(data: &[u8]) {
             let _ = crate::wire::lxmf::reaction_field(&fields);
             let _ = crate::wire::lxmf::attachment_size(&fields);
             let _ = crate::wire::lxmf::attachments(&fields);
+            // What `meshgroup client` reads from a fan-out copy.
+            let _ = crate::wire::lxmf::read_attribution(&fields);
         }
         text_command(&String::from_utf8_lossy(&msg.content));
     }
@@ -206,4 +209,19 @@ pub fn propagation_response(data: &[u8]) {
             let _ = crate::wire::lxmf::unpack(&m);
         }
     }
+}
+
+/// Input: a link-API answer as `meshgroup client` receives it (the response packet's plaintext):
+/// the response envelope, the `Response`, then the payload as each response type the client reads.
+pub fn client_reply(data: &[u8]) {
+    use crate::client::decode_reply;
+    let Ok(response) = crate::wire::envelope::unpack_response(data) else { return };
+    // An answer is either refused or a payload, whatever the type asked for.
+    let refused = matches!(decode_reply::<pb::Ack>(response.clone()), Err(crate::client::ClientError::Refused { .. }));
+    assert_eq!(refused, matches!(decode_reply::<pb::InfoResponse>(response.clone()), Err(crate::client::ClientError::Refused { .. })));
+    let _ = decode_reply::<pb::MessagesResponse>(response.clone());
+    let _ = decode_reply::<pb::MembersResponse>(response.clone());
+    let _ = decode_reply::<pb::JoinResponse>(response.clone());
+    let _ = decode_reply::<pb::DirectoryResponse>(response.clone());
+    let _ = decode_reply::<pb::JoinRequestsResponse>(response);
 }

@@ -6,6 +6,7 @@ pub mod actors;
 pub mod admin;
 pub mod api;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod domain;
 pub mod fuzzing;

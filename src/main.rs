@@ -19,14 +19,17 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let cfg = meshgroup::config::Config::load(cli.config.as_deref()).map_err(|e| CliError::Input(e.to_string()))?;
+    let mut cfg = meshgroup::config::Config::load(cli.config.as_deref()).map_err(|e| CliError::Input(e.to_string()))?;
+    if let Command::Client(_) = &cli.command {
+        meshgroup::cli::client::quiet_logs(&mut cfg.log);
+    }
     meshgroup::init_tracing(&cfg);
     match cli.command {
         Command::Serve(args) => {
             meshgroup::block_on(meshgroup::server::run(cfg, args.demo, meshgroup::server::shutdown_signal()))??;
         }
         cmd => {
-            let out = meshgroup::block_on(meshgroup::cli::run_command(&cfg, cmd))??;
+            let out = meshgroup::block_on(meshgroup::cli::run_command(&cfg, cmd, cli.json))??;
             println!("{}", out.render(cli.json));
         }
     }

@@ -136,6 +136,17 @@ fn write_seeds() -> R {
     }
 
     // request_envelope: the reference's request and response, and one of each kind of data element.
+    // client_reply: answers as a server sends them, in their response envelope.
+    let answer = |resp: pb::Response| mp(&Value::Array(vec![Value::Binary(vec![7; 16]), Value::Binary(resp.encode_to_vec())]));
+    let history = pb::MessagesResponse {
+        messages: vec![pb::GroupMessage { id: 3, content: b"hi".to_vec(), sender_identity_hash: id.clone(), ..Default::default() }],
+        events: vec![pb::GroupEvent { id: 9, kind: "message_deleted".into(), subject: "2".into(), ..Default::default() }],
+    };
+    write("client_reply", "messages", &answer(pb::Response { error: None, payload: history.encode_to_vec() }))?;
+    let stamp_required = pb::Error { code: pb::ErrorCode::StampRequired as i32, message: "stamp".into(), stamp_cost: 8, challenge: vec![1; 32] };
+    write("client_reply", "stamp_required", &answer(pb::Response { error: Some(stamp_required), payload: vec![] }))?;
+    write("client_reply", "not_protobuf", &mp(&Value::Array(vec![Value::Binary(vec![7; 16]), Value::Binary(vec![0xff; 4])])))?;
+    write("client_reply", "json_map", &mp(&Value::Array(vec![Value::Binary(vec![7; 16]), Value::Map(vec![(Value::from("error"), Value::from("x"))])])))?;
     write("request_envelope", "reference_request", &hx(&v["requests"]["example_packed_request_hex"]))?;
     write("request_envelope", "reference_response", &hx(&v["requests"]["example_packed_response_hex"]))?;
     let path_hash = hx(&v["requests"]["path_hashes"]["/api/v1/join"]);

@@ -6,6 +6,8 @@
 
 #[cfg(feature = "bench")]
 pub mod bench;
+pub mod client;
+mod ui;
 
 use std::path::PathBuf;
 
@@ -107,6 +109,8 @@ pub enum Command {
     /// Move a group's identity in and out (Reticulum 64-byte identity files).
     #[command(subcommand)]
     Identity(IdentityCmd),
+    /// The member's side: join groups, read and post, watch, moderate (see the README).
+    Client(Box<client::ClientArgs>),
     /// Measure server-side work on throw-away stores (see docs/benchmarks.md).
     #[command(subcommand)]
     #[cfg(feature = "bench")]
@@ -331,17 +335,19 @@ impl Output {
 }
 
 /// Runs one non-`serve` command against the store.
-pub async fn run_command(cfg: &Config, cmd: Command) -> Result<Output, CliError> {
-    // Benches build their own throw-away stores and must never touch the configured one.
+pub async fn run_command(cfg: &Config, cmd: Command, json: bool) -> Result<Output, CliError> {
+    // Benches build their own throw-away stores and must never touch the configured one; the
+    // client has its own data dir and cache.
     let cmd = match cmd {
         #[cfg(feature = "bench")]
         Command::Bench(b) => return bench::run(b).await,
+        Command::Client(c) => return client::run(*c, json).await,
         other => other,
     };
     let store = Store::open(&cfg.database_url()).await.map_err(|e| CliError::Failure(e.to_string()))?;
     let ctx = Ctx { store, socket: cfg.admin_socket() };
     match cmd {
-        Command::Serve(_) => Err(CliError::Input("serve is not a store command".into())),
+        Command::Serve(_) | Command::Client(_) => Err(CliError::Input("not a store command".into())),
         Command::Group(c) => group_cmd(&ctx, c).await,
         Command::Member(c) => member_cmd(&ctx, c).await,
         Command::Ban(c) => ban_cmd(&ctx, c).await,

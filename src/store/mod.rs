@@ -4,6 +4,7 @@
 //! Methods return entity models or small typed results; callers never see SQL.
 
 mod announces;
+pub mod cache;
 mod events;
 mod groups;
 mod hosting;

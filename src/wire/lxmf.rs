@@ -340,6 +340,43 @@ pub fn ticket_field(fields: &[(Value, Value)]) -> Option<(f64, Vec<u8>)> {
     (ticket.len() == 16).then_some((expires, ticket))
 }
 
+/// Who wrote a message a group relayed, as its `FIELD_CUSTOM_META` says (see `lxmf::outbound::attribution`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Attribution {
+    /// The author's identity hash.
+    pub sender: Vec<u8>,
+    /// The author's display name.
+    pub name: String,
+    /// The original message hash.
+    pub message_hash: Vec<u8>,
+    /// The history id.
+    pub id: i64,
+    /// `message`, `short`, or an event kind such as `kicked`.
+    pub kind: String,
+}
+
+/// Reads a relayed message's attribution: `None` unless `FIELD_CUSTOM_TYPE` is
+/// [`CUSTOM_TYPE_GROUP`] and `FIELD_CUSTOM_META` is a map. Missing keys stay empty.
+pub fn read_attribution(fields: &[(Value, Value)]) -> Option<Attribution> {
+    let field = |key: u64| fields.iter().find(|(k, _)| k.as_u64() == Some(key)).map(|(_, v)| v);
+    if field(FIELD_CUSTOM_TYPE).and_then(bytes_of)? != CUSTOM_TYPE_GROUP.as_bytes() {
+        return None;
+    }
+    let Value::Map(meta) = field(FIELD_CUSTOM_META)? else { return None };
+    let mut a = Attribution::default();
+    for (k, v) in meta {
+        match k.as_str() {
+            Some("s") => a.sender = bytes_of(v).unwrap_or_default(),
+            Some("n") => a.name = bytes_of(v).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default(),
+            Some("h") => a.message_hash = bytes_of(v).unwrap_or_default(),
+            Some("i") => a.id = v.as_i64().unwrap_or_default(),
+            Some("k") => a.kind = bytes_of(v).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default(),
+            _ => {}
+        }
+    }
+    Some(a)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,6 +493,17 @@ mod tests {
         assert_eq!(kinds, KIND_IMAGE | KIND_FILE | KIND_AUDIO);
         assert!(size > 115 && size < 160, "{size}");
         assert_eq!(attachment_size(&fields[3..]), (0, 0));
+    }
+
+    #[test]
+    fn attribution_round_trips_and_needs_the_group_type() {
+        let fields = crate::lxmf::outbound::attribution(&[1; 16], "alice", &[2; 32], 42, "message");
+        let a = read_attribution(&fields).expect("attribution");
+        assert_eq!(a, Attribution { sender: vec![1; 16], name: "alice".into(), message_hash: vec![2; 32], id: 42, kind: "message".into() });
+        let mut other = fields.clone();
+        other[0].1 = Value::from("someone.else");
+        assert_eq!(read_attribution(&other), None);
+        assert_eq!(read_attribution(&fields[..1]), None, "no meta map");
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod envelope;
 pub mod identity;
 pub mod lxmf;
 pub mod meshchat_json;
+pub mod paths;
 pub mod proto;
 pub mod stamp;
 

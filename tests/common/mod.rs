@@ -445,3 +445,35 @@ pub fn proc_kib(pid: u32, field: &str) -> R<u64> {
     let line = status.lines().find(|l| l.starts_with(field)).ok_or(format!("no {field} in /proc/{pid}/status"))?;
     Ok(line.split_whitespace().nth(1).ok_or("malformed status line")?.parse()?)
 }
+
+/// A transport hub (rnsd) and an lxmd propagation node on it; returns them and the node's hash.
+pub fn hub_and_node() -> R<(Daemon, Daemon, u16, String)> {
+    let hub_port = free_port()?;
+    let hub_dir = std::env::temp_dir().join(unique("pnhub")?);
+    let hub = Daemon::rnsd(
+        &hub_dir,
+        &format!("[reticulum]\n  enable_transport = True\n  share_instance = No\n[logging]\n  loglevel = 4\n[interfaces]\n{}", tcp_server_iface(hub_port)),
+    )?;
+    wait_port(hub_port, Duration::from_secs(20))?;
+    let pn_dir = std::env::temp_dir().join(unique("lxmd")?);
+    let rns_dir = pn_dir.join("rns");
+    std::fs::create_dir_all(&rns_dir)?;
+    std::fs::write(
+        rns_dir.join("config"),
+        format!(
+            "[reticulum]\n  enable_transport = False\n  share_instance = No\n[logging]\n  loglevel = 4\n[interfaces]\n  [[hub]]\n    type = TCPClientInterface\n    enabled = yes\n    target_host = 127.0.0.1\n    target_port = {hub_port}\n"
+        ),
+    )?;
+    // The lowest stamp cost LXMF allows keeps the Python senders' work to seconds.
+    let lxmd = Daemon::start_with(
+        "lxmd",
+        &pn_dir,
+        "[propagation]\nenable_node = yes\nannounce_at_start = yes\nautopeer = no\npropagation_stamp_cost_target = 13\n[lxmf]\ndisplay_name = test node\n[logging]\nloglevel = 5\n",
+        vec!["--rnsconfig".into(), rns_dir.display().to_string(), "-p".into()],
+    )?;
+    let pn = poll(Duration::from_secs(30), Duration::from_millis(200), "lxmd started", || {
+        let log = lxmd.log();
+        Ok(log.split("Propagation Node started on <").nth(1).and_then(|r| r.get(..32)).map(str::to_owned))
+    })?;
+    Ok((hub, lxmd, hub_port, pn))
+}

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::json;
 
-use super::fanout::{cores, median, process_cpu, round3};
+use super::fanout::{cores, median, process_cpu, round2, round3};
 use crate::cli::{CliError, Output};
 use crate::config::StampsConfig;
 use crate::stamps::{Check, Purpose, Refused, StampPool};
@@ -37,6 +37,95 @@ pub struct StampsArgs {
     /// The join cost.
     #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub cost: u32,
+    /// The client side: join-stamp costs to time the midstate generator at.
+    #[arg(long, value_delimiter = ',', default_value = "8,12,16")]
+    pub gen_costs: Vec<u32>,
+    /// Stamps generated per cost (the median is reported).
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub gen_runs: u32,
+    /// Valid stamps validated, directly and through the pool, for the validation throughput.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub validations: u32,
+}
+
+/// The join stamp from both sides, against one floor: the 3000-round workblock alone, which both
+/// the client's generator and every server-side validation must build once.
+async fn join_stamps(a: &StampsArgs) -> Result<serde_json::Value, CliError> {
+    if a.gen_costs.iter().any(|c| *c > 24) {
+        return Err(CliError::Input("--gen-costs: at most 24 (cost 24 takes 2^24 tries)".into()));
+    }
+    let mut floor = Vec::new();
+    let mut generated = Vec::new();
+    for cost in &a.gen_costs {
+        let mut times = Vec::new();
+        for _ in 0..a.gen_runs {
+            let challenge: [u8; 32] = rand::random();
+            let t = Instant::now();
+            let _ = crate::wire::stamp::workblock(&challenge, MESSAGE_ROUNDS);
+            floor.push(t.elapsed());
+            let t = Instant::now();
+            if generate(&challenge, MESSAGE_ROUNDS, *cost).is_none() {
+                return Err(CliError::Failure(format!("no stamp of cost {cost} found")));
+            }
+            times.push(t.elapsed());
+        }
+        generated.push((*cost, median(&mut times)));
+    }
+    // Server side, one thread: workblock + value per stamp, as `StampPool` runs each check.
+    let stamps: Vec<([u8; 32], [u8; 32])> = (0..a.validations)
+        .map(|_| {
+            let c: [u8; 32] = rand::random();
+            (c, generate(&c, MESSAGE_ROUNDS, 8).unwrap_or_default())
+        })
+        .collect();
+    // Interleaved with a floor measurement each, so that load from elsewhere falls on both alike.
+    let (mut validate_times, mut valid) = (Vec::new(), 0usize);
+    for (c, st) in &stamps {
+        let t = Instant::now();
+        let _ = crate::wire::stamp::workblock(&rand::random::<[u8; 32]>(), MESSAGE_ROUNDS);
+        floor.push(t.elapsed());
+        let t = Instant::now();
+        valid += usize::from(crate::wire::stamp::value(&crate::wire::stamp::workblock(c, MESSAGE_ROUNDS), st) >= 8);
+        validate_times.push(t.elapsed());
+    }
+    let floor_s = median(&mut floor);
+    let direct_per_s = 1.0 / median(&mut validate_times);
+    // Through the pool, from as many callers as the pool has slots, each with its own identity.
+    let cfg = StampsConfig { pool_group_share: 1.0, adaptive_max_cost: 0, ..StampsConfig::default() };
+    let pool = StampPool::new(a.capacity as usize, &cfg);
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for (n, (c, st)) in stamps.into_iter().enumerate() {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let check = Check {
+                purpose: Purpose::Join,
+                group: Some(1),
+                identity: identity(0x22, n as u32),
+                material: c.to_vec(),
+                challenge: true,
+                rounds: MESSAGE_ROUNDS,
+                stamp: st.to_vec(),
+                base_cost: 8,
+            };
+            pool.check(check).await == Ok(true)
+        }));
+    }
+    let mut pooled = 0u32;
+    for task in tasks {
+        pooled += u32::from(task.await.unwrap_or(false));
+    }
+    let pool_per_s = f64::from(pooled) / t.elapsed().as_secs_f64();
+    Ok(json!({
+        "workblock_floor_s": round3(floor_s),
+        "generate": generated.iter().map(|(cost, s)| json!({"cost": cost, "median_s": round3(*s), "x_floor": round2(s / floor_s)})).collect::<Vec<_>>(),
+        "validate_direct_per_s": round2(direct_per_s),
+        "validate_direct_valid": valid,
+        "validate_direct_x_floor": round2(direct_per_s * floor_s),
+        "validate_pool_per_s": round2(pool_per_s),
+        "validate_pool_admitted": pooled,
+        "validate_pool_x_floor_per_core": round2(pool_per_s * floor_s / cores() as f64),
+    }))
 }
 
 /// Tallies of one run.
@@ -184,6 +273,19 @@ pub async fn stamps(a: StampsArgs) -> Result<Output, CliError> {
         ]);
         out.insert(mode.into(), r);
     }
+    let client = join_stamps(&a).await?;
+    rows.push(vec![]);
+    rows.push(vec!["workblock floor".into(), format!("{} s", client["workblock_floor_s"])]);
+    for g in client["generate"].as_array().into_iter().flatten() {
+        rows.push(vec![format!("join stamp, cost {}", g["cost"]), format!("{} s", g["median_s"]), format!("{}x floor", g["x_floor"])]);
+    }
+    rows.push(vec!["validate, 1 thread".into(), format!("{}/s", client["validate_direct_per_s"]), format!("{}x floor", client["validate_direct_x_floor"])]);
+    rows.push(vec![
+        "validate, pool".into(),
+        format!("{}/s", client["validate_pool_per_s"]),
+        format!("{}x floor per core", client["validate_pool_x_floor_per_core"]),
+    ]);
+    out.insert("join_stamps".into(), client);
     out.insert("cost".into(), a.cost.into());
     out.insert("capacity".into(), a.capacity.into());
     out.insert("attackers".into(), a.attackers.into());
