@@ -337,9 +337,6 @@ impl Client {
     /// at the group's announced post cost, and waits for the server's proof.
     async fn post_lxmf(&self, g: &CachedGroup, text: &str, propagate: bool) -> Result<Posted, ClientError> {
         let (to, signer) = self.recipient_of(g)?;
-        // The group checks the signature with our key, which it learns from our announce (a
-        // group that collects from a propagation node cannot ask us then: we may be gone).
-        self.announce().await?;
         let body = crate::lxmf::outbound::Body { timestamp: now_s(), title: vec![], content: text.as_bytes().to_vec(), fields: vec![] };
         let my_lxmf = self.lxmf_hash();
         let to2 = to.clone();
@@ -361,6 +358,10 @@ impl Client {
                     .target()
                     .ok_or_else(|| ClientError::Unreachable { what: "a propagation node".into(), why: "none heard yet (give --propagation-node)".into() })?;
                 self.find(pn, Instant::now() + self.timeout).await?;
+                // The group checks the signature with our key, which it learns from our announce:
+                // a group that collects from the node later cannot ask us then, as we may be gone.
+                // Sent once the node is reachable, so the interface is surely up and it leaves.
+                self.announce().await?;
                 self.propagation
                     .deposit(&to, &packed)
                     .await
@@ -368,6 +369,8 @@ impl Client {
                 Ok(Posted::Propagated { message_id })
             }
             (Some(p), _, message_id) => {
+                // The group asks for our path if it lacks our key; the announce saves it the trip.
+                self.announce().await?;
                 let hash = self.node.send_prepared(p.lxmf_dest, &p.public_key, ("lxmf", "delivery"), &p.ciphertext).await?;
                 let delivered = self.proofs.wait(hash, self.timeout).await;
                 Ok(Posted::Lxmf { message_id, delivered })
