@@ -39,6 +39,10 @@ where
     prepare_data_dir(&cfg.data_dir)?;
     let store = Store::open(&cfg.database_url()).await?;
     tracing::info!(backend = store.backend(), "store open");
+    let filled = store.backfill_lxmf_hashes(crate::wire::identity::lxmf_hash_of).await?;
+    if filled > 0 {
+        tracing::info!(filled, "known identities given their lxmf.delivery hash");
+    }
     crate::metrics::set_per_group(cfg.metrics.per_group);
     if let Some(addr) = cfg.metrics_addr()? {
         crate::metrics::install(addr)?;

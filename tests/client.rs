@@ -377,7 +377,6 @@ fn the_client_reaches_a_group_through_the_users_rnsd() -> R {
 /// `post --propagate`: the post is deposited on a real lxmd, and the group collects it from there
 /// on its next inbox sync.
 #[test]
-#[ignore = "fails 3 of 3 runs after the merges of 2026-12-02: the server never learns the sender's key (\"sender identity unknown\") for the post it collects from lxmd; run with --ignored"]
 fn a_propagated_post_reaches_the_group_through_lxmd() -> R {
     let (_hub, _lxmd, hub_port, pn) = common::hub_and_node()?;
     let mut server = Server::new()?;

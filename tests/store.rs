@@ -187,10 +187,24 @@ store_test!(events_tickets_announces, |t| {
     let a = s.announce(B).await?.ok_or("announce missing")?;
     assert_eq!((a.app_data.as_slice(), a.hops), (&b"two"[..], 3));
     assert_eq!(s.announces("meshchat.group").await?.len(), 1);
-    s.remember_identity(A, &[5; 64]).await?;
-    s.remember_identity(A, &[6; 64]).await?;
+    s.remember_identity(A, "lxmf-a", &[5; 64]).await?;
+    s.remember_identity(A, "lxmf-a", &[6; 64]).await?;
     assert_eq!(s.known_identity(A).await?, Some(vec![6; 64]), "the latest verified key wins");
     assert_eq!(s.known_identity(B).await?, None);
+    assert_eq!(s.identity_by_lxmf_hash("lxmf-a").await?, Some(vec![6; 64]), "found by its lxmf.delivery hash");
+    assert_eq!(s.identity_by_lxmf_hash("lxmf-b").await?, None);
+});
+
+store_test!(identities_kept_before_the_lxmf_hash_get_it_at_start_up, |t| {
+    let s = &t.store;
+    // A row as an older server left it: no lxmf.delivery hash.
+    s.remember_identity(A, "stale", &[7; 64]).await?;
+    t.forget_lxmf_hash(A).await?;
+    assert_eq!(s.identity_by_lxmf_hash("stale").await?, None);
+    let want = meshgroup::wire::identity::lxmf_hash_of(A).ok_or("A is hex")?;
+    assert_eq!(s.backfill_lxmf_hashes(meshgroup::wire::identity::lxmf_hash_of).await?, 1);
+    assert_eq!(s.identity_by_lxmf_hash(&want).await?, Some(vec![7; 64]));
+    assert_eq!(s.backfill_lxmf_hashes(meshgroup::wire::identity::lxmf_hash_of).await?, 0, "filled once");
 });
 
 store_test!(deleting_a_group_removes_its_rows, |t| {

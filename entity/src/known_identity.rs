@@ -9,6 +9,8 @@ pub struct Model {
     #[sea_orm(unique)]
     pub identity_hash: String,
     pub public_key: Vec<u8>,
+    /// Its `lxmf.delivery` destination hash (hex); absent on rows from before it was kept.
+    pub lxmf_hash: Option<String>,
     pub updated_at: i64,
 }
 

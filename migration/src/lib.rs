@@ -7,6 +7,7 @@ mod m20261126_000003_known_identities;
 mod m20261126_000004_server;
 mod m20261201_000005_delivery_classes;
 mod m20261202_000006_threads;
+mod m20261202_000007_identity_lxmf_hash;
 
 /// Applies every migration in order; sea-orm records what already ran.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000004_server::Migration),
             Box::new(m20261201_000005_delivery_classes::Migration),
             Box::new(m20261202_000006_threads::Migration),
+            Box::new(m20261202_000007_identity_lxmf_hash::Migration),
         ]
     }
 }

@@ -279,7 +279,7 @@ async fn receive(s: &Arc<Services>, dest: [u8; 16], packed: &[u8], method: Metho
         return Received::Refused;
     }
     let hash = identity_hash(&public_key);
-    s.remember(hex::encode(hash), public_key);
+    s.remember(hash, public_key);
     let sender = Sender { caller: Caller::Identity(hex::encode(hash)), hash, hex: hex::encode(hash) };
     let Some(info) = info(&route, &sender.caller).await else {
         outcome("error");
@@ -603,6 +603,17 @@ fn snap_key(snap: &Snapshot) -> Option<crate::wire::lxmf::Signer> {
 async fn sender_key(s: &Services, msg: &LxmfMessage) -> Option<[u8; 64]> {
     if let Some(k) = s.node.recall_identity(msg.source).await {
         return Some(k);
+    }
+    // A member who joined over a link and posts through a propagation node may never have been
+    // heard announcing: its link identify left the key.
+    match s.store.identity_by_lxmf_hash(&hex::encode(msg.source)).await {
+        Ok(Some(k)) => {
+            if let Ok(k) = <[u8; 64]>::try_from(k.as_slice()) {
+                return Some(k);
+            }
+        }
+        Ok(None) => {}
+        Err(err) => tracing::debug!(%err, "known identity lookup failed"),
     }
     let _ = s.node.request_path(msg.source).await;
     let deadline = tokio::time::Instant::now() + IDENTITY_WAIT;

@@ -73,9 +73,12 @@ impl Services {
     }
 
     /// Keeps a verified key.
-    pub fn remember(&self, identity_hash: String, public_key: [u8; 64]) {
+    pub fn remember(&self, identity_hash: [u8; 16], public_key: [u8; 64]) {
         let store = self.store.clone();
-        self.side_write("remember_identity", async move { store.remember_identity(&identity_hash, &public_key).await });
+        self.side_write("remember_identity", async move {
+            let lxmf_hash = hex::encode(crate::wire::identity::destination_hash(crate::wire::identity::LXMF_ASPECT, &identity_hash));
+            store.remember_identity(&hex::encode(identity_hash), &lxmf_hash, &public_key).await
+        });
     }
 }
 
@@ -170,7 +173,7 @@ pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>
                     continue;
                 }
                 services.courier.note_heard(identity_hash);
-                services.remember(hex_hash, public_key);
+                services.remember(identity_hash, public_key);
             }
             NodeEvent::LinkClosed { link_id, .. } => {
                 links.closed(&link_id);

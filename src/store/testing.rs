@@ -21,6 +21,18 @@ impl TestStore {
     pub fn dir(&self) -> &std::path::Path {
         &self.dir.path
     }
+
+    /// Clears a known identity's `lxmf.delivery` hash, as a server from before it was kept left it.
+    pub async fn forget_lxmf_hash(&self, identity_hash: &str) -> Result<(), StoreError> {
+        use entity::known_identity::{Column, Entity};
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+        Entity::update_many()
+            .col_expr(Column::LxmfHash, Expr::value(Option::<String>::None))
+            .filter(Column::IdentityHash.eq(identity_hash))
+            .exec(&self.store.db)
+            .await?;
+        Ok(())
+    }
 }
 
 impl Drop for TestStore {

@@ -91,6 +91,14 @@ pub fn destination_hash(aspect: &str, identity_hash: &[u8; 16]) -> [u8; 16] {
     truncated(&data)
 }
 
+/// The `lxmf.delivery` destination hash (hex) of an identity given as hex, `None` if it is not
+/// 32 hex characters.
+pub fn lxmf_hash_of(identity_hex: &str) -> Option<String> {
+    let mut id = [0u8; 16];
+    hex::decode_to_slice(identity_hex, &mut id).ok()?;
+    Some(hex::encode(destination_hash(LXMF_ASPECT, &id)))
+}
+
 /// `TH(data)`; also the path hash of an RNS request (`TH(utf8(path))`).
 pub fn truncated_hash(data: &[u8]) -> [u8; 16] {
     truncated(data)
