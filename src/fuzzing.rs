@@ -167,7 +167,9 @@ pub fn announce(data: &[u8]) {
     if let Some(cost) = crate::lxmf::propagation::announced_cost(data) {
         assert!(cost <= 254);
     }
-    let _ = pb::GroupAnnounce::decode(data);
+    if let Ok(a) = crate::wire::announce::decode_group_announce(data) {
+        assert!(a.lxmf_destination.is_empty() || a.lxmf_destination.len() == 16);
+    }
     let _ = pb::ServerAnnounce::decode(data);
 }
 

@@ -75,7 +75,7 @@ where
             .await?;
     // The server destination too is registered before any interface opens.
     let hosting = crate::api::hosting::Hosting::start(&store, &node, cfg.hosting.clone()).await?;
-    let services = std::sync::Arc::new(crate::api::router::Services {
+    let services = std::sync::Arc::new(crate::api::services::Services {
         hosting: hosting.clone(),
         node,
         courier,
@@ -87,8 +87,8 @@ where
         limits: cfg.limits.clone(),
         lxmf: crate::api::lxmf::Inbound::new(cfg.limits.max_inflight_packets),
         journal,
-        refusal_log: crate::api::router::LogBudget::new(20.0),
-        side_writes: std::sync::Arc::new(tokio::sync::Semaphore::new(crate::api::router::SIDE_WRITES)),
+        refusal_log: crate::api::services::LogBudget::new(20.0),
+        side_writes: std::sync::Arc::new(tokio::sync::Semaphore::new(crate::api::services::SIDE_WRITES)),
         life: life.clone(),
     });
     // The router outlives the drain: proofs for the work in progress come through it. It stops
@@ -161,7 +161,7 @@ fn prepare_data_dir(dir: &std::path::Path) -> Result<(), ServerError> {
 
 /// Replays the post journal: everything in it at start-up (posts proven before a crash or during
 /// an outage), then every few seconds what a database outage left there.
-async fn replay_journal(s: std::sync::Arc<crate::api::router::Services>, stop: CancellationToken) {
+async fn replay_journal(s: std::sync::Arc<crate::api::services::Services>, stop: CancellationToken) {
     const EVERY: Duration = Duration::from_secs(5);
     loop {
         // Entries still with the task that wrote them are skipped by the replay itself.
@@ -178,7 +178,7 @@ async fn replay_journal(s: std::sync::Arc<crate::api::router::Services>, stop: C
 
 /// Collects posts that members left for the groups on the propagation node, a few groups per
 /// round so one server's sync does not hog a shared node or a slow link.
-async fn sync_propagation(s: std::sync::Arc<crate::api::router::Services>, cfg: crate::config::PropagationConfig, stop: CancellationToken) {
+async fn sync_propagation(s: std::sync::Arc<crate::api::services::Services>, cfg: crate::config::PropagationConfig, stop: CancellationToken) {
     let mut next = 0usize;
     let mut tick = tokio::time::interval(Duration::from_secs(cfg.sync_interval_secs.max(5)));
     loop {

@@ -4,7 +4,6 @@ mod common;
 
 use common::{Peer, R, Server, poll_secs, s};
 use meshgroup::wire::proto as pb;
-use prost::Message as _;
 use serde_json::json;
 
 #[test]
@@ -17,13 +16,13 @@ fn announce_and_info_for_public_and_private_groups() -> R {
     let public = server.create_group(&["--name", "Mesh Friends", "--join-stamp-cost", "8", "--post-stamp-cost", "6"])?;
     let heard = peer.call(json!({"cmd": "recall", "dest": s(&public, "group_destination_hash"), "wait_announce": true, "timeout": 45}))?;
     assert_eq!(s(&heard, "identity_hash"), s(&public, "identity_hash"), "RNS.Identity.recall gives the group identity");
-    let ad = pb::GroupAnnounce::decode(hex::decode(s(&heard, "app_data"))?.as_slice())?;
+    let ad = meshgroup::wire::announce::decode_group_announce(hex::decode(s(&heard, "app_data"))?.as_slice())?;
     assert_eq!((ad.name.as_str(), ad.join_stamp_cost, ad.post_stamp_cost, ad.api_version), ("Mesh Friends", 8, 6, 1));
     assert_eq!(hex::encode(&ad.lxmf_destination), s(&public, "lxmf_destination_hash"));
 
     let private = server.create_group(&["--name", "Cover Name", "--private", "--private-name", "Cottle Family Chat"])?;
     let heard_private = peer.call(json!({"cmd": "recall", "dest": s(&private, "group_destination_hash"), "wait_announce": true, "timeout": 45}))?;
-    let ad = pb::GroupAnnounce::decode(hex::decode(s(&heard_private, "app_data"))?.as_slice())?;
+    let ad = meshgroup::wire::announce::decode_group_announce(hex::decode(s(&heard_private, "app_data"))?.as_slice())?;
     assert_eq!(ad.name, "Private Group", "a private group's name is not announced");
     assert_eq!(ad.visibility, pb::Visibility::Private as i32);
 

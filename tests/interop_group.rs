@@ -12,7 +12,6 @@ use std::time::Instant;
 
 use common::{Peer, R, Server, poll_secs, s};
 use meshgroup::wire::proto as pb;
-use prost::Message as _;
 use serde_json::json;
 
 const JOIN: &str = "/api/v1/join";
@@ -50,7 +49,7 @@ fn next_announce(peer: &mut Peer, dest: &str, since: &mut u64, want: impl Fn(&pb
         let v = peer.call(json!({"cmd": "heard", "dest": dest, "since": *since, "timeout": 2}))?;
         *since = v["total"].as_u64().unwrap_or(*since);
         for a in v["announces"].as_array().into_iter().flatten() {
-            let ad = pb::GroupAnnounce::decode(hex::decode(a["app_data"].as_str().unwrap_or_default())?.as_slice())?;
+            let ad = meshgroup::wire::announce::decode_group_announce(hex::decode(a["app_data"].as_str().unwrap_or_default())?.as_slice())?;
             if a["path_response"] == json!(false) && want(&ad) {
                 return Ok(Some(ad));
             }

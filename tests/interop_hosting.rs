@@ -175,7 +175,7 @@ fn a_founder_creates_runs_and_deletes_groups() -> R {
     let club = create(&mut founder, "srv", create_req("Founders Club", true))?;
     let club_dest = hex::encode(&club.group_destination);
     assert_eq!((club.name.as_str(), club.visibility, club.member_count), ("Founders Club", pb::Visibility::Private as i32, 1));
-    let ad = pb::GroupAnnounce::decode(heard_live(&mut other, &club_dest)?.as_slice())?;
+    let ad = meshgroup::wire::announce::decode_group_announce(heard_live(&mut other, &club_dest)?.as_slice())?;
     assert_eq!(ad.visibility, pb::Visibility::Private as i32);
     eprintln!("created and announced in {:.2} s", created.elapsed().as_secs_f64());
     other.link("bob", &club_dest, Some("bob"))?;

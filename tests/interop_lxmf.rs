@@ -220,7 +220,9 @@ fn admin_text_commands_on_a_private_group() -> R {
     let pending = await_text(&mut peer, "alice", "1 pending (send /approve ID or /reject ID):")?;
     assert!(pending.iter().any(|t| t.contains(&format!("<{carol}>"))), "{pending:?}");
     assert_eq!(send_text(&mut peer, "alice", &lxmf, &format!("/approve {carol}"))?["delivered"], true);
-    await_text(&mut peer, "alice", &format!("Approved {carol}"))?;
+    // The approver's confirmation names the requester as the request did.
+    let approved = await_text(&mut peer, "alice", "Approved ")?;
+    assert!(approved.iter().any(|t| t.starts_with("Approved ") && t.contains(&format!("<{carol}>."))), "{approved:?}");
     // The approved requester is told, once, in the second person.
     await_text(&mut peer, "carol", "Your join request was approved: you're in.")?;
     assert_eq!(send_text(&mut peer, "carol", &lxmf, "/members")?["delivered"], true);

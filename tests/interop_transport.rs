@@ -127,7 +127,7 @@ fn tcp_client_reaches_python_peers_through_a_hub() -> R {
     server.start()?;
     let heard = peer.call(json!({"cmd": "recall", "dest": dest, "wait_announce": true, "timeout": 45}))?;
     assert_eq!(s(&heard, "identity_hash"), s(&g, "identity_hash"));
-    let ad = pb::GroupAnnounce::decode(hex::decode(s(&heard, "app_data"))?.as_slice())?;
+    let ad = meshgroup::wire::announce::decode_group_announce(hex::decode(s(&heard, "app_data"))?.as_slice())?;
     assert_eq!(ad.name, "Via Hub");
     let path = peer.call(json!({"cmd": "has_path", "dest": dest}))?;
     assert_eq!(path["hops"], json!(2), "the path goes through the hub: {path}");

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use prost::Message as _;
 
 use crate::actors::supervisor::{Refresh, run_op};
-use crate::api::router::Services;
+use crate::api::services::Services;
 use crate::api::{ApiError, decode, hash16};
 use crate::config::{CreationPolicy, HostingConfig, LimitsConfig};
 use crate::group::{Caller, CreateGroup, GroupError, Op, create_group};

@@ -12,7 +12,7 @@ use rmpv::Value;
 
 use crate::actors::group::{GetInfo, GetSnapshot, Post, Snapshot};
 use crate::actors::supervisor::{DestKind, Route, lookup};
-use crate::api::router::Services;
+use crate::api::services::Services;
 use crate::group::{Caller, GroupError, InfoView, MessageRef, Op};
 use crate::lxmf::commands;
 use crate::lxmf::outbound::{Body, prepare, ticket_field};
@@ -535,10 +535,14 @@ async fn run_command(s: &Services, route: &Route, sender: &Sender, msg: &LxmfMes
             }
             // The name the client announces, as stock clients show it; else a hash prefix.
             let name = s.courier.announced_name(sender.hash).unwrap_or_else(|| sender.hex.get(..8).unwrap_or_default().to_owned());
-            // Whom a kick or ban is about, by name: read first, since a kick removes the row.
+            // Whom a kick, ban, approval or rejection is about, by name: read first, since the
+            // command removes or decides the row.
             let subject = match &cmd {
                 commands::Command::Kick(id) | commands::Command::Ban(id, _) => {
                     s.store.member(route.group_id, id).await.ok().flatten().map(|m| m.display_name).filter(|n| !n.is_empty())
+                }
+                commands::Command::Approve(id) | commands::Command::Reject(id) => {
+                    s.store.join_request(route.group_id, id).await.ok().flatten().map(|r| r.display_name).filter(|n| !n.is_empty())
                 }
                 _ => None,
             };

@@ -7,6 +7,7 @@ pub mod admission;
 pub mod hosting;
 pub mod lxmf;
 pub mod router;
+pub mod services;
 
 use prost::Message as _;
 use sha2::{Digest, Sha256};

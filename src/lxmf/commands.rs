@@ -127,7 +127,7 @@ fn member_line(m: &Member) -> String {
 }
 
 /// The reply lines for a successful command. `subject` is the display name of the member a
-/// kick or ban is about, when known.
+/// kick or ban is about, or of the requester an approval or rejection decides, when known.
 pub fn render(cmd: &Command, reply: &Reply, subject: Option<&str>) -> Vec<String> {
     let named = |id: &str| subject.map_or_else(|| id.to_owned(), |n| format!("{n} <{id}>"));
     match (cmd, reply) {
@@ -171,8 +171,8 @@ pub fn render(cmd: &Command, reply: &Reply, subject: Option<&str>) -> Vec<String
         (Command::Kick(id), _) => vec![format!("Removed {}.", named(id))],
         (Command::Ban(id, _), _) => vec![format!("Banned {}.", named(id))],
         (Command::Unban(id), _) => vec![format!("Unbanned {id}.")],
-        (Command::Approve(id), _) => vec![format!("Approved {id}.")],
-        (Command::Reject(id), _) => vec![format!("Declined {id}'s request.")],
+        (Command::Approve(id), _) => vec![format!("Approved {}.", named(id))],
+        (Command::Reject(id), _) => vec![format!("Declined the request of {}.", named(id))],
         (Command::Delete(id), _) => vec![format!("Deleted message #{id}.")],
         _ => vec!["Done.".into()],
     }

@@ -20,7 +20,7 @@ const MIGRATIONS: &[&str] = &["
         member_count INTEGER NOT NULL DEFAULT 0,
         join_stamp_cost INTEGER NOT NULL DEFAULT 0,
         post_stamp_cost INTEGER NOT NULL DEFAULT 0,
-        announce BLOB NOT NULL DEFAULT x'',  -- the last GroupAnnounce app data, as heard
+        announce BLOB NOT NULL DEFAULT x'',  -- the last meshchat.group announce app data, as heard
         heard_at INTEGER NOT NULL DEFAULT 0,
         membership TEXT NOT NULL DEFAULT '', -- '', 'member', 'requested'
         rights INTEGER NOT NULL DEFAULT 0,
