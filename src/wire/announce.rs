@@ -21,7 +21,7 @@ pub enum AnnounceError {
     Protobuf(#[from] prost::DecodeError),
     #[error("announce group_type {0:?} is neither public nor private")]
     GroupType(String),
-    #[error("announce lxmf_destination is not 16 bytes of hex")]
+    #[error("announce lxmf_destination is not 16 bytes")]
     LxmfDestination,
 }
 
@@ -74,7 +74,11 @@ pub fn group_announce_with_costs(app_data: &[u8], join_cost: u32, post_cost: u32
 pub fn decode_group_announce(app_data: &[u8]) -> Result<pb::GroupAnnounce, AnnounceError> {
     if app_data.first() != Some(&b'{') {
         // A protobuf GroupAnnounce never starts with `{` (field 15 as a deprecated group).
-        return Ok(pb::GroupAnnounce::decode(app_data)?);
+        let a = pb::GroupAnnounce::decode(app_data)?;
+        if !matches!(a.lxmf_destination.len(), 0 | 16) {
+            return Err(AnnounceError::LxmfDestination);
+        }
+        return Ok(a);
     }
     let a: AnnounceJson = serde_json::from_slice(app_data)?;
     let visibility = match Visibility::parse(&a.group_type).ok_or(AnnounceError::GroupType(a.group_type))? {
@@ -133,6 +137,8 @@ mod tests {
         assert!(decode_group_announce(br#"{"group_type": "secret", "public_display_name": "x", "members_count": 1}"#).is_err());
         assert!(decode_group_announce(br#"{"group_type": "public", "public_display_name": "x", "members_count": 1, "lxmf_destination": "ab"}"#).is_err());
         assert!(decode_group_announce(b"{not json").is_err());
+        let short = pb::GroupAnnounce { lxmf_destination: vec![1; 3], ..Default::default() }.encode_to_vec();
+        assert!(decode_group_announce(&short).is_err(), "a protobuf lxmf_destination must be 16 bytes too");
     }
 
     #[test]
