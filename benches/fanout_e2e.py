@@ -48,6 +48,74 @@ def left(cap):
     return max(1.0, min(cap, DEADLINE - time.time()))
 
 
+def server_env(data, rns_port, metrics_port):
+    """The environment of a bench server and its CLI (benches/flood.py's too): data dir `data`
+    with a SQLite store in it, RNS on a loopback TCP server at `rns_port`, /metrics at
+    `metrics_port`, the server's periodic announce once an hour and up to 50 announces a second,
+    RUST_LOG warn unless set."""
+    env = dict(os.environ)
+    env.update({
+        "MESHGROUP_DATA_DIR": data,
+        "MESHGROUP_DATABASE__URL": f"sqlite://{data}/meshgroup.db?mode=rwc",
+        "MESHGROUP_METRICS__LISTEN": f"127.0.0.1:{metrics_port}",
+        "MESHGROUP_RETICULUM__INTERFACES": f'[{{type="tcp_server",listen="127.0.0.1:{rns_port}"}}]',
+        "MESHGROUP_RETICULUM__ANNOUNCE_INTERVAL_SECS": "3600",
+        "MESHGROUP_RETICULUM__ANNOUNCE_BUDGET_PER_SEC": "50",
+        "RUST_LOG": env.get("RUST_LOG", "warn"),
+    })
+    # A MESHGROUP_CONFIG of the caller's shell would add its settings to the bench's.
+    env.pop("MESHGROUP_CONFIG", None)
+    return env
+
+
+def cli_for(env, data):
+    """`cli(*args)`: runs `meshgroup --json ARGS` in `env` and returns its JSON, or raises with
+    the end of its stderr. The data dir as working directory keeps a config/ of the checkout from
+    applying."""
+    def cli(*args):
+        out = subprocess.run([BIN, "--json", *args], env=env, cwd=data, capture_output=True, text=True, timeout=left(30))
+        if out.returncode != 0:
+            raise RuntimeError(f"meshgroup {args}: {out.stderr.strip()[-400:]}")
+        return json.loads(out.stdout)
+    return cli
+
+
+def start_server(env, data, rns_port, log_path):
+    """Starts `meshgroup serve` (stderr appended to `log_path`) and returns it once its RNS port
+    takes connections; raises if it exits first or the deadline passes."""
+    proc = subprocess.Popen([BIN, "serve"], env=env, cwd=data, stdout=subprocess.DEVNULL, stderr=open(log_path, "a"))
+    CHILDREN.append(proc)
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", rns_port), timeout=1).close()
+            return proc
+        except OSError:
+            if time.time() > DEADLINE or proc.poll() is not None:
+                raise RuntimeError("server did not start")
+            time.sleep(0.05)
+
+
+def stop_children():
+    """SIGTERM to everything started, newest first; SIGKILL to what has not exited 10 s later."""
+    for c in reversed(CHILDREN):
+        if c.poll() is None:
+            c.send_signal(signal.SIGTERM)
+    for c in reversed(CHILDREN):
+        try:
+            c.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            c.kill()
+            c.wait()
+
+
+def drop_data_dir(data):
+    """Removes the data dir, unless MESHGROUP_KEEP_TEST_DIRS asks to keep it (then says where)."""
+    if os.environ.get("MESHGROUP_KEEP_TEST_DIRS"):
+        sys.stderr.write(f"data dir kept: {data}\n")
+    else:
+        shutil.rmtree(data, ignore_errors=True)
+
+
 class Peer:
     def __init__(self, port):
         self.p = subprocess.Popen([sys.executable, PEER, str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -167,24 +235,8 @@ def main():
     pace = float(os.environ.get("E2E_ANNOUNCE_PACE", "0.05"))
     data = tempfile.mkdtemp(prefix="meshgroup-e2e-")
     rns_port, metrics_port = free_port(), free_port()
-    env = dict(os.environ)
-    env.update({
-        "MESHGROUP_DATA_DIR": data,
-        "MESHGROUP_DATABASE__URL": f"sqlite://{data}/meshgroup.db?mode=rwc",
-        "MESHGROUP_METRICS__LISTEN": f"127.0.0.1:{metrics_port}",
-        "MESHGROUP_RETICULUM__INTERFACES": f'[{{type="tcp_server",listen="127.0.0.1:{rns_port}"}}]',
-        "MESHGROUP_RETICULUM__ANNOUNCE_INTERVAL_SECS": "3600",
-        "MESHGROUP_RETICULUM__ANNOUNCE_BUDGET_PER_SEC": "50",
-        "RUST_LOG": env.get("RUST_LOG", "warn"),
-    })
-    env.pop("MESHGROUP_CONFIG", None)
-    # The data dir as working directory keeps a config/ of the checkout from applying.
-    def cli(*args):
-        out = subprocess.run([BIN, "--json", *args], env=env, cwd=data, capture_output=True, text=True, timeout=left(30))
-        if out.returncode != 0:
-            raise RuntimeError(f"meshgroup {args}: {out.stderr.strip()[-400:]}")
-        return json.loads(out.stdout)
-
+    env = server_env(data, rns_port, metrics_port)
+    cli = cli_for(env, data)
     server = None
     try:
         group = cli("group", "create", "--name", "E2E")
@@ -192,16 +244,7 @@ def main():
         log_path = os.path.join(data, "server.log")
 
         def serve():
-            proc = subprocess.Popen([BIN, "serve"], env=env, cwd=data, stdout=subprocess.DEVNULL, stderr=open(log_path, "a"))
-            CHILDREN.append(proc)
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", rns_port), timeout=1).close()
-                    return proc
-                except OSError:
-                    if time.time() > DEADLINE or proc.poll() is not None:
-                        raise RuntimeError("server did not start")
-                    time.sleep(0.05)
+            return start_server(env, data, rns_port, log_path)
 
         server = serve()
         peer = Peer(rns_port)
@@ -265,19 +308,8 @@ def main():
         }
         print(json.dumps(result), flush=True)
     finally:
-        for c in reversed(CHILDREN):
-            if c.poll() is None:
-                c.send_signal(signal.SIGTERM)
-        for c in reversed(CHILDREN):
-            try:
-                c.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                c.kill()
-                c.wait()
-        if os.environ.get("MESHGROUP_KEEP_TEST_DIRS"):
-            sys.stderr.write(f"data dir kept: {data}\n")
-        else:
-            shutil.rmtree(data, ignore_errors=True)
+        stop_children()
+        drop_data_dir(data)
 
 
 if __name__ == "__main__":

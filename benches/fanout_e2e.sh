@@ -3,10 +3,6 @@
 # Needs a release build (cargo build --release) and the test venv (tests/py/setup-venv.sh makes
 # target/pyenv). Bounded: the whole run is killed after 5 minutes, with everything it started.
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
-py="$root/target/pyenv/bin/python"
-bin="${MESHGROUP_BIN:-$root/target/release/meshgroup}"
-[ -x "$bin" ] || { echo "no $bin: run cargo build --release" >&2; exit 2; }
-[ -x "$py" ] || py="$(bash "$root/tests/py/setup-venv.sh")"
+. "$(dirname "$0")/common.sh"
 # timeout signals its whole process group, so the server and the peer go too.
 exec timeout --kill-after=15 300 "$py" "$root/benches/fanout_e2e.py" "${1:-1000}"

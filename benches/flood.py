@@ -33,7 +33,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import fanout_e2e as e2e  # noqa: E402  (Peer, proc_status, free_port, metrics, CHILDREN)
+import fanout_e2e as e2e  # noqa: E402  (the server's environment, start and CLI; Peer, proc_status, CHILDREN)
 
 BIN = os.environ.get("MESHGROUP_BIN", e2e.BIN)
 e2e.BIN = BIN
@@ -140,49 +140,20 @@ def refused(port):
 
 def main():
     wanted = os.environ.get("FLOOD_SCENARIOS", ",".join(ALL)).split(",")
-    import shutil
-    import signal
-    import socket
-    import subprocess
     import tempfile
     data = tempfile.mkdtemp(prefix="meshgroup-flood-")
     rns_port, metrics_port = e2e.free_port(), e2e.free_port()
-    env = dict(os.environ)
-    env.update({
-        "MESHGROUP_DATA_DIR": data,
-        "MESHGROUP_DATABASE__URL": f"sqlite://{data}/meshgroup.db?mode=rwc",
-        "MESHGROUP_METRICS__LISTEN": f"127.0.0.1:{metrics_port}",
-        "MESHGROUP_RETICULUM__INTERFACES": f'[{{type="tcp_server",listen="127.0.0.1:{rns_port}"}}]',
-        "MESHGROUP_RETICULUM__ANNOUNCE_INTERVAL_SECS": "3600",
-        "MESHGROUP_RETICULUM__ANNOUNCE_BUDGET_PER_SEC": "50",
-        "RUST_LOG": env.get("RUST_LOG", "warn"),
-    })
-    env.pop("MESHGROUP_CONFIG", None)
+    env = e2e.server_env(data, rns_port, metrics_port)
     pg = Cluster(e2e.free_port()) if os.environ.get("FLOOD_PG") == "1" else None
     if pg:
         env["MESHGROUP_DATABASE__URL"] = pg.url()
-
-    def cli(*args):
-        out = subprocess.run([BIN, "--json", *args], env=env, cwd=data, capture_output=True, text=True, timeout=e2e.left(30))
-        if out.returncode != 0:
-            raise RuntimeError(f"meshgroup {args}: {out.stderr.strip()[-400:]}")
-        return json.loads(out.stdout)
+    cli = e2e.cli_for(env, data)
 
     try:
         cost = os.environ.get("FLOOD_COST", "12")
         group = cli("group", "create", "--name", "Flood", "--join-stamp-cost", cost, "--post-stamp-cost", cost)
         gid, gdest, lxmf = str(group["id"]), group["group_destination_hash"], group["lxmf_destination_hash"]
-        log = open(os.path.join(data, "server.log"), "w")
-        server = subprocess.Popen([BIN, "serve"], env=env, cwd=data, stdout=subprocess.DEVNULL, stderr=log)
-        e2e.CHILDREN.append(server)
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", rns_port), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > e2e.DEADLINE or server.poll() is not None:
-                    raise RuntimeError("server did not start")
-                time.sleep(0.05)
+        server = e2e.start_server(env, data, rns_port, os.path.join(data, "server.log"))
         member = e2e.Peer(rns_port)
         member.call(cmd="identity", name="member")
         cli("member", "add", gid, member.call(cmd="identity", name="member")["identity_hash"], "--name", "member")
@@ -307,21 +278,10 @@ def main():
         print(json.dumps({"idle_rss_mib": round(idle_rss, 1), "scenarios": results, "refused": refused(metrics_port),
                           "binary": BIN, "cores": os.cpu_count()}), flush=True)
     finally:
-        for c in reversed(e2e.CHILDREN):
-            if c.poll() is None:
-                c.send_signal(signal.SIGTERM)
-        for c in reversed(e2e.CHILDREN):
-            try:
-                c.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                c.kill()
-                c.wait()
+        e2e.stop_children()
         if pg:
             pg.close()
-        if os.environ.get("MESHGROUP_KEEP_TEST_DIRS"):
-            sys.stderr.write(f"data dir kept: {data}\n")
-        else:
-            shutil.rmtree(data, ignore_errors=True)
+        e2e.drop_data_dir(data)
 
 
 if __name__ == "__main__":

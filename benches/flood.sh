@@ -4,11 +4,7 @@
 # (tests/py/setup-venv.sh makes target/pyenv). FLOOD_SCENARIOS=baseline,bomb,... picks scenarios.
 # Bounded: the whole run is killed after 12 minutes, with everything it started.
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
-py="$root/target/pyenv/bin/python"
-bin="${MESHGROUP_BIN:-$root/target/release/meshgroup}"
-[ -x "$bin" ] || { echo "no $bin: run cargo build --release" >&2; exit 2; }
-[ -x "$py" ] || py="$(bash "$root/tests/py/setup-venv.sh")"
+. "$(dirname "$0")/common.sh"
 export MESHGROUP_BIN="$bin" E2E_BUDGET_SECS="${E2E_BUDGET_SECS:-660}"
 # timeout signals its whole process group, so the server and the peers go too.
 exec timeout --kill-after=15 720 "$py" "$root/benches/flood.py"

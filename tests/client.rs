@@ -54,6 +54,16 @@ fn texts(history: &Value) -> Vec<String> {
     history["messages"].as_array().map(|a| a.iter().map(|m| s(m, "text")).collect()).unwrap_or_default()
 }
 
+/// Bob, a stock LXMRouter on a new peer, joined to the public `group` over the link API (the link
+/// stays open as `b`).
+fn bob_joins(port: u16, group: &Value) -> R<Peer> {
+    let mut peer = Peer::connect(port)?;
+    peer.call(json!({"cmd": "router", "as": "bob"}))?;
+    peer.link("b", &s(group, "group_destination_hash"), Some("bob"))?;
+    assert_eq!(peer.join("b", "bob")?, pb::JoinState::Joined);
+    Ok(peer)
+}
+
 /// A `meshchat.group` on its own node (a TCP server on a free port) that answers every request
 /// with `reply`, which is no protobuf `Response`. Runs until the test process ends.
 fn fake_group(reply: &'static [u8]) -> R<(u16, [u8; 16])> {
@@ -98,10 +108,7 @@ fn a_client_joins_posts_watches_and_syncs_with_python_members() -> R {
     let alice = server.dir.join("alice");
 
     // Bob: a stock LXMRouter, member of the public group.
-    let mut peer = Peer::connect(port)?;
-    peer.call(json!({"cmd": "router", "as": "bob"}))?;
-    peer.link("b", &s(&open, "group_destination_hash"), Some("bob"))?;
-    assert_eq!(peer.join("b", "bob")?, pb::JoinState::Joined);
+    let mut peer = bob_joins(port, &open)?;
 
     ok(&alice, port, &["profile", "--name", "alice"])?;
     let j = ok(&alice, port, &["join", &s(&open, "group_destination_hash")])?;
@@ -300,10 +307,7 @@ fn the_tui_sends_a_message_and_shows_a_python_members_answer() -> R {
     server.start()?;
     let port = server.rns_port;
     let alice = server.dir.join("alice");
-    let mut peer = Peer::connect(port)?;
-    peer.call(json!({"cmd": "router", "as": "bob"}))?;
-    peer.link("b", &s(&open, "group_destination_hash"), Some("bob"))?;
-    peer.join("b", "bob")?;
+    let mut peer = bob_joins(port, &open)?;
     ok(&alice, port, &["join", &s(&alpha, "group_destination_hash"), "--name", "alice"])?;
     ok(&alice, port, &["join", &s(&open, "group_destination_hash")])?;
 

@@ -15,6 +15,21 @@ fn join(peer: &mut Peer, group: &Value, name: &str) -> R {
     Ok(())
 }
 
+/// A running server with one public group named `name`, its LXMF destination hash, and one peer
+/// whose stock routers Alice, Bob and Carol have joined it.
+fn three_members(name: &str) -> R<(Server, Value, String, Peer)> {
+    let mut server = Server::new()?;
+    let group = server.create_group(&["--name", name])?;
+    server.start()?;
+    let lxmf = s(&group, "lxmf_destination_hash");
+    let mut peer = Peer::connect(server.rns_port)?;
+    for who in ["alice", "bob", "carol"] {
+        peer.call(json!({"cmd": "router", "as": who}))?;
+        join(&mut peer, &group, who)?;
+    }
+    Ok((server, group, lxmf, peer))
+}
+
 /// The `n`-th message router `who` received (waiting for it), as `inbox_fields` reports it.
 fn received(peer: &mut Peer, who: &str, n: usize) -> R<Value> {
     let inbox = peer.call(json!({"cmd": "inbox_fields", "as": who, "count": n + 1, "timeout": 60}))?;
@@ -38,15 +53,7 @@ fn history(peer: &mut Peer, link: &str) -> R<Vec<pb::GroupMessage>> {
 
 #[test]
 fn replies_and_reactions_name_each_members_own_copy_across_a_restart() -> R {
-    let mut server = Server::new()?;
-    let group = server.create_group(&["--name", "Threads"])?;
-    server.start()?;
-    let lxmf = s(&group, "lxmf_destination_hash");
-    let mut peer = Peer::connect(server.rns_port)?;
-    for who in ["alice", "bob", "carol"] {
-        peer.call(json!({"cmd": "router", "as": who}))?;
-        join(&mut peer, &group, who)?;
-    }
+    let (mut server, group, lxmf, mut peer) = three_members("Threads")?;
 
     let sent = peer.call(json!({"cmd": "send_threaded", "as": "alice", "dest": lxmf, "content": "who is on the air tonight?"}))?;
     assert_eq!(sent["delivered"], true, "{sent}");
@@ -133,15 +140,7 @@ fn text(msg: &Value) -> String {
 
 #[test]
 fn text_only_members_get_the_text_and_fetch_the_image_and_oversized_or_disallowed_attachments_are_refused() -> R {
-    let mut server = Server::new()?;
-    let group = server.create_group(&["--name", "Pictures"])?;
-    server.start()?;
-    let lxmf = s(&group, "lxmf_destination_hash");
-    let mut peer = Peer::connect(server.rns_port)?;
-    for who in ["alice", "bob", "carol"] {
-        peer.call(json!({"cmd": "router", "as": who}))?;
-        join(&mut peer, &group, who)?;
-    }
+    let (server, group, lxmf, mut peer) = three_members("Pictures")?;
     // Bob is on LoRa: text-only, set with the stock client's text command.
     peer.call(json!({"cmd": "send", "as": "bob", "dest": lxmf, "content": hex::encode("/notify textonly on")}))?;
     let said = received(&mut peer, "bob", 0)?;

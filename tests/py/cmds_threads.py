@@ -1,17 +1,13 @@
 """Threads for meshgroup's interop tests: stock LXMRouter messages carrying LXMF's reply and
-reaction fields (FIELD_REPLY_TO, FIELD_REPLY_QUOTE, FIELD_REACTION), and what each router got."""
+reaction fields (FIELD_REPLY_TO, FIELD_REPLY_QUOTE, FIELD_REACTION), and what each router got.
+Loaded by peer.py, so LXMF, INBOX, LOCK, wait_for, lxmf_destination and send_and_wait are peer.py's."""
 
 
 def cmd_send_threaded(c):
     """Sends like `send`, with a reply (`reply_to` hash hex, `quote` text), a reaction (`react_to`
     hash hex, `emoji`), an image or audio of `image_len` / `audio_len` bytes in the fields, as
     MeshChatX, Columba and Ratspeak do."""
-    router, local = ROUTERS[c["as"]]
-    dest_hash = bytes.fromhex(c["dest"])
-    ident = recall(dest_hash, c.get("timeout", 20))
-    if not ident:
-        raise RuntimeError("no identity for lxmf destination")
-    dest = RNS.Destination(ident, RNS.Destination.OUT, RNS.Destination.SINGLE, "lxmf", "delivery")
+    router, local, dest = lxmf_destination(c)
     fields = {}
     if c.get("reply_to"):
         fields[LXMF.FIELD_REPLY_TO] = bytes.fromhex(c["reply_to"])
@@ -26,9 +22,7 @@ def cmd_send_threaded(c):
                                        LXMF.REACTION_CONTENT: c["emoji"].encode()}
     method = {"opportunistic": LXMF.LXMessage.OPPORTUNISTIC, "direct": LXMF.LXMessage.DIRECT}[c.get("method", "opportunistic")]
     m = LXMF.LXMessage(dest, local, c.get("content", "").encode(), b"", fields=fields, desired_method=method)
-    router.handle_outbound(m)
-    final = wait_for(lambda: m.state in (LXMF.LXMessage.DELIVERED, LXMF.LXMessage.FAILED,
-                                         LXMF.LXMessage.REJECTED) and m.state, c.get("timeout", 45))
+    send_and_wait(router, m, c)
     return {"state": m.state, "delivered": m.state == LXMF.LXMessage.DELIVERED, "hash": m.hash.hex()}
 
 

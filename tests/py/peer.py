@@ -200,23 +200,32 @@ def cmd_announce(c):
     return {}
 
 
-def cmd_send(c):
+def lxmf_destination(c):
+    """Router c["as"], its delivery destination, and the OUT lxmf.delivery destination c["dest"]
+    (its identity recalled, asking for the path, within c["timeout"], 20 s by default)."""
     router, local = ROUTERS[c["as"]]
-    dest_hash = bytes.fromhex(c["dest"])
-    ident = recall(dest_hash, c.get("timeout", 20))
+    ident = recall(bytes.fromhex(c["dest"]), c.get("timeout", 20))
     if not ident:
         raise RuntimeError("no identity for lxmf destination")
-    dest = RNS.Destination(ident, RNS.Destination.OUT, RNS.Destination.SINGLE, "lxmf", "delivery")
+    return router, local, RNS.Destination(ident, RNS.Destination.OUT, RNS.Destination.SINGLE, "lxmf", "delivery")
+
+
+def send_and_wait(router, m, c, wait=True):
+    """Hands `m` to `router`; with `wait`, waits up to c["timeout"] (45 s) until it is delivered,
+    failed or rejected. The caller reads m.state: a timeout leaves it where it got to."""
+    router.handle_outbound(m)
+    if wait:
+        wait_for(lambda: m.state in (LXMF.LXMessage.DELIVERED, LXMF.LXMessage.FAILED,
+                                     LXMF.LXMessage.REJECTED), c.get("timeout", 45))
+
+
+def cmd_send(c):
+    router, local, dest = lxmf_destination(c)
     method = {"opportunistic": LXMF.LXMessage.OPPORTUNISTIC, "direct": LXMF.LXMessage.DIRECT,
               "propagated": LXMF.LXMessage.PROPAGATED}[c.get("method", "opportunistic")]
     m = LXMF.LXMessage(dest, local, bytes.fromhex(c["content"]), bytes.fromhex(c.get("title", "")),
                        desired_method=method, include_ticket=c.get("include_ticket", False))
-    router.handle_outbound(m)
-    if c.get("wait", True):
-        final = wait_for(lambda: m.state in (LXMF.LXMessage.DELIVERED, LXMF.LXMessage.FAILED,
-                                             LXMF.LXMessage.REJECTED) and m.state, c.get("timeout", 45))
-    else:
-        final = m.state
+    send_and_wait(router, m, c, wait=c.get("wait", True))
     return {"state": m.state, "delivered": m.state == LXMF.LXMessage.DELIVERED, "hash": m.hash.hex() if m.hash else "",
             "representation": m.representation, "stamp": m.stamp.hex() if m.stamp else ""}
 
