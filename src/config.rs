@@ -191,6 +191,8 @@ pub struct FanoutConfig {
     pub expire_after_secs: u64,
     /// Rows fetched per scheduling round.
     pub batch: u64,
+    /// Path requests per second, server-wide: a reference node drops them above 3/s.
+    pub path_requests_per_sec: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
@@ -362,6 +364,7 @@ impl Default for FanoutConfig {
             max_attempts: 5,
             expire_after_secs: 7 * 24 * 3600,
             batch: 256,
+            path_requests_per_sec: 1.5,
         }
     }
 }
@@ -422,6 +425,9 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.reticulum.announce_budget_per_sec.is_nan() || self.reticulum.announce_budget_per_sec <= 0.0 {
             return Err(ConfigError::Invalid("reticulum.announce_budget_per_sec must be > 0".into()));
+        }
+        if self.fanout.path_requests_per_sec.is_nan() || self.fanout.path_requests_per_sec <= 0.0 {
+            return Err(ConfigError::Invalid("fanout.path_requests_per_sec must be > 0".into()));
         }
         if !(0.0..=1.0).contains(&self.reticulum.announce_jitter) {
             return Err(ConfigError::Invalid("reticulum.announce_jitter must be within 0..=1".into()));

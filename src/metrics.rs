@@ -56,6 +56,7 @@ pub const REQUESTS: &str = "meshgroup_requests_total";
 pub const REQUEST_SECONDS: &str = "meshgroup_request_duration_seconds";
 pub const ANNOUNCES_SENT: &str = "meshgroup_announces_sent_total";
 pub const ANNOUNCES_DEFERRED: &str = "meshgroup_announces_deferred_total";
+pub const PATH_REQUESTS_DEFERRED: &str = "meshgroup_path_requests_deferred_total";
 pub const TRANSPORT_EVENTS_LOST: &str = "meshgroup_transport_events_lost_total";
 pub const GROUP_ACTIONS: &str = "meshgroup_group_actions_total";
 pub const STAMPS_CHECKED: &str = "meshgroup_stamps_checked_total";
@@ -107,6 +108,12 @@ pub const CATALOGUE: &[MetricDef] = &[
     },
     MetricDef { name: ANNOUNCES_SENT, kind: Kind::Counter, labels: &["aspect"], help: "Announces sent." },
     MetricDef { name: ANNOUNCES_DEFERRED, kind: Kind::Counter, labels: &[], help: "Announces that waited for the global announce budget." },
+    MetricDef {
+        name: PATH_REQUESTS_DEFERRED,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Path requests held back by the path request budget (asked again on the next try).",
+    },
     MetricDef { name: TRANSPORT_EVENTS_LOST, kind: Kind::Counter, labels: &["channel"], help: "Transport events lost because a crate channel lagged." },
     MetricDef {
         name: GROUP_ACTIONS,
@@ -316,6 +323,11 @@ pub fn announce_sent(aspect: &'static str) {
 
 pub fn announce_deferred() {
     counter!(ANNOUNCES_DEFERRED).increment(1);
+}
+
+/// Counts a path request the budget held back (`fanout.path_requests_per_sec`).
+pub fn path_request_deferred() {
+    counter!(PATH_REQUESTS_DEFERRED).increment(1);
 }
 
 pub fn transport_events_lost(channel: &'static str, n: u64) {

@@ -67,7 +67,7 @@ where
     let (interfaces_open_tx, interfaces_open_rx) = tokio::sync::oneshot::channel();
     let pn = crate::wire::identity::parse_hash(&cfg.propagation.node);
     let propagation = std::sync::Arc::new(crate::lxmf::propagation::Propagation::new(node.clone(), pn));
-    let courier = std::sync::Arc::new(crate::lxmf::courier::Courier::new(node.clone(), store.clone(), propagation.clone()));
+    let courier = std::sync::Arc::new(crate::lxmf::courier::Courier::new(node.clone(), store.clone(), propagation.clone(), cfg.fanout.path_requests_per_sec));
     let fanout = crate::actors::fanout::FanoutActor::start(store.clone(), courier.clone(), cfg.fanout.clone(), &life);
     let stamps = crate::stamps::StampPool::new(cfg.limits.stamp_pool_capacity, &cfg.stamps);
     let supervisor =
@@ -89,6 +89,7 @@ where
         journal,
         refusal_log: crate::api::services::LogBudget::new(20.0),
         side_writes: std::sync::Arc::new(tokio::sync::Semaphore::new(crate::api::services::SIDE_WRITES)),
+        remembered: std::sync::Arc::default(),
         life: life.clone(),
     });
     // The router outlives the drain: proofs for the work in progress come through it. It stops

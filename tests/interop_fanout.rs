@@ -98,6 +98,7 @@ fn interrupted_fanout(stop: impl FnOnce(&mut Server) -> R) -> R {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     stop(&mut server)?;
+    let restarted = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
     server.start()?;
     let inbox = peer.call(json!({"cmd": "member_inbox", "unique": 1, "timeout": 90}))?;
     let got = receipts(&inbox);
@@ -107,7 +108,11 @@ fn interrupted_fanout(stop: impl FnOnce(&mut Server) -> R) -> R {
         assert_eq!(hashes.len(), 1, "member {m} holds exactly one copy (message ids {hashes:?})");
         resent += total - 1;
     }
-    eprintln!("every member has exactly one copy; {resent} packet-level resends were de-duplicated by message id");
+    let last = got.values().filter_map(|(_, _, times)| times.iter().copied().reduce(f64::min)).fold(0.0, f64::max);
+    eprintln!(
+        "every member has exactly one copy, the last {:.1} s after the restart; {resent} packet-level resends were de-duplicated by message id",
+        last - restarted
+    );
     // The restarted node has heard no member yet: their copies waited for the paths it asked for,
     // instead of going out blind before the members' interfaces were back.
     let waited = common::metric_sum(&server.metrics()?, "meshgroup_deliveries_total", &["outcome=\"no_path\""]);

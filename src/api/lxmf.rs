@@ -279,7 +279,6 @@ async fn receive(s: &Arc<Services>, dest: [u8; 16], packed: &[u8], method: Metho
         return Received::Refused;
     }
     let hash = identity_hash(&public_key);
-    s.remember(hash, public_key);
     let sender = Sender { caller: Caller::Identity(hex::encode(hash)), hash, hex: hex::encode(hash) };
     let Some(info) = info(&route, &sender.caller).await else {
         outcome("error");
@@ -291,6 +290,11 @@ async fn receive(s: &Arc<Services>, dest: [u8; 16], packed: &[u8], method: Metho
         return Received::Refused;
     }
     let text = String::from_utf8_lossy(&msg.content).into_owned();
+    // The key is kept for members and for commands (a /join needs it once the server restarts),
+    // not for every identity that writes to a group: those cost nothing to make.
+    if info.is_member || commands::parse(&text).is_some() {
+        s.remember(hash, public_key);
+    }
     if let Some(cmd) = commands::parse(&text) {
         outcome("command");
         run_command(s, &route, &sender, &msg, cmd, &info).await;
@@ -610,16 +614,10 @@ async fn sender_key(s: &Services, msg: &LxmfMessage) -> Option<[u8; 64]> {
     }
     // A member who joined over a link and posts through a propagation node may never have been
     // heard announcing: its link identify left the key.
-    match s.store.identity_by_lxmf_hash(&hex::encode(msg.source)).await {
-        Ok(Some(k)) => {
-            if let Ok(k) = <[u8; 64]>::try_from(k.as_slice()) {
-                return Some(k);
-            }
-        }
-        Ok(None) => {}
-        Err(err) => tracing::debug!(%err, "known identity lookup failed"),
+    if let Some(k) = s.courier.stored_key(msg.source).await {
+        return Some(k);
     }
-    let _ = s.node.request_path(msg.source).await;
+    s.courier.ask_path(msg.source).await;
     let deadline = tokio::time::Instant::now() + IDENTITY_WAIT;
     while tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;

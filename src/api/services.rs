@@ -1,6 +1,7 @@
 //! What request handling needs, shared by the router, the inbound LXMF path and the server
 //! destination: the node, the registry, the store and the bounded side work they start.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use actix::Addr;
@@ -35,7 +36,13 @@ pub struct Services {
     pub refusal_log: LogBudget,
     /// Store writes nobody waits for (announces heard, keys verified) in flight at once.
     pub side_writes: Arc<Semaphore>,
+    /// Identities whose key this process has stored: an identity's key never changes (the hash
+    /// is the key's), so it is written once, not on every post or identify.
+    pub remembered: Arc<std::sync::Mutex<HashSet<[u8; 16]>>>,
 }
+
+/// Identities [`Services::remembered`] holds; past it the set starts again (a write repeats).
+const MAX_REMEMBERED: usize = 100_000;
 
 /// Side writes in flight at once: a flood of announces or identifies while the database is slow
 /// cannot pile up tasks. Beyond it a write is dropped and counted; each is an upsert that the
@@ -60,12 +67,22 @@ impl Services {
         });
     }
 
-    /// Keeps a verified key.
+    /// Keeps a verified key, once per identity and process.
     pub fn remember(&self, identity_hash: [u8; 16], public_key: [u8; 64]) {
-        let store = self.store.clone();
+        if self.remembered.lock().is_ok_and(|r| r.contains(&identity_hash)) {
+            return;
+        }
+        let (store, remembered) = (self.store.clone(), self.remembered.clone());
         self.side_write("remember_identity", async move {
             let lxmf_hash = hex::encode(crate::wire::identity::destination_hash(crate::wire::identity::LXMF_ASPECT, &identity_hash));
-            store.remember_identity(&hex::encode(identity_hash), &lxmf_hash, &public_key).await
+            store.remember_identity(&hex::encode(identity_hash), &lxmf_hash, &public_key).await?;
+            if let Ok(mut r) = remembered.lock() {
+                if r.len() >= MAX_REMEMBERED {
+                    r.clear();
+                }
+                r.insert(identity_hash);
+            }
+            Ok(())
         });
     }
 }

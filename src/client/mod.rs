@@ -263,7 +263,8 @@ impl Client {
                     why: format!("no path within {} s (is the server up, and the interface right?)", self.timeout.as_secs()),
                 });
             }
-            self.node.request_path(dest).await?;
+            // With no interface up yet (one still connecting), the next second asks again.
+            let _ = self.node.request_path(dest).await;
             let wait_until = (Instant::now() + Duration::from_secs(1)).min(deadline);
             while Instant::now() < wait_until && self.node.recall_identity(dest).await.is_none() {
                 tokio::time::sleep(Duration::from_millis(50)).await;

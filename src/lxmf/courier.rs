@@ -34,6 +34,8 @@ pub struct Courier {
     stamp_costs: Mutex<HashMap<[u8; 16], u32>>,
     /// Per destination: when we last asked for its path, and how many times so far.
     path_requests: Mutex<HashMap<[u8; 16], (Instant, usize)>>,
+    /// All path requests together, under the rate at which a reference node starts dropping them.
+    path_budget: Mutex<crate::pacing::TokenBucket>,
     /// Display names `lxmf.delivery` destinations announce.
     names: Mutex<HashMap<[u8; 16], String>>,
     started: Instant,
@@ -46,7 +48,8 @@ pub struct Courier {
 const MAX_NAMES: usize = 50_000;
 
 impl Courier {
-    pub fn new(node: Node, store: crate::store::Store, propagation: std::sync::Arc<super::propagation::Propagation>) -> Self {
+    /// `path_requests_per_sec` paces every path request this server sends (see [`Courier::ask_path`]).
+    pub fn new(node: Node, store: crate::store::Store, propagation: std::sync::Arc<super::propagation::Propagation>, path_requests_per_sec: f64) -> Self {
         Courier {
             node,
             store,
@@ -56,6 +59,7 @@ impl Courier {
             ratchets: Mutex::default(),
             stamp_costs: Mutex::default(),
             path_requests: Mutex::default(),
+            path_budget: Mutex::new(crate::pacing::TokenBucket::new(path_requests_per_sec, 1.0)),
             names: Mutex::default(),
             started: Instant::now(),
             heard: Mutex::default(),
@@ -149,29 +153,56 @@ impl Courier {
         if let Some(public_key) = self.node.recall_identity(lxmf_dest).await {
             return Some(Recipient { identity_hash, lxmf_dest, public_key, ratchet: ratchet(), stamp_cost });
         }
-        let stored = self.store.known_identity(&hex::encode(identity_hash)).await.ok().flatten();
-        let public_key = stored.and_then(|k| <[u8; 64]>::try_from(k.as_slice()).ok());
+        let public_key = self.stored_key(lxmf_dest).await;
         if public_key.is_none() || retry {
             self.ask_path(lxmf_dest).await;
         }
         Some(Recipient { identity_hash, lxmf_dest, public_key: public_key?, ratchet: ratchet(), stamp_cost })
     }
 
-    /// One path request for a destination, unless one went out within its back-off.
-    async fn ask_path(&self, lxmf_dest: [u8; 16]) {
-        let due = self.path_requests.lock().map(|mut p| {
-            let now = Instant::now();
-            let (last, n) = p.get(&lxmf_dest).copied().unwrap_or((now - Duration::from_secs(3600), 0));
-            let wait = PATH_REQUEST_BACKOFF[n.min(PATH_REQUEST_BACKOFF.len() - 1)];
-            let due = n == 0 || now.duration_since(last) >= wait;
-            if due {
-                p.insert(lxmf_dest, (now, n + 1));
+    /// The key a member's link identify (or a verified LXMF message) left in the store, for a
+    /// member the node has not heard announce since the start.
+    pub async fn stored_key(&self, lxmf_dest: [u8; 16]) -> Option<[u8; 64]> {
+        match self.store.identity_by_lxmf_hash(&hex::encode(lxmf_dest)).await {
+            Ok(key) => key.and_then(|k| <[u8; 64]>::try_from(k.as_slice()).ok()),
+            Err(err) => {
+                tracing::debug!(%err, "known identity lookup failed");
+                None
             }
-            due
-        });
-        if due.unwrap_or(false) {
-            let _ = self.node.request_path(lxmf_dest).await;
         }
+    }
+
+    /// One path request for a destination, unless one went out within its back-off or the
+    /// server-wide budget is spent; then the caller's next try asks again.
+    ///
+    /// The budget is what keeps a restart with many members from losing their paths: a reference
+    /// node (RNS 1.5.7) that hears path requests faster than 3 per second on a young interface
+    /// drops all but 8 queued ones, and blocks every further request for a dropped destination
+    /// for 45 s. Hence one token at a time, and no burst.
+    pub async fn ask_path(&self, lxmf_dest: [u8; 16]) {
+        if self.take_path_turn(lxmf_dest) && self.node.request_path(lxmf_dest).await.is_err() {
+            // It reached nobody (just after a restart, before the peers reconnected): it does
+            // not count against the destination's back-off.
+            if let Ok(mut asked) = self.path_requests.lock() {
+                asked.remove(&lxmf_dest);
+            }
+        }
+    }
+
+    /// Whether a path request for this destination may go now (and then records it).
+    fn take_path_turn(&self, lxmf_dest: [u8; 16]) -> bool {
+        let Ok(mut asked) = self.path_requests.lock() else { return false };
+        let now = Instant::now();
+        let (last, n) = asked.get(&lxmf_dest).copied().unwrap_or((now, 0));
+        if n > 0 && now.duration_since(last) < PATH_REQUEST_BACKOFF[n.min(PATH_REQUEST_BACKOFF.len()) - 1] {
+            return false;
+        }
+        if !self.path_budget.lock().is_ok_and(|mut b| b.try_take()) {
+            crate::metrics::path_request_deferred();
+            return false;
+        }
+        asked.insert(lxmf_dest, (now, n + 1));
+        true
     }
 
     /// Waits (bounded) for a member's keys, for one-off replies.

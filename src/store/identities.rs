@@ -28,11 +28,6 @@ impl Store {
         .await
     }
 
-    pub async fn known_identity(&self, identity_hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.timed("known_identity", async { Ok(Entity::find().filter(Column::IdentityHash.eq(identity_hash)).one(&self.db).await?.map(|m| m.public_key)) })
-            .await
-    }
-
     /// The public key of the identity whose `lxmf.delivery` hash is `lxmf_hash`, if one was verified.
     pub async fn identity_by_lxmf_hash(&self, lxmf_hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.timed("identity_by_lxmf_hash", async { Ok(Entity::find().filter(Column::LxmfHash.eq(lxmf_hash)).one(&self.db).await?.map(|m| m.public_key)) })

@@ -57,6 +57,8 @@ pub enum NodeError {
     NotSent(SendPacketOutcome),
     #[error("every interface's send queue is full")]
     QueueFull,
+    #[error("no interface is up")]
+    NoInterface,
     #[error("{0} bytes is over the limit of {1}")]
     TooLarge(usize, usize),
     #[error("reticulum: {0}")]

@@ -97,9 +97,10 @@ impl Node {
         }
     }
 
+    /// Broadcasts a path request; fails when no interface took it (none is up yet).
     pub async fn request_path(&self, dest: [u8; 16]) -> Result<(), NodeError> {
-        self.inner.transport.request_path(&AddressHash::new(dest), None, None).await;
-        Ok(())
+        let trace = self.inner.transport.request_path(&AddressHash::new(dest), None, None).await;
+        if trace.sent_ifaces + trace.queued_ifaces == 0 { Err(NodeError::NoInterface) } else { Ok(()) }
     }
 
     pub async fn recall_identity(&self, dest: [u8; 16]) -> Option<[u8; 64]> {
