@@ -404,14 +404,11 @@ impl Delivery {
             };
             // Just after start-up, a member not heard from yet waits for the path asked for it,
             // its attempts untouched, instead of a copy going out blind.
-            let awaiting = self.courier.awaiting_path(member).await;
-            let to = if awaiting { None } else { self.courier.recipient(member, row.attempts > 0).await };
+            let to = if self.courier.awaiting_path(member).await { None } else { self.courier.recipient(member, row.attempts > 0).await };
             let Some(to) = to else {
                 held.insert(row.member_identity_hash.clone());
-                // After a restart the path is on its way (or its request waits for the budget):
-                // looked at again soon. Later, a member with no keys is not expected back soon.
-                let wait = if awaiting { 2_000 + rand::random::<u64>() % 3_000 } else { 5_000 + rand::random::<u64>() % 10_000 };
-                self.retry(&row, row.attempts, wait as i64, "path unknown").await;
+                let wait = i64::try_from(self.courier.recheck_after(member).as_millis()).unwrap_or(i64::MAX);
+                self.retry(&row, row.attempts, wait, "path unknown").await;
                 crate::metrics::delivery(&row.mode, "opportunistic", "no_path", row.group_id);
                 continue;
             };

@@ -16,10 +16,13 @@ const EARLY_PROOF_TTL: Duration = Duration::from_secs(120);
 /// many messages wait for it.
 const PATH_REQUEST_BACKOFF: [Duration; 4] = [Duration::from_secs(5), Duration::from_secs(10), Duration::from_secs(20), Duration::from_secs(30)];
 
-/// After start-up, members have not announced yet, and a copy sent without a path is most likely
-/// lost (and spends one of its attempts): for this long, a copy to a member not heard from since
-/// the start waits for the path asked for it (see [`Courier::awaiting_path`]).
-const START_PATH_WAIT: Duration = Duration::from_secs(60);
+/// Just after start-up, the peers that connect to us are still reconnecting (a reference TCP
+/// client tries every 5 s), and a copy sent without a path then is most likely lost (and spends
+/// one of its attempts): for this long, a copy to a member not heard from since the start waits
+/// for the path asked for it (see [`Courier::awaiting_path`]). Not longer: behind a transport
+/// node that knows the paths, a blind send arrives, and the path budget covers only a few
+/// members per second.
+const START_PATH_WAIT: Duration = Duration::from_secs(20);
 
 /// Shared by replies and the fan-out.
 pub struct Courier {
@@ -79,8 +82,8 @@ impl Courier {
     /// Whether a copy to this member should wait: within [`START_PATH_WAIT`] of start-up, while
     /// the node has heard nothing of the member (no announce of its `lxmf.delivery`, no link
     /// identify since the start). Its path is asked for, within
-    /// the per-destination back-off (so at most 4 small requests per member in that minute: the
-    /// first ones may go out before the member's interface is back).
+    /// the per-destination back-off and the path budget (so at most 3 small requests per member
+    /// in that time).
     pub async fn awaiting_path(&self, identity_hash: [u8; 16]) -> bool {
         if self.started.elapsed() >= START_PATH_WAIT {
             return false;
@@ -158,6 +161,16 @@ impl Courier {
             self.ask_path(lxmf_dest).await;
         }
         Some(Recipient { identity_hash, lxmf_dest, public_key: public_key?, ratchet: ratchet(), stamp_cost })
+    }
+
+    /// How soon a copy to a member with no path is looked at again: within seconds while its
+    /// path is still being asked for (or its request waits for the budget), as an answer comes
+    /// that fast; later once the asking has backed off, as the member is likely away.
+    pub fn recheck_after(&self, identity_hash: [u8; 16]) -> Duration {
+        let dest = destination_hash(LXMF_ASPECT, &identity_hash);
+        let asked = self.path_requests.lock().map(|p| p.get(&dest).map_or(0, |e| e.1)).unwrap_or(0);
+        let (base, spread) = if asked < PATH_REQUEST_BACKOFF.len() { (2_000, 3_000) } else { (5_000, 10_000) };
+        Duration::from_millis(base + rand::random::<u64>() % spread)
     }
 
     /// The key a member's link identify (or a verified LXMF message) left in the store, for a
