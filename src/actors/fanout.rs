@@ -340,18 +340,8 @@ impl Delivery {
     /// Puts copies that were marked sent but never handed to the node back in the outbox as
     /// they were before the round, due at once.
     async fn unsend(&self, rest: impl Iterator<Item = (Job, Result<Outgoing, OutboundError>)>) {
-        let mut by_attempts: HashMap<i32, Vec<i64>> = HashMap::new();
-        for (job, result) in rest {
-            if self.goes_as_packet(&job, &result) {
-                by_attempts.entry(job.row.attempts).or_default().push(job.row.id);
-            }
-        }
-        for (attempts, ids) in by_attempts {
-            tracing::info!(rows = ids.len(), "shutdown: copies not sent go back to the outbox");
-            if let Err(err) = self.store.mark_outbox(&ids, "pending", attempts, now_ms()).await {
-                tracing::warn!(%err, rows = ids.len(), "cannot return copies to the outbox; they are due after their proof wait");
-            }
-        }
+        let rows: Vec<(i32, i64)> = rest.filter(|(job, result)| self.goes_as_packet(job, result)).map(|(job, _)| (job.row.attempts, job.row.id)).collect();
+        back_to_outbox(&self.store, rows, "copies not sent").await;
     }
 
     /// Whether a prepared copy goes as one packet (and so was marked sent before the round).
@@ -682,11 +672,17 @@ impl Delivery {
                     let (confirmed, courier, timeout) = (self.confirmed.clone(), self.courier.clone(), Duration::from_secs(self.cfg.proof_timeout_secs));
                     let stop = self.life.token();
                     self.life.spawn(async move {
-                        // Shutdown does not wait out the proof timeout: an unproven row stays
-                        // sent and goes again after the restart (the copy is byte-identical).
+                        // Shutdown does not wait out the proof timeout: an unproven row goes back
+                        // to the outbox, due at once after the restart instead of after its proof
+                        // wait. The copy is byte-identical, so a member who got it drops the
+                        // second one by its message id.
                         let proven = tokio::select! {
                             p = tokio::time::timeout(timeout, proof) => matches!(p, Ok(Ok(()))),
-                            _ = stop.cancelled() => false,
+                            _ = stop.cancelled() => {
+                                courier.forget(&hash);
+                                report(&confirmed, Confirmed { row, method: "opportunistic", delivered: false }).await;
+                                return;
+                            }
                         };
                         if !proven {
                             courier.forget(&hash);
@@ -743,10 +739,12 @@ impl Delivery {
     }
 }
 
-/// A row whose proof came, on its way to the one write that records a batch of them.
+/// A row whose proof came (`delivered`), or whose wait shutdown cut short, on its way to the one
+/// write that records a batch of them.
 struct Confirmed {
     row: OutboxRow,
     method: &'static str,
+    delivered: bool,
 }
 
 /// Proofs waiting for their write at most; a full queue makes the proof waiters wait.
@@ -763,8 +761,12 @@ async fn confirm(confirmed: &mpsc::Sender<Confirmed>, row: OutboxRow, method: &'
         crate::metrics::delivery(&row.mode, method, "timeout", row.group_id);
         return;
     }
-    if confirmed.send(Confirmed { row, method }).await.is_err() {
-        tracing::warn!("the confirmer stopped; a delivered row stays sent and is sent again");
+    report(confirmed, Confirmed { row, method, delivered: true }).await;
+}
+
+async fn report(confirmed: &mpsc::Sender<Confirmed>, c: Confirmed) {
+    if confirmed.send(c).await.is_err() {
+        tracing::warn!("the confirmer stopped; the row stays sent and is sent again after its proof wait");
     }
 }
 
@@ -786,6 +788,11 @@ async fn confirmer(store: Store, mut rx: mpsc::Receiver<Confirmed>) {
                 _ = &mut gather => break,
             }
         }
+        let (batch, cut): (Vec<Confirmed>, Vec<Confirmed>) = batch.into_iter().partition(|c| c.delivered);
+        back_to_outbox(&store, cut.iter().map(|c| (c.row.attempts, c.row.id)).collect(), "copies waiting for their proof").await;
+        if batch.is_empty() {
+            continue;
+        }
         let ids: Vec<i64> = batch.iter().map(|c| c.row.id).collect();
         if let Err(err) = store.mark_outbox_delivered(&ids).await {
             // The rows stay sent and go out again; members drop the copy by its message id.
@@ -796,6 +803,21 @@ async fn confirmer(store: Store, mut rx: mpsc::Receiver<Confirmed>) {
         for c in batch {
             crate::metrics::delivery(&c.row.mode, c.method, "delivered", c.row.group_id);
             crate::metrics::delivery_latency(&c.row.mode, (now - c.row.created_at).max(0) as f64 / 1000.0, c.row.group_id);
+        }
+    }
+}
+
+/// At shutdown, puts rows (`(attempts, id)`: the attempts they had before the send that was cut
+/// short) back in the outbox as pending, due at once.
+async fn back_to_outbox(store: &Store, rows: Vec<(i32, i64)>, what: &'static str) {
+    let mut by_attempts: HashMap<i32, Vec<i64>> = HashMap::new();
+    for (attempts, id) in rows {
+        by_attempts.entry(attempts).or_default().push(id);
+    }
+    for (attempts, ids) in by_attempts {
+        tracing::info!(rows = ids.len(), what, "shutdown: copies go back to the outbox");
+        if let Err(err) = store.mark_outbox(&ids, "pending", attempts, now_ms()).await {
+            tracing::warn!(%err, rows = ids.len(), "cannot return copies to the outbox; they are due after their proof wait");
         }
     }
 }
