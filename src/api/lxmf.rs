@@ -617,7 +617,7 @@ async fn sender_key(s: &Services, msg: &LxmfMessage) -> Option<[u8; 64]> {
     if let Some(k) = s.courier.stored_key(msg.source).await {
         return Some(k);
     }
-    s.courier.ask_path(msg.source).await;
+    s.courier.ask_path(msg.source, crate::lxmf::courier::PathFor::Stranger).await;
     let deadline = tokio::time::Instant::now() + IDENTITY_WAIT;
     while tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;

@@ -24,6 +24,15 @@ const PATH_REQUEST_BACKOFF: [Duration; 4] = [Duration::from_secs(5), Duration::f
 /// members per second.
 const START_PATH_WAIT: Duration = Duration::from_secs(20);
 
+/// Whose path a request is for: each has its own share of the path budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathFor {
+    /// A member the server sends to (copies, replies).
+    Member,
+    /// The sender of a message whose key we do not hold yet.
+    Stranger,
+}
+
 /// Shared by replies and the fan-out.
 pub struct Courier {
     node: Node,
@@ -37,8 +46,12 @@ pub struct Courier {
     stamp_costs: Mutex<HashMap<[u8; 16], u32>>,
     /// Per destination: when we last asked for its path, and how many times so far.
     path_requests: Mutex<HashMap<[u8; 16], (Instant, usize)>>,
-    /// All path requests together, under the rate at which a reference node starts dropping them.
+    /// Path requests for members (copies, replies), under the rate at which a reference node
+    /// starts dropping them.
     path_budget: Mutex<crate::pacing::TokenBucket>,
+    /// Path requests for senders we hold no key for, a third of that: anyone can send from any
+    /// number of made-up identities, and they must not spend the members' budget.
+    stranger_budget: Mutex<crate::pacing::TokenBucket>,
     /// Display names `lxmf.delivery` destinations announce.
     names: Mutex<HashMap<[u8; 16], String>>,
     started: Instant,
@@ -47,7 +60,8 @@ pub struct Courier {
     heard: Mutex<std::collections::HashSet<[u8; 16]>>,
 }
 
-/// Announced names held at most; past it the map starts again (members re-announce).
+/// Entries each of the courier's per-destination maps holds at most (announced names, identities
+/// heard, path requests); past it a map starts again (members re-announce, paths are asked again).
 const MAX_NAMES: usize = 50_000;
 
 impl Courier {
@@ -63,6 +77,7 @@ impl Courier {
             stamp_costs: Mutex::default(),
             path_requests: Mutex::default(),
             path_budget: Mutex::new(crate::pacing::TokenBucket::new(path_requests_per_sec, 1.0)),
+            stranger_budget: Mutex::new(crate::pacing::TokenBucket::new(path_requests_per_sec / 3.0, 1.0)),
             names: Mutex::default(),
             started: Instant::now(),
             heard: Mutex::default(),
@@ -95,7 +110,7 @@ impl Courier {
         if self.node.recall_identity(lxmf_dest).await.is_some() {
             return false;
         }
-        self.ask_path(lxmf_dest).await;
+        self.ask_path(lxmf_dest, PathFor::Member).await;
         true
     }
 
@@ -158,7 +173,7 @@ impl Courier {
         }
         let public_key = self.stored_key(lxmf_dest).await;
         if public_key.is_none() || retry {
-            self.ask_path(lxmf_dest).await;
+            self.ask_path(lxmf_dest, PathFor::Member).await;
         }
         Some(Recipient { identity_hash, lxmf_dest, public_key: public_key?, ratchet: ratchet(), stamp_cost })
     }
@@ -192,8 +207,8 @@ impl Courier {
     /// node (RNS 1.5.7) that hears path requests faster than 3 per second on a young interface
     /// drops all but 8 queued ones, and blocks every further request for a dropped destination
     /// for 45 s. Hence one token at a time, and no burst.
-    pub async fn ask_path(&self, lxmf_dest: [u8; 16]) {
-        if self.take_path_turn(lxmf_dest) && self.node.request_path(lxmf_dest).await.is_err() {
+    pub async fn ask_path(&self, lxmf_dest: [u8; 16], whose: PathFor) {
+        if self.take_path_turn(lxmf_dest, whose) && self.node.request_path(lxmf_dest).await.is_err() {
             // It reached nobody (just after a restart, before the peers reconnected): it does
             // not count against the destination's back-off.
             if let Ok(mut asked) = self.path_requests.lock() {
@@ -203,16 +218,27 @@ impl Courier {
     }
 
     /// Whether a path request for this destination may go now (and then records it).
-    fn take_path_turn(&self, lxmf_dest: [u8; 16]) -> bool {
+    fn take_path_turn(&self, lxmf_dest: [u8; 16], whose: PathFor) -> bool {
         let Ok(mut asked) = self.path_requests.lock() else { return false };
         let now = Instant::now();
         let (last, n) = asked.get(&lxmf_dest).copied().unwrap_or((now, 0));
         if n > 0 && now.duration_since(last) < PATH_REQUEST_BACKOFF[n.min(PATH_REQUEST_BACKOFF.len()) - 1] {
             return false;
         }
-        if !self.path_budget.lock().is_ok_and(|mut b| b.try_take()) {
+        let budget = match whose {
+            PathFor::Member => &self.path_budget,
+            PathFor::Stranger => &self.stranger_budget,
+        };
+        if !budget.lock().is_ok_and(|mut b| b.try_take()) {
             crate::metrics::path_request_deferred();
             return false;
+        }
+        if asked.len() >= MAX_NAMES {
+            // Bounded: made-up senders must not grow it; what is forgotten is asked again.
+            asked.retain(|_, (t, _)| now.duration_since(*t) < PATH_REQUEST_BACKOFF[PATH_REQUEST_BACKOFF.len() - 1]);
+            if asked.len() >= MAX_NAMES {
+                asked.clear();
+            }
         }
         asked.insert(lxmf_dest, (now, n + 1));
         true
