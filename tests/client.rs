@@ -1,6 +1,7 @@
 //! `meshgroup client` against a real `meshgroup serve` and real Python members (rns 1.5.7, lxmf
 //! 1.2.1 with a stock LXMRouter): joins with and without a stamp, posts both ways, `watch`,
-//! incremental sync with tombstones, the private-group approval flow, and bad input.
+//! incremental sync with tombstones, the private-group approval flow, the fall-back to LXMF when
+//! no link can be made, and bad input.
 
 mod common;
 
@@ -380,6 +381,46 @@ fn the_client_reaches_a_group_through_the_users_rnsd() -> R {
 
 /// `post --propagate`: the post is deposited on a real lxmd, and the group collects it from there
 /// on its next inbox sync.
+/// Moves the cached group `from` to the destination `to` in a client's cache, keeping its
+/// `lxmf.delivery` and key: as if its link destination had gone out of reach.
+fn move_cached_group(cache: &Path, from: &str, to: &str) -> R {
+    use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let db = Database::connect(format!("sqlite://{}", cache.display())).await?;
+        let sql = format!("UPDATE cached_group SET dest = x'{to}' WHERE dest = x'{from}'");
+        let done = db.execute_raw(Statement::from_string(DbBackend::Sqlite, sql)).await?;
+        assert_eq!(done.rows_affected(), 1, "the cache holds the group");
+        db.close().await?;
+        Ok(())
+    })
+}
+
+#[test]
+fn a_post_goes_as_lxmf_when_no_link_can_be_made() -> R {
+    let mut server = Server::new()?;
+    let g = server.create_group(&["--name", "Link Down"])?;
+    server.start()?;
+    let port = server.rns_port;
+    let alice = server.dir.join("alice");
+    ok(&alice, port, &["join", &s(&g, "group_destination_hash"), "--name", "alice"])?;
+    // Nobody answers for this destination, so no link can be made; the group's lxmf.delivery
+    // is still where the cache says.
+    let nowhere = "00112233445566778899aabbccddeeff";
+    move_cached_group(&alice.join("cache.db"), &s(&g, "group_destination_hash"), nowhere)?;
+    let p = ok(&alice, port, &["--timeout", "5", "post", nowhere, "no link today"])?;
+    assert_eq!((s(&p, "via"), p["delivered"].as_bool()), ("lxmf".into(), Some(true)), "{p}");
+    // The server stored it as the group's post.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let stored: R<Vec<meshgroup::store::Message>> = rt.block_on(async {
+        let store = meshgroup::store::Store::open(&server.db_url).await?;
+        let q = meshgroup::store::HistoryQuery { limit: 5, before_id: None, after_id: None, order: meshgroup::store::Order::NewestFirst, events_after: None };
+        Ok(store.history(g["id"].as_i64().ok_or("id")?, q).await?)
+    });
+    assert_eq!(stored?.first().map(|m| m.content.clone()), Some(b"no link today".to_vec()));
+    Ok(())
+}
+
 #[test]
 fn a_propagated_post_reaches_the_group_through_lxmd() -> R {
     let (_hub, _lxmd, hub_port, pn) = common::hub_and_node()?;
