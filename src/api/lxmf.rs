@@ -292,10 +292,11 @@ async fn receive(s: &Arc<Services>, dest: [u8; 16], packed: &[u8], method: Metho
     let text = String::from_utf8_lossy(&msg.content).into_owned();
     // The key is kept for members and for commands (a /join needs it once the server restarts),
     // not for every identity that writes to a group: those cost nothing to make.
-    if info.is_member || commands::parse(&text).is_some() {
+    let command = commands::parse(&text);
+    if info.is_member || command.is_some() {
         s.remember(hash, public_key);
     }
-    if let Some(cmd) = commands::parse(&text) {
+    if let Some(cmd) = command {
         outcome("command");
         run_command(s, &route, &sender, &msg, cmd, &info).await;
         return Received::Accepted;
