@@ -2,7 +2,7 @@
 
 Run through benches/fanout_e2e.sh. Starts a release `meshgroup serve` on free loopback ports with a
 fresh data dir, one Python peer process (tests/py/peer.py) holding the members (plain RNS
-lxmf.delivery destinations with PROVE_ALL, tests/py/cmds_bench.py) and one LXMRouter poster, adds
+lxmf.delivery destinations with PROVE_ALL: the bulk members of tests/py/peer_core.py) and one LXMRouter poster, adds
 them all to a group with the CLI, has the poster send one message to the group, and measures the
 time until the last member holds it, plus the server's CPU time and peak RSS (VmHWM). A second post
 follows once the first has reached everyone: by then the server knows every member's keys, so it

@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::{Peer, R, Server, s};
@@ -88,6 +88,16 @@ fn fake_group(reply: &'static [u8]) -> R<(u16, [u8; 16])> {
     });
     let dest = rx.recv_timeout(std::time::Duration::from_secs(10))?;
     Ok((port, dest))
+}
+
+/// A running server with one public group `name`, and alice's client joined to it as "alice".
+fn alice_joins(name: &str) -> R<(Server, Value, PathBuf)> {
+    let mut server = Server::new()?;
+    let g = server.create_group(&["--name", name])?;
+    server.start()?;
+    let alice = server.dir.join("alice");
+    ok(&alice, server.rns_port, &["join", &s(&g, "group_destination_hash"), "--name", "alice"])?;
+    Ok((server, g, alice))
 }
 
 #[test]
@@ -224,12 +234,8 @@ fn a_private_group_is_approved_through_client_approve() -> R {
 
 #[test]
 fn bad_input_gets_one_clear_line_and_leaves_the_cache_consistent() -> R {
-    let mut server = Server::new()?;
-    let g = server.create_group(&["--name", "Steady"])?;
-    server.start()?;
+    let (server, g, alice) = alice_joins("Steady")?;
     let port = server.rns_port;
-    let alice = server.dir.join("alice");
-    ok(&alice, port, &["join", &s(&g, "group_destination_hash"), "--name", "alice"])?;
     ok(&alice, port, &["post", "Steady", "kept"])?;
     ok(&alice, port, &["history", "Steady"])?;
 
@@ -379,8 +385,6 @@ fn the_client_reaches_a_group_through_the_users_rnsd() -> R {
     Ok(())
 }
 
-/// `post --propagate`: the post is deposited on a real lxmd, and the group collects it from there
-/// on its next inbox sync.
 /// Moves the cached group `from` to the destination `to` in a client's cache, keeping its
 /// `lxmf.delivery` and key: as if its link destination had gone out of reach.
 fn move_cached_group(cache: &Path, from: &str, to: &str) -> R {
@@ -398,17 +402,12 @@ fn move_cached_group(cache: &Path, from: &str, to: &str) -> R {
 
 #[test]
 fn a_post_goes_as_lxmf_when_no_link_can_be_made() -> R {
-    let mut server = Server::new()?;
-    let g = server.create_group(&["--name", "Link Down"])?;
-    server.start()?;
-    let port = server.rns_port;
-    let alice = server.dir.join("alice");
-    ok(&alice, port, &["join", &s(&g, "group_destination_hash"), "--name", "alice"])?;
+    let (server, g, alice) = alice_joins("Link Down")?;
     // Nobody answers for this destination, so no link can be made; the group's lxmf.delivery
     // is still where the cache says.
     let nowhere = "00112233445566778899aabbccddeeff";
     move_cached_group(&alice.join("cache.db"), &s(&g, "group_destination_hash"), nowhere)?;
-    let p = ok(&alice, port, &["--timeout", "5", "post", nowhere, "no link today"])?;
+    let p = ok(&alice, server.rns_port, &["--timeout", "5", "post", nowhere, "no link today"])?;
     assert_eq!((s(&p, "via"), p["delivered"].as_bool()), ("lxmf".into(), Some(true)), "{p}");
     // The server stored it as the group's post.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -421,6 +420,8 @@ fn a_post_goes_as_lxmf_when_no_link_can_be_made() -> R {
     Ok(())
 }
 
+/// `post --propagate`: the post is deposited on a real lxmd, and the group collects it from there
+/// on its next inbox sync.
 #[test]
 fn a_propagated_post_reaches_the_group_through_lxmd() -> R {
     let (_hub, _lxmd, hub_port, pn) = common::hub_and_node()?;

@@ -1,44 +1,21 @@
-"""Peer commands for benches/fanout_e2e.py: many LXMF members announced in the background, and a
-compact report of when each first held a valid message (member_inbox returns every receipt).
-
-Loaded by peer.py (each cmds_*.py runs in its own scope with peer.py's names, such as
-link_request, recall and wait_for; this one loads before cmds_fanout.py): members are plain RNS lxmf.delivery destinations with PROVE_ALL that unpack with
-the reference LXMF code, as in cmds_fanout.py."""
+"""Peer commands for benches/fanout_e2e.py: peer_core's bulk members, announced in the background
+and joined over the link API, and a compact report of when each first held a valid message
+(cmds_fanout.py's member_inbox returns every receipt)."""
 import threading, time
 
+import RNS
+
+from peer_core import MEMBERS, MLOCK, link_request, new_member, pb_field, recall, wait_for
+
 BENCH = {"announcing": None}
-BENCH_MEMBERS = {}   # identity hash hex -> [(time, valid signature, message hash hex, content)]
-BENCH_IDS = {}       # identity hash hex -> RNS.Identity
-BENCH_LOCK = threading.Lock()
-
-
-def _bench_receiver(ident_hex, dest):
-    def on_packet(data, packet):
-        try:
-            m = LXMF.LXMessage.unpack_from_bytes(dest.hash + data)
-            entry = (time.time(), bool(m.signature_validated), m.hash.hex(), m.content.decode("utf-8", "replace"))
-        except Exception:
-            entry = (time.time(), False, "", "")
-        with BENCH_LOCK:
-            BENCH_MEMBERS[ident_hex].append(entry)
-    return on_packet
 
 
 def cmd_bench_members(c):
     """Creates N members and returns their hashes at once; the announces go out from a background
     thread, `pace` seconds apart (a burst on a fresh interface is held back), so the caller can
     add the members to the group meanwhile. `bench_announced` waits for that thread."""
-    hashes, dests = [], []
-    for _ in range(c["n"]):
-        ident = RNS.Identity()
-        dest = RNS.Destination(ident, RNS.Destination.IN, RNS.Destination.SINGLE, "lxmf", "delivery")
-        dest.set_proof_strategy(RNS.Destination.PROVE_ALL)
-        h = ident.hash.hex()
-        BENCH_MEMBERS[h] = []
-        BENCH_IDS[h] = ident
-        dest.set_packet_callback(_bench_receiver(h, dest))
-        hashes.append(h)
-        dests.append(dest)
+    hashes = [new_member() for _ in range(c["n"])]
+    dests = [MEMBERS[h].dest for h in hashes]
 
     def announce_all():
         for d in dests:
@@ -72,19 +49,14 @@ def cmd_bench_reached(c):
         return sorted(seen.values())[want - 1] if len(seen) >= want else None
 
     def times():
-        with BENCH_LOCK:
-            return [t for t in (reached_at(got) for got in BENCH_MEMBERS.values()) if t is not None]
-    wait_for(lambda: len(times()) >= len(BENCH_MEMBERS), c.get("timeout", 120), step=0.1)
+        with MLOCK:
+            return [t for t in (reached_at(m.got) for m in MEMBERS.values()) if t is not None]
+    wait_for(lambda: len(times()) >= len(MEMBERS), c.get("timeout", 120), step=0.1)
     done = sorted(times())
-    with BENCH_LOCK:
-        receipts = sum(len(got) for got in BENCH_MEMBERS.values())
-        invalid = sum(1 for got in BENCH_MEMBERS.values() for g in got if not g[1])
-    return {"members": len(BENCH_MEMBERS), "reached": len(done), "times": done, "receipts": receipts, "invalid": invalid}
-
-
-def _pb_string(field, text):
-    raw = text.encode()
-    return bytes([field << 3 | 2, len(raw)]) + raw
+    with MLOCK:
+        receipts = sum(len(m.got) for m in MEMBERS.values())
+        invalid = sum(1 for m in MEMBERS.values() for g in m.got if not g[1])
+    return {"members": len(MEMBERS), "reached": len(done), "times": done, "receipts": receipts, "invalid": invalid}
 
 
 def cmd_bench_join(c):
@@ -96,7 +68,7 @@ def cmd_bench_join(c):
     if not ident:
         raise RuntimeError("no identity for the group")
     gdest = RNS.Destination(ident, RNS.Destination.OUT, RNS.Destination.SINGLE, "meshchat", "group")
-    todo = list(c.get("members") or BENCH_IDS.keys())
+    todo = list(c.get("members") or MEMBERS.keys())
     digest = set(c.get("digest", []))
     stats = {"joined": 0, "failed": 0}
     lock = threading.Lock()
@@ -113,8 +85,8 @@ def cmd_bench_join(c):
         try:
             if not up.wait(30):
                 return False
-            link.identify(BENCH_IDS[h])
-            resp = request(link, "/api/v1/join", _pb_string(1, "m" + h[:6]))
+            link.identify(MEMBERS[h].ident)
+            resp = request(link, "/api/v1/join", pb_field(1, ("m" + h[:6]).encode()))
             # A Response whose first field (error) is set failed; an ok one starts with the payload.
             if resp is None or bytes(resp)[:1] == b"\x0a":
                 return False
@@ -145,9 +117,9 @@ def cmd_bench_join(c):
 
 def cmd_bench_inbox(c):
     """The texts each bench member received, in order (for the members listed, or all)."""
-    with BENCH_LOCK:
-        keys = c.get("members") or list(BENCH_MEMBERS.keys())
-        return {"members": {h: [g[3] for g in BENCH_MEMBERS[h]] for h in keys}}
+    with MLOCK:
+        keys = c.get("members") or list(MEMBERS.keys())
+        return {"members": {h: [g[3].decode("utf-8", "replace") for g in MEMBERS[h].got] for h in keys}}
 
 
 def cmd_bench_tally(c):
@@ -155,7 +127,8 @@ def cmd_bench_tally(c):
     hold more than that (a second, different copy of a post would show here), and how many
     receipts repeated a message already held (packet-level resends, which LXMF de-duplicates)."""
     want = c.get("unique", 1)
-    with BENCH_LOCK:
-        distinct = [len({h for _, ok, h, _ in got if ok}) for got in BENCH_MEMBERS.values()]
-        repeats = sum(sum(1 for _, ok, _, _ in got if ok) - d for got, d in zip(BENCH_MEMBERS.values(), distinct))
+    with MLOCK:
+        gots = [m.got for m in MEMBERS.values()]
+        distinct = [len({h for _, ok, h, _ in got if ok}) for got in gots]
+        repeats = sum(sum(1 for _, ok, _, _ in got if ok) - d for got, d in zip(gots, distinct))
     return {"reached": sum(1 for d in distinct if d >= want), "over": sum(1 for d in distinct if d > want), "repeats": repeats}

@@ -1,4 +1,9 @@
 """Hostile peers for the fault tests: decompression bombs and link floods."""
+import os, threading, time
+
+import RNS
+
+from peer_core import LINKS, LOCK, identity, pb_field, recall
 
 
 def _open(dest_hash, timeout):
@@ -93,18 +98,6 @@ def cmd_links_close(c):
 PROBE = {"stop": None, "thread": None, "samples": []}
 
 
-def _pb_bytes(num, raw):
-    out, key, n = b"", num << 3 | 2, len(raw)
-    for v in (key, n):
-        while True:
-            b = v & 0x7F
-            v >>= 7
-            out += bytes([b | 0x80]) if v else bytes([b])
-            if not v:
-                break
-    return out + raw
-
-
 def cmd_probe_start(c):
     """A legitimate member at work in the background, on link `link`: every `period` seconds an
     /api/v1/info, then a post (/api/v1/messages/send), each timed; see probe_stop."""
@@ -127,7 +120,7 @@ def cmd_probe_start(c):
         i = 0
         while not stop.is_set():
             timed("/api/v1/info", b"")
-            body = _pb_bytes(1, ("probe %d" % i).encode()) + _pb_bytes(5, os.urandom(16))
+            body = pb_field(1, ("probe %d" % i).encode()) + pb_field(5, os.urandom(16))
             timed("/api/v1/messages/send", body)
             i += 1
             stop.wait(c.get("period", 0.5))

@@ -2,8 +2,13 @@
 
 `recall` only tells what the peer knows now; to show that a change reaches *the next announce*,
 these commands record every announce heard after `watch_announces`, path responses kept apart.
-Loaded by peer.py, so RNS, LOCK and wait_for are peer.py's.
 """
+import time
+
+import RNS
+
+from peer_core import LOCK, wait_for
+
 
 HEARD = {}  # destination hex -> [{"app_data": hex, "path_response": bool, "at": time}]
 
@@ -39,38 +44,3 @@ def cmd_heard(c):
     return {"announces": heard[since:], "total": len(heard)}
 
 
-EARLY = {}      # (link id, request id) -> handle_response arguments of a response that beat its receipt
-EARLY_LOCK = threading.Lock()
-
-
-def cmd_patch_request_race(c):
-    """Works around a race in RNS 1.5.7's Link.request: the request packet is sent *before* its
-    RequestReceipt joins link.pending_requests, so a response from a fast server on loopback can
-    arrive first and is dropped; the request then fails after its timeout. Here a response with no
-    receipt yet is held until the receipt registers. peer.py applies it at start; calling it again is a no-op."""
-    # `RNS.Link` is the class (RNS re-exports it), so take the module from sys.modules.
-    link_module = sys.modules["RNS.Link"]
-    Link, Receipt = link_module.Link, link_module.RequestReceipt
-    if getattr(Link, "_meshgroup_race_patch", False):
-        return {"patched": "already"}
-    handle = Link.handle_response
-    init = Receipt.__init__
-
-    def handle_response(self, request_id, *args, **kw):
-        with EARLY_LOCK:
-            if self.status == Link.ACTIVE and not any(p.request_id == request_id for p in self.pending_requests):
-                EARLY[(self.link_id, request_id)] = (args, kw)
-                return
-        return handle(self, request_id, *args, **kw)
-
-    def receipt_init(self, link, *args, **kw):
-        with EARLY_LOCK:
-            init(self, link, *args, **kw)
-            early = EARLY.pop((link.link_id, self.request_id), None)
-        if early:
-            handle(link, self.request_id, *early[0], **early[1])
-
-    Link.handle_response = handle_response
-    Receipt.__init__ = receipt_init
-    Link._meshgroup_race_patch = True
-    return {"patched": "now"}

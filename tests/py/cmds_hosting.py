@@ -1,6 +1,10 @@
 """Peer commands for tests/interop_hosting.rs: the server destination (`meshchat.groupserver`), and
-linking to a group from a directory entry alone. Loaded by peer.py, so RNS, IDS, LINKS, identity,
-recall, wait_for, establish and link_to are peer.py's."""
+linking to a group from a directory entry alone."""
+import threading, time
+
+import RNS
+
+from peer_core import IDS, establish, link_to
 
 
 def cmd_load_identity(c):

@@ -1,6 +1,12 @@
 """LXMF commands for meshgroup's interop tests: hand-made messages the stock router would not send."""
 import os
+
+import LXMF
+import RNS
 import RNS.vendor.umsgpack as msgpack
+from LXMF import LXStamper
+
+from peer_core import ROUTERS, recall, wait_for
 
 
 def cmd_send_forged(c):

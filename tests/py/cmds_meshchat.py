@@ -8,9 +8,12 @@
   MeshChatX do: the key is remembered for the hash, so the client can write at once, with no announce
   (`ignore_announces` keeps any announce of the group away, to show it).
 - `race_probe`: how often an unpatched RNS 1.5.7 `Link.request` loses an answer.
-
-Loaded by peer.py, so RNS, LINKS, LOCK, identity, wait_for and link_request are peer.py's.
 """
+import json, sys, threading, time
+
+import RNS
+
+from peer_core import LINKS, LOCK, link_request
 
 
 def _shape_join(display_name, challenge=None, stamp=None):

@@ -1,4 +1,10 @@
 """Propagation-node commands: identities that outlive a peer process, and syncing from a node."""
+import time
+
+import LXMF
+import RNS
+
+from peer_core import IDS, ROUTERS, identity, wait_for
 
 
 def cmd_identity_key(c):
@@ -30,7 +36,7 @@ def cmd_sync_pn(c):
     """Asks the propagation node for our messages and waits until the transfer is done."""
     router, local = ROUTERS[c["as"]]
     router.request_messages_from_propagation_node(identity(c["as"]))
-    done = wait_for(lambda: router.propagation_transfer_state in (LXMF.LXMRouter.PR_COMPLETE, LXMF.LXMRouter.PR_FAILED,
-                                                                 LXMF.LXMRouter.PR_NO_PATH, LXMF.LXMRouter.PR_NO_ACCESS)
-                    and router.propagation_transfer_state, c.get("timeout", 60), step=0.2)
+    wait_for(lambda: router.propagation_transfer_state in (LXMF.LXMRouter.PR_COMPLETE, LXMF.LXMRouter.PR_FAILED,
+                                                            LXMF.LXMRouter.PR_NO_PATH, LXMF.LXMRouter.PR_NO_ACCESS)
+               and router.propagation_transfer_state, c.get("timeout", 60), step=0.2)
     return {"state": router.propagation_transfer_state, "complete": router.propagation_transfer_state == LXMF.LXMRouter.PR_COMPLETE}

@@ -1,61 +1,23 @@
 """Peer commands for the stamp defences (issue 13): random-stamp brute force over LXMF, and a junk
-join flood over the link API that runs in the background while the test does something else.
+join flood over the link API that runs in the background while the test does something else."""
+import os, threading, time
 
-Loaded by peer.py, so RNS, LXMF, LXStamper, recall, identity, wait_for and LOCK are peer.py's."""
-import os
+import LXMF
+import RNS
 import RNS.vendor.umsgpack as msgpack
+from LXMF import LXStamper
+
+from peer_core import LOCK, ROUTERS, identity, pb_field, pb_fields, recall
+
 
 FLOOD = {"threads": [], "stop": False, "stats": {}}
 
 
-def _varint(n):
-    out = b""
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out += bytes([b | 0x80])
-        else:
-            return out + bytes([b])
-
-
-def _field(num, raw):
-    return _varint(num << 3 | 2) + _varint(len(raw)) + raw
-
-
-def _fields(buf):
-    """(field number, wire type, value) of one protobuf message: varints and length-delimited only."""
-    i, out = 0, []
-    while i < len(buf):
-        key, i = _read_varint(buf, i)
-        num, wt = key >> 3, key & 7
-        if wt == 0:
-            v, i = _read_varint(buf, i)
-        elif wt == 2:
-            n, i = _read_varint(buf, i)
-            v, i = buf[i:i + n], i + n
-        else:
-            raise ValueError("wire type %d" % wt)
-        out.append((num, v))
-    return out
-
-
-def _read_varint(buf, i):
-    shift = n = 0
-    while True:
-        b = buf[i]
-        i += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return n, i
-
-
 def _error(resp):
     """(code, challenge) of a Response; code 0 = success."""
-    for num, v in _fields(bytes(resp)):
+    for num, v in pb_fields(bytes(resp)):
         if num == 1:
-            f = dict(_fields(v))
+            f = dict(pb_fields(v))
             return f.get(1, 0), f.get(4, b"")
     return 0, b""
 
@@ -105,7 +67,7 @@ def cmd_junk_flood(c):
             return
         link.identify(identity("flood-%d" % k))
         done, box = threading.Event(), {}
-        link.request("/api/v1/join", data=_field(1, b"x"), response_callback=lambda r: (box.update(r=r.response), done.set()),
+        link.request("/api/v1/join", data=pb_field(1, b"x"), response_callback=lambda r: (box.update(r=r.response), done.set()),
                      failed_callback=lambda r: done.set(), timeout=30)
         done.wait(40)
         code, challenge = _error(box.get("r", b""))
@@ -126,7 +88,7 @@ def cmd_junk_flood(c):
             if time.time() > end:
                 break
             slots.acquire(timeout=40)
-            body = _field(1, b"x") + _field(3, challenge) + _field(4, _weak(wb, c["cost"]))
+            body = pb_field(1, b"x") + pb_field(3, challenge) + pb_field(4, _weak(wb, c["cost"]))
             link.request("/api/v1/join", data=body, response_callback=answered, failed_callback=lambda r: slots.release(), timeout=30)
             with LOCK:
                 st["sent"] += 1

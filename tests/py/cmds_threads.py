@@ -1,6 +1,8 @@
 """Threads for meshgroup's interop tests: stock LXMRouter messages carrying LXMF's reply and
-reaction fields (FIELD_REPLY_TO, FIELD_REPLY_QUOTE, FIELD_REACTION), and what each router got.
-Loaded by peer.py, so LXMF, INBOX, LOCK, wait_for, lxmf_destination and send_and_wait are peer.py's."""
+reaction fields (FIELD_REPLY_TO, FIELD_REPLY_QUOTE, FIELD_REACTION), and what each router got."""
+import LXMF
+
+from peer_core import INBOX, LOCK, lxmf_destination, send_and_wait, wait_for
 
 
 def cmd_send_threaded(c):

@@ -1,4 +1,10 @@
-"""Commands for tests/interop_transport.rs (loaded by peer.py; sees its globals: RNS, LINKS, wait_for, recall...)."""
+"""Commands for tests/interop_transport.rs."""
+import threading, time
+
+import RNS
+
+from peer_core import LINKS, cmd_request, wait_for
+
 
 # request_id -> how the response arrived, recorded by a wrapper around the reference's own
 # Link.response_resource_concluded (the callback RNS passes to Resource.accept for responses).
