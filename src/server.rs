@@ -76,7 +76,6 @@ where
     // The server destination too is registered before any interface opens.
     let hosting = crate::api::hosting::Hosting::start(&store, &node, cfg.hosting.clone()).await?;
     let services = std::sync::Arc::new(crate::api::services::Services {
-        hosting: hosting.clone(),
         node,
         courier,
         propagation,
@@ -85,24 +84,24 @@ where
         stamps,
         store: store.clone(),
         limits: cfg.limits.clone(),
-        lxmf: crate::api::lxmf::Inbound::new(cfg.limits.max_inflight_packets),
         journal,
         refusal_log: crate::api::services::LogBudget::new(20.0),
         side_writes: std::sync::Arc::new(tokio::sync::Semaphore::new(crate::api::services::SIDE_WRITES)),
         remembered: std::sync::Arc::default(),
         life: life.clone(),
     });
+    let inbound = crate::api::lxmf::Inbound::new(services.clone(), cfg.limits.max_inflight_packets);
     // The router outlives the drain: proofs for the work in progress come through it. It stops
     // last; a run that died goes on with the same event queue (its links re-identify).
     let router_stop = tokio_util::sync::CancellationToken::new();
     let events = std::sync::Arc::new(tokio::sync::Mutex::new(events));
-    let s = services.clone();
+    let (s, i, h) = (services.clone(), inbound.clone(), hosting.clone());
     life.supervise_until("router", router_stop.clone(), move |stop| {
-        let (s, events) = (s.clone(), events.clone());
+        let (s, i, h, events) = (s.clone(), i.clone(), h.clone(), events.clone());
         async move {
             let mut events = events.lock().await;
             tokio::select! {
-                _ = crate::api::router::run(s, &mut events) => {}
+                _ = crate::api::router::run(s, i, h, &mut events) => {}
                 _ = stop.cancelled() => {}
             }
         }
@@ -125,12 +124,12 @@ where
     life.supervise("server_announcer", move |stop| hosting.clone().announce_every_interval(node.clone(), st.clone(), stop));
     let st = store.clone();
     life.supervise("sampler", move |stop| sample_gauges(st.clone(), started, stop));
-    let s = services.clone();
-    life.supervise("journal_replay", move |stop| replay_journal(s.clone(), stop));
+    let i = inbound.clone();
+    life.supervise("journal_replay", move |stop| replay_journal(i.clone(), stop));
     let s = services.clone();
     life.supervise("stamp_costs", move |stop| crate::api::router::announce_cost_changes(s.clone(), stop));
-    let (s, pcfg) = (services.clone(), cfg.propagation.clone());
-    life.supervise("propagation_sync", move |stop| sync_propagation(s.clone(), pcfg.clone(), stop));
+    let (s, i, pcfg) = (services.clone(), inbound.clone(), cfg.propagation.clone());
+    life.supervise("propagation_sync", move |stop| sync_propagation(s.clone(), i.clone(), pcfg.clone(), stop));
     tracing::info!("meshgroup serving");
     shutdown.await;
 
@@ -162,11 +161,11 @@ fn prepare_data_dir(dir: &std::path::Path) -> Result<(), ServerError> {
 
 /// Replays the post journal: everything in it at start-up (posts proven before a crash or during
 /// an outage), then every few seconds what a database outage left there.
-async fn replay_journal(s: std::sync::Arc<crate::api::services::Services>, stop: CancellationToken) {
+async fn replay_journal(inbound: std::sync::Arc<crate::api::lxmf::Inbound>, stop: CancellationToken) {
     const EVERY: Duration = Duration::from_secs(5);
     loop {
         // Entries still with the task that wrote them are skipped by the replay itself.
-        let (settled, left) = s.lxmf.replay_journal(&s, crate::store::now_ms()).await;
+        let (settled, left) = inbound.replay_journal(crate::store::now_ms()).await;
         if settled > 0 || left > 0 {
             tracing::info!(settled, left, "post journal replayed");
         }
@@ -179,7 +178,12 @@ async fn replay_journal(s: std::sync::Arc<crate::api::services::Services>, stop:
 
 /// Collects posts that members left for the groups on the propagation node, a few groups per
 /// round so one server's sync does not hog a shared node or a slow link.
-async fn sync_propagation(s: std::sync::Arc<crate::api::services::Services>, cfg: crate::config::PropagationConfig, stop: CancellationToken) {
+async fn sync_propagation(
+    s: std::sync::Arc<crate::api::services::Services>,
+    inbound: std::sync::Arc<crate::api::lxmf::Inbound>,
+    cfg: crate::config::PropagationConfig,
+    stop: CancellationToken,
+) {
     let mut next = 0usize;
     let mut tick = tokio::time::interval(Duration::from_secs(cfg.sync_interval_secs.max(5)));
     loop {
@@ -210,7 +214,7 @@ async fn sync_propagation(s: std::sync::Arc<crate::api::services::Services>, cfg
                     crate::metrics::propagation_sync("ok");
                     let mut settled = true;
                     for packed in std::mem::take(&mut fetched.messages) {
-                        settled &= s.lxmf.propagated(&s, lxmf, packed).await != crate::api::lxmf::Received::Retry;
+                        settled &= inbound.propagated(lxmf, packed).await != crate::api::lxmf::Received::Retry;
                     }
                     // Only now, with every post stored (or refused for good), may the node forget
                     // them; with one still to store, all stay and come again (stored ones are

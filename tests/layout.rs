@@ -82,3 +82,43 @@ fn each_module_uses_only_the_modules_listed_below_it() -> R {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     Ok(())
 }
+
+/// Inside `src/api/`, too, the submodules form no cycle: the router holds the inbound LXMF path,
+/// the server destination and the services, and none of those holds the others (the services
+/// used to hold both, which took each of them as its argument).
+#[test]
+fn the_api_submodules_form_no_cycle() -> R {
+    let dir = Path::new("src/api");
+    let mut edges: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let modules: Vec<String> =
+        std::fs::read_dir(dir)?.filter_map(|e| e.ok()?.path().file_stem().map(|s| s.to_string_lossy().into_owned())).filter(|m| m != "mod").collect();
+    for m in &modules {
+        let text = std::fs::read_to_string(dir.join(format!("{m}.rs")))?;
+        let shipped = text.split("#[cfg(test)]").next().unwrap_or_default();
+        let used = edges.entry(m.clone()).or_default();
+        for line in shipped.lines().filter(|l| !l.trim_start().starts_with("//")) {
+            for prefix in ["crate::api::", "super::"] {
+                for (i, _) in line.match_indices(prefix) {
+                    let name: String = line[i + prefix.len()..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                    if modules.contains(&name) && &name != m {
+                        used.insert(name);
+                    }
+                }
+            }
+        }
+    }
+    // Depth-first search for a path back to the start.
+    for start in &modules {
+        let mut stack: Vec<Vec<String>> = vec![vec![start.clone()]];
+        while let Some(path) = stack.pop() {
+            for next in edges.get(path.last().map(String::as_str).unwrap_or_default()).into_iter().flatten() {
+                assert!(next != start, "api submodules form a cycle: {} -> {next}", path.join(" -> "));
+                if !path.contains(next) {
+                    stack.push([path.clone(), vec![next.clone()]].concat());
+                }
+            }
+        }
+    }
+    assert!(edges.get("services").is_some_and(BTreeSet::is_empty), "api::services uses {:?}", edges.get("services"));
+    Ok(())
+}

@@ -165,11 +165,11 @@ impl Hosting {
 }
 
 /// Handles one request to the server destination.
-pub async fn handle(s: &Services, caller: Caller, path_hash: &[u8], body: Vec<u8>) -> Result<Vec<u8>, ApiError> {
+pub async fn handle(h: &Hosting, s: &Services, caller: Caller, path_hash: &[u8], body: Vec<u8>) -> Result<Vec<u8>, ApiError> {
     let path = Path::from_path_hash(path_hash).ok_or_else(|| ApiError::new(pb::ErrorCode::NotFound, "unknown path"))?;
     match path {
         Path::Directory => directory(s, &body).await,
-        Path::Create => create(s, &caller, &body).await,
+        Path::Create => create(h, s, &caller, &body).await,
         Path::Delete => {
             let r: pb::DeleteGroupRequest = decode(&body)?;
             on_group(s, caller, &r.group_destination, Op::DeleteGroup).await
@@ -273,8 +273,7 @@ fn stamp_required(h: &Hosting, who: &[u8], message: &str) -> ApiError {
 /// Creates a group for the caller. The guards run cheapest first: identify, policy and the rate
 /// limit (memory only), then the creation stamp, before anything touches the database or makes
 /// a key; then the quotas and the creation itself, one creation at a time.
-async fn create(s: &Services, caller: &Caller, body: &[u8]) -> Result<Vec<u8>, ApiError> {
-    let h = &s.hosting;
+async fn create(h: &Hosting, s: &Services, caller: &Caller, body: &[u8]) -> Result<Vec<u8>, ApiError> {
     let r: pb::CreateGroupRequest = decode(body)?;
     let Caller::Identity(who) = caller else { return Err(GroupError::Unauthenticated.into()) };
     let forbidden = |m: &str| ApiError::new(pb::ErrorCode::Forbidden, m);

@@ -37,8 +37,9 @@ const JOURNAL_MAX_AGE_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Bytes of reply text per message, so each reply fits one packet.
 const REPLY_CHUNK: usize = 240;
 
-/// Inbound LXMF handling, with the per-stranger reply limiter.
+/// Inbound LXMF handling, with the per-stranger reply limiter, on the services it was given.
 pub struct Inbound {
+    s: Arc<Services>,
     told: Mutex<HashMap<(i64, String), Instant>>,
     /// Journal entries whose task is still handling them: the replay leaves those alone.
     in_hand: Mutex<std::collections::HashSet<std::path::PathBuf>>,
@@ -67,13 +68,14 @@ impl Method {
 
 impl Inbound {
     /// `max_inflight` messages are handled at once at most.
-    pub fn new(max_inflight: usize) -> Self {
-        Inbound { told: Mutex::default(), in_hand: Mutex::default(), slots: Arc::new(tokio::sync::Semaphore::new(max_inflight.max(1))) }
+    pub fn new(s: Arc<Services>, max_inflight: usize) -> Arc<Self> {
+        Arc::new(Inbound { s, told: Mutex::default(), in_hand: Mutex::default(), slots: Arc::new(tokio::sync::Semaphore::new(max_inflight.max(1))) })
     }
 
     /// A single encrypted packet to one of our destinations: the destination hash is implied.
     /// Beyond the limit, or once shutdown began, it is dropped unproven: the sender retries.
-    pub fn opportunistic(&self, s: Arc<Services>, dest: [u8; 16], data: Vec<u8>, packet_hash: Option<[u8; 32]>) {
+    pub fn opportunistic(self: &Arc<Self>, dest: [u8; 16], data: Vec<u8>, packet_hash: Option<[u8; 32]>) {
+        let s = &self.s;
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(_) if s.life.stopping() => return crate::metrics::work_refused("packet", "shutting_down"),
             Ok(p) => p,
@@ -81,14 +83,15 @@ impl Inbound {
         };
         let mut packed = dest.to_vec();
         packed.extend_from_slice(&data);
+        let me = self.clone();
         s.life.clone().spawn(async move {
             let _permit = permit;
-            let received = receive(&s, dest, &packed, Method::Opportunistic).await;
+            let received = receive(&me, dest, &packed, Method::Opportunistic).await;
             if received == Received::Accepted
                 && let Some(h) = packet_hash
             {
                 // Only now, with the message committed, does the sender learn it was delivered.
-                if let Err(err) = s.node.prove(dest, h).await {
+                if let Err(err) = me.s.node.prove(dest, h).await {
                     tracing::warn!(%err, "cannot send delivery proof");
                 }
             }
@@ -98,13 +101,14 @@ impl Inbound {
     /// A full packed message over a link (a packet or a Resource). The transport proved it on
     /// receipt, so it is never dropped: beyond the limit the caller waits for a slot, and it is
     /// journaled before anything else, so a database outage or a crash cannot lose it.
-    pub async fn direct(&self, s: Arc<Services>, dest: [u8; 16], packed: Vec<u8>) {
+    pub async fn direct(self: &Arc<Self>, dest: [u8; 16], packed: Vec<u8>) {
+        let s = &self.s;
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
                 // Every slot is busy. The router must not wait for one (proofs and requests
                 // queue behind it): the post goes to the journal, and the replay handles it.
-                if journal_append(&s, dest, &packed).await.is_some() {
+                if journal_append(s, dest, &packed).await.is_some() {
                     crate::metrics::work_refused("packet", "journaled_for_later");
                     return;
                 }
@@ -113,18 +117,19 @@ impl Inbound {
                 p
             }
         };
+        let me = self.clone();
         s.life.clone().spawn(async move {
             let _permit = permit;
-            let entry = journal_append(&s, dest, &packed).await;
-            if let (Some(e), Ok(mut h)) = (&entry, s.lxmf.in_hand.lock()) {
+            let entry = journal_append(&me.s, dest, &packed).await;
+            if let (Some(e), Ok(mut h)) = (&entry, me.in_hand.lock()) {
                 h.insert(e.clone());
             }
-            let received = receive(&s, dest, &packed, Method::Direct).await;
+            let received = receive(&me, dest, &packed, Method::Direct).await;
             if let Some(entry) = entry {
                 if received != Received::Retry {
-                    journal_remove(&s, entry.clone()).await;
+                    journal_remove(&me.s, entry.clone()).await;
                 }
-                if let Ok(mut h) = s.lxmf.in_hand.lock() {
+                if let Ok(mut h) = me.in_hand.lock() {
                     h.remove(&entry);
                 }
             }
@@ -133,15 +138,16 @@ impl Inbound {
 
     /// Messages collected from a propagation node (nobody waits for a proof). Only an accepted
     /// or refused one may be purged from the node; one to retry stays there for the next sync.
-    pub async fn propagated(&self, s: &Arc<Services>, dest: [u8; 16], packed: Vec<u8>) -> Received {
-        receive(s, dest, &packed, Method::Propagated).await
+    pub async fn propagated(&self, dest: [u8; 16], packed: Vec<u8>) -> Received {
+        receive(self, dest, &packed, Method::Propagated).await
     }
 
     /// Tries the journaled posts written before `written_before_ms` again, oldest first, leaving
     /// alone those a task still handles; a post that is still not stored stays. A pass ends after a few posts in a row could not be
     /// stored (the store is still away); a post older than [`JOURNAL_MAX_AGE_MS`] is dropped
     /// and counted. Returns how many were settled and how many stay.
-    pub async fn replay_journal(&self, s: &Arc<Services>, written_before_ms: i64) -> (usize, usize) {
+    pub async fn replay_journal(&self, written_before_ms: i64) -> (usize, usize) {
+        let s = &self.s;
         let Some(journal) = s.journal.clone() else { return (0, 0) };
         let entries = match tokio::task::spawn_blocking(move || journal.pending(written_before_ms)).await {
             Ok(Ok(e)) => e,
@@ -164,7 +170,7 @@ impl Inbound {
                 journal_remove(s, e.path).await;
                 continue;
             }
-            if receive(s, e.dest, &e.packed, Method::Direct).await == Received::Retry {
+            if receive(self, e.dest, &e.packed, Method::Direct).await == Received::Retry {
                 left += 1;
                 retries_in_a_row += 1;
                 if retries_in_a_row >= REPLAY_RETRIES_PER_PASS {
@@ -253,7 +259,8 @@ pub enum Received {
 }
 
 /// Validates, authorises and stores (or executes) one inbound message, and says what became of it.
-async fn receive(s: &Arc<Services>, dest: [u8; 16], packed: &[u8], method: Method) -> Received {
+async fn receive(inbound: &Inbound, dest: [u8; 16], packed: &[u8], method: Method) -> Received {
+    let s = &inbound.s;
     let group = lookup(&s.registry, &dest).map(|r| r.group_id);
     let outcome = |o: &'static str| crate::metrics::lxmf_received(method.label(), o, group);
     let Some(route) = lookup(&s.registry, &dest).filter(|r| r.kind == DestKind::Lxmf) else {
@@ -304,7 +311,7 @@ async fn receive(s: &Arc<Services>, dest: [u8; 16], packed: &[u8], method: Metho
     if !info.is_member {
         outcome("not_member");
         tracing::info!(sender = sender.hex, group = route.group_id, "post from a non-member refused");
-        if s.lxmf.should_tell(route.group_id, &sender.hex) {
+        if inbound.should_tell(route.group_id, &sender.hex) {
             let how = format!(
                 "You are not a member of {}. Send /join to {}. Send /help for the commands.",
                 info.name,
@@ -312,7 +319,7 @@ async fn receive(s: &Arc<Services>, dest: [u8; 16], packed: &[u8], method: Metho
             );
             // Not told when nothing went out (no path yet): the client's retry may tell them.
             if !reply(s, &route, sender.hash, vec![how], commands::Keep::First, Vec::new()).await {
-                s.lxmf.forget_told(route.group_id, &sender.hex);
+                inbound.forget_told(route.group_id, &sender.hex);
             }
         }
         return Received::Refused;

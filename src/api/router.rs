@@ -11,6 +11,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::actors::supervisor::{Route, lookup, run_op};
 use crate::api::admission::{Admission, LinkRefused};
+use crate::api::hosting::Hosting;
+use crate::api::lxmf::Inbound;
 use crate::api::services::Services;
 use crate::api::{
     ApiError, DecodeContext, Endpoint, decode_json_request, decode_request, encode_json_reply, encode_reply, error_response, json_error, ok_response,
@@ -49,7 +51,7 @@ impl Refusal {
 }
 
 /// Consumes node events until the node stops (or the router is stopped, after the shutdown grace).
-pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>) {
+pub async fn run(services: Arc<Services>, inbound: Arc<Inbound>, hosting: Arc<Hosting>, events: &mut mpsc::Receiver<NodeEvent>) {
     let mut links = Admission::new(&services.limits);
     let group_name_hash = name_hash(GROUP_ASPECT);
     let lxmf_name_hash = name_hash(crate::wire::identity::LXMF_ASPECT);
@@ -111,7 +113,7 @@ pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>
                 // The server destination has its own paths and handler, and speaks protobuf only
                 // (nil there is the empty message). On a group destination a JSON object or a nil
                 // body is MeshChat's prototype dialect.
-                let server = dest == services.hosting.dest;
+                let server = dest == hosting.dest;
                 let dialect = if !server && crate::wire::meshchat_json::is_json(data.as_deref()) { Dialect::Json } else { Dialect::Protobuf };
                 let permits = match admit(&services.life, &link.slots, &in_progress) {
                     Ok(p) => p,
@@ -128,7 +130,7 @@ pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>
                         continue;
                     }
                 };
-                let s = services.clone();
+                let (s, h) = (services.clone(), hosting.clone());
                 services.life.spawn(async move {
                     let _permits = permits;
                     let started = Instant::now();
@@ -137,7 +139,7 @@ pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>
                     // One size guard for both destinations, before any decoding.
                     let result = match crate::api::within_limit(data.as_deref().unwrap_or_default(), s.limits.max_request_bytes) {
                         Err(err) => Err(err),
-                        Ok(()) if server => crate::api::hosting::handle(&s, caller.clone(), &path_hash, data.unwrap_or_default()).await.map(ok_response),
+                        Ok(()) if server => crate::api::hosting::handle(&h, &s, caller.clone(), &path_hash, data.unwrap_or_default()).await.map(ok_response),
                         Ok(()) => handle(&s, dest, caller.clone(), endpoint, dialect, data).await,
                     };
                     let (bytes, outcome) = match result {
@@ -169,11 +171,11 @@ pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>
                 });
             }
             NodeEvent::Packet { dest, data, packet_hash } => {
-                services.lxmf.opportunistic(services.clone(), dest, data, packet_hash);
+                inbound.opportunistic(dest, data, packet_hash);
             }
             NodeEvent::LinkPacket { dest, link_id, data } | NodeEvent::LinkResource { dest, link_id, data } => {
                 links.touch(&link_id);
-                services.lxmf.direct(services.clone(), dest, data).await;
+                inbound.direct(dest, data).await;
             }
             NodeEvent::Announce { dest, public_key, name_hash: nh, app_data, ratchet } => {
                 if let Some(r) = ratchet {
@@ -197,7 +199,7 @@ pub async fn run(services: Arc<Services>, events: &mut mpsc::Receiver<NodeEvent>
             NodeEvent::NewListeners { cause } => {
                 tracing::info!(cause, "new listeners; re-announcing the groups within the announce budget");
                 services.supervisor.do_send(crate::actors::supervisor::ReannounceAll);
-                let (hosting, node, store) = (services.hosting.clone(), services.node.clone(), services.store.clone());
+                let (hosting, node, store) = (hosting.clone(), services.node.clone(), services.store.clone());
                 services.life.spawn(async move { hosting.announce_once(&node, &store).await });
             }
             NodeEvent::EventsLost { channel, count } => {

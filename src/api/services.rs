@@ -1,5 +1,9 @@
 //! What request handling needs, shared by the router, the inbound LXMF path and the server
 //! destination: the node, the registry, the store and the bounded side work they start.
+//!
+//! It holds nothing of its users: the inbound LXMF path (`api::lxmf::Inbound`) and the server
+//! destination (`api::hosting::Hosting`) each hold their own state and take these services,
+//! and the router holds all three, so the modules form no cycle.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -20,14 +24,10 @@ pub struct Services {
     pub stamps: StampPool,
     pub store: Store,
     pub limits: crate::config::LimitsConfig,
-    /// Inbound LXMF (posts through `lxmf.delivery`).
-    pub lxmf: crate::api::lxmf::Inbound,
     /// Outbound LXMF and delivery proofs.
     pub courier: Arc<crate::lxmf::courier::Courier>,
     /// The propagation node, for syncing group inboxes.
     pub propagation: Arc<crate::lxmf::propagation::Propagation>,
-    /// The server destination (directory, group creation).
-    pub hosting: Arc<crate::api::hosting::Hosting>,
     /// Shutdown, and the work it waits for.
     pub life: crate::lifecycle::Lifecycle,
     /// Where direct posts wait until they are stored (`None`: not journaled, as in tools).
