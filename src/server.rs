@@ -70,9 +70,17 @@ where
     let courier = std::sync::Arc::new(crate::lxmf::courier::Courier::new(node.clone(), store.clone(), propagation.clone(), cfg.fanout.path_requests_per_sec));
     let fanout = crate::actors::fanout::FanoutActor::start(store.clone(), courier.clone(), cfg.fanout.clone(), &life);
     let stamps = crate::stamps::StampPool::new(cfg.limits.stamp_pool_capacity, &cfg.stamps);
-    let supervisor =
-        crate::actors::supervisor::Supervisor::start(store.clone(), node.clone(), registry.clone(), fanout, &cfg, interfaces_open_rx, &life, stamps.clone())
-            .await?;
+    let supervisor = crate::actors::supervisor::Supervisor::start(
+        store.clone(),
+        node.clone(),
+        registry.clone(),
+        fanout.clone(),
+        &cfg,
+        interfaces_open_rx,
+        &life,
+        stamps.clone(),
+    )
+    .await?;
     // The server destination too is registered before any interface opens.
     let hosting = crate::api::hosting::Hosting::start(&store, &node, cfg.hosting.clone()).await?;
     let services = std::sync::Arc::new(crate::api::services::Services {
@@ -81,6 +89,7 @@ where
         propagation,
         registry,
         supervisor,
+        fanout,
         stamps,
         store: store.clone(),
         limits: cfg.limits.clone(),

@@ -169,6 +169,12 @@ store_test!(outbox_batch_due_and_states, |t| {
     let post = DeliveryClass::Post;
     assert!(depth.contains(&("pending".to_owned(), post, 1199)) && depth.contains(&("delivered".to_owned(), post, 1)), "{depth:?}");
     assert_eq!(first.class, post.as_i16());
+    // A member whose path arrives: their row waiting for it is due at once; a sent one is not.
+    s.update_outbox(due[2].id, "sent", 1, now + 60_000, None).await?;
+    let waiting = [due[1].member_identity_hash.clone(), due[2].member_identity_hash.clone()];
+    assert_eq!(s.outbox_due_now(&waiting, now).await?, 1);
+    let due_now = s.due_outbox(now + 1, 2000).await?;
+    assert!(due_now.iter().any(|r| r.id == due[1].id) && !due_now.iter().any(|r| r.id == due[2].id));
 });
 
 store_test!(events_tickets_announces, |t| {

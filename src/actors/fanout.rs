@@ -39,10 +39,21 @@ pub struct FanoutActor {
     changed: mpsc::Sender<i64>,
     /// Set when the queue of changes was full: the delivery task drops its whole cache.
     changed_all: Arc<std::sync::atomic::AtomicBool>,
+    /// Members whose path just arrived: the delivery task sends what waits for them now.
+    reachable: mpsc::Sender<[u8; 16]>,
+}
+
+/// What the actor tells the delivery task between rounds; a restarted task takes over the same.
+struct Signals {
+    changes: mpsc::Receiver<i64>,
+    reachable: mpsc::Receiver<[u8; 16]>,
 }
 
 /// Groups changed at once at most before the delivery task drops its whole cache instead.
 const CHANGED_QUEUE: usize = 1024;
+
+/// Members reachable again at once at most; one beyond it waits for its next look (seconds).
+const REACHABLE_QUEUE: usize = 1024;
 
 /// Copies too large for a packet (a link and a Resource each) in transfer at once. Each holds its
 /// packed message and the transport's compressed and encrypted copies of it until the member
@@ -57,13 +68,14 @@ impl FanoutActor {
         let (confirmed, rx) = mpsc::channel(CONFIRM_QUEUE);
         life.spawn(confirmer(store.clone(), rx));
         let (changed, changes) = mpsc::channel(CHANGED_QUEUE);
+        let (reachable, arrivals) = mpsc::channel(REACHABLE_QUEUE);
         let changed_all = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        // A restarted delivery task takes over the same queue of changes.
-        let changes = Arc::new(tokio::sync::Mutex::new(changes));
+        // A restarted delivery task takes over the same queues.
+        let signals = Arc::new(tokio::sync::Mutex::new(Signals { changes, reachable: arrivals }));
         let (st, w, l, all) = (store.clone(), wake.clone(), life.clone(), changed_all.clone());
         let direct = Arc::new(Semaphore::new(DIRECT_AT_ONCE));
         life.supervise("delivery", move |token| {
-            let changes = changes.clone();
+            let signals = signals.clone();
             let delivery = Delivery {
                 store: st.clone(),
                 confirmed: confirmed.clone(),
@@ -79,10 +91,10 @@ impl FanoutActor {
                 if let Err(err) = recover(&delivery.store).await {
                     tracing::error!(%err, "fan-out recovery failed");
                 }
-                delivery.run(token, &mut *changes.lock().await).await;
+                delivery.run(token, &mut *signals.lock().await).await;
             }
         });
-        FanoutActor { store, wake, life: life.clone(), changed, changed_all }.start()
+        FanoutActor { store, wake, life: life.clone(), changed, changed_all, reachable }.start()
     }
 }
 
@@ -126,6 +138,23 @@ impl Handler<GroupChanged> for FanoutActor {
             self.changed_all.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         self.wake.notify_one();
+    }
+}
+
+/// A member's path just arrived (the answer to our path request): what waits for them goes now,
+/// not at its next look.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MemberReachable(pub [u8; 16]);
+
+impl Handler<MemberReachable> for FanoutActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: MemberReachable, _ctx: &mut Self::Context) {
+        // Full: the copy is looked at again within seconds anyway.
+        if self.reachable.try_send(msg.0).is_ok() {
+            self.wake.notify_one();
+        }
     }
 }
 
@@ -275,12 +304,22 @@ struct Job {
 impl Delivery {
     /// Delivers due rows until `stop` is cancelled. A round that shutdown interrupts sends
     /// nothing more; its copies not yet handed to the node go back to the outbox, due at once.
-    async fn run(mut self, stop: CancellationToken, changes: &mut mpsc::Receiver<i64>) {
+    async fn run(mut self, stop: CancellationToken, signals: &mut Signals) {
         let mut bucket = (self.cfg.rate_per_sec > 0.0).then(|| TokenBucket::new(self.cfg.rate_per_sec, self.cfg.burst));
         let mut last_recovery = Instant::now();
         while !stop.is_cancelled() {
-            while let Ok(group) = changes.try_recv() {
+            while let Ok(group) = signals.changes.try_recv() {
                 self.groups.remove(&group);
+            }
+            let mut reachable = Vec::new();
+            while let Ok(member) = signals.reachable.try_recv() {
+                reachable.push(hex::encode(member));
+            }
+            match self.store.outbox_due_now(&reachable, now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(members = reachable.len(), rows = n, "paths arrived; their copies go now"),
+                // They go at their next look instead.
+                Err(err) => tracing::debug!(%err, "cannot make the copies of reachable members due"),
             }
             if self.changed_all.swap(false, std::sync::atomic::Ordering::Relaxed) {
                 self.groups.clear();

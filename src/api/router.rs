@@ -183,6 +183,11 @@ pub async fn run(services: Arc<Services>, inbound: Arc<Inbound>, hosting: Arc<Ho
                 }
                 if nh == lxmf_name_hash {
                     services.courier.note_delivery_announce(dest, &app_data);
+                    // Only answers to our own path requests: announces cost nothing to make,
+                    // and each of these costs one store write.
+                    if services.courier.path_arrived(dest) {
+                        services.fanout.do_send(crate::actors::fanout::MemberReachable(crate::wire::identity::identity_hash(&public_key)));
+                    }
                 }
                 if crate::lxmf::propagation::Propagation::is_pn_announce(&nh) {
                     services.propagation.note_announce(dest, &app_data);

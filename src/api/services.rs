@@ -11,6 +11,7 @@ use std::sync::Arc;
 use actix::Addr;
 use tokio::sync::Semaphore;
 
+use crate::actors::fanout::FanoutActor;
 use crate::actors::supervisor::{Registry, Supervisor};
 use crate::stamps::StampPool;
 use crate::store::Store;
@@ -21,6 +22,8 @@ pub struct Services {
     pub node: Node,
     pub registry: Registry,
     pub supervisor: Addr<Supervisor>,
+    /// The shared fan-out, told when a member's path arrives.
+    pub fanout: Addr<FanoutActor>,
     pub stamps: StampPool,
     pub store: Store,
     pub limits: crate::config::LimitsConfig,

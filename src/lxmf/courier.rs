@@ -139,6 +139,12 @@ impl Courier {
         self.note_stamp_cost(dest, cost);
     }
 
+    /// Whether this `lxmf.delivery` announce answers a path request of ours (a member's copy
+    /// may wait for it); the request is settled, so its back-off starts again.
+    pub fn path_arrived(&self, dest: [u8; 16]) -> bool {
+        self.path_requests.lock().is_ok_and(|mut asked| asked.remove(&dest).is_some())
+    }
+
     /// The display name an identity's `lxmf.delivery` last announced, if heard.
     pub fn announced_name(&self, identity_hash: [u8; 16]) -> Option<String> {
         let dest = destination_hash(LXMF_ASPECT, &identity_hash);

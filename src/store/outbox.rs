@@ -203,6 +203,26 @@ impl Store {
         .await
     }
 
+    /// Makes the rows that wait for these members' paths due now (pending ones due later; sent
+    /// ones await their proofs and are left alone), in one statement. Returns how many.
+    pub async fn outbox_due_now(&self, members: &[String], now: i64) -> Result<u64, StoreError> {
+        if members.is_empty() {
+            return Ok(0);
+        }
+        self.timed("outbox_due_now", async {
+            let done = Entity::update_many()
+                .col_expr(Column::NextAttemptAt, Expr::value(now))
+                .col_expr(Column::UpdatedAt, Expr::value(now))
+                .filter(Column::State.eq("pending"))
+                .filter(Column::NextAttemptAt.gt(now))
+                .filter(Column::MemberIdentityHash.is_in(members.iter().cloned()))
+                .exec(&self.db)
+                .await?;
+            Ok(done.rows_affected)
+        })
+        .await
+    }
+
     /// Marks rows whose proofs arrived as delivered, in one statement.
     pub async fn mark_outbox_delivered(&self, ids: &[i64]) -> Result<(), StoreError> {
         if ids.is_empty() {
