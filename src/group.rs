@@ -519,9 +519,10 @@ impl GroupCore {
         Ok(self.store.list_members(self.group.id, offset, limit).await?)
     }
 
-    pub async fn history(&self, caller: &Caller, q: HistoryQuery) -> Result<Vec<Message>, GroupError> {
+    /// A page of history, and whether more lies beyond it (see [`Store::history_page`]).
+    pub async fn history(&self, caller: &Caller, q: HistoryQuery) -> Result<(Vec<Message>, bool), GroupError> {
         self.check(caller, Action::ReadHistory)?;
-        Ok(self.store.history(self.group.id, q).await?)
+        Ok(self.store.history_page(self.group.id, q).await?)
     }
 
     /// Stores a member's post; it is committed before this returns.
@@ -1034,6 +1035,10 @@ pub enum Reply {
         events: Vec<Event>,
         /// Reaction counts per message id of the page: `(emoji, count)`, most frequent first.
         reactions: HashMap<i64, Vec<(String, u64)>>,
+        /// More messages lie beyond this page, in the direction it was read.
+        more: bool,
+        /// More events lie below the oldest of this page's events.
+        more_events: bool,
     },
     Posted(InsertOutcome),
     Bans(Vec<Ban>),
@@ -1114,11 +1119,14 @@ impl GroupCore {
             Op::History(q) => {
                 let events_after = q.events_after;
                 let limit = q.limit;
-                let rows = self.history(caller, q).await?;
-                let events = match events_after {
-                    Some(after) => self.store.events_after(self.group.id, after, limit).await?,
+                let (rows, more) = self.history(caller, q).await?;
+                // One event more is read to know whether the page hides older ones.
+                let mut events = match events_after {
+                    Some(after) => self.store.events_after(self.group.id, after, limit.saturating_add(1)).await?,
                     None => Vec::new(),
                 };
+                let more_events = events.len() as u64 > limit;
+                events.truncate(limit as usize);
                 let messages = rows
                     .into_iter()
                     .map(|m| {
@@ -1133,7 +1141,7 @@ impl GroupCore {
                     .collect::<Vec<_>>();
                 let ids: Vec<i64> = messages.iter().map(|(m, _)| m.id).collect();
                 let reactions = self.store.reaction_counts(&ids).await?;
-                Reply::History { messages, events, reactions }
+                Reply::History { messages, events, reactions, more, more_events }
             }
             Op::Post(msg) => Reply::Posted(self.post(caller, msg).await?),
             Op::DeleteMessage { id } => {

@@ -114,6 +114,9 @@ fn a_client_joins_posts_watches_and_syncs_with_python_members() -> R {
     let mut server = Server::new()?;
     let open = server.create_group(&["--name", "Open Mesh"])?;
     let stamped = server.create_group(&["--name", "Stamped", "--join-stamp-cost", "8"])?;
+    // Pages smaller than the client asks for: the sync pages on the server's word, not on a
+    // page size it assumes.
+    server.extra_env.push(("MESHGROUP_LIMITS__MAX_PAGE".into(), "3".into()));
     server.start()?;
     let port = server.rns_port;
     let alice = server.dir.join("alice");
@@ -156,12 +159,12 @@ fn a_client_joins_posts_watches_and_syncs_with_python_members() -> R {
     // History syncs incrementally: the first sync takes both posts, the next only what is new.
     let h = ok(&alice, port, &["history", "Open Mesh"])?;
     assert_eq!(texts(&h), ["hello from alice", "hi from bob"]);
-    for text in ["two", "three"] {
+    for text in ["two", "three", "four", "five"] {
         peer.call(json!({"cmd": "send", "as": "bob", "dest": lxmf, "content": hex::encode(text)}))?;
     }
     let h = ok(&alice, port, &["history", "Open Mesh"])?;
-    assert_eq!(h["synced"]["fetched"], 2, "only the two new posts travel: {h}");
-    assert_eq!(texts(&h).len(), 4);
+    assert_eq!(h["synced"]["fetched"], 4, "only the four new posts travel, over two pages: {h}");
+    assert_eq!(texts(&h).len(), 6);
     let h = ok(&alice, port, &["history", "Open Mesh"])?;
     assert_eq!(h["synced"]["fetched"], 0);
 
@@ -344,6 +347,37 @@ fn the_tui_sends_a_message_and_shows_a_python_members_answer() -> R {
     tmux.wait_for("bob: bob answers")?;
     tmux.keys(&["Escape"])?;
     common::poll_secs(10, "the UI exits on Esc", || Ok((!tmux.alive()).then_some(())))?;
+    Ok(())
+}
+
+/// An approver works the join-request queue from the UI: the input's title lists what their
+/// rights allow, and `/approve 1` lets the first requester in.
+#[test]
+fn an_approver_lets_a_requester_in_from_the_tui() -> R {
+    let mut server = Server::new()?;
+    let g = server.create_group(&["--name", "Hidden", "--private", "--private-name", "Back Room"])?;
+    server.start()?;
+    let port = server.rns_port;
+    let (alice, carol) = (server.dir.join("alice"), server.dir.join("carol"));
+    let dest = s(&g, "group_destination_hash");
+    let a = ok(&alice, port, &["profile", "--name", "alice"])?;
+    server.cli(&["member", "add", &dest, &s(&a, "identity_hash"), "--name", "alice", "--rights", "approve"])?;
+    ok(&alice, port, &["join", &dest])?;
+    ok(&carol, port, &["profile", "--name", "carol"])?;
+    assert_eq!(s(&ok(&carol, port, &["join", &dest])?, "state"), "requested");
+
+    let tmux = Tmux(common::unique("tui-approve")?);
+    let command = format!("{} client --data-dir {} --tcp 127.0.0.1:{port} ui", env!("CARGO_BIN_EXE_meshgroup"), alice.display());
+    assert!(Command::new("tmux").args(["new-session", "-d", "-s", &tmux.0, "-x", "160", "-y", "40", &command]).status()?.success());
+    let screen = tmux.wait_for("1. carol")?;
+    assert!(screen.contains("/approve N, /reject N") && !screen.contains("/kick"), "only the approve right's commands are offered:\n{screen}");
+    tmux.keys(&["-l", "/approve 1"])?;
+    tmux.keys(&["Enter"])?;
+    tmux.wait_for("approved carol")?;
+    common::poll_secs(20, "the queue empties", || Ok(tmux.screen().ok().filter(|s| !s.contains("Join requests")).map(|_| ())))?;
+    tmux.keys(&["Escape"])?;
+    let j = ok(&carol, port, &["join", &dest])?;
+    assert_eq!((s(&j, "state"), s(&j, "group")), ("already a member".into(), "Back Room".into()));
     Ok(())
 }
 

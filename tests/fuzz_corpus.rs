@@ -141,6 +141,7 @@ fn write_seeds() -> R {
     let history = pb::MessagesResponse {
         messages: vec![pb::GroupMessage { id: 3, content: b"hi".to_vec(), sender_identity_hash: id.clone(), ..Default::default() }],
         events: vec![pb::GroupEvent { id: 9, kind: "message_deleted".into(), subject: "2".into(), ..Default::default() }],
+        ..Default::default()
     };
     write("client_reply", "messages", &answer(pb::Response { error: None, payload: history.encode_to_vec() }))?;
     let stamp_required = pb::Error { code: pb::ErrorCode::StampRequired as i32, message: "stamp".into(), stamp_cost: 8, challenge: vec![1; 32] };

@@ -118,6 +118,10 @@ fn interrupted_fanout(stop: impl FnOnce(&mut Server) -> R) -> R {
     let waited = common::metric_sum(&server.metrics()?, "meshgroup_deliveries_total", &["outcome=\"no_path\""]);
     eprintln!("{waited} copies waited for a path after the restart");
     assert!(waited > 0.0, "after a restart, copies wait for their members' paths");
+    // The members answer the path requests; each answer makes that member's copy due at once.
+    let woken = common::metric_sum(&server.metrics()?, "meshgroup_fanout_copies_woken_total", &[]);
+    eprintln!("{woken} copies went at once when their member's path arrived");
+    assert!(woken > 0.0, "a path that arrives wakes the copies waiting for it");
     Ok(())
 }
 

@@ -127,6 +127,12 @@ store_test!(messages_dedupe_page_and_tombstone, |t| {
     assert_eq!(before.iter().map(|m| m.id).collect::<Vec<_>>(), vec![ids[4], ids[3]]);
     let after = s.history(g.id, HistoryQuery { limit: 2, after_id: Some(ids[5]), order: Order::OldestFirst, ..Default::default() }).await?;
     assert_eq!(after.iter().map(|m| m.id).collect::<Vec<_>>(), vec![ids[6], ids[7]]);
+    // A page says whether more lies beyond it, in the direction it was read.
+    let more = |q: HistoryQuery| async move { s.history_page(g.id, q).await.map(|(rows, more)| (rows.len(), more)) };
+    assert_eq!(more(HistoryQuery { limit: 2, after_id: Some(ids[5]), order: Order::OldestFirst, ..Default::default() }).await?, (2, true));
+    assert_eq!(more(HistoryQuery { limit: 4, after_id: Some(ids[5]), ..Default::default() }).await?, (4, false));
+    assert_eq!(more(HistoryQuery { limit: 5, before_id: Some(ids[5]), order: Order::OldestFirst, ..Default::default() }).await?, (5, false));
+    assert_eq!(more(HistoryQuery { limit: 9, ..Default::default() }).await?, (9, true));
     let stored = s.message(g.id, ids[2]).await?;
     assert_eq!((stored.timestamp, stored.fields.as_slice()), (1_700_000_000.5, &[0x80u8][..]));
     let tomb = s.delete_message(g.id, ids[2], A).await?;

@@ -317,7 +317,10 @@ impl Delivery {
             }
             match self.store.outbox_due_now(&reachable, now_ms()).await {
                 Ok(0) => {}
-                Ok(n) => tracing::debug!(members = reachable.len(), rows = n, "paths arrived; their copies go now"),
+                Ok(n) => {
+                    crate::metrics::copies_woken(n);
+                    tracing::debug!(members = reachable.len(), rows = n, "paths arrived; their copies go now");
+                }
                 // They go at their next look instead.
                 Err(err) => tracing::debug!(%err, "cannot make the copies of reachable members due"),
             }

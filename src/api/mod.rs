@@ -578,7 +578,9 @@ pub fn encode_reply(reply: Reply) -> Vec<u8> {
                 .collect(),
         }
         .encode_to_vec(),
-        Reply::History { messages, events, mut reactions } => pb::MessagesResponse {
+        Reply::History { messages, events, mut reactions, more, more_events } => pb::MessagesResponse {
+            more,
+            more_events,
             events: events
                 .into_iter()
                 .map(|e| pb::GroupEvent { id: e.id, kind: e.kind, actor: e.actor, subject: e.subject, detail: e.detail, created_at: e.created_at })

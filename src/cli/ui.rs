@@ -6,6 +6,10 @@
 //! server acknowledges it; syncs run in the background; the screen is drawn from the cache only,
 //! so it never waits for the network. Keys: Up/Down select a group, PageUp/PageDown scroll,
 //! Enter sends, Esc or Ctrl-C quits.
+//!
+//! A line that starts with `/` is an admin action on the selected group, through the same calls
+//! as `meshgroup client approve|reject|kick|ban|delete`; the input's title lists only those the
+//! member's rights allow, and `//` sends a line that starts with `/`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,9 +38,131 @@ const SYNC_EVERY: Duration = Duration::from_secs(10);
 enum UiEvent {
     Key(KeyEvent),
     Incoming(Incoming),
-    Sent { seq: u64, result: Result<Posted, String> },
-    Synced { dest: [u8; 16], requests: Vec<pb::PendingJoin>, error: Option<String> },
+    Sent { seq: u64, dest: [u8; 16], result: Result<Done, String> },
+    Synced { dest: [u8; 16], rights: Rights, requests: Vec<pb::PendingJoin>, error: Option<String> },
     Tick,
+}
+
+/// What a line typed in the input asks for, on the selected group.
+#[derive(Debug, PartialEq)]
+enum Action {
+    Post(String),
+    /// Approve (`true`) or reject a join request; `who` names it on the screen.
+    Decide {
+        identity: [u8; 16],
+        who: String,
+        approve: bool,
+    },
+    Kick {
+        identity: [u8; 16],
+        who: String,
+    },
+    Ban {
+        identity: [u8; 16],
+        who: String,
+        reason: String,
+    },
+    Delete(i64),
+}
+
+/// The outcome of an [`Action`] the server accepted.
+enum Done {
+    Posted(Posted),
+    /// An admin action, said as the status line shows it.
+    Admin(String),
+}
+
+/// The admin commands, the right each needs, and how it is typed.
+const COMMANDS: [(&str, Rights, &str); 5] = [
+    ("approve", Rights::APPROVE, "/approve N"),
+    ("reject", Rights::APPROVE, "/reject N"),
+    ("kick", Rights::KICK, "/kick NAME"),
+    ("ban", Rights::BAN, "/ban NAME REASON"),
+    ("delete", Rights::DELETE, "/delete ID"),
+];
+
+/// Reads one input line as an action: text is a post; `/command ARGS` an admin action, its
+/// target named by a join request's number (or name), a member's name, or a hash prefix.
+fn parse_line(line: &str, v: &View) -> Result<Action, String> {
+    let Some(cmd) = line.strip_prefix('/') else { return Ok(Action::Post(line.to_owned())) };
+    if cmd.starts_with('/') {
+        return Ok(Action::Post(cmd.to_owned()));
+    }
+    let (name, rest) = cmd.split_once(' ').map_or((cmd, ""), |(n, r)| (n, r.trim()));
+    let (target, tail) = rest.split_once(' ').map_or((rest, ""), |(t, r)| (t, r.trim()));
+    match name {
+        "approve" | "reject" => {
+            let r = pick_request(&v.requests, target)?;
+            Ok(Action::Decide { identity: r.0, who: r.1, approve: name == "approve" })
+        }
+        "kick" => pick_member(&v.members, target).map(|(identity, who)| Action::Kick { identity, who }),
+        "ban" if tail.is_empty() => Err("a ban needs a reason: /ban NAME REASON".into()),
+        "ban" => pick_member(&v.members, target).map(|(identity, who)| Action::Ban { identity, who, reason: tail.to_owned() }),
+        "delete" => target.trim_start_matches('#').parse().map(Action::Delete).map_err(|_| format!("not a message id: {target:?} (/delete ID)")),
+        _ => Err(format!("unknown command /{name}; {}", usage(v.rights).unwrap_or_else(|| "you hold no admin right here".into()))),
+    }
+}
+
+/// The admin commands the member's rights allow, as the input's title shows them; `None` for none.
+fn usage(rights: Rights) -> Option<String> {
+    let allowed: Vec<&str> = COMMANDS.iter().filter(|(_, r, _)| rights.contains(*r)).map(|(_, _, u)| *u).collect();
+    (!allowed.is_empty()).then(|| allowed.join(", "))
+}
+
+/// A join request by its number on the screen (from 1), its display name, or a hash prefix.
+fn pick_request(requests: &[pb::PendingJoin], target: &str) -> Result<([u8; 16], String), String> {
+    let found = match target.parse::<usize>() {
+        Ok(n) if (1..=requests.len()).contains(&n) => Some(&requests[n - 1]),
+        _ => requests.iter().find(|r| r.display_name.eq_ignore_ascii_case(target) || hex_prefix(&r.identity_hash, target)),
+    };
+    let r = found.ok_or_else(|| format!("no join request {target:?}: give its number in the list"))?;
+    let identity = <[u8; 16]>::try_from(r.identity_hash.as_slice()).map_err(|_| "the server listed a malformed identity".to_owned())?;
+    Ok((identity, if r.display_name.is_empty() { hex::encode(&r.identity_hash[..4]) } else { r.display_name.clone() }))
+}
+
+/// A member by display name (one only) or identity hash prefix.
+fn pick_member(members: &[CachedMember], target: &str) -> Result<([u8; 16], String), String> {
+    if target.is_empty() {
+        return Err("name the member: by display name or hash prefix".into());
+    }
+    let by_name: Vec<&CachedMember> = members.iter().filter(|m| m.display_name.eq_ignore_ascii_case(target)).collect();
+    let found = match by_name.as_slice() {
+        [one] => Some(*one),
+        [] => members.iter().find(|m| hex_prefix(&m.identity, target)),
+        _ => return Err(format!("{} members are called {target}: give a hash prefix", by_name.len())),
+    };
+    let m = found.ok_or_else(|| format!("no member {target:?}"))?;
+    let identity = <[u8; 16]>::try_from(m.identity.as_slice()).map_err(|_| "the cache holds a malformed identity".to_owned())?;
+    Ok((identity, if m.display_name.is_empty() { target.to_owned() } else { m.display_name.clone() }))
+}
+
+/// Whether `prefix` (at least 4 hex digits) starts the hex of `hash`.
+fn hex_prefix(hash: &[u8], prefix: &str) -> bool {
+    prefix.len() >= 4 && hex::encode(hash).starts_with(&prefix.to_ascii_lowercase())
+}
+
+/// Does one action on the group `dest`.
+async fn act(client: &Client, dest: [u8; 16], action: Action) -> Result<Done, ClientError> {
+    let said = match action {
+        Action::Post(text) => return client.post(dest, &text, Via::Auto).await.map(Done::Posted),
+        Action::Decide { identity, who, approve } => {
+            client.group(dest).await?.decide(identity, approve).await?;
+            format!("{} {who}", if approve { "approved" } else { "rejected" })
+        }
+        Action::Kick { identity, who } => {
+            client.group(dest).await?.kick(identity).await?;
+            format!("kicked {who}")
+        }
+        Action::Ban { identity, who, reason } => {
+            client.group(dest).await?.ban(identity, &reason).await?;
+            format!("banned {who}: {reason}")
+        }
+        Action::Delete(id) => {
+            client.group(dest).await?.delete(id).await?;
+            format!("deleted #{id}")
+        }
+    };
+    Ok(Done::Admin(said))
 }
 
 enum SendState {
@@ -58,6 +184,8 @@ struct View {
     history: Vec<CachedMessage>,
     members: Vec<CachedMember>,
     requests: Vec<pb::PendingJoin>,
+    /// The member's rights in the selected group, as its last sync said.
+    rights: Rights,
     input: String,
     pending: Vec<Pending>,
     status: String,
@@ -149,12 +277,20 @@ fn draw(f: &mut ratatui::Frame<'_>, v: &View) {
     if !v.requests.is_empty() {
         side.push(ListItem::new(""));
         side.push(ListItem::new(format!("Join requests ({}):", v.requests.len())));
-        side.extend(v.requests.iter().map(|r| ListItem::new(format!("? {} {}", r.display_name, hex::encode(&r.identity_hash)))));
+        side.extend(
+            v.requests
+                .iter()
+                .enumerate()
+                .map(|(i, r)| ListItem::new(format!("{}. {} {}", i + 1, r.display_name, hex::encode(&r.identity_hash[..4.min(r.identity_hash.len())])))),
+        );
     }
     f.render_widget(List::new(side).block(Block::default().borders(Borders::ALL).title("Members")), right);
 
     f.render_widget(
-        Paragraph::new(format!("> {}", v.input)).block(Block::default().borders(Borders::ALL).title("Message (Enter sends, Esc quits)")),
+        Paragraph::new(format!("> {}", v.input)).block(Block::default().borders(Borders::ALL).title(match usage(v.rights) {
+            Some(admin) => format!("Message (Enter sends, Esc quits; {admin})"),
+            None => "Message (Enter sends, Esc quits)".to_owned(),
+        })),
         input_area,
     );
     f.render_widget(Paragraph::new(v.status.clone()), status_area);
@@ -188,14 +324,14 @@ pub async fn run(mut client: Client, first: Option<[u8; 16]>, tty: std::fs::File
             }
         });
     }
-    // Sends: one at a time, in order; each answered with its outcome.
-    let (send_tx, mut send_rx) = mpsc::channel::<(u64, [u8; 16], String)>(SEND_QUEUE);
+    // Sends and admin actions: one at a time, in order; each answered with its outcome.
+    let (send_tx, mut send_rx) = mpsc::channel::<(u64, [u8; 16], Action)>(SEND_QUEUE);
     {
         let (client, tx) = (client.clone(), tx.clone());
         tokio::spawn(async move {
-            while let Some((seq, dest, text)) = send_rx.recv().await {
-                let result = client.post(dest, &text, Via::Auto).await.map_err(|e| e.to_string());
-                if tx.send(UiEvent::Sent { seq, result }).await.is_err() {
+            while let Some((seq, dest, action)) = send_rx.recv().await {
+                let result = act(&client, dest, action).await.map_err(|e| e.to_string());
+                if tx.send(UiEvent::Sent { seq, dest, result }).await.is_err() {
                     return;
                 }
             }
@@ -207,11 +343,11 @@ pub async fn run(mut client: Client, first: Option<[u8; 16]>, tty: std::fs::File
         let (client, tx) = (client.clone(), tx.clone());
         tokio::spawn(async move {
             while let Some((dest, roster)) = sync_rx.recv().await {
-                let (requests, error) = match sync_one(&client, dest, roster).await {
-                    Ok(r) => (r, None),
-                    Err(e) => (vec![], Some(e.to_string())),
+                let (rights, requests, error) = match sync_one(&client, dest, roster).await {
+                    Ok((rights, r)) => (rights, r, None),
+                    Err(e) => (Rights::NONE, vec![], Some(e.to_string())),
                 };
-                if tx.send(UiEvent::Synced { dest, requests, error }).await.is_err() {
+                if tx.send(UiEvent::Synced { dest, rights, requests, error }).await.is_err() {
                     return;
                 }
             }
@@ -240,24 +376,27 @@ pub async fn run(mut client: Client, first: Option<[u8; 16]>, tty: std::fs::File
 
 /// One background sync. The roster (`roster`) is fetched when a group is opened, not on every
 /// tick: it costs one request per 200 members, the only read here that grows with the group.
-async fn sync_one(client: &Client, dest: [u8; 16], roster: bool) -> Result<Vec<pb::PendingJoin>, ClientError> {
+/// Returns the member's rights and, for approvers, the join requests.
+async fn sync_one(client: &Client, dest: [u8; 16], roster: bool) -> Result<(Rights, Vec<pb::PendingJoin>), ClientError> {
     let s = client.group(dest).await?;
     let info = s.info().await?;
     if !info.is_member {
-        return Ok(vec![]);
+        return Ok((Rights::NONE, vec![]));
     }
     s.sync().await?;
     if roster {
         s.members().await?;
     }
-    if i64::from(info.rights) & Rights::APPROVE.0 != 0 { s.join_requests().await } else { Ok(vec![]) }
+    let rights = Rights(i64::from(info.rights));
+    let requests = if rights.contains(Rights::APPROVE) { s.join_requests().await? } else { vec![] };
+    Ok((rights, requests))
 }
 
 async fn ui_loop(
     client: &Client,
     first: Option<[u8; 16]>,
     rx: &mut mpsc::Receiver<UiEvent>,
-    send_tx: &mpsc::Sender<(u64, [u8; 16], String)>,
+    send_tx: &mpsc::Sender<(u64, [u8; 16], Action)>,
     sync_tx: &mpsc::Sender<([u8; 16], bool)>,
     writer: std::fs::File,
 ) -> Result<Output, CliError> {
@@ -286,6 +425,7 @@ async fn ui_loop(
                     v.selected = if k.code == KeyCode::Up { (v.selected + n - 1) % n } else { (v.selected + 1) % n };
                     v.scroll = 0;
                     v.requests.clear();
+                    v.rights = Rights::NONE;
                     if let Some(d) = v.groups.get(v.selected).map(|(g, _)| g.dest) {
                         let _ = sync_tx.try_send((d, true));
                     }
@@ -297,25 +437,47 @@ async fn ui_loop(
                 }
                 KeyCode::Enter => {
                     let text = std::mem::take(&mut v.input);
-                    match v.dest() {
-                        Some(dest) if !text.trim().is_empty() => {
+                    let action = match v.dest() {
+                        Some(dest) if !text.trim().is_empty() => parse_line(&text, &v).map(|a| (dest, a)),
+                        _ => Err(String::new()),
+                    };
+                    match action {
+                        Ok((dest, action)) => {
                             seq += 1;
-                            if send_tx.try_send((seq, dest, text.clone())).is_ok() {
-                                v.pending.push(Pending { seq, dest, text, state: SendState::Sending });
+                            let pending = match &action {
+                                Action::Post(t) => Some(t.clone()),
+                                _ => None,
+                            };
+                            if send_tx.try_send((seq, dest, action)).is_ok() {
+                                match pending {
+                                    Some(text) => v.pending.push(Pending { seq, dest, text, state: SendState::Sending }),
+                                    None => v.status = format!("… {text}"),
+                                }
                             } else {
                                 v.status = "too many sends queued; wait for the link".into();
                                 v.input = text;
                             }
                         }
-                        _ => v.input = text,
+                        Err(why) => {
+                            if !why.is_empty() {
+                                v.status = why;
+                            }
+                            v.input = text;
+                        }
                     }
                 }
                 KeyCode::Char(ch) => v.input.push(ch),
                 _ => {}
             },
             UiEvent::Key(_) => {}
-            UiEvent::Sent { seq, result } => match result {
-                Ok(posted) => {
+            UiEvent::Sent { dest, result: Ok(Done::Admin(said)), .. } => {
+                v.status = format!("✓ {said}");
+                // The roster and the request queue changed: read them again.
+                let _ = sync_tx.try_send((dest, true));
+            }
+            UiEvent::Sent { seq, result, .. } => match result {
+                Ok(Done::Admin(_)) => {}
+                Ok(Done::Posted(posted)) => {
                     v.pending.retain(|p| p.seq != seq);
                     sent += 1;
                     v.status = match posted {
@@ -333,9 +495,10 @@ async fn ui_loop(
                 }
             },
             UiEvent::Incoming(m) => v.status = format!("new in {}: {}", m.group_name, m.message.sender_name),
-            UiEvent::Synced { dest, requests, error } => {
+            UiEvent::Synced { dest, rights, requests, error } => {
                 if Some(dest) == v.dest() {
                     v.requests = requests;
+                    v.rights = rights;
                 }
                 v.status = error.map(|e| format!("sync failed: {e}")).unwrap_or_else(|| "synced".into());
             }
@@ -348,4 +511,45 @@ async fn ui_loop(
     }
     let _ = ratatui::crossterm::execute!(terminal.backend_mut(), LeaveAlternateScreen);
     Ok(Output::message(serde_json::json!({"sent": sent}), format!("{sent} sent")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view() -> View {
+        let member = |name: &str, b: u8| CachedMember { identity: vec![b; 16], display_name: name.into(), rights: 0, joined_at: 0 };
+        View {
+            members: vec![member("bob", 0xbb), member("dup", 0x01), member("dup", 0x02)],
+            requests: vec![pb::PendingJoin { identity_hash: vec![0xcc; 16], display_name: "carol".into(), ..Default::default() }],
+            rights: Rights::APPROVE.union(Rights::KICK),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_line_is_a_post_or_an_admin_action_on_a_named_target() {
+        let v = view();
+        assert_eq!(parse_line("hello", &v), Ok(Action::Post("hello".into())));
+        assert_eq!(parse_line("//me waves", &v), Ok(Action::Post("/me waves".into())));
+        let carol = Action::Decide { identity: [0xcc; 16], who: "carol".into(), approve: true };
+        assert_eq!(parse_line("/approve 1", &v), Ok(carol));
+        assert_eq!(parse_line("/reject Carol", &v), Ok(Action::Decide { identity: [0xcc; 16], who: "carol".into(), approve: false }));
+        assert_eq!(parse_line("/kick bob", &v), Ok(Action::Kick { identity: [0xbb; 16], who: "bob".into() }));
+        assert_eq!(parse_line("/kick 0202", &v), Ok(Action::Kick { identity: [0x02; 16], who: "dup".into() }));
+        assert_eq!(parse_line("/ban bob spam and worse", &v), Ok(Action::Ban { identity: [0xbb; 16], who: "bob".into(), reason: "spam and worse".into() }));
+        assert_eq!(parse_line("/delete #12", &v), Ok(Action::Delete(12)));
+        for (line, says) in [
+            ("/approve 2", "no join request"),
+            ("/kick dup", "2 members are called dup"),
+            ("/kick 02", "no member"),
+            ("/ban bob", "needs a reason"),
+            ("/delete x", "not a message id"),
+            ("/frobnicate", "/approve N, /reject N, /kick NAME"),
+        ] {
+            let err = parse_line(line, &v).err().unwrap_or_default();
+            assert!(err.contains(says), "{line}: {err}");
+        }
+        assert_eq!(usage(Rights::NONE), None);
+    }
 }

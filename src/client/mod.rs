@@ -26,7 +26,7 @@ use crate::wire::{paths, stamp};
 
 pub use events::Incoming;
 
-/// History is synced in pages of this many messages (the server caps pages at 200).
+/// History is synced in pages of at most this many messages (a server may cap them lower).
 pub const SYNC_PAGE: u32 = 200;
 /// Live copies waiting for a reader (`client watch`, the TUI); beyond it they stay in the cache only.
 const INCOMING_QUEUE: usize = 256;
@@ -617,15 +617,15 @@ impl Session<'_> {
             report.fetched += messages.len();
             report.tombstones += deleted.len();
             events_after = top_event;
-            // The events come newest first, `limit` at most: a full page may hide older
+            // The events come newest first, one page at most: older ones hidden below it may be
             // deletions, so the history is read again from the start (its tombstones say all).
-            if r.events.len() >= SYNC_PAGE as usize && !rescan {
+            if r.more_events && !rescan {
                 rescan = true;
                 after = 0;
                 continue;
             }
             match messages.iter().map(|m| m.id).max() {
-                Some(top) if messages.len() >= SYNC_PAGE as usize => after = top,
+                Some(top) if r.more => after = top,
                 _ => break,
             }
         }

@@ -190,6 +190,12 @@ impl Store {
 
     /// A page of history; it walks the `(group_id, id)` index, so its cost does not grow with history.
     pub async fn history(&self, group_id: i64, q: HistoryQuery) -> Result<Vec<Message>, StoreError> {
+        Ok(self.history_page(group_id, q).await?.0)
+    }
+
+    /// A page of history, and whether more messages lie beyond it in the direction it was read
+    /// (one row more is read to know), so a client pages on without knowing the server's cap.
+    pub async fn history_page(&self, group_id: i64, q: HistoryQuery) -> Result<(Vec<Message>, bool), StoreError> {
         self.timed("history", async {
             let mut sel = Entity::find().filter(Column::GroupId.eq(group_id));
             if let Some(b) = q.before_id {
@@ -201,12 +207,14 @@ impl Store {
             // "after X" pages forward from X; everything else pages back from the newest.
             let ascending_scan = q.after_id.is_some();
             sel = if ascending_scan { sel.order_by_asc(Column::Id) } else { sel.order_by_desc(Column::Id) };
-            let mut rows = sel.limit(q.limit).all(&self.db).await?;
+            let mut rows = sel.limit(q.limit.saturating_add(1)).all(&self.db).await?;
+            let more = rows.len() as u64 > q.limit;
+            rows.truncate(q.limit as usize);
             let want_ascending = q.order == Order::OldestFirst;
             if ascending_scan != want_ascending {
                 rows.reverse();
             }
-            Ok(rows)
+            Ok((rows, more))
         })
         .await
     }
