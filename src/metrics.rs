@@ -84,6 +84,7 @@ pub const WORK_REFUSED: &str = "meshgroup_work_refused_total";
 pub const RESPONSES_DROPPED: &str = "meshgroup_responses_dropped_total";
 pub const JOURNAL_REPLAYED: &str = "meshgroup_journal_replayed_total";
 pub const JOURNAL_FAILURES: &str = "meshgroup_journal_failures_total";
+pub const JOURNAL_POSTS: &str = "meshgroup_journal_posts";
 
 /// The catalogue. Add a metric here, and only here, before recording it.
 pub const CATALOGUE: &[MetricDef] = &[
@@ -210,6 +211,7 @@ pub const CATALOGUE: &[MetricDef] = &[
         help: "Journaled direct posts settled by a replay (stored after a database outage or a crash).",
     },
     MetricDef { name: JOURNAL_FAILURES, kind: Kind::Counter, labels: &[], help: "Direct posts that could not be journaled (journal full or unwritable)." },
+    MetricDef { name: JOURNAL_POSTS, kind: Kind::Gauge, labels: &[], help: "Direct posts held in the journal until the group stores them." },
 ];
 
 /// Errors starting the exporter.
@@ -269,6 +271,11 @@ pub fn journal_replayed(n: usize) {
     if n > 0 {
         counter!(JOURNAL_REPLAYED).increment(n as u64);
     }
+}
+
+/// Posts the journal holds now.
+pub fn journal_held(n: usize) {
+    gauge!(JOURNAL_POSTS).set(n as f64);
 }
 
 /// A direct post handled without its journal entry.

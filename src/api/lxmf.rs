@@ -42,7 +42,7 @@ pub struct Inbound {
     s: Arc<Services>,
     told: Mutex<HashMap<(i64, String), Instant>>,
     /// Journal entries whose task is still handling them: the replay leaves those alone.
-    in_hand: Mutex<std::collections::HashSet<std::path::PathBuf>>,
+    in_hand: Mutex<std::collections::HashSet<crate::journal::EntryId>>,
     /// Messages being handled at once.
     slots: Arc<tokio::sync::Semaphore>,
 }
@@ -121,13 +121,13 @@ impl Inbound {
         s.life.clone().spawn(async move {
             let _permit = permit;
             let entry = journal_append(&me.s, dest, &packed).await;
-            if let (Some(e), Ok(mut h)) = (&entry, me.in_hand.lock()) {
-                h.insert(e.clone());
+            if let (Some(e), Ok(mut h)) = (entry, me.in_hand.lock()) {
+                h.insert(e);
             }
             let received = receive(&me, dest, &packed, Method::Direct).await;
             if let Some(entry) = entry {
                 if received != Received::Retry {
-                    journal_remove(&me.s, entry.clone()).await;
+                    journal_settle(&me.s, entry).await;
                 }
                 if let Ok(mut h) = me.in_hand.lock() {
                     h.remove(&entry);
@@ -149,25 +149,21 @@ impl Inbound {
     pub async fn replay_journal(&self, written_before_ms: i64) -> (usize, usize) {
         let s = &self.s;
         let Some(journal) = s.journal.clone() else { return (0, 0) };
-        let entries = match tokio::task::spawn_blocking(move || journal.pending(written_before_ms)).await {
-            Ok(Ok(e)) => e,
-            Ok(Err(err)) => {
-                tracing::error!(%err, "cannot read the post journal");
-                return (0, 0);
-            }
+        let entries = match journal.pending(written_before_ms).await {
+            Ok(e) => e,
             Err(err) => {
-                tracing::error!(%err, "the journal read did not finish");
+                tracing::error!(%err, "cannot read the post journal");
                 return (0, 0);
             }
         };
         let (mut settled, mut left, mut retries_in_a_row) = (0, 0, 0);
         let total = entries.len();
         let in_hand = self.in_hand.lock().map(|h| h.clone()).unwrap_or_default();
-        for e in entries.into_iter().filter(|e| !in_hand.contains(&e.path)) {
+        for e in entries.into_iter().filter(|e| !in_hand.contains(&e.id)) {
             if crate::store::now_ms() - e.written_at > JOURNAL_MAX_AGE_MS {
-                tracing::warn!(path = %e.path.display(), "a journaled post could not be stored for a week; dropped");
+                tracing::warn!(entry = e.id, "a journaled post could not be stored for a week; dropped");
                 crate::metrics::journal_failed();
-                journal_remove(s, e.path).await;
+                journal_settle(s, e.id).await;
                 continue;
             }
             if receive(self, e.dest, &e.packed, Method::Direct).await == Received::Retry {
@@ -180,7 +176,7 @@ impl Inbound {
                 continue;
             }
             retries_in_a_row = 0;
-            journal_remove(s, e.path).await;
+            journal_settle(s, e.id).await;
             settled += 1;
         }
         crate::metrics::journal_replayed(settled);
@@ -210,32 +206,21 @@ impl Inbound {
 
 /// Journals a post before it is handled; `None` (logged, counted) when there is no journal or it
 /// cannot take it: the post is then handled unjournaled, as before.
-async fn journal_append(s: &Services, dest: [u8; 16], packed: &[u8]) -> Option<std::path::PathBuf> {
-    let journal = s.journal.clone()?;
-    let packed = packed.to_vec();
-    match tokio::task::spawn_blocking(move || journal.append(dest, &packed)).await {
-        Ok(Ok(path)) => Some(path),
-        Ok(Err(err)) => {
-            tracing::error!(%err, "post not journaled; a database outage now would lose it");
-            crate::metrics::journal_failed();
-            None
-        }
+async fn journal_append(s: &Services, dest: [u8; 16], packed: &[u8]) -> Option<crate::journal::EntryId> {
+    match s.journal.as_ref()?.append(dest, packed.to_vec()).await {
+        Ok(id) => Some(id),
         Err(err) => {
-            tracing::error!(%err, "the journal write did not finish");
+            tracing::error!(%err, "post not journaled; a database outage now would lose it");
             crate::metrics::journal_failed();
             None
         }
     }
 }
 
-/// Forgets a journaled post that is settled.
-async fn journal_remove(s: &Services, path: std::path::PathBuf) {
-    let Some(journal) = s.journal.clone() else { return };
-    match tokio::task::spawn_blocking(move || journal.remove(&path)).await {
-        Ok(Ok(())) => {}
-        // Left behind, it is replayed and found a duplicate: harmless.
-        Ok(Err(err)) => tracing::warn!(%err, "cannot remove a settled journal entry"),
-        Err(err) => tracing::warn!(%err, "the journal removal did not finish"),
+/// Forgets a journaled post that is settled (a marker that is lost replays a duplicate: harmless).
+async fn journal_settle(s: &Services, id: crate::journal::EntryId) {
+    if let Some(journal) = &s.journal {
+        journal.settle(id).await;
     }
 }
 
