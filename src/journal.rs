@@ -296,10 +296,14 @@ impl Writer {
         for path in paths {
             let bytes = fs::read(&path).map_err(io(&path))?;
             let written_at = path.file_name().and_then(|n| n.to_str()?.split('-').next()?.parse().ok()).unwrap_or_else(crate::store::now_ms);
-            if let Some(dest) = bytes.get(..16).and_then(|d| <[u8; 16]>::try_from(d).ok()) {
-                let mut buf = Vec::new();
-                self.stage_post(&mut buf, written_at, dest, &bytes[16..]);
-                self.write(&buf, true)?;
+            match bytes.get(..16).and_then(|d| <[u8; 16]>::try_from(d).ok()) {
+                Some(dest) => {
+                    let mut buf = Vec::new();
+                    self.stage_post(&mut buf, written_at, dest, &bytes[16..]);
+                    self.write(&buf, true)?;
+                }
+                // Cut short by a full disk at the crash: never a whole post.
+                None => tracing::warn!(path = %path.display(), "journal entry shorter than its destination hash; removed"),
             }
             fs::remove_file(&path).map_err(io(&path))?;
         }

@@ -44,14 +44,8 @@ pub struct Courier {
     ratchets: Mutex<HashMap<[u8; 16], [u8; 32]>>,
     /// Stamp costs members' `lxmf.delivery` destinations announce.
     stamp_costs: Mutex<HashMap<[u8; 16], u32>>,
-    /// Per destination: when we last asked for its path, and how many times so far.
-    path_requests: Mutex<HashMap<[u8; 16], (Instant, usize)>>,
-    /// Path requests for members (copies, replies), under the rate at which a reference node
-    /// starts dropping them.
-    path_budget: Mutex<crate::pacing::TokenBucket>,
-    /// Path requests for senders we hold no key for, a third of that: anyone can send from any
-    /// number of made-up identities, and they must not spend the members' budget.
-    stranger_budget: Mutex<crate::pacing::TokenBucket>,
+    /// Who may ask for a path, and when (see [`Courier::ask_path`]).
+    path_turns: Mutex<PathTurns>,
     /// Display names `lxmf.delivery` destinations announce.
     names: Mutex<HashMap<[u8; 16], String>>,
     started: Instant,
@@ -75,9 +69,7 @@ impl Courier {
             early: Mutex::default(),
             ratchets: Mutex::default(),
             stamp_costs: Mutex::default(),
-            path_requests: Mutex::default(),
-            path_budget: Mutex::new(crate::pacing::TokenBucket::new(path_requests_per_sec, 1.0)),
-            stranger_budget: Mutex::new(crate::pacing::TokenBucket::new(path_requests_per_sec / 3.0, 1.0)),
+            path_turns: Mutex::new(PathTurns::new(path_requests_per_sec)),
             names: Mutex::default(),
             started: Instant::now(),
             heard: Mutex::default(),
@@ -142,7 +134,7 @@ impl Courier {
     /// Whether this `lxmf.delivery` announce answers a path request of ours (a member's copy
     /// may wait for it); the request is settled, so its back-off starts again.
     pub fn path_arrived(&self, dest: [u8; 16]) -> bool {
-        self.path_requests.lock().is_ok_and(|mut asked| asked.remove(&dest).is_some())
+        self.path_turns.lock().is_ok_and(|mut t| t.settle(dest))
     }
 
     /// The display name an identity's `lxmf.delivery` last announced, if heard.
@@ -189,7 +181,7 @@ impl Courier {
     /// that fast; later once the asking has backed off, as the member is likely away.
     pub fn recheck_after(&self, identity_hash: [u8; 16]) -> Duration {
         let dest = destination_hash(LXMF_ASPECT, &identity_hash);
-        let asked = self.path_requests.lock().map(|p| p.get(&dest).map_or(0, |e| e.1)).unwrap_or(0);
+        let asked = self.path_turns.lock().map(|t| t.times_asked(dest)).unwrap_or(0);
         let (base, spread) = if asked < PATH_REQUEST_BACKOFF.len() { (2_000, 3_000) } else { (5_000, 10_000) };
         Duration::from_millis(base + rand::random::<u64>() % spread)
     }
@@ -214,40 +206,14 @@ impl Courier {
     /// drops all but 8 queued ones, and blocks every further request for a dropped destination
     /// for 45 s. Hence one token at a time, and no burst.
     pub async fn ask_path(&self, lxmf_dest: [u8; 16], whose: PathFor) {
-        if self.take_path_turn(lxmf_dest, whose) && self.node.request_path(lxmf_dest).await.is_err() {
+        let turn = self.path_turns.lock().is_ok_and(|mut t| t.take(lxmf_dest, whose));
+        if turn && self.node.request_path(lxmf_dest).await.is_err() {
             // It reached nobody (just after a restart, before the peers reconnected): it does
             // not count against the destination's back-off.
-            if let Ok(mut asked) = self.path_requests.lock() {
-                asked.remove(&lxmf_dest);
+            if let Ok(mut t) = self.path_turns.lock() {
+                t.settle(lxmf_dest);
             }
         }
-    }
-
-    /// Whether a path request for this destination may go now (and then records it).
-    fn take_path_turn(&self, lxmf_dest: [u8; 16], whose: PathFor) -> bool {
-        let Ok(mut asked) = self.path_requests.lock() else { return false };
-        let now = Instant::now();
-        let (last, n) = asked.get(&lxmf_dest).copied().unwrap_or((now, 0));
-        if n > 0 && now.duration_since(last) < PATH_REQUEST_BACKOFF[n.min(PATH_REQUEST_BACKOFF.len()) - 1] {
-            return false;
-        }
-        let budget = match whose {
-            PathFor::Member => &self.path_budget,
-            PathFor::Stranger => &self.stranger_budget,
-        };
-        if !budget.lock().is_ok_and(|mut b| b.try_take()) {
-            crate::metrics::path_request_deferred();
-            return false;
-        }
-        if asked.len() >= MAX_NAMES {
-            // Bounded: made-up senders must not grow it; what is forgotten is asked again.
-            asked.retain(|_, (t, _)| now.duration_since(*t) < PATH_REQUEST_BACKOFF[PATH_REQUEST_BACKOFF.len() - 1]);
-            if asked.len() >= MAX_NAMES {
-                asked.clear();
-            }
-        }
-        asked.insert(lxmf_dest, (now, n + 1));
-        true
     }
 
     /// Waits (bounded) for a member's keys, for one-off replies.
@@ -315,6 +281,67 @@ impl Courier {
     }
 }
 
+/// Who may ask for a path now: a back-off per destination, however many messages wait for it,
+/// and two budgets, one for members and one for strangers.
+struct PathTurns {
+    /// Per destination: when we last asked for its path, and how many times so far (on the
+    /// buckets' clock, which a test can pause).
+    asked: HashMap<[u8; 16], (tokio::time::Instant, usize)>,
+    /// Path requests for members (copies, replies), under the rate at which a reference node
+    /// starts dropping them.
+    members: crate::pacing::TokenBucket,
+    /// Path requests for senders we hold no key for, a third of that: anyone can send from any
+    /// number of made-up identities, and they must not spend the members' budget.
+    strangers: crate::pacing::TokenBucket,
+}
+
+impl PathTurns {
+    fn new(per_sec: f64) -> Self {
+        PathTurns {
+            asked: HashMap::new(),
+            members: crate::pacing::TokenBucket::new(per_sec, 1.0),
+            strangers: crate::pacing::TokenBucket::new(per_sec / 3.0, 1.0),
+        }
+    }
+
+    /// Whether a path request for this destination may go now (and then records it).
+    fn take(&mut self, dest: [u8; 16], whose: PathFor) -> bool {
+        let now = tokio::time::Instant::now();
+        let (last, n) = self.asked.get(&dest).copied().unwrap_or((now, 0));
+        if n > 0 && now.duration_since(last) < PATH_REQUEST_BACKOFF[n.min(PATH_REQUEST_BACKOFF.len()) - 1] {
+            return false;
+        }
+        let budget = match whose {
+            PathFor::Member => &mut self.members,
+            PathFor::Stranger => &mut self.strangers,
+        };
+        if !budget.try_take() {
+            crate::metrics::path_request_deferred();
+            return false;
+        }
+        if self.asked.len() >= MAX_NAMES {
+            // Bounded: made-up senders must not grow it; what is forgotten is asked again.
+            self.asked.retain(|_, (t, _)| now.duration_since(*t) < PATH_REQUEST_BACKOFF[PATH_REQUEST_BACKOFF.len() - 1]);
+            if self.asked.len() >= MAX_NAMES {
+                self.asked.clear();
+            }
+        }
+        self.asked.insert(dest, (now, n + 1));
+        true
+    }
+
+    /// The destination's path came (or its request reached nobody): its back-off starts again.
+    /// Whether a request of ours was outstanding.
+    fn settle(&mut self, dest: [u8; 16]) -> bool {
+        self.asked.remove(&dest).is_some()
+    }
+
+    /// How many times the destination's path was asked for since it last came.
+    fn times_asked(&self, dest: [u8; 16]) -> usize {
+        self.asked.get(&dest).map_or(0, |e| e.1)
+    }
+}
+
 /// What an `lxmf.delivery` announce tells us: the display name (cleaned, none if empty) and the
 /// stamp cost the sender asks for (0 for none). Over-deep msgpack says nothing: the crate's
 /// parser would recurse through it (found by fuzzing, see docs/fuzzing.md).
@@ -329,6 +356,33 @@ pub fn delivery_announce(app_data: &[u8]) -> (Option<String>, u32) {
 
 #[cfg(test)]
 mod tests {
+    use super::{PathFor, PathTurns};
+    use std::time::Duration;
+
+    /// A flood from made-up identities spends the strangers' budget only: the members' path
+    /// requests still go; and one destination is asked again only after its back-off.
+    #[tokio::test(start_paused = true)]
+    async fn strangers_cannot_spend_the_members_path_budget() {
+        let mut t = PathTurns::new(1.5);
+        let stranger = |i: u16| {
+            let mut d = [0xee; 16];
+            d[..2].copy_from_slice(&i.to_be_bytes());
+            d
+        };
+        let asked = (0..1000).filter(|&i| t.take(stranger(i), PathFor::Stranger)).count();
+        assert_eq!(asked, 1, "1,000 strangers at once get one path request between them");
+        assert!(t.take([1; 16], PathFor::Member), "a member's request still goes");
+        assert!(!t.take([2; 16], PathFor::Member), "no burst: one token at a time");
+        // 0.7 s later the members' budget (1.5/s) has a token again, the strangers' (0.5/s) not.
+        tokio::time::advance(Duration::from_millis(700)).await;
+        assert!(!t.take(stranger(1000), PathFor::Stranger));
+        assert!(!t.take([1; 16], PathFor::Member), "the same destination waits out its back-off (5 s)");
+        assert!(t.take([3; 16], PathFor::Member));
+        assert_eq!(t.times_asked([1; 16]), 1);
+        assert!(t.settle([1; 16]), "its path came");
+        assert_eq!(t.times_asked([1; 16]), 0);
+    }
+
     #[test]
     fn announced_cost_parses() {
         let ad = crate::wire::lxmf::delivery_announce("carol", 8);
