@@ -193,21 +193,30 @@ fn a_client_joins_posts_watches_and_syncs_with_python_members() -> R {
     Ok(())
 }
 
-#[test]
-fn a_private_group_is_approved_through_client_approve() -> R {
+/// A running server with a private group whose private name is `private_name`. Alice is made an
+/// approver by the operator (her client knows the group); carol asks to join with `note`, and
+/// sees only the public name. Returns the server, the group's destination, both data dirs and
+/// both profiles.
+fn carol_asks_to_join(private_name: &str, note: &str) -> R<(Server, String, PathBuf, PathBuf, Value, Value)> {
     let mut server = Server::new()?;
-    let g = server.create_group(&["--name", "Hidden", "--private", "--private-name", "Cottle Family Chat"])?;
+    let g = server.create_group(&["--name", "Hidden", "--private", "--private-name", private_name])?;
     server.start()?;
     let port = server.rns_port;
     let (alice, carol) = (server.dir.join("alice"), server.dir.join("carol"));
     let dest = s(&g, "group_destination_hash");
-
-    // Alice is made an approver by the operator; carol asks to join.
     let a = ok(&alice, port, &["profile", "--name", "alice"])?;
     server.cli(&["member", "add", &dest, &s(&a, "identity_hash"), "--name", "alice", "--rights", "approve"])?;
+    ok(&alice, port, &["join", &dest])?;
     let c = ok(&carol, port, &["profile", "--name", "carol"])?;
-    let j = ok(&carol, port, &["join", &dest, "--note", "it's me"])?;
+    let j = ok(&carol, port, &["join", &dest, "--note", note])?;
     assert_eq!((s(&j, "state"), s(&j, "group")), ("requested".into(), "Private Group".into()));
+    Ok((server, dest, alice, carol, a, c))
+}
+
+#[test]
+fn a_private_group_is_approved_through_client_approve() -> R {
+    let (server, dest, alice, carol, a, c) = carol_asks_to_join("Cottle Family Chat", "it's me")?;
+    let port = server.rns_port;
 
     // Carol holds no right: refused before any request, in one line.
     let err = refused(&carol, port, &["approve", &dest, &s(&c, "identity_hash")])?;
@@ -354,17 +363,8 @@ fn the_tui_sends_a_message_and_shows_a_python_members_answer() -> R {
 /// rights allow, and `/approve 1` lets the first requester in.
 #[test]
 fn an_approver_lets_a_requester_in_from_the_tui() -> R {
-    let mut server = Server::new()?;
-    let g = server.create_group(&["--name", "Hidden", "--private", "--private-name", "Back Room"])?;
-    server.start()?;
+    let (server, dest, alice, carol, _, _) = carol_asks_to_join("Back Room", "")?;
     let port = server.rns_port;
-    let (alice, carol) = (server.dir.join("alice"), server.dir.join("carol"));
-    let dest = s(&g, "group_destination_hash");
-    let a = ok(&alice, port, &["profile", "--name", "alice"])?;
-    server.cli(&["member", "add", &dest, &s(&a, "identity_hash"), "--name", "alice", "--rights", "approve"])?;
-    ok(&alice, port, &["join", &dest])?;
-    ok(&carol, port, &["profile", "--name", "carol"])?;
-    assert_eq!(s(&ok(&carol, port, &["join", &dest])?, "state"), "requested");
 
     let tmux = Tmux(common::unique("tui-approve")?);
     let command = format!("{} client --data-dir {} --tcp 127.0.0.1:{port} ui", env!("CARGO_BIN_EXE_meshgroup"), alice.display());
