@@ -193,6 +193,9 @@ pub struct FanoutConfig {
     pub batch: u64,
     /// Path requests per second, server-wide: a reference node drops them above 3/s.
     pub path_requests_per_sec: f64,
+    /// Copies sent as packets whose delivery proof has not come yet, at most (each counted for
+    /// 2 s at most); 0 turns the window off. A reference node queues 1,024 inbound packets.
+    pub window: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
@@ -365,6 +368,7 @@ impl Default for FanoutConfig {
             expire_after_secs: 7 * 24 * 3600,
             batch: 256,
             path_requests_per_sec: 1.5,
+            window: 256,
         }
     }
 }

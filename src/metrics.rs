@@ -58,6 +58,7 @@ pub const ANNOUNCES_SENT: &str = "meshgroup_announces_sent_total";
 pub const ANNOUNCES_DEFERRED: &str = "meshgroup_announces_deferred_total";
 pub const PATH_REQUESTS_DEFERRED: &str = "meshgroup_path_requests_deferred_total";
 pub const COPIES_WOKEN: &str = "meshgroup_fanout_copies_woken_total";
+pub const WINDOW_WAITS: &str = "meshgroup_fanout_window_waits_total";
 pub const TRANSPORT_EVENTS_LOST: &str = "meshgroup_transport_events_lost_total";
 pub const GROUP_ACTIONS: &str = "meshgroup_group_actions_total";
 pub const STAMPS_CHECKED: &str = "meshgroup_stamps_checked_total";
@@ -148,6 +149,12 @@ pub const CATALOGUE: &[MetricDef] = &[
     MetricDef { name: DELIVERY_SECONDS, kind: Kind::Histogram, labels: &["mode"], help: "Time from a post being stored to its delivery being confirmed." },
     MetricDef { name: FANOUT_PREPARE_SECONDS, kind: Kind::Histogram, labels: &[], help: "Time to build, sign and encrypt one batch of fan-out messages." },
     MetricDef { name: PACING_WAITS, kind: Kind::Counter, labels: &[], help: "Times the fan-out waited for a pacing token." },
+    MetricDef {
+        name: WINDOW_WAITS,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Copies that waited for a place in the window of unproven copies (fanout.window).",
+    },
     MetricDef {
         name: COPIES_WOKEN,
         kind: Kind::Counter,
@@ -380,6 +387,11 @@ pub fn propagation_sync(outcome: &'static str) {
 
 pub fn pacing_wait() {
     counter!(PACING_WAITS).increment(1);
+}
+
+/// A copy waited for a place in the window of unproven copies.
+pub fn window_wait() {
+    counter!(WINDOW_WAITS).increment(1);
 }
 
 /// Copies made due at once by their members' paths arriving.

@@ -60,6 +60,11 @@ const REACHABLE_QUEUE: usize = 1024;
 /// proves it, so this, not the group's size, bounds the memory a large post takes.
 const DIRECT_AT_ONCE: usize = 4;
 
+/// How long a copy whose proof has not come holds its place in the window
+/// (`fanout.window`): long enough for a busy node to answer, short enough that members who are
+/// away (whose proofs never come) do not stall the copies behind them.
+const WINDOW_HOLD: Duration = Duration::from_secs(2);
+
 impl FanoutActor {
     /// Starts the actor and its delivery task; first repairs fan-outs a crash left unscheduled.
     /// The delivery task stops at shutdown; the confirmer writes the last proofs, then stops.
@@ -74,6 +79,7 @@ impl FanoutActor {
         let signals = Arc::new(tokio::sync::Mutex::new(Signals { changes, reachable: arrivals }));
         let (st, w, l, all) = (store.clone(), wake.clone(), life.clone(), changed_all.clone());
         let direct = Arc::new(Semaphore::new(DIRECT_AT_ONCE));
+        let window = (cfg.window > 0).then(|| Arc::new(Semaphore::new(cfg.window as usize)));
         life.supervise("delivery", move |token| {
             let signals = signals.clone();
             let delivery = Delivery {
@@ -86,6 +92,7 @@ impl FanoutActor {
                 life: l.clone(),
                 changed_all: all.clone(),
                 direct: direct.clone(),
+                window: window.clone(),
             };
             async move {
                 if let Err(err) = recover(&delivery.store).await {
@@ -258,6 +265,9 @@ struct Delivery {
     changed_all: Arc<std::sync::atomic::AtomicBool>,
     /// Places for direct (link and Resource) copies in transfer; see [`DIRECT_AT_ONCE`].
     direct: Arc<Semaphore>,
+    /// Places for copies sent as packets whose proof has not come yet (`fanout.window`; none
+    /// when 0); each is held until the proof or for [`WINDOW_HOLD`].
+    window: Option<Arc<Semaphore>>,
 }
 
 /// What one scheduling round looks up once, however many of its rows need it: a post's row,
@@ -373,7 +383,22 @@ impl Delivery {
                     self.unsend(std::iter::once((job, result))).await;
                     break;
                 }
-                self.send(job, result).await;
+                let place = match &self.window {
+                    Some(w) if self.goes_as_packet(&job, &result) => {
+                        if w.available_permits() == 0 {
+                            crate::metrics::window_wait();
+                        }
+                        tokio::select! {
+                            place = w.clone().acquire_owned() => place.ok(),
+                            _ = stop.cancelled() => {
+                                self.unsend(std::iter::once((job, result))).await;
+                                break;
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+                self.send(job, result, place).await;
             }
             self.unsend(round).await;
         }
@@ -670,7 +695,8 @@ impl Delivery {
         }
     }
 
-    async fn send(&self, job: Job, prepared: Result<Outgoing, OutboundError>) {
+    /// Sends one copy; `place` is its place in the window, if it goes as a packet.
+    async fn send(&self, job: Job, prepared: Result<Outgoing, OutboundError>, place: Option<tokio::sync::OwnedSemaphorePermit>) {
         let Job { row, keys, to, body } = job;
         let attempts = row.attempts + 1;
         let wait = self.proof_wait_ms(attempts);
@@ -714,18 +740,28 @@ impl Delivery {
                     let (confirmed, courier, timeout) = (self.confirmed.clone(), self.courier.clone(), Duration::from_secs(self.cfg.proof_timeout_secs));
                     let stop = self.life.token();
                     self.life.spawn(async move {
+                        // The place in the window goes back with the proof, or after
+                        // WINDOW_HOLD if the proof is slow; the wait for the proof goes on.
+                        let mut place = place;
+                        let hold = tokio::time::sleep(WINDOW_HOLD);
+                        let wait = tokio::time::timeout(timeout, proof);
+                        tokio::pin!(hold, wait);
                         // Shutdown does not wait out the proof timeout: an unproven row goes back
                         // to the outbox, due at once after the restart instead of after its proof
                         // wait. The copy is byte-identical, so a member who got it drops the
                         // second one by its message id.
-                        let proven = tokio::select! {
-                            p = tokio::time::timeout(timeout, proof) => matches!(p, Ok(Ok(()))),
-                            _ = stop.cancelled() => {
-                                courier.forget(&hash);
-                                report(&confirmed, Confirmed { row, method: "opportunistic", delivered: false }).await;
-                                return;
+                        let proven = loop {
+                            tokio::select! {
+                                p = &mut wait => break matches!(p, Ok(Ok(()))),
+                                _ = &mut hold, if place.is_some() => place = None,
+                                _ = stop.cancelled() => {
+                                    courier.forget(&hash);
+                                    report(&confirmed, Confirmed { row, method: "opportunistic", delivered: false }).await;
+                                    return;
+                                }
                             }
                         };
+                        drop(place);
                         if !proven {
                             courier.forget(&hash);
                         }

@@ -32,8 +32,11 @@ def wait_for(pred, timeout, step=0.05):
 def start(port):
     d = os.path.join(TMP, "rns")
     os.makedirs(d, exist_ok=True)
+    # MESHGROUP_PEER_QLEN_IN_DATA: the node's inbound data queue (RNS drops packets beyond it).
+    qlen = os.environ.get("MESHGROUP_PEER_QLEN_IN_DATA")
+    queue = f"  qlen_in_data = {int(qlen)}\n" if qlen else ""
     with open(os.path.join(d, "config"), "w") as f:
-        f.write("[reticulum]\n  enable_transport = False\n  share_instance = No\n"
+        f.write("[reticulum]\n  enable_transport = False\n  share_instance = No\n" + queue +
                 "[logging]\n  loglevel = 2\n[interfaces]\n"
                 "  [[meshgroup]]\n    type = TCPClientInterface\n    enabled = yes\n"
                 f"    target_host = 127.0.0.1\n    target_port = {port}\n")
