@@ -64,6 +64,8 @@ const DIRECT_AT_ONCE: usize = 4;
 /// (`fanout.window`): long enough for a busy node to answer, short enough that members who are
 /// away (whose proofs never come) do not stall the copies behind them.
 const WINDOW_HOLD: Duration = Duration::from_secs(2);
+/// Places taken from the window at once at most when it has room.
+const WINDOW_REFILL: usize = 64;
 
 impl FanoutActor {
     /// Starts the actor and its delivery task; first repairs fan-outs a crash left unscheduled.
@@ -366,6 +368,8 @@ impl Delivery {
             self.record_copies(&prepared).await;
             self.mark_packets_sent(&prepared).await;
             let mut round = prepared.into_iter();
+            // Places taken from the window at once and not used yet; they go back with the round.
+            let mut spare: Option<tokio::sync::OwnedSemaphorePermit> = None;
             for (job, result) in round.by_ref() {
                 if let Some(b) = bucket.as_mut() {
                     let paced = tokio::select! {
@@ -384,18 +388,28 @@ impl Delivery {
                     break;
                 }
                 let place = match &self.window {
-                    Some(w) if self.goes_as_packet(&job, &result) => {
-                        if w.available_permits() == 0 {
-                            crate::metrics::window_wait();
-                        }
-                        tokio::select! {
-                            place = w.clone().acquire_owned() => place.ok(),
-                            _ = stop.cancelled() => {
-                                self.unsend(std::iter::once((job, result))).await;
-                                break;
+                    Some(w) if self.goes_as_packet(&job, &result) => match spare.as_mut().and_then(|p| p.split(1)) {
+                        Some(place) => Some(place),
+                        None => {
+                            // A full window waits until an eighth of it is free, then sends that
+                            // many: one wake-up per batch of proofs, not one per proof.
+                            let want = match w.available_permits() {
+                                0 => (self.cfg.window / 8).max(1),
+                                free => free.min(WINDOW_REFILL) as u32,
+                            };
+                            if w.available_permits() == 0 {
+                                crate::metrics::window_wait();
                             }
+                            spare = tokio::select! {
+                                p = w.clone().acquire_many_owned(want) => p.ok(),
+                                _ = stop.cancelled() => {
+                                    self.unsend(std::iter::once((job, result))).await;
+                                    break;
+                                }
+                            };
+                            spare.as_mut().and_then(|p| p.split(1))
                         }
-                    }
+                    },
                     _ => None,
                 };
                 self.send(job, result, place).await;
