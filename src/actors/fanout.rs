@@ -393,13 +393,11 @@ impl Delivery {
                         None => {
                             // A full window waits until an eighth of it is free, then sends that
                             // many: one wake-up per batch of proofs, not one per proof.
-                            let want = match w.available_permits() {
-                                0 => (self.cfg.window / 8).max(1),
-                                free => free.min(WINDOW_REFILL) as u32,
-                            };
-                            if w.available_permits() == 0 {
+                            let free = w.available_permits();
+                            if free == 0 {
                                 crate::metrics::window_wait();
                             }
+                            let want = if free == 0 { (self.cfg.window / 8).max(1) } else { free.min(WINDOW_REFILL) as u32 };
                             spare = tokio::select! {
                                 p = w.clone().acquire_many_owned(want) => p.ok(),
                                 _ = stop.cancelled() => {
