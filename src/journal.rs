@@ -11,7 +11,8 @@
 //! segment file and syncs it once (`fdatasync`), so posts in flight together share one sync
 //! instead of paying two each (a file per post, then its directory). A settled post gets a marker
 //! that is not synced: losing one at a crash only replays a duplicate. Segments are deleted from
-//! the oldest while all their posts are settled, so a marker never outlives the post it settles.
+//! the oldest while all their posts are settled, so the segment that holds a marker is never
+//! deleted before the one that holds the post it settles.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -48,13 +49,15 @@ pub enum JournalError {
     Stopped,
     #[error("the journal cannot be written now (its last write failed; see the log)")]
     Unwritable,
+    #[error("journal segment {0} is gone while it holds posts")]
+    SegmentGone(u64),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
     move |source| JournalError::Io { path: path.to_owned(), source }
 }
 
-/// Which journaled post: ids grow in arrival order, across restarts.
+/// Which journaled post: ids grow in arrival order (across a restart too, while posts are held).
 pub type EntryId = u64;
 
 /// One journaled post: its id, when it was written, the group destination it was sent to, the
@@ -167,6 +170,9 @@ struct Writer {
     segments: BTreeMap<u64, Segment>,
     /// The segment appended to, and its length.
     current: u64,
+    /// The number the next segment gets: it only moves forward, so a segment that failed to
+    /// start (its file left behind) is never tried again.
+    next_seq: u64,
     size: u64,
     /// A write failed: the segment may end in a torn frame, so the next batch starts a new one.
     broken: bool,
@@ -206,7 +212,8 @@ fn frames(bytes: &[u8], path: &Path) -> Vec<Frame> {
                 at = next;
             }
             None => {
-                tracing::warn!(path = %path.display(), offset = at, "journal segment cut short; the rest of it is ignored");
+                // At the end, a write a crash cut short; before it, damage, and posts are lost.
+                tracing::error!(path = %path.display(), offset = at, ignored_bytes = bytes.len() - at, "journal segment cut short; the rest of it is ignored");
                 break;
             }
         }
@@ -252,6 +259,7 @@ impl Writer {
             next_id: 0,
             segments: BTreeMap::new(),
             current: 0,
+            next_seq: 0,
             size: 0,
             broken: true,
             held: BTreeMap::new(),
@@ -275,6 +283,7 @@ impl Writer {
             let file = File::open(&path).map_err(io(&path))?;
             w.segments.insert(seq, Segment { file, path, held: 0 });
             w.current = seq;
+            w.next_seq = seq + 1;
         }
         for h in w.held.values() {
             if let Some(s) = w.segments.get_mut(&h.segment) {
@@ -285,15 +294,15 @@ impl Writer {
         Ok(w)
     }
 
-    /// Moves the posts an earlier version left as one file each (`*.post`) into the segment.
+    /// Moves the posts an earlier version left as one file each (`*.post`) into the segment, and
+    /// deletes its half-written ones (`*.tmp`: never acknowledged).
     fn import_one_file_entries(&mut self) -> Result<(), JournalError> {
-        let mut paths: Vec<PathBuf> = fs::read_dir(&self.dir)
-            .map_err(io(&self.dir))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "post"))
-            .collect();
+        let mut paths: Vec<PathBuf> = fs::read_dir(&self.dir).map_err(io(&self.dir))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
         paths.sort();
-        for path in paths {
+        for path in paths.iter().filter(|p| p.extension().is_some_and(|x| x == "tmp")) {
+            fs::remove_file(path).map_err(io(path))?;
+        }
+        for path in paths.into_iter().filter(|p| p.extension().is_some_and(|x| x == "post")) {
             let bytes = fs::read(&path).map_err(io(&path))?;
             let written_at = path.file_name().and_then(|n| n.to_str()?.split('-').next()?.parse().ok()).unwrap_or_else(crate::store::now_ms);
             match bytes.get(..16).and_then(|d| <[u8; 16]>::try_from(d).ok()) {
@@ -312,10 +321,15 @@ impl Writer {
 
     /// Starts a new segment (created, its directory synced) and appends to it from now on.
     fn start_segment(&mut self) -> Result<(), JournalError> {
-        let seq = self.segments.keys().next_back().map_or(0, |s| s + 1);
+        let seq = self.next_seq;
+        self.next_seq += 1;
         let path = segment_path(&self.dir, seq);
         let file = fs::OpenOptions::new().read(true).append(true).create_new(true).mode(0o600).open(&path).map_err(io(&path))?;
-        sync_dir(&self.dir)?;
+        if let Err(err) = sync_dir(&self.dir) {
+            // Not durable: nothing may be acknowledged from it.
+            let _ = fs::remove_file(&path);
+            return Err(err);
+        }
         self.segments.insert(seq, Segment { file, path, held: 0 });
         self.current = seq;
         self.size = 0;
@@ -367,7 +381,7 @@ impl Writer {
 
     /// Appends `buf` to the current segment, synced when it holds posts.
     fn write(&mut self, buf: &[u8], sync: bool) -> Result<(), JournalError> {
-        let s = self.segments.get_mut(&self.current).ok_or(JournalError::Stopped)?;
+        let s = self.segments.get_mut(&self.current).ok_or(JournalError::SegmentGone(self.current))?;
         let result = s.file.write_all(buf).and_then(|()| if sync { s.file.sync_data() } else { Ok(()) });
         if let Err(e) = result {
             self.broken = true;
@@ -414,9 +428,8 @@ impl Writer {
                     appended.push((id, reply));
                 }
                 Cmd::Settle(id) => {
-                    let Some(h) = self.held.remove(&id) else { continue };
-                    if let Some(s) = self.segments.get_mut(&h.segment) {
-                        s.held = s.held.saturating_sub(1);
+                    if !self.unhold(id) {
+                        continue;
                     }
                     let start = buf.len();
                     buf.push(KIND_SETTLED);
@@ -427,23 +440,20 @@ impl Writer {
                 Cmd::Pending { written_before_ms, reply } => reads.push((written_before_ms, reply)),
             }
         }
-        if !buf.is_empty()
-            && let Err(err) = self.write(&buf, !appended.is_empty())
-        {
-            tracing::error!(%err, posts = appended.len(), "journal write failed");
-            for (id, reply) in appended {
-                if let Some(h) = self.held.remove(&id)
-                    && let Some(s) = self.segments.get_mut(&h.segment)
-                {
-                    s.held = s.held.saturating_sub(1);
+        let written = if buf.is_empty() { Ok(()) } else { self.write(&buf, !appended.is_empty()) };
+        match written {
+            Ok(()) => {
+                for (id, reply) in appended {
+                    let _ = reply.send(Ok(id));
                 }
-                let _ = reply.send(Err(JournalError::Unwritable));
             }
-            self.publish();
-            return;
-        }
-        for (id, reply) in appended {
-            let _ = reply.send(Ok(id));
+            Err(err) => {
+                tracing::error!(%err, posts = appended.len(), "journal write failed");
+                for (id, reply) in appended {
+                    self.unhold(id);
+                    let _ = reply.send(Err(JournalError::Unwritable));
+                }
+            }
         }
         if self.size >= self.segment_bytes
             && let Err(err) = self.start_segment()
@@ -457,10 +467,19 @@ impl Writer {
         }
     }
 
+    /// Stops holding a post (settled, or never written); whether it was held.
+    fn unhold(&mut self, id: EntryId) -> bool {
+        let Some(h) = self.held.remove(&id) else { return false };
+        if let Some(s) = self.segments.get_mut(&h.segment) {
+            s.held = s.held.saturating_sub(1);
+        }
+        true
+    }
+
     fn read_pending(&self, written_before_ms: i64) -> Result<Vec<Entry>, JournalError> {
         let mut out = Vec::new();
         for (&id, h) in self.held.iter().filter(|(_, h)| h.written_at < written_before_ms) {
-            let s = self.segments.get(&h.segment).ok_or(JournalError::Stopped)?;
+            let s = self.segments.get(&h.segment).ok_or(JournalError::SegmentGone(h.segment))?;
             let mut packed = vec![0; h.len];
             s.file.read_exact_at(&mut packed, h.offset).map_err(io(&s.path))?;
             out.push(Entry { id, written_at: h.written_at, dest: h.dest, packed });

@@ -153,7 +153,7 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: WINDOW_WAITS,
         kind: Kind::Counter,
         labels: &[],
-        help: "Copies that waited for a place in the window of unproven copies (fanout.window).",
+        help: "Times the fan-out waited for places in the window of unproven copies (fanout.window); one wait frees a batch of places.",
     },
     MetricDef {
         name: COPIES_WOKEN,
@@ -389,7 +389,7 @@ pub fn pacing_wait() {
     counter!(PACING_WAITS).increment(1);
 }
 
-/// A copy waited for a place in the window of unproven copies.
+/// The fan-out waited for places in the window of unproven copies.
 pub fn window_wait() {
     counter!(WINDOW_WAITS).increment(1);
 }

@@ -111,11 +111,10 @@ fn usage(rights: Rights) -> Option<String> {
 
 /// A join request by its number on the screen (from 1), its display name, or a hash prefix.
 fn pick_request(requests: &[pb::PendingJoin], target: &str) -> Result<([u8; 16], String), String> {
-    let found = match target.parse::<usize>() {
-        Ok(n) if (1..=requests.len()).contains(&n) => Some(&requests[n - 1]),
-        _ => requests.iter().find(|r| r.display_name.eq_ignore_ascii_case(target) || hex_prefix(&r.identity_hash, target)),
+    let r = match target.parse::<usize>() {
+        Ok(n) if (1..=requests.len()).contains(&n) => &requests[n - 1],
+        _ => only_one(requests.iter().filter(|r| r.display_name.eq_ignore_ascii_case(target) || hex_prefix(&r.identity_hash, target)), target, "join request")?,
     };
-    let r = found.ok_or_else(|| format!("no join request {target:?}: give its number in the list"))?;
     let identity = <[u8; 16]>::try_from(r.identity_hash.as_slice()).map_err(|_| "the server listed a malformed identity".to_owned())?;
     Ok((identity, if r.display_name.is_empty() { hex::encode(&r.identity_hash[..4]) } else { r.display_name.clone() }))
 }
@@ -125,15 +124,24 @@ fn pick_member(members: &[CachedMember], target: &str) -> Result<([u8; 16], Stri
     if target.is_empty() {
         return Err("name the member: by display name or hash prefix".into());
     }
-    let by_name: Vec<&CachedMember> = members.iter().filter(|m| m.display_name.eq_ignore_ascii_case(target)).collect();
-    let found = match by_name.as_slice() {
-        [one] => Some(*one),
-        [] => members.iter().find(|m| hex_prefix(&m.identity, target)),
-        _ => return Err(format!("{} members are called {target}: give a hash prefix", by_name.len())),
+    let named = |m: &&CachedMember| m.display_name.eq_ignore_ascii_case(target);
+    let m = if members.iter().any(|m| named(&m)) {
+        only_one(members.iter().filter(named), target, "member")?
+    } else {
+        only_one(members.iter().filter(|m| hex_prefix(&m.identity, target)), target, "member")?
     };
-    let m = found.ok_or_else(|| format!("no member {target:?}"))?;
     let identity = <[u8; 16]>::try_from(m.identity.as_slice()).map_err(|_| "the cache holds a malformed identity".to_owned())?;
     Ok((identity, if m.display_name.is_empty() { target.to_owned() } else { m.display_name.clone() }))
+}
+
+/// The one item that `target` names; none, or more than one, is an error that says so (an admin
+/// action never picks the first of several).
+fn only_one<'a, T>(mut found: impl Iterator<Item = &'a T>, target: &str, what: &str) -> Result<&'a T, String> {
+    match (found.next(), found.next()) {
+        (Some(one), None) => Ok(one),
+        (None, _) => Err(format!("no {what} {target:?}: give its name, number or hash prefix")),
+        (Some(_), Some(_)) => Err(format!("{} {what}s match {target:?}: give a longer hash prefix", 2 + found.count())),
+    }
 }
 
 /// Whether `prefix` (at least 4 hex digits) starts the hex of `hash`.
@@ -475,24 +483,23 @@ async fn ui_loop(
                 // The roster and the request queue changed: read them again.
                 let _ = sync_tx.try_send((dest, true));
             }
-            UiEvent::Sent { seq, result, .. } => match result {
-                Ok(Done::Admin(_)) => {}
-                Ok(Done::Posted(posted)) => {
-                    v.pending.retain(|p| p.seq != seq);
-                    sent += 1;
-                    v.status = match posted {
-                        Posted::Link { id, .. } => format!("✓ acknowledged #{id}"),
-                        Posted::Lxmf { delivered: true, .. } => "✓ acknowledged (LXMF)".into(),
-                        Posted::Lxmf { .. } => "sent as LXMF, not yet confirmed".into(),
-                        Posted::Propagated { .. } => "deposited on the propagation node".into(),
-                    };
-                }
-                Err(e) => {
-                    if let Some(p) = v.pending.iter_mut().find(|p| p.seq == seq) {
-                        p.state = SendState::Failed(e.clone());
-                    }
+            UiEvent::Sent { seq, result: Ok(Done::Posted(posted)), .. } => {
+                v.pending.retain(|p| p.seq != seq);
+                sent += 1;
+                v.status = match posted {
+                    Posted::Link { id, .. } => format!("✓ acknowledged #{id}"),
+                    Posted::Lxmf { delivered: true, .. } => "✓ acknowledged (LXMF)".into(),
+                    Posted::Lxmf { .. } => "sent as LXMF, not yet confirmed".into(),
+                    Posted::Propagated { .. } => "deposited on the propagation node".into(),
+                };
+            }
+            UiEvent::Sent { seq, result: Err(e), .. } => match v.pending.iter_mut().find(|p| p.seq == seq) {
+                Some(p) => {
+                    p.state = SendState::Failed(e.clone());
                     v.status = format!("not sent: {e}");
                 }
+                // An admin action: nothing pending to mark.
+                None => v.status = format!("not done: {e}"),
             },
             UiEvent::Incoming(m) => v.status = format!("new in {}: {}", m.group_name, m.message.sender_name),
             UiEvent::Synced { dest, rights, requests, error } => {
@@ -520,7 +527,12 @@ mod tests {
     fn view() -> View {
         let member = |name: &str, b: u8| CachedMember { identity: vec![b; 16], display_name: name.into(), rights: 0, joined_at: 0 };
         View {
-            members: vec![member("bob", 0xbb), member("dup", 0x01), member("dup", 0x02)],
+            members: vec![
+                member("bob", 0xbb),
+                member("dup", 0x01),
+                member("dup", 0x02),
+                CachedMember { identity: [[0xbb; 2], [0xcc; 2]].concat().repeat(4), ..member("eve", 0) },
+            ],
             requests: vec![pb::PendingJoin { identity_hash: vec![0xcc; 16], display_name: "carol".into(), ..Default::default() }],
             rights: Rights::APPROVE.union(Rights::KICK),
             ..Default::default()
@@ -537,12 +549,14 @@ mod tests {
         assert_eq!(parse_line("/reject Carol", &v), Ok(Action::Decide { identity: [0xcc; 16], who: "carol".into(), approve: false }));
         assert_eq!(parse_line("/kick bob", &v), Ok(Action::Kick { identity: [0xbb; 16], who: "bob".into() }));
         assert_eq!(parse_line("/kick 0202", &v), Ok(Action::Kick { identity: [0x02; 16], who: "dup".into() }));
+        assert_eq!(parse_line("/kick bbbbbb", &v), Ok(Action::Kick { identity: [0xbb; 16], who: "bob".into() }));
         assert_eq!(parse_line("/ban bob spam and worse", &v), Ok(Action::Ban { identity: [0xbb; 16], who: "bob".into(), reason: "spam and worse".into() }));
         assert_eq!(parse_line("/delete #12", &v), Ok(Action::Delete(12)));
         for (line, says) in [
             ("/approve 2", "no join request"),
-            ("/kick dup", "2 members are called dup"),
+            ("/kick dup", "2 members match"),
             ("/kick 02", "no member"),
+            ("/kick bbbb", "2 members match"),
             ("/ban bob", "needs a reason"),
             ("/delete x", "not a message id"),
             ("/frobnicate", "/approve N, /reject N, /kick NAME"),

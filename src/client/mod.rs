@@ -619,13 +619,14 @@ impl Session<'_> {
             events_after = top_event;
             // The events come newest first, one page at most: older ones hidden below it may be
             // deletions, so the history is read again from the start (its tombstones say all).
-            if r.more_events && !rescan {
+            // A full page counts as "more" too, for servers from before `more` was sent.
+            if (r.more_events || r.events.len() >= SYNC_PAGE as usize) && !rescan {
                 rescan = true;
                 after = 0;
                 continue;
             }
             match messages.iter().map(|m| m.id).max() {
-                Some(top) if r.more => after = top,
+                Some(top) if r.more || messages.len() >= SYNC_PAGE as usize => after = top,
                 _ => break,
             }
         }
