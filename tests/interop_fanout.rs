@@ -129,9 +129,11 @@ fn interrupted_fanout(stop: impl FnOnce(&mut Server) -> R) -> R {
 /// and drops the rest while its one worker catches up. One Python node holds 40 members with a
 /// queue of 8; the window of unproven copies (4 here, `FANOUT_WINDOW`) keeps the post's burst
 /// within it, so every member has the post at the first try, before any proof timeout (30 s).
-fn burst_through_a_small_queue(window: &str) -> R<(usize, f64, f64)> {
+/// (With `MESHGROUP_FANOUT__WINDOW=0` instead, 11 of the 40 had it within 20 s: docs/benchmarks.md.)
+#[test]
+fn the_window_keeps_a_burst_within_what_the_next_node_queues() -> R {
     let mut server = Server::new()?;
-    server.extra_env = vec![("MESHGROUP_FANOUT__WINDOW".into(), window.into())];
+    server.extra_env = vec![("MESHGROUP_FANOUT__WINDOW".into(), "4".into())];
     let group = server.create_group(&["--name", "Window"])?;
     server.start()?;
     let mut peer = Peer::connect_with_env(server.rns_port, &[("MESHGROUP_PEER_QLEN_IN_DATA", "8")])?;
@@ -150,13 +152,7 @@ fn burst_through_a_small_queue(window: &str) -> R<(usize, f64, f64)> {
     let metrics = server.metrics()?;
     let waits = common::metric_sum(&metrics, "meshgroup_fanout_window_waits_total", &[]);
     let timeouts = common::metric_sum(&metrics, "meshgroup_deliveries_total", &["outcome=\"timeout\""]);
-    eprintln!("window {window}: {reached} of {} members within 20 s, {waits} window waits, {timeouts} proof timeouts", members.len());
-    Ok((reached, waits, timeouts))
-}
-
-#[test]
-fn the_window_keeps_a_burst_within_what_the_next_node_queues() -> R {
-    let (reached, waits, timeouts) = burst_through_a_small_queue("4")?;
+    eprintln!("{reached} of {} members within 20 s, {waits} window waits, {timeouts} proof timeouts", members.len());
     assert_eq!(reached, 40, "every member has the post at the first try");
     assert!(waits > 0.0, "the burst waited for places in the window");
     assert_eq!(timeouts, 0.0);
@@ -344,15 +340,5 @@ fn a_join_wave_pushes_nothing_and_the_next_post_reaches_everyone() -> R {
     let out = server.stdout();
     assert!(out.starts_with("meshgroup is serving 1 group on TCP") && out.contains("Wave (public)"), "{out}");
     assert!(!out.contains("close /"), "{}", out.lines().take(5).collect::<Vec<_>>().join("\n"));
-    Ok(())
-}
-
-/// The same burst with no window: the node drops what its queue cannot hold (run by hand, to see
-/// that the test above tests something).
-#[test]
-#[ignore]
-fn without_the_window_a_small_queue_drops_copies() -> R {
-    let (reached, _, _) = burst_through_a_small_queue("0")?;
-    assert!(reached < 40, "all {reached} arrived: the queue was not overrun");
     Ok(())
 }
