@@ -20,7 +20,7 @@ use std::io::Write;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
@@ -83,7 +83,6 @@ enum Cmd {
 /// The journal: a handle on its writer thread, which owns the files.
 pub struct Journal {
     tx: mpsc::Sender<Cmd>,
-    held: Arc<AtomicUsize>,
     syncs: Arc<AtomicU64>,
 }
 
@@ -97,14 +96,14 @@ impl Journal {
     fn open_with(dir: &Path, max_entries: usize, segment_bytes: u64) -> Result<Self, JournalError> {
         fs::create_dir_all(dir).map_err(io(dir))?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
-        let (held, syncs) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicU64::new(0)));
-        let mut w = Writer::recover(dir, max_entries, segment_bytes, held.clone(), syncs.clone())?;
+        let syncs = Arc::new(AtomicU64::new(0));
+        let mut w = Writer::recover(dir, max_entries, segment_bytes, syncs.clone())?;
         w.import_one_file_entries()?;
         w.drop_settled_segments();
         w.publish();
         let (tx, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new().name("meshgroup-journal".into()).spawn(move || w.run(rx)).map_err(io(dir))?;
-        Ok(Journal { tx, held, syncs })
+        Ok(Journal { tx, syncs })
     }
 
     /// Writes one post durably before anything else happens to it; it shares its sync with
@@ -127,16 +126,6 @@ impl Journal {
         let (reply, answer) = oneshot::channel();
         self.tx.send(Cmd::Pending { written_before_ms, reply }).await.map_err(|_| JournalError::Stopped)?;
         answer.await.map_err(|_| JournalError::Stopped)?
-    }
-
-    /// Posts held now.
-    pub fn len(&self) -> usize {
-        self.held.load(Ordering::Relaxed)
-    }
-
-    /// Whether no post is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Syncs done so far (one per batch of posts written together).
@@ -177,7 +166,6 @@ struct Writer {
     /// A write failed: the segment may end in a torn frame, so the next batch starts a new one.
     broken: bool,
     held: BTreeMap<EntryId, Held>,
-    held_count: Arc<AtomicUsize>,
     syncs: Arc<AtomicU64>,
 }
 
@@ -244,7 +232,7 @@ fn frame_at(bytes: &[u8], at: usize) -> Option<(Frame, usize)> {
 
 impl Writer {
     /// Reads every segment a previous run left; appends go to a new one.
-    fn recover(dir: &Path, max_entries: usize, segment_bytes: u64, held_count: Arc<AtomicUsize>, syncs: Arc<AtomicU64>) -> Result<Self, JournalError> {
+    fn recover(dir: &Path, max_entries: usize, segment_bytes: u64, syncs: Arc<AtomicU64>) -> Result<Self, JournalError> {
         let mut seqs: Vec<u64> = fs::read_dir(dir)
             .map_err(io(dir))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -263,7 +251,6 @@ impl Writer {
             size: 0,
             broken: true,
             held: BTreeMap::new(),
-            held_count,
             syncs,
         };
         for seq in seqs {
@@ -353,7 +340,6 @@ impl Writer {
 
     /// Tells the rest of the server how many posts are held.
     fn publish(&self) {
-        self.held_count.store(self.held.len(), Ordering::Relaxed);
         crate::metrics::journal_held(self.held.len());
     }
 
@@ -515,7 +501,7 @@ mod tests {
         j.settle(a).await;
         let c = j.append([3; 16], b"third".to_vec()).await.expect("append");
         assert!(c > b, "ids grow across restarts");
-        assert_eq!(j.len(), 2);
+        assert_eq!(j.pending(i64::MAX).await.expect("pending").len(), 2);
         j.append([4; 16], b"fourth".to_vec()).await.expect("append");
         assert!(matches!(j.append([5; 16], b"fifth".to_vec()).await, Err(JournalError::Full(3))));
         j.settle(b).await;
@@ -544,7 +530,7 @@ mod tests {
         }
         let syncs = j.syncs() - before;
         assert!(syncs < 100, "200 posts in flight together took {syncs} syncs");
-        assert_eq!(j.len(), 200);
+        assert_eq!(j.pending(i64::MAX).await.expect("pending").len(), 200);
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -591,7 +577,7 @@ mod tests {
         assert_eq!(segments(), 1, "all settled: only the current segment is left");
         drop(j);
         let j = Journal::open(&dir, 100).expect("reopen");
-        assert!(j.is_empty());
+        assert!(j.pending(i64::MAX).await.expect("pending").is_empty());
         let _ = fs::remove_dir_all(&dir);
     }
 }

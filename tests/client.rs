@@ -294,6 +294,14 @@ fn bad_input_gets_one_clear_line_and_leaves_the_cache_consistent() -> R {
 struct Tmux(String);
 
 impl Tmux {
+    /// Opens `meshgroup client ui` for the client in `data_dir`, in a 160x40 terminal.
+    fn ui(name: &str, data_dir: &std::path::Path, port: u16) -> R<Self> {
+        let tmux = Tmux(common::unique(name)?);
+        let command = format!("{} client --data-dir {} --tcp 127.0.0.1:{port} ui", env!("CARGO_BIN_EXE_meshgroup"), data_dir.display());
+        assert!(Command::new("tmux").args(["new-session", "-d", "-s", &tmux.0, "-x", "160", "-y", "40", &command]).status()?.success());
+        Ok(tmux)
+    }
+
     fn keys(&self, keys: &[&str]) -> R {
         let ok = Command::new("tmux").args(["send-keys", "-t", &self.0]).args(keys).status()?.success();
         if ok { Ok(()) } else { Err("tmux send-keys failed".into()) }
@@ -305,6 +313,7 @@ impl Tmux {
 
     fn wait_for(&self, what: &str) -> R<String> {
         common::poll_secs(40, &format!("the screen shows {what:?}"), || Ok(self.screen().ok().filter(|s| s.contains(what))))
+            .map_err(|e| format!("{e}; the screen:\n{}", self.screen().unwrap_or_default()).into())
     }
 
     fn alive(&self) -> bool {
@@ -331,9 +340,7 @@ fn the_tui_sends_a_message_and_shows_a_python_members_answer() -> R {
     ok(&alice, port, &["join", &s(&open, "group_destination_hash")])?;
 
     // A person opens the UI in a terminal, picks the group, types a message and presses Enter.
-    let tmux = Tmux(common::unique("tui")?);
-    let command = format!("{} client --data-dir {} --tcp 127.0.0.1:{port} ui", env!("CARGO_BIN_EXE_meshgroup"), alice.display());
-    assert!(Command::new("tmux").args(["new-session", "-d", "-s", &tmux.0, "-x", "160", "-y", "40", &command]).status()?.success());
+    let tmux = Tmux::ui("tui", &alice, port)?;
     tmux.wait_for("Groups")?;
     for _ in 0..3 {
         if tmux.screen()?.contains("┌Open Mesh─") {
@@ -366,9 +373,7 @@ fn an_approver_lets_a_requester_in_from_the_tui() -> R {
     let (server, dest, alice, carol, _, _) = carol_asks_to_join("Back Room", "")?;
     let port = server.rns_port;
 
-    let tmux = Tmux(common::unique("tui-approve")?);
-    let command = format!("{} client --data-dir {} --tcp 127.0.0.1:{port} ui", env!("CARGO_BIN_EXE_meshgroup"), alice.display());
-    assert!(Command::new("tmux").args(["new-session", "-d", "-s", &tmux.0, "-x", "160", "-y", "40", &command]).status()?.success());
+    let tmux = Tmux::ui("tui-approve", &alice, port)?;
     let screen = tmux.wait_for("1. carol")?;
     assert!(screen.contains("/approve N, /reject N") && !screen.contains("/kick"), "only the approve right's commands are offered:\n{screen}");
     tmux.keys(&["-l", "/approve 1"])?;
@@ -378,6 +383,44 @@ fn an_approver_lets_a_requester_in_from_the_tui() -> R {
     tmux.keys(&["Escape"])?;
     let j = ok(&carol, port, &["join", &dest])?;
     assert_eq!((s(&j, "state"), s(&j, "group")), ("already a member".into(), "Back Room".into()));
+    Ok(())
+}
+
+/// An owner runs the group from the UI: grants a right it holds (the server refuses one it lacks),
+/// renames the group and raises the join cost, each through the same call as the CLI, and the
+/// server's rows show each change.
+#[test]
+fn an_owner_grants_renames_and_sets_from_the_tui() -> R {
+    let mut server = Server::new()?;
+    let g = server.create_group(&["--name", "Town Square"])?;
+    server.start()?;
+    let port = server.rns_port;
+    let dest = s(&g, "group_destination_hash");
+    let (alice, bob) = (server.dir.join("alice"), server.dir.join("bob"));
+    let a = ok(&alice, port, &["profile", "--name", "alice"])?;
+    server.cli(&["member", "add", &dest, &s(&a, "identity_hash"), "--name", "alice", "--rights", "permissions,rename,settings"])?;
+    ok(&alice, port, &["join", &dest])?;
+    ok(&bob, port, &["join", &dest, "--name", "bob"])?;
+
+    let tmux = Tmux::ui("tui-owner", &alice, port)?;
+    let screen = tmux.wait_for("bob")?;
+    assert!(screen.contains("/grant NAME RIGHTS") && !screen.contains("/approve"), "only the rights held are offered:\n{screen}");
+    for (line, said) in [
+        ("/grant bob kick", "cannot grant or revoke rights you do not hold"),
+        ("/grant bob rename", "bob now holds rename"),
+        ("/rename Town Hall", "renamed to Town Hall"),
+        ("/set join-cost 2", "set join-cost 2"),
+    ] {
+        tmux.keys(&["-l", line])?;
+        tmux.keys(&["Enter"])?;
+        tmux.wait_for(said)?;
+    }
+    tmux.keys(&["Escape"])?;
+    let members = server.cli(&["member", "list", &dest])?;
+    let bob_row = members.as_array().and_then(|m| m.iter().find(|m| m["display_name"] == "bob")).ok_or("bob listed")?;
+    assert_eq!(bob_row["rights"], json!(["rename"]));
+    let shown = server.cli(&["group", "show", &dest])?;
+    assert_eq!((&shown["name"], &shown["join_stamp_cost"]), (&json!("Town Hall"), &json!(2)));
     Ok(())
 }
 

@@ -8,8 +8,8 @@
 //! Enter sends, Esc or Ctrl-C quits.
 //!
 //! A line that starts with `/` is an admin action on the selected group, through the same calls
-//! as `meshgroup client approve|reject|kick|ban|delete`; the input's title lists only those the
-//! member's rights allow, and `//` sends a line that starts with `/`.
+//! as `meshgroup client approve|reject|kick|ban|delete|grant|revoke|rename|settings`; the
+//! input's title lists only those the member's rights allow, and `//` sends a line that starts with `/`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +63,20 @@ enum Action {
         reason: String,
     },
     Delete(i64),
+    /// Grant (`true`) or revoke rights of a member.
+    Rights {
+        identity: [u8; 16],
+        who: String,
+        rights: Rights,
+        grant: bool,
+    },
+    /// A new public name for the group.
+    Rename(String),
+    /// One setting changed; `said` is how the status line shows it.
+    Set {
+        update: pb::SettingsUpdate,
+        said: String,
+    },
 }
 
 /// The outcome of an [`Action`] the server accepted.
@@ -73,13 +87,23 @@ enum Done {
 }
 
 /// The admin commands, the right each needs, and how it is typed.
-const COMMANDS: [(&str, Rights, &str); 5] = [
+const COMMANDS: [(&str, Rights, &str); 9] = [
     ("approve", Rights::APPROVE, "/approve N"),
     ("reject", Rights::APPROVE, "/reject N"),
     ("kick", Rights::KICK, "/kick NAME"),
     ("ban", Rights::BAN, "/ban NAME REASON"),
     ("delete", Rights::DELETE, "/delete ID"),
+    ("grant", Rights::PERMISSIONS, "/grant NAME RIGHTS"),
+    ("revoke", Rights::PERMISSIONS, "/revoke NAME RIGHTS"),
+    ("rename", Rights::RENAME, "/rename NEW NAME"),
+    ("set", Rights::SETTINGS, "/set SETTING VALUE"),
 ];
+
+/// The status line while the selected group's first sync runs.
+const SYNCING: &str = "syncing…";
+
+/// What `/set` changes, as typed.
+const SETTINGS: &str = "join-cost N, post-cost N, private|public, history-public on|off, listed on|off";
 
 /// Reads one input line as an action: text is a post; `/command ARGS` an admin action, its
 /// target named by a join request's number (or name), a member's name, or a hash prefix.
@@ -99,6 +123,14 @@ fn parse_line(line: &str, v: &View) -> Result<Action, String> {
         "ban" if tail.is_empty() => Err("a ban needs a reason: /ban NAME REASON".into()),
         "ban" => pick_member(&v.members, target).map(|(identity, who)| Action::Ban { identity, who, reason: tail.to_owned() }),
         "delete" => target.trim_start_matches('#').parse().map(Action::Delete).map_err(|_| format!("not a message id: {target:?} (/delete ID)")),
+        "grant" | "revoke" if tail.is_empty() => Err(format!("name the rights: /{name} NAME kick,ban (or all)")),
+        "grant" | "revoke" => {
+            let rights = Rights::parse_list(tail)?;
+            pick_member(&v.members, target).map(|(identity, who)| Action::Rights { identity, who, rights, grant: name == "grant" })
+        }
+        "rename" if rest.is_empty() => Err("give the new name: /rename NEW NAME".into()),
+        "rename" => Ok(Action::Rename(rest.to_owned())),
+        "set" => parse_setting(target, tail).map(|(update, said)| Action::Set { update, said }),
         _ => Err(format!("unknown command /{name}; {}", usage(v.rights).unwrap_or_else(|| "you hold no admin right here".into()))),
     }
 }
@@ -144,6 +176,26 @@ fn only_one<'a, T>(mut found: impl Iterator<Item = &'a T>, target: &str, what: &
     }
 }
 
+/// One `/set` line as a settings update, and how the status line says it.
+fn parse_setting(key: &str, value: &str) -> Result<(pb::SettingsUpdate, String), String> {
+    let cost = || value.parse::<u32>().ok().filter(|c| *c <= 254).ok_or_else(|| format!("{key} takes a stamp cost 0-254, not {value:?}"));
+    let on = || match value {
+        "on" | "yes" | "true" => Ok(true),
+        "off" | "no" | "false" => Ok(false),
+        _ => Err(format!("{key} takes on or off, not {value:?}")),
+    };
+    let mut u = pb::SettingsUpdate::default();
+    match key {
+        "join-cost" => u.join_stamp_cost = Some(cost()?),
+        "post-cost" => u.post_stamp_cost = Some(cost()?),
+        "private" | "public" if value.is_empty() => u.visibility = Some(if key == "private" { pb::Visibility::Private } else { pb::Visibility::Public } as i32),
+        "history-public" => u.history_public = Some(on()?),
+        "listed" => u.listed = Some(on()?),
+        _ => return Err(format!("/set takes one of: {SETTINGS}")),
+    }
+    Ok((u, if value.is_empty() { format!("set {key}") } else { format!("set {key} {value}") }))
+}
+
 /// Whether `prefix` (at least 4 hex digits) starts the hex of `hash`.
 fn hex_prefix(hash: &[u8], prefix: &str) -> bool {
     prefix.len() >= 4 && hex::encode(hash).starts_with(&prefix.to_ascii_lowercase())
@@ -168,6 +220,19 @@ async fn act(client: &Client, dest: [u8; 16], action: Action) -> Result<Done, Cl
         Action::Delete(id) => {
             client.group(dest).await?.delete(id).await?;
             format!("deleted #{id}")
+        }
+        Action::Rights { identity, who, rights, grant } => {
+            let now = client.group(dest).await?.change_rights(identity, rights, grant).await?;
+            let now = if now == Rights::NONE { "no rights".to_owned() } else { now.names().join(",") };
+            format!("{who} now holds {now}")
+        }
+        Action::Rename(name) => {
+            client.group(dest).await?.rename(Some(name.clone()), None).await?;
+            format!("renamed to {name}")
+        }
+        Action::Set { update, said } => {
+            client.group(dest).await?.settings(update).await?;
+            said
         }
     };
     Ok(Done::Admin(said))
@@ -416,7 +481,7 @@ async fn ui_loop(
     }
     if let Some(d) = v.dest() {
         let _ = sync_tx.try_send((d, true));
-        v.status = "syncing…".into();
+        v.status = SYNCING.into();
     }
     let mut seq = 0u64;
     let mut sent = 0u64;
@@ -436,6 +501,7 @@ async fn ui_loop(
                     v.rights = Rights::NONE;
                     if let Some(d) = v.groups.get(v.selected).map(|(g, _)| g.dest) {
                         let _ = sync_tx.try_send((d, true));
+                        v.status = SYNCING.into();
                     }
                 }
                 KeyCode::PageUp => v.scroll = v.scroll.saturating_add(5),
@@ -507,7 +573,12 @@ async fn ui_loop(
                     v.requests = requests;
                     v.rights = rights;
                 }
-                v.status = error.map(|e| format!("sync failed: {e}")).unwrap_or_else(|| "synced".into());
+                match error {
+                    Some(e) => v.status = format!("sync failed: {e}"),
+                    // A quiet sync leaves the outcome of the user's last action on the status line.
+                    None if v.status.is_empty() || v.status == SYNCING || v.status.starts_with("sync failed") => v.status = "synced".into(),
+                    None => {}
+                }
             }
             UiEvent::Tick => {
                 if let Some(d) = v.dest() {
@@ -552,6 +623,19 @@ mod tests {
         assert_eq!(parse_line("/kick bbbbbb", &v), Ok(Action::Kick { identity: [0xbb; 16], who: "bob".into() }));
         assert_eq!(parse_line("/ban bob spam and worse", &v), Ok(Action::Ban { identity: [0xbb; 16], who: "bob".into(), reason: "spam and worse".into() }));
         assert_eq!(parse_line("/delete #12", &v), Ok(Action::Delete(12)));
+        assert_eq!(
+            parse_line("/grant bob kick,ban", &v),
+            Ok(Action::Rights { identity: [0xbb; 16], who: "bob".into(), rights: Rights::KICK.union(Rights::BAN), grant: true })
+        );
+        assert_eq!(parse_line("/revoke bob all", &v), Ok(Action::Rights { identity: [0xbb; 16], who: "bob".into(), rights: Rights::ALL, grant: false }));
+        assert_eq!(parse_line("/rename  The Back Room ", &v), Ok(Action::Rename("The Back Room".into())));
+        let set = |u: pb::SettingsUpdate, said: &str| Ok(Action::Set { update: u, said: said.into() });
+        assert_eq!(parse_line("/set join-cost 8", &v), set(pb::SettingsUpdate { join_stamp_cost: Some(8), ..Default::default() }, "set join-cost 8"));
+        assert_eq!(
+            parse_line("/set private", &v),
+            set(pb::SettingsUpdate { visibility: Some(pb::Visibility::Private as i32), ..Default::default() }, "set private")
+        );
+        assert_eq!(parse_line("/set listed off", &v), set(pb::SettingsUpdate { listed: Some(false), ..Default::default() }, "set listed off"));
         for (line, says) in [
             ("/approve 2", "no join request"),
             ("/kick dup", "2 members match"),
@@ -559,6 +643,13 @@ mod tests {
             ("/kick bbbb", "2 members match"),
             ("/ban bob", "needs a reason"),
             ("/delete x", "not a message id"),
+            ("/grant bob", "name the rights"),
+            ("/grant bob fly", "unknown right `fly`"),
+            ("/rename", "give the new name"),
+            ("/set join-cost 300", "0-254"),
+            ("/set listed maybe", "on or off"),
+            ("/set private now", "/set takes one of"),
+            ("/set colour red", "/set takes one of"),
             ("/frobnicate", "/approve N, /reject N, /kick NAME"),
         ] {
             let err = parse_line(line, &v).err().unwrap_or_default();
