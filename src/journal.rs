@@ -12,9 +12,10 @@
 //! instead of paying two each (a file per post, then its directory). A settled post gets a marker
 //! that is not synced: losing one at a crash only replays a duplicate. Segments are deleted from
 //! the oldest while all their posts are settled, so the segment that holds a marker is never
-//! deleted before the one that holds the post it settles.
+//! deleted before the one that holds the post it settles. Damage inside a segment costs the
+//! frames it hit: reading resumes at the next frame that checks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
@@ -27,6 +28,8 @@ use tokio::sync::{mpsc, oneshot};
 
 /// A segment is closed, and a new one started, once it holds this much.
 const SEGMENT_BYTES: u64 = 8 << 20;
+/// Segments kept before the posts still held in the oldest are moved out of it.
+const KEEP_SEGMENTS: usize = 4;
 /// Commands the writer takes at once at most: posts in one batch share one sync.
 const MAX_BATCH: usize = 256;
 /// Commands waiting for the writer at most; a full queue makes their senders wait.
@@ -35,6 +38,8 @@ const QUEUE: usize = 1024;
 /// a check.
 const POST_HEADER: usize = 1 + 8 + 8 + 16 + 4;
 const CHECK: usize = 4;
+/// The times (ms) a post's frame can have been written at: 2020 to 2200.
+const PLAUSIBLE_WRITTEN_AT_MS: std::ops::Range<i64> = 1_577_836_800_000..7_258_118_400_000;
 const KIND_POST: u8 = 1;
 const KIND_SETTLED: u8 = 2;
 
@@ -188,20 +193,26 @@ enum Frame {
     Settled(EntryId),
 }
 
-/// The frames of a segment, up to the first one that is cut short or does not check (the tail a
-/// crash tore: nothing after it was ever acknowledged, as a failed write starts a new segment).
+/// The frames of a segment. One that is cut short or does not check is either the tail a crash
+/// tore (nothing after it was ever acknowledged, as a failed write starts a new segment) or
+/// damage: reading resumes at the next frame that checks, so damage costs the posts it hit, not
+/// the rest of the segment.
 fn frames(bytes: &[u8], path: &Path) -> Vec<Frame> {
     let mut out = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
-        match frame_at(bytes, at) {
-            Some((f, next)) => {
-                out.push(f);
-                at = next;
+        if let Some((f, next)) = frame_at(bytes, at) {
+            out.push(f);
+            at = next;
+            continue;
+        }
+        match (at + 1..bytes.len()).find(|&p| frame_at(bytes, p).is_some()) {
+            Some(p) => {
+                tracing::error!(path = %path.display(), offset = at, skipped = p - at, "journal segment damaged; the frames after the damage are read");
+                at = p;
             }
             None => {
-                // At the end, a write a crash cut short; before it, damage, and posts are lost.
-                tracing::error!(path = %path.display(), offset = at, ignored_bytes = bytes.len() - at, "journal segment cut short; the rest of it is ignored");
+                tracing::error!(path = %path.display(), offset = at, skipped = bytes.len() - at, "journal segment cut short; the rest of it is ignored");
                 break;
             }
         }
@@ -217,6 +228,11 @@ fn frame_at(bytes: &[u8], at: usize) -> Option<(Frame, usize)> {
     match *bytes.get(at)? {
         KIND_POST => {
             let (id, written_at) = (u64_at(at + 1)?, u64_at(at + 9)? as i64);
+            // A time no writer used is not a frame: a resync after damage tries every offset, and
+            // this keeps it from hashing megabytes at each.
+            if !PLAUSIBLE_WRITTEN_AT_MS.contains(&written_at) {
+                return None;
+            }
             let dest = <[u8; 16]>::try_from(bytes.get(at + 17..at + 33)?).ok()?;
             let len = u32::from_le_bytes(<[u8; 4]>::try_from(bytes.get(at + 33..at + 37)?).ok()?) as usize;
             let end = (at + POST_HEADER).checked_add(len)?;
@@ -343,11 +359,18 @@ impl Writer {
         crate::metrics::journal_held(self.held.len());
     }
 
-    /// Adds a post's frame to `buf` (to be written at the end of the current segment) and holds
-    /// it; returns its id.
+    /// Adds a new post's frame to `buf` (to be written at the end of the current segment) and
+    /// holds it; returns its id.
     fn stage_post(&mut self, buf: &mut Vec<u8>, written_at: i64, dest: [u8; 16], packed: &[u8]) -> EntryId {
         let id = self.next_id;
         self.next_id += 1;
+        let held = self.frame_post(buf, id, written_at, dest, packed);
+        self.hold(id, held);
+        id
+    }
+
+    /// Adds the frame of post `id` to `buf`; returns where it will be held once `buf` is written.
+    fn frame_post(&self, buf: &mut Vec<u8>, id: EntryId, written_at: i64, dest: [u8; 16], packed: &[u8]) -> Held {
         let start = buf.len();
         buf.push(KIND_POST);
         buf.extend_from_slice(&id.to_le_bytes());
@@ -358,11 +381,43 @@ impl Writer {
         let c = check(&buf[start..]);
         buf.extend_from_slice(&c);
         let offset = self.size + (start + POST_HEADER) as u64;
-        self.held.insert(id, Held { segment: self.current, offset, len: packed.len(), written_at, dest });
-        if let Some(s) = self.segments.get_mut(&self.current) {
+        Held { segment: self.current, offset, len: packed.len(), written_at, dest }
+    }
+
+    /// Holds post `id` where `h` says.
+    fn hold(&mut self, id: EntryId, h: Held) {
+        if let Some(s) = self.segments.get_mut(&h.segment) {
             s.held += 1;
         }
-        id
+        self.held.insert(id, h);
+    }
+
+    /// Rewrites the posts still held in the oldest segment at the end of the current one, once
+    /// there are more than `KEEP_SEGMENTS` and they are a small part of it: a post that keeps
+    /// failing would otherwise keep every newer segment on disk (deletion goes oldest first).
+    /// The copy keeps the post's id, so a reader that finds both (a crash before the old segment
+    /// went) holds it once, and a later marker settles it.
+    fn relocate_oldest(&mut self) -> Result<(), JournalError> {
+        let Some(&oldest) = self.segments.keys().next() else { return Ok(()) };
+        if self.segments.len() <= KEEP_SEGMENTS || oldest == self.current || self.broken {
+            return Ok(());
+        }
+        let moving: BTreeSet<EntryId> = self.held.iter().filter(|(_, h)| h.segment == oldest).map(|(id, _)| *id).collect();
+        let bytes: u64 = moving.iter().filter_map(|id| self.held.get(id)).map(|h| h.len as u64).sum();
+        if moving.is_empty() || bytes > self.segment_bytes / 4 {
+            return Ok(());
+        }
+        let (mut buf, mut moved) = (Vec::new(), Vec::new());
+        for e in self.read_held(|id, _| moving.contains(&id))? {
+            moved.push((e.id, self.frame_post(&mut buf, e.id, e.written_at, e.dest, &e.packed)));
+        }
+        self.write(&buf, true)?;
+        for (id, h) in moved {
+            self.unhold(id);
+            self.hold(id, h);
+        }
+        tracing::info!(segment = oldest, posts = moving.len(), "journal posts still held moved out of the oldest segment");
+        Ok(())
     }
 
     /// Appends `buf` to the current segment, synced when it holds posts.
@@ -446,6 +501,9 @@ impl Writer {
         {
             tracing::error!(%err, "cannot start a journal segment");
         }
+        if let Err(err) = self.relocate_oldest() {
+            tracing::error!(%err, "cannot move held journal posts out of the oldest segment");
+        }
         self.drop_settled_segments();
         self.publish();
         for (cutoff, reply) in reads {
@@ -463,8 +521,13 @@ impl Writer {
     }
 
     fn read_pending(&self, written_before_ms: i64) -> Result<Vec<Entry>, JournalError> {
+        self.read_held(|_, h| h.written_at < written_before_ms)
+    }
+
+    /// The held posts `which` picks, oldest first.
+    fn read_held(&self, which: impl Fn(EntryId, &Held) -> bool) -> Result<Vec<Entry>, JournalError> {
         let mut out = Vec::new();
-        for (&id, h) in self.held.iter().filter(|(_, h)| h.written_at < written_before_ms) {
+        for (&id, h) in self.held.iter().filter(|(id, h)| which(**id, h)) {
             let s = self.segments.get(&h.segment).ok_or(JournalError::SegmentGone(h.segment))?;
             let mut packed = vec![0; h.len];
             s.file.read_exact_at(&mut packed, h.offset).map_err(io(&s.path))?;
@@ -553,6 +616,48 @@ mod tests {
         let held: Vec<_> = j.pending(i64::MAX).await.expect("pending").into_iter().map(|e| (e.dest, e.packed)).collect();
         assert_eq!(held, vec![([1; 16], b"kept".to_vec()), ([7; 16], b"from the old journal".to_vec())]);
         assert!(!dir.join("0000000000000001-0000000000.post").exists(), "the old entry moved into a segment");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn damage_in_a_segment_costs_only_the_post_it_hit() {
+        let dir = dir();
+        let j = Journal::open(&dir, 10).expect("open");
+        for text in ["before", "damaged", "after"] {
+            j.append([1; 16], text.repeat(50).into_bytes()).await.expect("append");
+        }
+        drop(j);
+        let seg = fs::read_dir(&dir).expect("dir").filter_map(Result::ok).map(|e| e.path()).max().expect("a segment");
+        let mut bytes = fs::read(&seg).expect("read");
+        let hit = bytes.windows(7).position(|w| w == b"damaged").expect("the second post");
+        bytes[hit + 100] ^= 0xff;
+        fs::write(&seg, bytes).expect("write");
+        let j = Journal::open(&dir, 10).expect("reopen");
+        let held: Vec<_> = j.pending(i64::MAX).await.expect("pending").into_iter().map(|e| e.packed).collect();
+        assert_eq!(held, vec!["before".repeat(50).into_bytes(), "after".repeat(50).into_bytes()]);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_post_held_for_long_does_not_keep_every_newer_segment() {
+        let dir = dir();
+        let segments = || fs::read_dir(&dir).expect("dir").filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "journal"))).count();
+        let j = Journal::open_with(&dir, 100, 1000).expect("open");
+        let stuck = j.append([1; 16], b"keeps failing".to_vec()).await.expect("append");
+        for i in 0..20u8 {
+            let id = j.append([2; 16], vec![i; 900]).await.expect("append");
+            j.settle(id).await;
+        }
+        j.pending(i64::MAX).await.expect("barrier");
+        assert!(segments() <= KEEP_SEGMENTS + 1, "{} segments on disk for one held post", segments());
+        drop(j);
+        let j = Journal::open(&dir, 100).expect("reopen");
+        let held: Vec<_> = j.pending(i64::MAX).await.expect("pending").into_iter().map(|e| (e.id, e.packed)).collect();
+        assert_eq!(held, vec![(stuck, b"keeps failing".to_vec())], "moved, not lost or doubled");
+        j.settle(stuck).await;
+        j.pending(i64::MAX).await.expect("barrier");
+        drop(j);
+        assert!(Journal::open(&dir, 100).expect("reopen").pending(i64::MAX).await.expect("pending").is_empty());
         let _ = fs::remove_dir_all(&dir);
     }
 

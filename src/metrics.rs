@@ -93,7 +93,12 @@ pub const CATALOGUE: &[MetricDef] = &[
     MetricDef { name: MEMBERS, kind: Kind::Gauge, labels: &[], help: "Members across all hosted groups." },
     MetricDef { name: MESSAGES_STORED, kind: Kind::Gauge, labels: &[], help: "Messages held in group histories." },
     MetricDef { name: DB_QUERY_SECONDS, kind: Kind::Histogram, labels: &["op"], help: "Duration of store operations." },
-    MetricDef { name: DB_ERRORS, kind: Kind::Counter, labels: &["op"], help: "Store operations that failed." },
+    MetricDef {
+        name: DB_ERRORS,
+        kind: Kind::Counter,
+        labels: &["op"],
+        help: "Store operations that failed, or were refused unsent while the database is unreachable.",
+    },
     MetricDef { name: UPTIME_SECONDS, kind: Kind::Gauge, labels: &[], help: "Seconds since the server started." },
     MetricDef { name: RESIDENT_MEMORY_BYTES, kind: Kind::Gauge, labels: &[], help: "Resident memory of the server process." },
     MetricDef { name: LINKS_OPEN, kind: Kind::Gauge, labels: &[], help: "Inbound links currently open to group destinations." },
@@ -301,6 +306,11 @@ pub fn db_query(op: &'static str, took: Duration, ok: bool) {
     if !ok {
         counter!(DB_ERRORS, "op" => op).increment(1);
     }
+}
+
+/// Records a store call refused unsent while the database is unreachable: an error of its op.
+pub fn db_held(op: &'static str) {
+    counter!(DB_ERRORS, "op" => op).increment(1);
 }
 
 /// Records one link API request.

@@ -311,6 +311,13 @@ impl Tmux {
         Ok(String::from_utf8_lossy(&Command::new("tmux").args(["capture-pane", "-p", "-t", &self.0]).output()?.stdout).into_owned())
     }
 
+    /// Types `line`, sends it, and waits for the screen to show `said`.
+    fn say(&self, line: &str, said: &str) -> R<String> {
+        self.keys(&["-l", line])?;
+        self.keys(&["Enter"])?;
+        self.wait_for(said)
+    }
+
     fn wait_for(&self, what: &str) -> R<String> {
         common::poll_secs(40, &format!("the screen shows {what:?}"), || Ok(self.screen().ok().filter(|s| s.contains(what))))
             .map_err(|e| format!("{e}; the screen:\n{}", self.screen().unwrap_or_default()).into())
@@ -351,9 +358,7 @@ fn the_tui_sends_a_message_and_shows_a_python_members_answer() -> R {
     }
     tmux.wait_for("┌Open Mesh─")?;
     tmux.wait_for("bob")?; // the member list, synced
-    tmux.keys(&["-l", "typed in the tui"])?;
-    tmux.keys(&["Enter"])?;
-    let screen = tmux.wait_for("acknowledged #")?;
+    let screen = tmux.say("typed in the tui", "acknowledged #")?;
     assert!(screen.contains("alice: typed in the tui"), "{screen}");
     // Fanned out to the stock member ...
     peer.call(json!({"cmd": "inbox", "as": "bob", "contains": "typed in the tui", "timeout": 30}))?;
@@ -376,9 +381,7 @@ fn an_approver_lets_a_requester_in_from_the_tui() -> R {
     let tmux = Tmux::ui("tui-approve", &alice, port)?;
     let screen = tmux.wait_for("1. carol")?;
     assert!(screen.contains("/approve N, /reject N") && !screen.contains("/kick"), "only the approve right's commands are offered:\n{screen}");
-    tmux.keys(&["-l", "/approve 1"])?;
-    tmux.keys(&["Enter"])?;
-    tmux.wait_for("approved carol")?;
+    tmux.say("/approve 1", "approved carol")?;
     common::poll_secs(20, "the queue empties", || Ok(tmux.screen().ok().filter(|s| !s.contains("Join requests")).map(|_| ())))?;
     tmux.keys(&["Escape"])?;
     let j = ok(&carol, port, &["join", &dest])?;
@@ -387,8 +390,8 @@ fn an_approver_lets_a_requester_in_from_the_tui() -> R {
 }
 
 /// An owner runs the group from the UI: grants a right it holds (the server refuses one it lacks),
-/// renames the group and raises the join cost, each through the same call as the CLI, and the
-/// server's rows show each change.
+/// renames the group, raises the join cost, bans and unbans, each through the same call as the
+/// CLI, and the server's rows show each change.
 #[test]
 fn an_owner_grants_renames_and_sets_from_the_tui() -> R {
     let mut server = Server::new()?;
@@ -398,9 +401,10 @@ fn an_owner_grants_renames_and_sets_from_the_tui() -> R {
     let dest = s(&g, "group_destination_hash");
     let (alice, bob) = (server.dir.join("alice"), server.dir.join("bob"));
     let a = ok(&alice, port, &["profile", "--name", "alice"])?;
-    server.cli(&["member", "add", &dest, &s(&a, "identity_hash"), "--name", "alice", "--rights", "permissions,rename,settings"])?;
+    server.cli(&["member", "add", &dest, &s(&a, "identity_hash"), "--name", "alice", "--rights", "permissions,rename,settings,ban"])?;
     ok(&alice, port, &["join", &dest])?;
-    ok(&bob, port, &["join", &dest, "--name", "bob"])?;
+    let bob_hash = s(&ok(&bob, port, &["profile", "--name", "bob"])?, "identity_hash");
+    ok(&bob, port, &["join", &dest])?;
 
     let tmux = Tmux::ui("tui-owner", &alice, port)?;
     let screen = tmux.wait_for("bob")?;
@@ -411,14 +415,15 @@ fn an_owner_grants_renames_and_sets_from_the_tui() -> R {
         ("/rename Town Hall", "renamed to Town Hall"),
         ("/set join-cost 2", "set join-cost 2"),
     ] {
-        tmux.keys(&["-l", line])?;
-        tmux.keys(&["Enter"])?;
-        tmux.wait_for(said)?;
+        tmux.say(line, said)?;
     }
-    tmux.keys(&["Escape"])?;
     let members = server.cli(&["member", "list", &dest])?;
     let bob_row = members.as_array().and_then(|m| m.iter().find(|m| m["display_name"] == "bob")).ok_or("bob listed")?;
     assert_eq!(bob_row["rights"], json!(["rename"]));
+    tmux.say("/ban bob spam", "banned bob")?;
+    tmux.say(&format!("/unban {bob_hash}"), &format!("unbanned {bob_hash}"))?;
+    tmux.keys(&["Escape"])?;
+    assert_eq!(ok(&bob, port, &["join", &dest])?["state"], "joined", "the ban is lifted");
     let shown = server.cli(&["group", "show", &dest])?;
     assert_eq!((&shown["name"], &shown["join_stamp_cost"]), (&json!("Town Hall"), &json!(2)));
     Ok(())

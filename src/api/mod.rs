@@ -175,7 +175,13 @@ impl From<GroupError> for ApiError {
             GroupError::StampRequired { cost } => ApiError { stamp_cost: cost, ..ApiError::new(C::StampRequired, e.to_string()) },
             GroupError::RateLimited => ApiError::new(C::RateLimited, e.to_string()),
             // Storage details stay in the server log.
-            GroupError::Store(cause) => ApiError { cause: Some(cause), ..ApiError::new(C::Internal, "internal error, nothing was changed") },
+            GroupError::Store(cause) => {
+                let said = match *cause {
+                    crate::store::StoreError::Unreachable(_) => "the database is unreachable, nothing was changed; try again later",
+                    _ => "internal error, nothing was changed",
+                };
+                ApiError { cause: Some(cause), ..ApiError::new(C::Internal, said) }
+            }
         }
     }
 }

@@ -8,7 +8,7 @@
 //! Enter sends, Esc or Ctrl-C quits.
 //!
 //! A line that starts with `/` is an admin action on the selected group, through the same calls
-//! as `meshgroup client approve|reject|kick|ban|delete|grant|revoke|rename|settings`; the
+//! as `meshgroup client approve|reject|kick|ban|unban|delete|grant|revoke|rename|settings`; the
 //! input's title lists only those the member's rights allow, and `//` sends a line that starts with `/`.
 
 use std::sync::Arc;
@@ -63,6 +63,8 @@ enum Action {
         reason: String,
     },
     Delete(i64),
+    /// Lifts a ban; a banned identity is no longer a member, so it is named by its full hash.
+    Unban([u8; 16]),
     /// Grant (`true`) or revoke rights of a member.
     Rights {
         identity: [u8; 16],
@@ -87,12 +89,13 @@ enum Done {
 }
 
 /// The admin commands, the right each needs, and how it is typed.
-const COMMANDS: [(&str, Rights, &str); 9] = [
+const COMMANDS: [(&str, Rights, &str); 10] = [
     ("approve", Rights::APPROVE, "/approve N"),
     ("reject", Rights::APPROVE, "/reject N"),
     ("kick", Rights::KICK, "/kick NAME"),
     ("ban", Rights::BAN, "/ban NAME REASON"),
     ("delete", Rights::DELETE, "/delete ID"),
+    ("unban", Rights::BAN, "/unban HASH"),
     ("grant", Rights::PERMISSIONS, "/grant NAME RIGHTS"),
     ("revoke", Rights::PERMISSIONS, "/revoke NAME RIGHTS"),
     ("rename", Rights::RENAME, "/rename NEW NAME"),
@@ -122,6 +125,11 @@ fn parse_line(line: &str, v: &View) -> Result<Action, String> {
         "kick" => pick_member(&v.members, target).map(|(identity, who)| Action::Kick { identity, who }),
         "ban" if tail.is_empty() => Err("a ban needs a reason: /ban NAME REASON".into()),
         "ban" => pick_member(&v.members, target).map(|(identity, who)| Action::Ban { identity, who, reason: tail.to_owned() }),
+        "unban" => hex::decode(target)
+            .ok()
+            .and_then(|h| <[u8; 16]>::try_from(h).ok())
+            .map(Action::Unban)
+            .ok_or_else(|| format!("not an identity hash: {target:?} (/unban HASH, 32 hex digits)")),
         "delete" => target.trim_start_matches('#').parse().map(Action::Delete).map_err(|_| format!("not a message id: {target:?} (/delete ID)")),
         "grant" | "revoke" if tail.is_empty() => Err(format!("name the rights: /{name} NAME kick,ban (or all)")),
         "grant" | "revoke" => {
@@ -220,6 +228,10 @@ async fn act(client: &Client, dest: [u8; 16], action: Action) -> Result<Done, Cl
         Action::Delete(id) => {
             client.group(dest).await?.delete(id).await?;
             format!("deleted #{id}")
+        }
+        Action::Unban(identity) => {
+            client.group(dest).await?.unban(identity).await?;
+            format!("unbanned {}", hex::encode(identity))
         }
         Action::Rights { identity, who, rights, grant } => {
             let now = client.group(dest).await?.change_rights(identity, rights, grant).await?;
@@ -623,6 +635,7 @@ mod tests {
         assert_eq!(parse_line("/kick bbbbbb", &v), Ok(Action::Kick { identity: [0xbb; 16], who: "bob".into() }));
         assert_eq!(parse_line("/ban bob spam and worse", &v), Ok(Action::Ban { identity: [0xbb; 16], who: "bob".into(), reason: "spam and worse".into() }));
         assert_eq!(parse_line("/delete #12", &v), Ok(Action::Delete(12)));
+        assert_eq!(parse_line(&format!("/unban {}", "CC".repeat(16)), &v), Ok(Action::Unban([0xcc; 16])));
         assert_eq!(
             parse_line("/grant bob kick,ban", &v),
             Ok(Action::Rights { identity: [0xbb; 16], who: "bob".into(), rights: Rights::KICK.union(Rights::BAN), grant: true })
@@ -643,6 +656,7 @@ mod tests {
             ("/kick bbbb", "2 members match"),
             ("/ban bob", "needs a reason"),
             ("/delete x", "not a message id"),
+            ("/unban cccc", "not an identity hash"),
             ("/grant bob", "name the rights"),
             ("/grant bob fly", "unknown right `fly`"),
             ("/rename", "give the new name"),

@@ -19,6 +19,8 @@ mod threads;
 mod tickets;
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use migration::MigratorTrait;
@@ -52,6 +54,8 @@ pub enum StoreError {
     Banned,
     #[error("cannot prepare the database at {path}: {source}")]
     Io { path: String, source: std::io::Error },
+    #[error("the database is unreachable (last failure {0:?} ago); not tried again yet")]
+    Unreachable(Duration),
 }
 
 impl StoreError {
@@ -64,10 +68,62 @@ impl StoreError {
     }
 }
 
-/// Handle to the database; cheap to clone (the pool is shared).
+/// How long a connection waits for the pool, connecting included. Short, because a caller that
+/// waits holds the group actor it serves: with the database away, a write answers within this.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// After a call could not reach the database, calls fail at once for this long, then the next
+/// ones try again: an outage costs most callers milliseconds, not an acquire timeout each, and
+/// the database is back in use within this long of its return.
+const UNREACHABLE_HOLD: Duration = Duration::from_secs(1);
+
+/// Handle to the database; cheap to clone (the pool and its reachability are shared).
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    reach: Arc<Reachability>,
+}
+
+/// When a call last failed to reach the database. An atomic, not a mailbox: every clone of the
+/// store reads it before each call, and a lost race only lets one more call try.
+#[derive(Debug)]
+struct Reachability {
+    origin: Instant,
+    /// Milliseconds after `origin` of the last failure; 0 while the database answers.
+    failed_at_ms: AtomicU64,
+}
+
+impl Reachability {
+    fn new() -> Self {
+        Reachability { origin: Instant::now(), failed_at_ms: AtomicU64::new(0) }
+    }
+
+    /// `Err` while a recent failure holds calls back.
+    fn check(&self) -> Result<(), StoreError> {
+        let failed = self.failed_at_ms.load(Ordering::Relaxed);
+        let since = self.origin.elapsed().saturating_sub(Duration::from_millis(failed));
+        if failed != 0 && since < UNREACHABLE_HOLD { Err(StoreError::Unreachable(since)) } else { Ok(()) }
+    }
+
+    /// Records how a call ended: a failure to reach the database starts a hold, any answer ends one.
+    fn note<T>(&self, out: &Result<T, StoreError>) {
+        let unreachable = matches!(out, Err(StoreError::Db(err)) if unreachable(err));
+        let now = if unreachable { (self.origin.elapsed().as_millis() as u64).max(1) } else { 0 };
+        if unreachable || self.failed_at_ms.load(Ordering::Relaxed) != 0 {
+            self.failed_at_ms.store(now, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whether `err` says the database could not be reached, rather than that it refused a statement.
+fn unreachable(err: &DbErr) -> bool {
+    use sea_orm::{RuntimeErr, sqlx};
+    match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            matches!(**e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed)
+        }
+        _ => false,
+    }
 }
 
 /// Current wall-clock time in Unix milliseconds, the unit of every stored timestamp.
@@ -82,7 +138,7 @@ impl Store {
             prepare_sqlite_file(&path)?;
         }
         let mut opts = ConnectOptions::new(url.to_owned());
-        opts.sqlx_logging(false).connect_timeout(Duration::from_secs(10));
+        opts.sqlx_logging(false).connect_timeout(Duration::from_secs(10)).acquire_timeout(ACQUIRE_TIMEOUT);
         if url.starts_with("sqlite:") {
             // SQLite has one writer; a small pool avoids lock churn without serialising reads.
             opts.max_connections(4);
@@ -97,7 +153,7 @@ impl Store {
         }
         let db = Database::connect(opts).await?;
         migration::Migrator::up(&db, None).await?;
-        Ok(Store { db })
+        Ok(Store { db, reach: Arc::new(Reachability::new()) })
     }
 
     /// Closes the pool for every clone, waiting for connections in use to come back: done at
@@ -132,9 +188,14 @@ impl Store {
     where
         F: Future<Output = Result<T, StoreError>>,
     {
+        if let Err(held) = self.reach.check() {
+            crate::metrics::db_held(op);
+            return Err(held);
+        }
         let started = Instant::now();
         let out = fut.await;
         crate::metrics::db_query(op, started.elapsed(), out.is_ok());
+        self.reach.note(&out);
         out
     }
 }
@@ -162,4 +223,24 @@ fn prepare_sqlite_file(path: &std::path::Path) -> Result<(), StoreError> {
     std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(io)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_to_reach_the_database_holds_calls_back_until_one_answers() {
+        let reach = Reachability::new();
+        assert!(reach.check().is_ok());
+        reach.note::<()>(&Err(StoreError::NotFound { what: "member" }));
+        assert!(reach.check().is_ok(), "a refusal is an answer");
+        reach.note::<()>(&Err(StoreError::Db(DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout))));
+        assert!(matches!(reach.check(), Err(StoreError::Unreachable(_))));
+        // Once the hold has passed, a call tries again; its answer ends the hold.
+        let reach = Reachability { origin: reach.origin - UNREACHABLE_HOLD - Duration::from_secs(1), failed_at_ms: AtomicU64::new(1) };
+        assert!(reach.check().is_ok());
+        reach.note(&Ok(()));
+        assert_eq!(reach.failed_at_ms.load(Ordering::Relaxed), 0);
+    }
 }

@@ -16,6 +16,7 @@ IDS = {}        # name -> RNS.Identity
 LINKS = {}      # name -> RNS.Link
 ROUTERS = {}    # name -> (LXMRouter, delivery destination)
 INBOX = {}      # name -> [message dict]
+SENT = {}       # message hash hex -> the LXMessage cmd_send handed over (its router may deliver it later)
 LOCK = threading.Lock()
 
 
@@ -226,8 +227,17 @@ def cmd_send(c):
     m = LXMF.LXMessage(dest, local, bytes.fromhex(c["content"]), bytes.fromhex(c.get("title", "")),
                        desired_method=method, include_ticket=c.get("include_ticket", False))
     send_and_wait(router, m, c, wait=c.get("wait", True))
+    if m.hash:
+        SENT[m.hash.hex()] = m
     return {"state": m.state, "delivered": m.state == LXMF.LXMessage.DELIVERED, "hash": m.hash.hex() if m.hash else "",
             "representation": m.representation, "stamp": m.stamp.hex() if m.stamp else ""}
+
+
+def cmd_sent_states(c):
+    """Where each message cmd_send handed over has got to, by hash: "delivered" (proven), "open"
+    (its router still tries) or "failed"."""
+    final = {LXMF.LXMessage.DELIVERED: "delivered", LXMF.LXMessage.FAILED: "failed", LXMF.LXMessage.REJECTED: "failed"}
+    return {"states": {h: final.get(m.state, "open") for h, m in SENT.items()}}
 
 
 def cmd_inbox(c):
