@@ -12,8 +12,9 @@
 //! instead of paying two each (a file per post, then its directory). A settled post gets a marker
 //! that is not synced: losing one at a crash only replays a duplicate. Segments are deleted from
 //! the oldest while all their posts are settled, so the segment that holds a marker is never
-//! deleted before the one that holds the post it settles. Damage inside a segment costs the
-//! frames it hit: reading resumes at the next frame that checks.
+//! deleted before the one that holds the post it settles; posts still held in an old segment
+//! move to the current one, so one post that keeps failing does not keep every newer segment.
+//! Damage inside a segment costs the frames it hit: reading resumes at the next frame that checks.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -38,7 +39,9 @@ const QUEUE: usize = 1024;
 /// a check.
 const POST_HEADER: usize = 1 + 8 + 8 + 16 + 4;
 const CHECK: usize = 4;
-/// The times (ms) a post's frame can have been written at: 2020 to 2200.
+/// Ids a writer hands out; a frame found after damage with a larger one is not one of ours.
+const MAX_ID: EntryId = 1 << 62;
+/// The times (ms) at which a frame found after damage can have been written: 2020 to 2200.
 const PLAUSIBLE_WRITTEN_AT_MS: std::ops::Range<i64> = 1_577_836_800_000..7_258_118_400_000;
 const KIND_POST: u8 = 1;
 const KIND_SETTLED: u8 = 2;
@@ -193,23 +196,29 @@ enum Frame {
     Settled(EntryId),
 }
 
-/// The frames of a segment. One that is cut short or does not check is either the tail a crash
-/// tore (nothing after it was ever acknowledged, as a failed write starts a new segment) or
-/// damage: reading resumes at the next frame that checks, so damage costs the posts it hit, not
-/// the rest of the segment.
-fn frames(bytes: &[u8], path: &Path) -> Vec<Frame> {
+/// The frames of a segment, each with whether a resync found it. A frame that is cut short or
+/// does not check is either the tail a crash tore (nothing after it was ever acknowledged, as a
+/// failed write starts a new segment) or damage: reading resumes at the next offset where a
+/// frame checks, so damage costs the posts it hit, not the rest of the segment. A frame found so
+/// may be bytes of a post's payload that happen to check (the check is not keyed, and payloads
+/// come from the network), so the caller trusts it less.
+fn frames(bytes: &[u8], path: &Path) -> Vec<(Frame, bool)> {
     let mut out = Vec::new();
-    let mut at = 0;
+    let (mut at, mut resynced) = (0, false);
+    // What the searches may hash in all: one that tried every offset, each claiming a long frame,
+    // would otherwise hash the segment once per offset.
+    let mut budget = 2 * bytes.len() + 4096;
     while at < bytes.len() {
-        if let Some((f, next)) = frame_at(bytes, at) {
-            out.push(f);
+        if let Some((f, next)) = frame_at(bytes, at, None) {
+            out.push((f, resynced));
             at = next;
             continue;
         }
-        match (at + 1..bytes.len()).find(|&p| frame_at(bytes, p).is_some()) {
+        match (at + 1..bytes.len()).find(|&p| frame_at(bytes, p, Some(&mut budget)).is_some()) {
             Some(p) => {
                 tracing::error!(path = %path.display(), offset = at, skipped = p - at, "journal segment damaged; the frames after the damage are read");
                 at = p;
+                resynced = true;
             }
             None => {
                 tracing::error!(path = %path.display(), offset = at, skipped = bytes.len() - at, "journal segment cut short; the rest of it is ignored");
@@ -221,26 +230,34 @@ fn frames(bytes: &[u8], path: &Path) -> Vec<Frame> {
 }
 
 /// The frame that starts at `at`, and where the next one starts; `None` if it is cut short or
-/// does not check.
-fn frame_at(bytes: &[u8], at: usize) -> Option<(Frame, usize)> {
+/// does not check. While searching after damage (`search`: what may still be hashed), a frame
+/// must also look like one this writer made, and what checking it hashes is charged.
+fn frame_at(bytes: &[u8], at: usize, mut search: Option<&mut usize>) -> Option<(Frame, usize)> {
     let u64_at = |i: usize| bytes.get(i..i + 8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_le_bytes);
-    let checked = |end: usize| bytes.get(end..end + CHECK).is_some_and(|c| c == check(&bytes[at..end]));
+    let searching = search.is_some();
+    let mut checked = |end: usize| {
+        if let Some(budget) = search.as_deref_mut() {
+            *budget = budget.checked_sub(end - at)?;
+        }
+        bytes.get(end..end + CHECK).is_some_and(|c| c == check(&bytes[at..end])).then_some(())
+    };
     match *bytes.get(at)? {
         KIND_POST => {
             let (id, written_at) = (u64_at(at + 1)?, u64_at(at + 9)? as i64);
-            // A time no writer used is not a frame: a resync after damage tries every offset, and
-            // this keeps it from hashing megabytes at each.
-            if !PLAUSIBLE_WRITTEN_AT_MS.contains(&written_at) {
-                return None;
-            }
             let dest = <[u8; 16]>::try_from(bytes.get(at + 17..at + 33)?).ok()?;
             let len = u32::from_le_bytes(<[u8; 4]>::try_from(bytes.get(at + 33..at + 37)?).ok()?) as usize;
             let end = (at + POST_HEADER).checked_add(len)?;
-            checked(end).then_some((Frame::Post { id, written_at, dest, offset: at + POST_HEADER, len }, end + CHECK))
+            // Most offsets fail these cheap tests before anything is hashed.
+            if searching && (!PLAUSIBLE_WRITTEN_AT_MS.contains(&written_at) || id >= MAX_ID || end + CHECK > bytes.len()) {
+                return None;
+            }
+            checked(end)?;
+            Some((Frame::Post { id, written_at, dest, offset: at + POST_HEADER, len }, end + CHECK))
         }
         KIND_SETTLED => {
             let id = u64_at(at + 1)?;
-            checked(at + 9).then_some((Frame::Settled(id), at + 9 + CHECK))
+            checked(at + 9)?;
+            Some((Frame::Settled(id), at + 9 + CHECK))
         }
         _ => None,
     }
@@ -272,10 +289,14 @@ impl Writer {
         for seq in seqs {
             let path = segment_path(dir, seq);
             let bytes = fs::read(&path).map_err(io(&path))?;
-            for f in frames(&bytes, &path) {
+            for (f, resynced) in frames(&bytes, &path) {
                 match f {
+                    // Found after damage, it may be a payload's bytes: it adds a post (which the
+                    // replay checks like any other), never replaces or drops one.
+                    Frame::Post { id, .. } if resynced && (id >= MAX_ID || w.held.contains_key(&id)) => {}
+                    Frame::Settled(_) if resynced => {}
                     Frame::Post { id, written_at, dest, offset, len } => {
-                        w.next_id = w.next_id.max(id + 1);
+                        w.next_id = w.next_id.max(id.saturating_add(1));
                         w.held.insert(id, Held { segment: seq, offset: offset as u64, len, written_at, dest });
                     }
                     Frame::Settled(id) => {
@@ -623,18 +644,24 @@ mod tests {
     async fn damage_in_a_segment_costs_only_the_post_it_hit() {
         let dir = dir();
         let j = Journal::open(&dir, 10).expect("open");
-        for text in ["before", "damaged", "after"] {
-            j.append([1; 16], text.repeat(50).into_bytes()).await.expect("append");
-        }
+        let before = j.append([1; 16], "before".repeat(50).into_bytes()).await.expect("append");
+        // A payload that carries a marker settling the post before it: bytes from the network.
+        let mut forged = vec![KIND_SETTLED];
+        forged.extend_from_slice(&before.to_le_bytes());
+        let c = check(&forged);
+        forged.extend_from_slice(&c);
+        let damaged = ["damaged".repeat(10).into_bytes(), forged, "damaged".repeat(10).into_bytes()].concat();
+        j.append([1; 16], damaged).await.expect("append");
+        j.append([1; 16], "after".repeat(50).into_bytes()).await.expect("append");
         drop(j);
         let seg = fs::read_dir(&dir).expect("dir").filter_map(Result::ok).map(|e| e.path()).max().expect("a segment");
         let mut bytes = fs::read(&seg).expect("read");
         let hit = bytes.windows(7).position(|w| w == b"damaged").expect("the second post");
-        bytes[hit + 100] ^= 0xff;
+        bytes[hit + 5] ^= 0xff;
         fs::write(&seg, bytes).expect("write");
         let j = Journal::open(&dir, 10).expect("reopen");
         let held: Vec<_> = j.pending(i64::MAX).await.expect("pending").into_iter().map(|e| e.packed).collect();
-        assert_eq!(held, vec!["before".repeat(50).into_bytes(), "after".repeat(50).into_bytes()]);
+        assert_eq!(held, vec!["before".repeat(50).into_bytes(), "after".repeat(50).into_bytes()], "the forged marker settles nothing");
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -163,14 +163,14 @@ fn direct_posts_proven_during_a_postgres_outage_are_stored_and_fanned_out_once()
     assert_eq!(api(&mut peer, &post("api before the outage"))?.0, None);
     pg.down()?;
     let down = Instant::now();
-    let (mut round, mut slowest) = (0, Duration::ZERO);
+    let (mut round, mut refusals) = (0, Vec::new());
     while down.elapsed() < OUTAGE {
         sent.send(&mut peer, &lxmf, format!("during the outage {round}"), "direct")?;
         sent.send(&mut peer, &lxmf, format!("opportunistic during the outage {round}"), "opportunistic")?;
         let (code, took) = api(&mut peer, &post(&format!("api during the outage {round}")))?;
         assert_eq!(code, Some(pb::ErrorCode::Internal), "an API post fails while the database is away, and says so");
         assert!(took < Duration::from_secs(8), "it fails fast, not after the database's timeouts: {took:?}");
-        slowest = slowest.max(took);
+        refusals.push(took.as_millis());
         round += 1;
         std::thread::sleep(Duration::from_secs(2));
     }
@@ -178,10 +178,9 @@ fn direct_posts_proven_during_a_postgres_outage_are_stored_and_fanned_out_once()
     assert!(during * 5 >= round * 4, "the transport proves direct posts with the database away: {:?}", sent.proven);
     assert!(journal_entries(&server)? > 0.0, "the posts wait in the journal");
     pg.up()?;
-    eprintln!(
-        "PostgreSQL was down {:?}: {round} rounds of a direct, an opportunistic and an API post; the slowest API refusal took {slowest:?}",
-        down.elapsed()
-    );
+    refusals.sort_unstable();
+    assert!(refusals[refusals.len() / 2] < 1000, "once the outage is known, calls are refused at once: {refusals:?} ms");
+    eprintln!("PostgreSQL was down {:?}: {round} rounds of a direct, an opportunistic and an API post; API refusals took {refusals:?} ms", down.elapsed());
     sent.send(&mut peer, &lxmf, "after the outage".into(), "direct")?;
     // As a client does after a refusal: the same post (the same nonce) again until it is taken.
     let after = post("api after the outage");
@@ -201,12 +200,16 @@ fn direct_posts_proven_during_a_postgres_outage_are_stored_and_fanned_out_once()
         let got = stored(&server.db_url, gid)?;
         Ok(proven.iter().all(|p| got.contains(p)).then_some(got))
     })?;
-    assert_eq!(all.len(), proven.len(), "each proven post stored once: {all:?}");
-    let inbox = peer.call(json!({"cmd": "member_inbox", "unique": proven.len(), "timeout": 90}))?;
+    // A post can also be stored without its sender hearing so (a proof lost, its router gave up),
+    // but none twice, and none that was refused.
+    let unique: std::collections::HashSet<&String> = all.iter().collect();
+    assert_eq!(unique.len(), all.len(), "each post stored once: {all:?}");
+    assert!(all.iter().all(|p| !p.starts_with("api during")), "a refused API post is not stored: {all:?}");
+    let inbox = peer.call(json!({"cmd": "member_inbox", "unique": all.len(), "timeout": 90}))?;
     for m in &members {
         let got = inbox["members"][m].as_array().ok_or("inbox")?;
         let unique: std::collections::HashSet<String> = got.iter().map(|g| s(g, "hash")).collect();
-        assert_eq!(unique.len(), proven.len(), "member {m} has each post exactly once");
+        assert_eq!(unique.len(), all.len(), "member {m} has each stored post");
     }
     common::poll_secs(30, "the journal to empty", || Ok((journal_entries(&server)? == 0.0).then_some(())))?;
     eprintln!("{} posts proven or acknowledged, {during} of them direct during the outage: all stored and fanned out once", proven.len());

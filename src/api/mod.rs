@@ -176,9 +176,10 @@ impl From<GroupError> for ApiError {
             GroupError::RateLimited => ApiError::new(C::RateLimited, e.to_string()),
             // Storage details stay in the server log.
             GroupError::Store(cause) => {
-                let said = match *cause {
-                    crate::store::StoreError::Unreachable(_) => "the database is unreachable, nothing was changed; try again later",
-                    _ => "internal error, nothing was changed",
+                let said = if cause.is_unreachable() {
+                    "the database is unreachable, nothing was changed; try again later"
+                } else {
+                    "internal error, nothing was changed"
                 };
                 ApiError { cause: Some(cause), ..ApiError::new(C::Internal, said) }
             }

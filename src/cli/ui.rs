@@ -125,6 +125,7 @@ fn parse_line(line: &str, v: &View) -> Result<Action, String> {
         "kick" => pick_member(&v.members, target).map(|(identity, who)| Action::Kick { identity, who }),
         "ban" if tail.is_empty() => Err("a ban needs a reason: /ban NAME REASON".into()),
         "ban" => pick_member(&v.members, target).map(|(identity, who)| Action::Ban { identity, who, reason: tail.to_owned() }),
+        "unban" if !tail.is_empty() => Err("/unban takes one identity hash and nothing after it".into()),
         "unban" => hex::decode(target)
             .ok()
             .and_then(|h| <[u8; 16]>::try_from(h).ok())
@@ -186,7 +187,13 @@ fn only_one<'a, T>(mut found: impl Iterator<Item = &'a T>, target: &str, what: &
 
 /// One `/set` line as a settings update, and how the status line says it.
 fn parse_setting(key: &str, value: &str) -> Result<(pb::SettingsUpdate, String), String> {
-    let cost = || value.parse::<u32>().ok().filter(|c| *c <= 254).ok_or_else(|| format!("{key} takes a stamp cost 0-254, not {value:?}"));
+    let cost = || {
+        value
+            .parse::<u32>()
+            .ok()
+            .filter(|c| crate::domain::valid_stamp_cost((*c).into()))
+            .ok_or_else(|| format!("{key} takes a stamp cost 0-254, not {value:?}"))
+    };
     let on = || match value {
         "on" | "yes" | "true" => Ok(true),
         "off" | "no" | "false" => Ok(false),
@@ -657,6 +664,7 @@ mod tests {
             ("/ban bob", "needs a reason"),
             ("/delete x", "not a message id"),
             ("/unban cccc", "not an identity hash"),
+            ("/unban bob for good", "nothing after it"),
             ("/grant bob", "name the rights"),
             ("/grant bob fly", "unknown right `fly`"),
             ("/rename", "give the new name"),

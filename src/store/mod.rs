@@ -20,7 +20,7 @@ mod tickets;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use migration::MigratorTrait;
@@ -54,8 +54,8 @@ pub enum StoreError {
     Banned,
     #[error("cannot prepare the database at {path}: {source}")]
     Io { path: String, source: std::io::Error },
-    #[error("the database is unreachable (last failure {0:?} ago); not tried again yet")]
-    Unreachable(Duration),
+    #[error("the database is unreachable; calls are refused until it answers again")]
+    Unreachable,
 }
 
 impl StoreError {
@@ -68,61 +68,38 @@ impl StoreError {
     }
 }
 
-/// How long a connection waits for the pool, connecting included. Short, because a caller that
-/// waits holds the group actor it serves: with the database away, a write answers within this.
+/// How long a PostgreSQL call waits for a connection, connecting included (at start-up too).
+/// Short, because a caller that waits holds the group actor it serves.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
-/// After a call could not reach the database, calls fail at once for this long, then the next
-/// ones try again: an outage costs most callers milliseconds, not an acquire timeout each, and
-/// the database is back in use within this long of its return.
-const UNREACHABLE_HOLD: Duration = Duration::from_secs(1);
+/// While the database is unreachable, how often the probe pings it.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Handle to the database; cheap to clone (the pool and its reachability are shared).
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
-    reach: Arc<Reachability>,
+    /// Set while PostgreSQL is unreachable; `None` on SQLite, where a local file is not
+    /// unreachable and a busy pool is not an outage.
+    away: Option<Arc<AtomicBool>>,
 }
-
-/// When a call last failed to reach the database. An atomic, not a mailbox: every clone of the
-/// store reads it before each call, and a lost race only lets one more call try.
-#[derive(Debug)]
-struct Reachability {
-    origin: Instant,
-    /// Milliseconds after `origin` of the last failure; 0 while the database answers.
-    failed_at_ms: AtomicU64,
-}
-
-impl Reachability {
-    fn new() -> Self {
-        Reachability { origin: Instant::now(), failed_at_ms: AtomicU64::new(0) }
-    }
-
-    /// `Err` while a recent failure holds calls back.
-    fn check(&self) -> Result<(), StoreError> {
-        let failed = self.failed_at_ms.load(Ordering::Relaxed);
-        let since = self.origin.elapsed().saturating_sub(Duration::from_millis(failed));
-        if failed != 0 && since < UNREACHABLE_HOLD { Err(StoreError::Unreachable(since)) } else { Ok(()) }
-    }
-
-    /// Records how a call ended: a failure to reach the database starts a hold, any answer ends one.
-    fn note<T>(&self, out: &Result<T, StoreError>) {
-        let unreachable = matches!(out, Err(StoreError::Db(err)) if unreachable(err));
-        let now = if unreachable { (self.origin.elapsed().as_millis() as u64).max(1) } else { 0 };
-        if unreachable || self.failed_at_ms.load(Ordering::Relaxed) != 0 {
-            self.failed_at_ms.store(now, Ordering::Relaxed);
+impl StoreError {
+    /// Whether the database could not be reached (or was not tried for that reason), rather than
+    /// that it refused a statement.
+    pub fn is_unreachable(&self) -> bool {
+        use sea_orm::{RuntimeErr, sqlx};
+        let sqlx_unreachable = |e: &sqlx::Error| match e {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed | sqlx::Error::Tls(_) => true,
+            // PostgreSQL going down or gone: admin shutdown, crash shutdown, cannot connect now
+            // (57P01-57P03), and the connection exception class (08).
+            sqlx::Error::Database(d) => d.code().is_some_and(|c| c.starts_with("57P0") || c.starts_with("08")),
+            _ => false,
+        };
+        match self {
+            StoreError::Unreachable => true,
+            StoreError::Db(DbErr::ConnectionAcquire(_) | DbErr::Conn(_)) => true,
+            StoreError::Db(DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) => sqlx_unreachable(e),
+            _ => false,
         }
-    }
-}
-
-/// Whether `err` says the database could not be reached, rather than that it refused a statement.
-fn unreachable(err: &DbErr) -> bool {
-    use sea_orm::{RuntimeErr, sqlx};
-    match err {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
-            matches!(**e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed)
-        }
-        _ => false,
     }
 }
 
@@ -138,8 +115,13 @@ impl Store {
             prepare_sqlite_file(&path)?;
         }
         let mut opts = ConnectOptions::new(url.to_owned());
-        opts.sqlx_logging(false).connect_timeout(Duration::from_secs(10)).acquire_timeout(ACQUIRE_TIMEOUT);
-        if url.starts_with("sqlite:") {
+        opts.sqlx_logging(false);
+        let sqlite = url.starts_with("sqlite:");
+        if !sqlite {
+            // sea-orm maps both `connect_timeout` and `acquire_timeout` to this one sqlx timeout.
+            opts.acquire_timeout(ACQUIRE_TIMEOUT);
+        }
+        if sqlite {
             // SQLite has one writer; a small pool avoids lock churn without serialising reads.
             opts.max_connections(4);
             // On every connection of the pool, not only the first: `synchronous` is per connection,
@@ -153,7 +135,7 @@ impl Store {
         }
         let db = Database::connect(opts).await?;
         migration::Migrator::up(&db, None).await?;
-        Ok(Store { db, reach: Arc::new(Reachability::new()) })
+        Ok(Store { db, away: (!sqlite).then(|| Arc::new(AtomicBool::new(false))) })
     }
 
     /// Closes the pool for every clone, waiting for connections in use to come back: done at
@@ -183,19 +165,43 @@ impl Store {
         self.db.begin_with_options(TransactionOptions { sqlite_transaction_mode: mode, ..Default::default() }).await
     }
 
+    /// After `op` could not reach the database: refuses every call at once until a ping answers,
+    /// so that an outage costs callers milliseconds, not an acquire timeout each (a caller that
+    /// waits holds its group actor). One probe task at a time: the first failure starts it.
+    fn probe_until_back(&self, op: &'static str) {
+        let Some(away) = self.away.clone() else { return };
+        if away.compare_exchange(false, true, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+            return;
+        }
+        tracing::error!(op, "the database is unreachable; store calls are refused until it answers a ping");
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PROBE_EVERY).await;
+                if db.ping().await.is_ok() {
+                    away.store(false, Ordering::Relaxed);
+                    tracing::info!("the database answers again");
+                    return;
+                }
+            }
+        });
+    }
+
     /// Runs one store operation and records its duration under `op`.
     async fn timed<T, F>(&self, op: &'static str, fut: F) -> Result<T, StoreError>
     where
         F: Future<Output = Result<T, StoreError>>,
     {
-        if let Err(held) = self.reach.check() {
+        if self.away.as_ref().is_some_and(|a| a.load(Ordering::Relaxed)) {
             crate::metrics::db_held(op);
-            return Err(held);
+            return Err(StoreError::Unreachable);
         }
         let started = Instant::now();
         let out = fut.await;
         crate::metrics::db_query(op, started.elapsed(), out.is_ok());
-        self.reach.note(&out);
+        if out.as_ref().err().is_some_and(StoreError::is_unreachable) {
+            self.probe_until_back(op);
+        }
         out
     }
 }
@@ -223,24 +229,4 @@ fn prepare_sqlite_file(path: &std::path::Path) -> Result<(), StoreError> {
     std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(io)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_failure_to_reach_the_database_holds_calls_back_until_one_answers() {
-        let reach = Reachability::new();
-        assert!(reach.check().is_ok());
-        reach.note::<()>(&Err(StoreError::NotFound { what: "member" }));
-        assert!(reach.check().is_ok(), "a refusal is an answer");
-        reach.note::<()>(&Err(StoreError::Db(DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout))));
-        assert!(matches!(reach.check(), Err(StoreError::Unreachable(_))));
-        // Once the hold has passed, a call tries again; its answer ends the hold.
-        let reach = Reachability { origin: reach.origin - UNREACHABLE_HOLD - Duration::from_secs(1), failed_at_ms: AtomicU64::new(1) };
-        assert!(reach.check().is_ok());
-        reach.note(&Ok(()));
-        assert_eq!(reach.failed_at_ms.load(Ordering::Relaxed), 0);
-    }
 }
