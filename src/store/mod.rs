@@ -165,6 +165,16 @@ impl Store {
         self.db.begin_with_options(TransactionOptions { sqlite_transaction_mode: mode, ..Default::default() }).await
     }
 
+    /// Whether `err` is a pool timeout with every connection in use: load, not an outage. (With
+    /// the server away, sqlx retries refused connections until the same timeout.)
+    fn busy(&self, err: &StoreError) -> bool {
+        let timed_out = matches!(err, StoreError::Db(DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout)));
+        timed_out && self.db.get_database_backend() == sea_orm::DatabaseBackend::Postgres && {
+            let pool = self.db.get_postgres_connection_pool();
+            pool.num_idle() == 0 && pool.size() >= pool.options().get_max_connections()
+        }
+    }
+
     /// After `op` could not reach the database: refuses every call at once until a ping answers,
     /// so that an outage costs callers milliseconds, not an acquire timeout each (a caller that
     /// waits holds its group actor). One probe task at a time: the first failure starts it.
@@ -199,7 +209,7 @@ impl Store {
         let started = Instant::now();
         let out = fut.await;
         crate::metrics::db_query(op, started.elapsed(), out.is_ok());
-        if out.as_ref().err().is_some_and(StoreError::is_unreachable) {
+        if out.as_ref().err().is_some_and(|e| e.is_unreachable() && !self.busy(e)) {
             self.probe_until_back(op);
         }
         out
