@@ -566,6 +566,14 @@ mod tests {
         std::env::temp_dir().join(format!("meshgroup-journal-{}", rand::random::<u64>()))
     }
 
+    /// The segment files in `dir`, oldest first.
+    fn segment_files(dir: &Path) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> =
+            fs::read_dir(dir).expect("dir").filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "journal")).collect();
+        files.sort();
+        files
+    }
+
     #[tokio::test]
     async fn entries_survive_until_settled_and_come_back_in_order() {
         let dir = dir();
@@ -625,7 +633,7 @@ mod tests {
         j.append([1; 16], b"kept".to_vec()).await.expect("append");
         drop(j);
         // A crash in the middle of the next write: half a frame at the end of the segment.
-        let seg = fs::read_dir(&dir).expect("dir").filter_map(Result::ok).map(|e| e.path()).max().expect("a segment");
+        let seg = segment_files(&dir).pop().expect("a segment");
         let mut f = fs::OpenOptions::new().append(true).open(&seg).expect("open segment");
         f.write_all(&[KIND_POST, 9, 9, 9]).expect("write");
         drop(f);
@@ -654,7 +662,7 @@ mod tests {
         j.append([1; 16], damaged).await.expect("append");
         j.append([1; 16], "after".repeat(50).into_bytes()).await.expect("append");
         drop(j);
-        let seg = fs::read_dir(&dir).expect("dir").filter_map(Result::ok).map(|e| e.path()).max().expect("a segment");
+        let seg = segment_files(&dir).pop().expect("a segment");
         let mut bytes = fs::read(&seg).expect("read");
         let hit = bytes.windows(7).position(|w| w == b"damaged").expect("the second post");
         bytes[hit + 5] ^= 0xff;
@@ -668,7 +676,7 @@ mod tests {
     #[tokio::test]
     async fn a_post_held_for_long_does_not_keep_every_newer_segment() {
         let dir = dir();
-        let segments = || fs::read_dir(&dir).expect("dir").filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "journal"))).count();
+        let segments = || segment_files(&dir).len();
         let j = Journal::open_with(&dir, 100, 1000).expect("open");
         let stuck = j.append([1; 16], b"keeps failing".to_vec()).await.expect("append");
         for i in 0..20u8 {
@@ -691,7 +699,7 @@ mod tests {
     #[tokio::test]
     async fn settled_segments_are_deleted_oldest_first() {
         let dir = dir();
-        let segments = || fs::read_dir(&dir).expect("dir").filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "journal"))).count();
+        let segments = || segment_files(&dir).len();
         let j = Journal::open_with(&dir, 100, 1000).expect("open");
         let first = j.append([1; 16], vec![1; 1000]).await.expect("append");
         let mut later = Vec::new();
