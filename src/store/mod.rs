@@ -66,23 +66,7 @@ impl StoreError {
             _ => StoreError::Db(err),
         }
     }
-}
 
-/// How long a PostgreSQL call waits for a connection, connecting included (at start-up too).
-/// Short, because a caller that waits holds the group actor it serves.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
-/// While the database is unreachable, how often the probe pings it.
-const PROBE_EVERY: Duration = Duration::from_secs(1);
-
-/// Handle to the database; cheap to clone (the pool and its reachability are shared).
-#[derive(Clone, Debug)]
-pub struct Store {
-    db: DatabaseConnection,
-    /// Set while PostgreSQL is unreachable; `None` on SQLite, where a local file is not
-    /// unreachable and a busy pool is not an outage.
-    away: Option<Arc<AtomicBool>>,
-}
-impl StoreError {
     /// Whether the database could not be reached (or was not tried for that reason), rather than
     /// that it refused a statement.
     pub fn is_unreachable(&self) -> bool {
@@ -103,6 +87,23 @@ impl StoreError {
     }
 }
 
+/// How long a PostgreSQL call waits for a connection, connecting included (at start-up too).
+/// Short, because a caller that waits holds the group actor it serves.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a SQLite call waits for one of the pool's connections.
+const SQLITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// While the database is unreachable, how often the probe pings it.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// Handle to the database; cheap to clone (the pool and its reachability are shared).
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+    /// Set while PostgreSQL is unreachable; `None` on SQLite, where a local file is not
+    /// unreachable and a busy pool is not an outage.
+    away: Option<Arc<AtomicBool>>,
+}
+
 /// Current wall-clock time in Unix milliseconds, the unit of every stored timestamp.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -117,13 +118,11 @@ impl Store {
         let mut opts = ConnectOptions::new(url.to_owned());
         opts.sqlx_logging(false);
         let sqlite = url.starts_with("sqlite:");
-        if !sqlite {
-            // sea-orm maps both `connect_timeout` and `acquire_timeout` to this one sqlx timeout.
-            opts.acquire_timeout(ACQUIRE_TIMEOUT);
-        }
+        // sea-orm maps both `connect_timeout` and `acquire_timeout` to one sqlx timeout.
         if sqlite {
             // SQLite has one writer; a small pool avoids lock churn without serialising reads.
-            opts.max_connections(4);
+            // Waiting for one of its connections is load, so the wait may be longer.
+            opts.max_connections(4).acquire_timeout(SQLITE_ACQUIRE_TIMEOUT);
             // On every connection of the pool, not only the first: `synchronous` is per connection,
             // and a connection left at FULL syncs the disk on every commit. In WAL mode NORMAL
             // loses no committed transaction on a crash of the process, only (rarely) the last
@@ -132,6 +131,8 @@ impl Store {
                 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
                 o.journal_mode(SqliteJournalMode::Wal).synchronous(SqliteSynchronous::Normal)
             });
+        } else {
+            opts.acquire_timeout(ACQUIRE_TIMEOUT);
         }
         let db = Database::connect(opts).await?;
         migration::Migrator::up(&db, None).await?;
