@@ -367,6 +367,11 @@ impl Delivery {
             crate::metrics::fanout_prepare(started.elapsed());
             self.record_copies(&prepared).await;
             self.mark_packets_sent(&prepared).await;
+            // Copies that take no place in the window go first, so they never wait behind a full
+            // one; a member with a copy that does keeps all of theirs in order, after.
+            let windowed = self.window.is_some();
+            let prepared =
+                no_wait_first(prepared, |(job, _)| job.row.member_identity_hash.as_str(), |(job, result)| windowed && self.goes_as_packet(job, result));
             let mut round = prepared.into_iter();
             // Places taken from the window at once and not used yet; they go back with the round.
             let mut spare: Option<tokio::sync::OwnedSemaphorePermit> = None;
@@ -922,6 +927,18 @@ fn backoff_ms(attempts: i32, cap_secs: u64) -> i64 {
 /// Builds, signs and encrypts on the blocking pool, one chunk per core. A copy too large for a
 /// packet keeps only its verdict: holding every member's packed copy of a large post at once is
 /// what made memory grow with members × post size; it is packed again when its turn comes.
+/// `items` with those that do not `wait` first, except that an item whose `member` has one that
+/// waits stays with it: each member's items keep their order, and the order within each part
+/// holds.
+fn no_wait_first<T>(items: Vec<T>, member: impl Fn(&T) -> &str, wait: impl Fn(&T) -> bool) -> Vec<T> {
+    let waiting: HashSet<String> = items.iter().filter(|i| wait(i)).map(|i| member(i).to_owned()).collect();
+    if waiting.is_empty() {
+        return items;
+    }
+    let (first, later): (Vec<T>, Vec<T>) = items.into_iter().partition(|i| !waiting.contains(member(i)));
+    first.into_iter().chain(later).collect()
+}
+
 async fn prepare_all(jobs: Vec<Job>) -> Vec<(Job, Result<Outgoing, OutboundError>)> {
     on_all_cores(jobs, |job: Job| {
         let result = prepare_any(&job.keys.signer, job.keys.lxmf_dest, &job.to, &job.body).map(|o| match o {
@@ -994,6 +1011,15 @@ pub fn notice_text(kind: &str, actor: &str, detail: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copies_that_need_no_window_place_go_first_without_reordering_a_member() {
+        // (member, needs a place in the window)
+        let round = vec![("a", true), ("b", false), ("a", false), ("c", false), ("d", true), ("b", false)];
+        let sorted = no_wait_first(round, |i| i.0, |i| i.1);
+        assert_eq!(sorted, vec![("b", false), ("c", false), ("b", false), ("a", true), ("a", false), ("d", true)]);
+        assert_eq!(no_wait_first(vec![("a", false)], |i| i.0, |i| i.1), vec![("a", false)]);
+    }
 
     #[test]
     fn backoff_grows_to_the_cap() {
