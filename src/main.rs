@@ -7,7 +7,12 @@ fn main() {
         Parsed::Exit(code) => std::process::exit(code),
     };
     let json = cli.json;
-    let code = match run(cli) {
+    exit_with(run(cli), json)
+}
+
+/// Reports the outcome (an error as one line on stderr) and exits with its code.
+fn exit_with(result: anyhow::Result<()>, json: bool) -> ! {
+    let code = match result {
         Ok(()) => 0,
         Err(err) => {
             let code = err.downcast_ref::<CliError>().map(CliError::exit_code).unwrap_or(1);
@@ -15,7 +20,8 @@ fn main() {
             code
         }
     };
-    std::process::exit(code);
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    std::process::exit(code)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -29,8 +35,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             meshgroup::block_on(meshgroup::server::run(cfg, args.demo, meshgroup::server::shutdown_signal()))??;
         }
         cmd => {
-            let out = meshgroup::block_on(meshgroup::cli::run_command(&cfg, cmd, cli.json))??;
-            println!("{}", out.render(cli.json));
+            let json = cli.json;
+            meshgroup::block_on(async move {
+                let result = meshgroup::cli::run_command(&cfg, cmd, json).await.map(|out| println!("{}", out.render(json)));
+                // A command exits inside the runtime, its work done: dropping the runtime cancels
+                // the transport's tasks, and reticulum-rs 0.16 then panics on stderr (it unwraps
+                // the join of a task that was cancelled), which would garble the one-line answer.
+                exit_with(result.map_err(anyhow::Error::from), json)
+            })?;
         }
     }
     Ok(())
