@@ -151,11 +151,12 @@ struct Held {
     dest: [u8; 16],
 }
 
-/// One segment file and how many of its posts are held.
+/// One segment file, and how many of its posts are held and their payload bytes.
 struct Segment {
     file: File,
     path: PathBuf,
     held: usize,
+    held_bytes: u64,
 }
 
 /// The writer thread's state: it alone touches the files.
@@ -305,13 +306,14 @@ impl Writer {
                 }
             }
             let file = File::open(&path).map_err(io(&path))?;
-            w.segments.insert(seq, Segment { file, path, held: 0 });
+            w.segments.insert(seq, Segment { file, path, held: 0, held_bytes: 0 });
             w.current = seq;
             w.next_seq = seq + 1;
         }
         for h in w.held.values() {
             if let Some(s) = w.segments.get_mut(&h.segment) {
                 s.held += 1;
+                s.held_bytes += h.len as u64;
             }
         }
         w.start_segment()?;
@@ -354,7 +356,7 @@ impl Writer {
             let _ = fs::remove_file(&path);
             return Err(err);
         }
-        self.segments.insert(seq, Segment { file, path, held: 0 });
+        self.segments.insert(seq, Segment { file, path, held: 0, held_bytes: 0 });
         self.current = seq;
         self.size = 0;
         self.broken = false;
@@ -409,6 +411,7 @@ impl Writer {
     fn hold(&mut self, id: EntryId, h: Held) {
         if let Some(s) = self.segments.get_mut(&h.segment) {
             s.held += 1;
+            s.held_bytes += h.len as u64;
         }
         self.held.insert(id, h);
     }
@@ -419,15 +422,12 @@ impl Writer {
     /// The copy keeps the post's id, so a reader that finds both (a crash before the old segment
     /// went) holds it once, and a later marker settles it.
     fn relocate_oldest(&mut self) -> Result<(), JournalError> {
-        let Some(&oldest) = self.segments.keys().next() else { return Ok(()) };
-        if self.segments.len() <= KEEP_SEGMENTS || oldest == self.current || self.broken {
+        // Decided from the segment's counters: this runs after every batch.
+        let Some((&oldest, seg)) = self.segments.first_key_value() else { return Ok(()) };
+        if self.segments.len() <= KEEP_SEGMENTS || oldest == self.current || self.broken || seg.held == 0 || seg.held_bytes > self.segment_bytes / 4 {
             return Ok(());
         }
         let moving: BTreeSet<EntryId> = self.held.iter().filter(|(_, h)| h.segment == oldest).map(|(id, _)| *id).collect();
-        let bytes: u64 = moving.iter().filter_map(|id| self.held.get(id)).map(|h| h.len as u64).sum();
-        if moving.is_empty() || bytes > self.segment_bytes / 4 {
-            return Ok(());
-        }
         let (mut buf, mut moved) = (Vec::new(), Vec::new());
         for e in self.read_held(|id, _| moving.contains(&id))? {
             moved.push((e.id, self.frame_post(&mut buf, e.id, e.written_at, e.dest, &e.packed)));
@@ -537,6 +537,7 @@ impl Writer {
         let Some(h) = self.held.remove(&id) else { return false };
         if let Some(s) = self.segments.get_mut(&h.segment) {
             s.held = s.held.saturating_sub(1);
+            s.held_bytes = s.held_bytes.saturating_sub(h.len as u64);
         }
         true
     }
